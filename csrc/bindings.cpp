@@ -1,0 +1,28 @@
+// pybind11 module fastmix._C: torch-free entry points (raw pointers and sizes as integers).
+#include <pybind11/pybind11.h>
+#include "native.h"
+
+#if defined(FASTMIX_WITH_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastmix native kernels (CUDA and C++), torch-free";
+#if defined(FASTMIX_WITH_CUDA)
+  m.attr("built_with_cuda") = true;
+  m.attr("cuda_build_version") = CUDART_VERSION;  // e.g. 13000 for CUDA 13.0
+  m.attr("cuda_archs") = FASTMIX_CUDA_ARCHS;
+  m.def("cuda_driver_version", &fastmix::cuda_driver_version);
+  m.def("cuda_device_count", &fastmix::cuda_device_count);
+  m.def("zeta_weights_cuda", &fastmix::zeta_weights_cuda, py::call_guard<py::gil_scoped_release>());
+  m.def("zeta_mix_cuda", &fastmix::zeta_mix_cuda, py::call_guard<py::gil_scoped_release>());
+#else
+  m.attr("built_with_cuda") = false;
+  m.attr("cuda_build_version") = 0;
+  m.attr("cuda_archs") = "";
+#endif
+  m.def("zeta_weights_emulate", &fastmix::zeta_weights_emulate, py::call_guard<py::gil_scoped_release>());
+  m.def("zeta_mix_emulate", &fastmix::zeta_mix_emulate, py::call_guard<py::gil_scoped_release>());
+}

@@ -1,0 +1,72 @@
+"""Backend selection: ``backend=`` per call, else ``FASTMIX_BACKEND``, else the per-op default.
+
+An unavailable backend asked for by name raises; there is no silent fallback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from fastmix import _native
+
+BACKENDS = ("cuda", "triton", "reference")
+
+
+@functools.cache
+def triton_unavailable_reason(device_type: str) -> str:
+    try:
+        import triton  # noqa: F401
+    except ImportError as error:
+        return f"triton is not importable ({error})"
+    if device_type == "cpu":
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            return "Triton runs on CPU tensors only under its interpreter (TRITON_INTERPRET=1)"
+        return ""
+    if device_type != "cuda":
+        return f"Triton has no {device_type} target here"
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible to torch"
+    return ""
+
+
+@functools.cache
+def _cuda_reason() -> str:
+    return _native.cuda_unavailable_reason()
+
+
+def unavailable_reason(backend: str, device_type: str) -> str:
+    """Why ``backend`` cannot run on tensors of ``device_type``, or ``""`` when it can."""
+    if backend == "reference":
+        return ""
+    if backend == "triton":
+        return triton_unavailable_reason(device_type)
+    if backend == "cuda":
+        if device_type != "cuda":
+            return f"the CUDA kernels need CUDA tensors, got {device_type} tensors"
+        return _cuda_reason()
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def resolve(backend: str | None, device: torch.device, cuda_default: str = "cuda") -> str:
+    """The backend that runs an op on ``device``.
+
+    ``cuda_default`` is the op's fastest backend on CUDA tensors per the benchmarks; when it is not
+    available there (e.g. a wheel without CUDA kernels), the Triton backend runs by default. CPU tensors
+    run the reference (vectorised PyTorch) unless asked otherwise.
+    """
+    name = backend if backend is not None else os.environ.get("FASTMIX_BACKEND") or None
+    if name is None:
+        if device.type != "cuda":
+            return "reference"
+        if not unavailable_reason(cuda_default, "cuda"):
+            return cuda_default
+        return "triton" if not unavailable_reason("triton", "cuda") else "reference"
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {name!r}")
+    reason = unavailable_reason(name, device.type)
+    if reason:
+        raise RuntimeError(f"fastmix backend {name!r} is not available for {device.type} tensors: {reason}")
+    return name

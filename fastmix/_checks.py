@@ -1,0 +1,83 @@
+"""Argument checks and label normalisation shared by the public API. Errors name the argument."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def check_tensor(name: str, value) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def check_batch_input(name: str, x, *, min_dim: int = 2, allow_uint8: bool = False) -> torch.Tensor:
+    """A batch-first floating tensor (or uint8 where allowed) with at least ``min_dim`` dims and B >= 1."""
+    check_tensor(name, x)
+    if not (x.is_floating_point() or (allow_uint8 and x.dtype == torch.uint8)):
+        expected = "a floating-point or uint8" if allow_uint8 else "a floating-point"
+        raise TypeError(f"{name} must be {expected} tensor, got dtype {x.dtype}")
+    if x.dim() < min_dim:
+        raise ValueError(f"{name} must have at least {min_dim} dims (batch first), got shape {tuple(x.shape)}")
+    if x.size(0) == 0:
+        raise ValueError(f"{name} must hold at least one sample, got batch size 0")
+    return x
+
+
+def check_positive_finite(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def check_generator(generator, device: torch.device) -> None:
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator.device.type != device.type:
+        raise ValueError(f"generator is on {generator.device.type} but the tensors are on {device.type}")
+
+
+def label_dtype(y: torch.Tensor) -> torch.dtype:
+    """Mixed labels are float32, or float64 when float64 labels come in (so gradcheck can run)."""
+    return torch.float64 if y.dtype == torch.float64 else torch.float32
+
+
+def labels_to_float(y, batch: int, device: torch.device, num_classes: int | None) -> torch.Tensor:
+    """Integer (B,) class indices or float (B, K) one-hot/soft/multi-hot labels -> float (B, K).
+
+    Integer labels out of ``[0, num_classes)`` raise a ValueError for CPU tensors; for CUDA tensors the
+    check runs on the device (a device-side assert), because a host-side check would synchronise.
+    """
+    check_tensor("y", y)
+    if y.device != device:
+        raise ValueError(f"y is on {y.device} but x is on {device}")
+    if y.dim() == 0 or y.size(0) != batch:
+        raise ValueError(f"y must have the batch size of x ({batch}), got shape {tuple(y.shape)}")
+    if y.is_floating_point():
+        if y.dim() != 2:
+            raise ValueError(f"float labels y must have shape (B, K), got shape {tuple(y.shape)}")
+        if num_classes is not None and y.size(1) != num_classes:
+            raise ValueError(f"y has {y.size(1)} classes but num_classes={num_classes}")
+        return y if y.dtype in (torch.float32, torch.float64) else y.float()
+    if y.dtype == torch.bool or y.is_complex():
+        raise TypeError(f"y must hold integer class indices or float labels, got dtype {y.dtype}")
+    if y.dim() != 1:
+        raise ValueError(f"integer labels y must have shape (B,), got shape {tuple(y.shape)}")
+    if num_classes is None:
+        raise ValueError("num_classes is required when y holds integer class indices")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    out_of_range = (y < 0) | (y >= num_classes)
+    if y.device.type == "cpu" and not torch.compiler.is_compiling():
+        if bool(out_of_range.any()):
+            raise ValueError(f"y holds class indices outside [0, {num_classes})")
+    else:
+        torch._assert_async(~out_of_range.any(), f"y holds class indices outside [0, {num_classes})")
+    one_hot = torch.zeros(batch, num_classes, dtype=torch.float32, device=device)
+    return one_hot.scatter_(1, y.long().clamp(0, num_classes - 1).unsqueeze(1), 1.0)

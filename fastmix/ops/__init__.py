@@ -1,0 +1,1 @@
+"""torch.library custom ops (namespace ``fastmix``): schema, fake kernel, autograd, backend dispatch."""

@@ -1,0 +1,77 @@
+"""Shared test helpers: backends to run, a verbose mismatch assert, input makers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastmix import _backend
+from tolerances import tolerance
+
+HAS_GPU = torch.cuda.is_available()
+
+
+def backend_params(names=("reference", "triton", "cuda")):
+    """(backend, device) pairs as pytest params; unavailable ones are skipped with the reason."""
+    params = []
+    for name in names:
+        devices = ["cuda"] if name == "cuda" else (["cpu", "cuda"] if name == "reference" else ["cuda" if HAS_GPU else "cpu"])
+        for device in devices:
+            reason = "no GPU visible" if device == "cuda" and not HAS_GPU else _backend.unavailable_reason(name, device)
+            marks = [pytest.mark.skip(reason=reason)] if reason else []
+            params.append(pytest.param(name, device, id=f"{name}-{device}", marks=marks))
+    return params
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None, msg: str = ""):
+    """Values within the tolerance table's entry for ``dtype``; on failure, prints the worst mismatches."""
+    tol = tolerance(dtype or actual.dtype)
+    a = actual.detach().double().cpu()
+    e = expected.detach().double().cpu()
+    assert a.shape == e.shape, f"{msg} shape {tuple(a.shape)} != {tuple(e.shape)}"
+    bad = ~torch.isclose(a, e, **tol, equal_nan=False)
+    if bad.any():
+        idx = bad.nonzero()[:5].tolist()
+        rows = [f"  at {tuple(i)}: got {a[tuple(i)].item()!r}, expected {e[tuple(i)].item()!r}" for i in idx]
+        raise AssertionError(f"{msg} {int(bad.sum())} of {a.numel()} elements differ beyond {tol}:\n" + "\n".join(rows))
+
+
+def make_batch(kind: str, batch: int, dtype: torch.dtype, device: str, seed: int = 0) -> torch.Tensor:
+    """Batch-first inputs in the layouts every parity test covers."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "nchw":
+        x = torch.randn(batch, 3, 12, 10, generator=g)
+    elif kind == "channels_last":
+        x = torch.randn(batch, 3, 12, 10, generator=g).to(memory_format=torch.channels_last)
+    elif kind == "channel_slice":  # rows strided inside a wider tensor
+        x = torch.randn(batch, 5, 12, 10, generator=g)[:, 1:4]
+    elif kind == "spatial_slice":  # not a dense block per sample
+        x = torch.randn(batch, 3, 12, 16, generator=g)[:, :, :, 3:13]
+    elif kind == "sequence":
+        x = torch.randn(batch, 9, 17, generator=g)
+    elif kind == "features":
+        x = torch.randn(batch, 33, generator=g)
+    else:
+        raise ValueError(kind)
+    return x.to(device=device, dtype=dtype)
+
+
+LAYOUTS = ("nchw", "channels_last", "channel_slice", "spatial_slice", "sequence", "features")
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def make_labels(kind: str, batch: int, classes: int, device: str, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randint(0, classes, (batch,), generator=g)
+    if kind == "int":
+        return index.to(device)
+    if kind == "one_hot":
+        return torch.nn.functional.one_hot(index, classes).float().to(device)
+    if kind == "soft":
+        return torch.softmax(torch.randn(batch, classes, generator=g), dim=1).to(device)
+    if kind == "multi_hot":
+        return (torch.rand(batch, classes, generator=g) < 0.3).float().to(device)
+    raise ValueError(kind)
+
+
+LABEL_KINDS = ("int", "one_hot", "soft", "multi_hot")
