@@ -54,16 +54,15 @@ def resolve(backend: str | None, device: torch.device, cuda_default: str = "cuda
     """The backend that runs an op on ``device``.
 
     ``cuda_default`` is the op's fastest backend on CUDA tensors per the benchmarks; when it is not
-    available there (e.g. a wheel without CUDA kernels), the Triton backend runs by default. CPU tensors
+    available there (e.g. a wheel without CUDA kernels), the next available of BACKENDS runs. CPU tensors
     run the reference (vectorised PyTorch) unless asked otherwise.
     """
     name = backend if backend is not None else os.environ.get("FASTMIX_BACKEND") or None
     if name is None:
         if device.type != "cuda":
             return "reference"
-        if not unavailable_reason(cuda_default, "cuda"):
-            return cuda_default
-        return "triton" if not unavailable_reason("triton", "cuda") else "reference"
+        preference = (cuda_default, *(b for b in BACKENDS if b != cuda_default))
+        return next(b for b in preference if not unavailable_reason(b, "cuda"))
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} or None, got {name!r}")
     reason = unavailable_reason(name, device.type)
