@@ -1,0 +1,74 @@
+// Per-sample Mixup/CutMix (paper 003, eq. 1): the per-thread body of the pair-mix kernel.
+// out[j, e] = W(self_j) x[j, e] + sum_{k in [offsets[j], offsets[j+1])} W(seg_k) x[sources[k], e], where W is a
+// term's weight inside its box (y0, y1, x0, x1; half-open) at e's spatial position, or its weight outside.
+// No thread cooperates with another, so the CUDA kernel (mix.cu) and the CPU emulation of its launch grid
+// (mix_cpu.cpp) run exactly this code.
+#pragma once
+#include <cmath>
+#include "common.h"
+
+namespace fastmix {
+
+// uint8 images (a dtype code only the mix kernels take so far; fastmix/ops/mix.py keeps the same value).
+constexpr int kUInt8 = 4;
+
+template <> struct Traits<uint8_t> {
+  using acc = float;
+  static FASTMIX_HD float load(uint8_t v) { return static_cast<float>(v); }
+  // Saturate to [0, 255], round half to even (like torch.round then the cast).
+  static FASTMIX_HD uint8_t store(float v) {
+    v = v < 0.f ? 0.f : (v > 255.f ? 255.f : v);
+    float rounded = floorf(v + 0.5f);
+    if (rounded - v == 0.5f && rounded - 2.f * floorf(rounded * 0.5f) == 1.f) rounded -= 1.f;
+    return static_cast<uint8_t>(rounded);
+  }
+};
+
+namespace mix {
+
+constexpr int kThreads = 256;  // one element per thread
+
+inline Grid pair_mix_grid(int64_t batch, int64_t features) {
+  return {batch * ((features + kThreads - 1) / kThreads), kThreads};
+}
+
+// Spatial position of a canonical-row column: h = f / h_div % height, w = f / w_div % width.
+struct Geometry {
+  int64_t height, width, h_div, w_div;
+  bool has_box;
+};
+
+template <typename W>
+FASTMIX_HD W term_weight(const int32_t* boxes, const W* weights, int64_t index, int64_t h, int64_t w,
+                         const Geometry& g) {
+  if (!g.has_box) return weights[2 * index + 1];
+  const int32_t* box = boxes + 4 * index;
+  const bool inside = h >= box[0] && h < box[1] && w >= box[2] && w < box[3];
+  return weights[2 * index + (inside ? 0 : 1)];
+}
+
+// Blocks walk the columns of one sample, then the next sample; a zero weight skips its read.
+template <typename T>
+FASTMIX_HD void pair_mix_thread(int64_t block, int thread, const T* x, int64_t x_row_stride, T* out,
+                                int64_t out_row_stride, int64_t features, const int32_t* self_boxes,
+                                const typename Traits<T>::acc* self_weights, const int32_t* seg_boxes,
+                                const typename Traits<T>::acc* seg_weights, const int64_t* sources,
+                                const int64_t* offsets, Geometry g) {
+  using Acc = typename Traits<T>::acc;
+  const int64_t tiles = (features + kThreads - 1) / kThreads;
+  const int64_t row = block / tiles;
+  const int64_t f = (block - row * tiles) * kThreads + thread;
+  if (f >= features) return;
+  const int64_t h = g.has_box ? f / g.h_div % g.height : 0;  // no divisions for a pure mixup
+  const int64_t w = g.has_box ? f / g.w_div % g.width : 0;
+  Acc weight = term_weight(self_boxes, self_weights, row, h, w, g);
+  Acc acc = weight != Acc(0) ? weight * Traits<T>::load(x[row * x_row_stride + f]) : Acc(0);
+  for (int64_t k = offsets[row]; k < offsets[row + 1]; ++k) {
+    weight = term_weight(seg_boxes, seg_weights, k, h, w, g);
+    if (weight != Acc(0)) acc += weight * Traits<T>::load(x[sources[k] * x_row_stride + f]);
+  }
+  out[row * out_row_stride + f] = Traits<T>::store(acc);
+}
+
+}  // namespace mix
+}  // namespace fastmix

@@ -1,0 +1,452 @@
+"""Per-sample Mixup/CutMix (CutMix: paper 003_*, eq. 1-2): parity with the reference, kept-area lambda, uint8,
+timm's box rule, autograd (any partner map), custom ops, compile, the CUDA body on the CPU grid, bad input."""
+
+import pytest
+import torch
+
+import fastmix
+from fastmix import _backend, _native
+from fastmix.api import mix as mix_api
+from fastmix.ops import mix as mix_ops
+from fastmix.reference import mix as reference
+from helpers import FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, backend_params, make_batch, make_labels
+
+BATCHES = (1, 2, 3, 7, 64)
+DTYPES = (*FLOAT_DTYPES, torch.uint8)
+IMAGE_LAYOUTS = ("nchw", "channels_last", "channel_slice", "spatial_slice", "nhwc")
+
+
+def with_cpu_kernel(params):
+    """``params`` plus the "cpu" backend (the CUDA body run by C++ over its grid), skipped when _C is not built."""
+    reason = _backend.unavailable_reason("cpu", "cpu")
+    marks = [pytest.mark.skip(reason=reason)] if reason else []
+    return [*params, pytest.param("cpu", "cpu", id="cpu-cpu", marks=marks)]
+
+
+BACKENDS = with_cpu_kernel(backend_params())
+
+
+def dtype_layouts(layouts):
+    """Every layout in fp32 and uint8; fp16/bf16 (same index math, other conversions) in the two image formats."""
+    return [(dtype, layout) for dtype in DTYPES for layout in layouts
+            if dtype in (torch.float32, torch.uint8) or layout in ("nchw", "channels_last")]
+
+
+def seeded(device, seed=0):
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def make_input(kind, batch, dtype, device, seed=0):
+    """``make_batch`` layouts plus (B, H, W, C); uint8 batches span [0, 255] (and saturate at the ends)."""
+    if kind == "nhwc":
+        x = make_batch("nchw", batch, torch.float32, "cpu", seed).permute(0, 2, 3, 1).contiguous()
+        x = x.to(memory_format=torch.contiguous_format)
+    else:
+        x = make_batch(kind, batch, torch.float32, "cpu", seed)
+    if dtype == torch.uint8:
+        return (x * 60 + 128).clamp(0, 255).round().to(torch.uint8).to(device)
+    return x.to(device=device, dtype=dtype)
+
+
+def expected_labels(y, lam, partner, classes, smoothing=0.0):
+    dense = torch.nn.functional.one_hot(y, classes).float() if not y.is_floating_point() else y.float()
+    dense = dense * (1 - smoothing) + smoothing / classes
+    return lam[:, None] * dense + (1 - lam[:, None]) * dense[partner]
+
+
+def assert_mixed_close(actual, expected, dtype, msg=""):
+    if dtype == torch.uint8:
+        assert actual.dtype == torch.uint8 and torch.equal(actual, expected), msg
+    else:
+        assert_close(actual, expected, dtype, msg)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("dtype,layout", dtype_layouts(LAYOUTS))
+@pytest.mark.parametrize("batch", BATCHES)
+def test_mixup_parity_with_reference(backend, device, dtype, batch, layout):
+    x = make_input(layout, batch, dtype, device)
+    y = make_labels("int", batch, 10, device)
+    x_before = x.clone()
+    x_mixed, y_mixed, params = fastmix.mixup(x, y, num_classes=10, generator=seeded(device), backend=backend)
+    assert params.lam.dtype == torch.float32 and params.lam.shape == (batch,)
+    assert params.partner.dtype == torch.int64 and torch.equal(params.partner.sort().values.cpu(), torch.arange(batch))
+    assert_mixed_close(x_mixed, reference.mixup_pairs(x, params.lam, params.partner), dtype, "x_mixed")
+    assert x_mixed.dtype == dtype and x_mixed.shape == x.shape
+    if layout == "channels_last":
+        assert x_mixed.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x, x_before), "the caller's x was modified"
+    assert_close(y_mixed, expected_labels(y, params.lam, params.partner, 10), torch.float32, "y_mixed")
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("dtype,layout", dtype_layouts(IMAGE_LAYOUTS))
+@pytest.mark.parametrize("batch", BATCHES)
+def test_cutmix_parity_with_reference(backend, device, dtype, batch, layout):
+    x = make_input(layout, batch, dtype, device)
+    y = make_labels("int", batch, 10, device)
+    x_before = x.clone()
+    data_layout = "NHWC" if layout == "nhwc" else "NCHW"
+    x_mixed, y_mixed, params = fastmix.cutmix(x, y, num_classes=10, layout=data_layout, generator=seeded(device),
+                                              backend=backend)
+    height_dim, width_dim = mix_api.LAYOUTS[data_layout]
+    expected = reference.cutmix_pairs(x, params.boxes, params.partner, height_dim, width_dim)
+    assert torch.equal(x_mixed, expected), "CutMix copies elements exactly"
+    assert torch.equal(x, x_before), "the caller's x was modified"
+    if layout == "channels_last":
+        assert x_mixed.is_contiguous(memory_format=torch.channels_last)
+    assert_close(y_mixed, expected_labels(y, params.lam, params.partner, 10), torch.float32, "y_mixed")
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("label_kind", LABEL_KINDS)
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_label_kinds_and_smoothing(backend, device, label_kind, smoothing):
+    x = make_input("nchw", 9, torch.float32, device)
+    y = make_labels(label_kind, 9, 6, device)
+    y_before = y.clone()
+    for fn in (fastmix.mixup, fastmix.cutmix):
+        _, y_mixed, params = fn(x, y, num_classes=6, label_smoothing=smoothing, generator=seeded(device),
+                                backend=backend)
+        assert y_mixed.dtype == torch.float32 and y_mixed.shape == (9, 6)
+        assert_close(y_mixed, expected_labels(y, params.lam, params.partner, 6, smoothing), torch.float32)
+        if label_kind != "multi_hot":  # probability rows stay probability rows
+            assert_close(y_mixed.sum(1), torch.ones(9, device=device), torch.float32)
+    assert torch.equal(y, y_before)
+
+
+def test_int_label_smoothing_is_timms_on_off_values():
+    """timm: off = s / K, on = 1 - s + off; with lam = 1 (B=1) the target is the smoothed one-hot itself."""
+    x = torch.zeros(1, 3, 4, 4)
+    _, y_mixed, _ = fastmix.mixup(x, torch.tensor([2]), num_classes=5, label_smoothing=0.1)
+    off = 0.1 / 5
+    assert_close(y_mixed, torch.tensor([[off, off, 1 - 0.1 + off, off, off]]), torch.float32)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("minmax", [None, (0.2, 0.8), (0.5, 1.0)])
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_kept_area_lambda_is_the_mask_pixel_count(backend, device, minmax, per_sample):
+    """CutMix eq. 2 with correct_lam: lam_i = the fraction of sample i's own pixels in its output."""
+    batch, height, width = 64, 12, 10
+    x = (torch.arange(batch, dtype=torch.float32) + 1).view(batch, 1, 1, 1).expand(batch, 2, height, width)
+    x = x.contiguous().to(device)
+    x_mixed, _, params = fastmix.cutmix(x, torch.zeros(batch, 3, device=device), alpha=0.7, minmax=minmax,
+                                        per_sample=per_sample, pairing="flip", generator=seeded(device, 7),
+                                        backend=backend)
+    own = (x_mixed == x).all(dim=1).float()
+    partner_pixels = (x_mixed == x[params.partner]).all(dim=1)
+    assert torch.equal(own.bool() | partner_pixels, torch.ones_like(partner_pixels)), "every pixel from one of the two"
+    assert torch.equal(params.lam.cpu(), own.mean(dim=(1, 2)).cpu())
+    mask = reference.box_mask(params.boxes, height, width)
+    assert torch.equal(mask, partner_pixels)
+    boxes = params.boxes.cpu()
+    assert ((boxes[:, 0] >= 0) & (boxes[:, 1] <= height) & (boxes[:, 2] >= 0) & (boxes[:, 3] <= width)).all()
+    if per_sample and minmax is None:  # the draws include boxes clipped by every border
+        for touches in (boxes[:, 0] == 0, boxes[:, 1] == height, boxes[:, 2] == 0, boxes[:, 3] == width):
+            assert touches.any()
+    if not per_sample:
+        assert (boxes == boxes[0]).all() and (params.lam == params.lam[0]).all()
+
+
+def timm_rand_bbox(height, width, lam, centre_y, centre_x):
+    """timm ``rand_bbox`` for a given centre: sides int(side * sqrt(1 - lam)), clip(c -/+ cut // 2, 0, side)."""
+    ratio = (1 - lam) ** 0.5
+    cut_h, cut_w = int(height * ratio), int(width * ratio)
+    clip = lambda v, side: min(max(v, 0), side)  # noqa: E731
+    return (clip(centre_y - cut_h // 2, height), clip(centre_y + cut_h // 2, height),
+            clip(centre_x - cut_w // 2, width), clip(centre_x + cut_w // 2, width))
+
+
+def test_boxes_follow_timms_rand_bbox():
+    """Every sampled box is timm's box for its lam and some pixel centre, and lam is 1 - area / (H W)."""
+    height, width = 12, 10
+    lam = mix_api.sample_beta(1.0, 200, seeded("cpu", 3), "cpu")
+    boxes = mix_api.sample_boxes(lam, height, width, None, seeded("cpu", 4))
+    centres_seen = set()
+    for value, box in zip(lam.tolist(), boxes.tolist()):
+        matches = [(cy, cx) for cy in range(height) for cx in range(width)
+                   if timm_rand_bbox(height, width, value, cy, cx) == tuple(box)]
+        assert matches, f"box {box} is not timm's box for lam={value}"
+        centres_seen.update(matches)
+    assert len(centres_seen) > height * width // 2, "centres spread over the image"
+    kept = mix_api.kept_fraction(boxes, height, width)
+    area = (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])
+    assert torch.equal(kept, (1 - area.double() / (height * width)).float())
+
+
+def test_minmax_boxes_are_timms():
+    """timm rand_bbox_minmax: sides uniform in [int(S lo), int(S hi) - 1], drawn independently, box inside."""
+    height, width, lo, hi = 20, 16, 0.2, 0.8
+    boxes = mix_api.sample_boxes(torch.zeros(4000), height, width, (lo, hi), seeded("cpu", 5))
+    cut_h, cut_w = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
+    assert set(cut_h.tolist()) == set(range(int(height * lo), int(height * hi)))
+    assert set(cut_w.tolist()) == set(range(int(width * lo), int(width * hi)))
+    assert (cut_h != cut_w * height // width).any(), "rectangular: sides drawn independently"
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] <= height).all() and (boxes[:, 3] <= width).all()
+    assert (boxes[:, 1] == height).any() and (boxes[:, 0] == 0).any(), "every origin, the last one included"
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 4.0])
+def test_lambda_is_beta_distributed(alpha):
+    lam = fastmix.mixup(torch.zeros(20000, 1), torch.zeros(20000, 2), alpha=alpha, generator=seeded("cpu"))[2].lam
+    variance = 1 / (4 * (2 * alpha + 1))  # Beta(a, a): mean 1/2, variance 1 / (4 (2a + 1))
+    assert abs(lam.mean().item() - 0.5) < 0.01
+    assert abs(lam.var().item() - variance) < 0.05 * variance
+    assert ((lam >= 0) & (lam <= 1)).all()
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_uint8_rounds_half_to_even_and_saturates(backend, device):
+    x = torch.tensor([1, 2, 3, 200, 0, 255], dtype=torch.uint8, device=device).view(6, 1).expand(6, 5).contiguous()
+    partner = torch.tensor([1, 2, 1, 4, 3, 5], device=device)
+    halves = mix_ops.mixup_pairs(x, torch.full((6,), 0.5, device=device), partner, backend)
+    # 1.5 -> 2, 2.5 -> 2, 2.5 -> 2, 100 -> 100, 100 -> 100, 255
+    assert torch.equal(halves[:, 0].cpu(), torch.tensor([2, 2, 2, 100, 100, 255], dtype=torch.uint8))
+    lam = torch.tensor([2.0, -1.0, 1.0, 2.0, 2.0, 1.0], device=device)  # extrapolation saturates
+    out = mix_ops.mixup_pairs(x, lam, partner, backend)[:, 0].cpu()
+    # 2*1-2=0, -2+2*3=4, 3, 400-0 -> 255, 0-200 -> 0, 255
+    assert torch.equal(out, torch.tensor([0, 4, 3, 255, 0, 255], dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_uint8_round_trip(backend, device):
+    """uint8 in, uint8 out, values exact: lam = 1 and a self-partner give x back, CutMix copies input values."""
+    x = make_input("nhwc", 8, torch.uint8, device)
+    identity = torch.arange(8, device=device)
+    assert torch.equal(mix_ops.mixup_pairs(x, torch.ones(8, device=device), identity.flip(0), backend), x)
+    x_mixed, _, params = fastmix.cutmix(x, torch.zeros(8, 2, device=device), layout="NHWC", generator=seeded(device),
+                                        backend=backend)
+    assert x_mixed.dtype == torch.uint8
+    assert torch.equal(mix_ops.cutmix_pairs(x, params.boxes, identity, 1, 2, backend), x)
+    inside = reference.box_mask(params.boxes, 12, 10)[..., None]
+    assert torch.equal(x_mixed, torch.where(inside, x[params.partner], x))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_timm_formulas_for_fixed_parameters(backend, device):
+    """timm elem mode, written from its documented behaviour, for one set of (lam, partner = flip, box, mode)."""
+    batch, classes, smoothing = 6, 4, 0.1
+    x = make_input("nchw", batch, torch.float32, device)
+    y = torch.tensor([0, 1, 2, 3, 0, 1], device=device)
+    lam = torch.tensor([0.3, 1.0, 0.75, 0.6, 0.5, 0.9], device=device)
+    cutmix = torch.tensor([False, False, True, False, True, True], device=device)
+    boxes = torch.tensor([[0, 0, 0, 0], [0, 0, 0, 0], [0, 6, 0, 5], [0, 0, 0, 0], [3, 12, 5, 10], [10, 12, 9, 10]],
+                         dtype=torch.int32, device=device)
+    params = mix_api.MixParams(lam, torch.arange(batch - 1, -1, -1, device=device), boxes, cutmix)
+    labels = mix_api.smooth(torch.nn.functional.one_hot(y, classes).float(), smoothing)
+    x_mixed, y_mixed = mix_api.apply(x, labels, params, 2, 3, backend, inplace=False)
+    # timm: x_orig = x.clone(); for i: j = B-1-i; if lam != 1: paste the box, or x[i] lam + x_orig[j] (1 - lam)
+    expected = x.clone()
+    for i in range(batch):
+        j = batch - 1 - i
+        if lam[i] != 1:
+            if cutmix[i]:
+                y0, y1, x0, x1 = boxes[i].tolist()
+                expected[i, :, y0:y1, x0:x1] = x[j, :, y0:y1, x0:x1]
+            else:
+                expected[i] = x[i] * lam[i] + x[j] * (1 - lam[i])
+    assert_close(x_mixed, expected, torch.float32)
+    off, on = smoothing / classes, 1 - smoothing + smoothing / classes  # timm mixup_target
+    y1 = torch.full((batch, classes), off, device=device).scatter_(1, y[:, None], on)
+    assert_close(y_mixed, lam[:, None] * y1 + (1 - lam[:, None]) * y1.flip(0), torch.float32)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_seeded_generator_reproduces(backend, device):
+    x = make_input("channels_last", 8, torch.float32, device)
+    y = make_labels("soft", 8, 4, device)
+    for fn in (fastmix.mixup, fastmix.cutmix):
+        first = fn(x, y, generator=seeded(device, 3), backend=backend)
+        again = fn(x, y, generator=seeded(device, 3), backend=backend)
+        other = fn(x, y, generator=seeded(device, 4), backend=backend)
+        assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+        assert all(torch.equal(a, b) for a, b in zip(first[2], again[2]))
+        assert not torch.equal(first[0], other[0])
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_batch_of_one_mixes_with_itself(backend, device):
+    x = make_input("nchw", 1, torch.float32, device)
+    for fn in (fastmix.mixup, fastmix.cutmix):
+        for pairing in ("perm", "flip"):
+            x_mixed, y_mixed, params = fn(x, torch.tensor([2], device=device), num_classes=3, pairing=pairing,
+                                          backend=backend)
+            assert params.partner.tolist() == [0]
+            assert_close(x_mixed, x, torch.float32)  # lam x + (1 - lam) x, up to one rounding
+            assert torch.equal(y_mixed, torch.tensor([[0.0, 0.0, 1.0]], device=device))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_per_batch_lambda_and_flip_pairing(backend, device):
+    x = make_input("nchw", 7, torch.float32, device)
+    _, _, params = fastmix.mixup(x, torch.zeros(7, 2, device=device), per_sample=False, pairing="flip",
+                                 generator=seeded(device), backend=backend)
+    assert (params.lam == params.lam[0]).all()
+    assert params.partner.tolist() == [6, 5, 4, 3, 2, 1, 0]
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_inplace_writes_into_x(backend, device):
+    x = make_input("channels_last", 5, torch.float32, device)
+    original = x.clone()
+    for fn in (fastmix.mixup, fastmix.cutmix):
+        x.copy_(original)
+        expected = fn(original, torch.zeros(5, 2, device=device), generator=seeded(device), backend=backend)[0]
+        out = fn(x, torch.zeros(5, 2, device=device), generator=seeded(device), backend=backend, inplace=True)[0]
+        assert out is x and torch.equal(x, expected)
+
+
+def small_float64(device, batch=3):
+    """Tiny inputs: gradcheck evaluates the op twice per element (and the interpreter is slow)."""
+    base = torch.randn(batch, 2, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    return base.to(device=device, memory_format=torch.channels_last).requires_grad_()
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_gradcheck_float64(backend, device):
+    x = small_float64(device)
+    y = make_labels("soft", 3, 2, device).double().requires_grad_()
+
+    def mixed(x, y):
+        return fastmix.mixup(x, y, generator=seeded(device, 1), backend=backend)[:2]
+
+    def cut(x, y):
+        return fastmix.cutmix(x, y, generator=seeded(device, 1), backend=backend)[:2]
+
+    for fn in (mixed, cut):
+        assert torch.autograd.gradcheck(fn, (x, y))
+        assert torch.autograd.gradgradcheck(fn, (x, y), fast_mode=True)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_gradient_for_any_partner_map(backend, device):
+    """grad_x[j] = lam_j g_j + sum_{i: partner[i] = j} (1 - lam_i) g_i, also when partners repeat (no permutation)."""
+    x = small_float64(device, batch=5)
+    lam = torch.tensor([0.2, 0.9, 0.5, 1.0, 0.0], device=device)
+    partner = torch.tensor([2, 2, 0, 2, 4], device=device)
+    boxes = torch.tensor([[0, 2, 1, 3], [1, 2, 0, 3], [0, 0, 0, 0], [0, 2, 0, 3], [1, 2, 2, 3]], dtype=torch.int32,
+                         device=device)
+    assert torch.autograd.gradcheck(lambda x: mix_ops.mixup_pairs(x, lam, partner, backend), (x,), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda x: mix_ops.cutmix_pairs(x, boxes, partner, 2, 3, backend), (x,),
+                                    fast_mode=True)
+    grad = torch.randn(x.shape, dtype=torch.float64, device=device)
+    mix_ops.mixup_pairs(x, lam, partner, backend).backward(grad)
+    expected = lam.double().view(5, 1, 1, 1) * grad
+    expected.index_add_(0, partner, (1 - lam.double()).view(5, 1, 1, 1) * grad)
+    assert_close(x.grad, expected, torch.float64)
+    x.grad = None
+    mix_ops.cutmix_pairs(x, boxes, partner, 2, 3, backend).backward(grad)
+    inside = reference.box_mask(boxes, 2, 3)[:, None].double()
+    expected = (1 - inside) * grad
+    expected.index_add_(0, partner, inside * grad)
+    assert_close(x.grad, expected, torch.float64)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_opcheck(backend, device):
+    lam = torch.rand(7, device=device)
+    partner = torch.tensor([6, 5, 4, 3, 2, 1, 0], device=device)
+    boxes = torch.tensor([[0, 4, 2, 9]] * 7, dtype=torch.int32, device=device)
+    for layout in ("nchw", "channels_last"):
+        x = make_input(layout, 7, torch.float32, device).requires_grad_()
+        torch.library.opcheck(mix_ops.mixup_pairs, (x, lam, partner, backend))
+        torch.library.opcheck(mix_ops.cutmix_pairs, (x, boxes, partner, 2, 3, backend))
+        structure = mix_ops.transpose(*mix_ops._cutmix_structure(boxes, partner, x.dtype))
+        torch.library.opcheck(mix_ops.pair_mix, (x, *structure, 2, 3, backend))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_torch_compile_fullgraph(backend, device):
+    """Dynamo cannot take a torch.Generator as a graph input, so the compiled step draws from the default RNG."""
+    torch._dynamo.reset()
+
+    def step(x, y):
+        x_mix, y_mix, _ = fastmix.mixup(x, y, num_classes=5, backend=backend)
+        x_cut, y_cut, _ = fastmix.cutmix(x_mix, y_mix, backend=backend)
+        return (x_cut * 2).sum(), y_cut
+
+    x = make_input("nchw", 4, torch.float32, device)
+    y = make_labels("int", 4, 5, device)
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+    torch.manual_seed(5)
+    got = compiled(x, y)
+    torch.manual_seed(5)
+    want = step(x, y)
+    assert_close(got[0], want[0], torch.float32)
+    assert_close(got[1], want[1], torch.float32)
+
+
+def emulate(x, structure, height_dim, width_dim):
+    """The CUDA kernel body over its launch grid, on the CPU, with the launcher's arguments."""
+    out = torch.full_like(x, 7)
+    x_rows, out_rows = x.view(x.size(0), -1), out.view(out.size(0), -1)
+    geometry = mix_ops.spatial_geometry(x, height_dim, width_dim)
+    tensors = [t.contiguous() for t in structure]
+    _native._C.pair_mix_emulate(x_rows.data_ptr(), x_rows.stride(0), out_rows.data_ptr(), out_rows.stride(0),
+                                x_rows.size(0), x_rows.size(1), *(t.data_ptr() for t in tensors), *geometry,
+                                height_dim >= 0, mix_ops.DTYPE_CODES[x.dtype])
+    return out
+
+
+@pytest.mark.skipif(_native._C is None, reason="fastmix._C is not built")
+@pytest.mark.parametrize("dtype", (torch.float64, *DTYPES))
+@pytest.mark.parametrize("batch,height,width", [(1, 1, 5), (3, 12, 10), (7, 17, 23), (2, 30, 31)])
+def test_cuda_body_on_the_cpu_grid(dtype, batch, height, width):
+    x = (torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(height)) * 255).to(dtype)
+    g = torch.Generator().manual_seed(batch)
+    lam = torch.rand(batch, generator=g)
+    lam[0] = 0.5
+    partner = torch.randint(0, batch, (batch,), generator=g)
+    boxes = mix_api.sample_boxes(lam, height, width, None, g)
+    mixup = emulate(x, mix_ops._mixup_structure(lam, partner, dtype), -1, -1)
+    assert_mixed_close(mixup, reference.mixup_pairs(x, lam, partner), dtype, "mixup")
+    cut = emulate(x, mix_ops._cutmix_structure(boxes, partner, dtype), 2, 3)
+    assert torch.equal(cut, reference.cutmix_pairs(x, boxes, partner, 2, 3))
+    structure = mix_ops.transpose(*mix_ops._cutmix_structure(boxes, partner, dtype))  # multi-term segments
+    expected = reference.pair_mix(x, *structure, 2, 3)
+    assert_mixed_close(emulate(x, structure, 2, 3), expected, dtype, "transposed")
+    x_last = x.to(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # NHWC rows
+    cut_last = emulate(x_last, mix_ops._cutmix_structure(boxes, partner, dtype), 1, 2)
+    assert torch.equal(cut_last, reference.cutmix_pairs(x_last, boxes, partner, 1, 2))
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda x, y: fastmix.mixup(x, y, alpha=0.0), ValueError, "alpha must be"),
+        (lambda x, y: fastmix.cutmix(x, y, alpha=-1.0), ValueError, "alpha must be"),
+        (lambda x, y: fastmix.mixup(x, y, alpha=float("nan")), ValueError, "alpha must be"),
+        (lambda x, y: fastmix.cutmix(x, y, minmax=(0.8, 0.2)), ValueError, "minmax must satisfy"),
+        (lambda x, y: fastmix.cutmix(x, y, minmax=(0.2, 1.2)), ValueError, r"minmax must be in \[0, 1\]"),
+        (lambda x, y: fastmix.cutmix(x, y, minmax=(0.2,)), ValueError, "minmax must be None or a pair"),
+        (lambda x, y: fastmix.mixup(x, y, label_smoothing=1.0), ValueError, "label_smoothing must be"),
+        (lambda x, y: fastmix.mixup(x, y, label_smoothing=-0.1), ValueError, "label_smoothing must be"),
+        (lambda x, y: fastmix.mixup(x, y, pairing="roll"), ValueError, "pairing must be"),
+        (lambda x, y: fastmix.cutmix(x, y, layout="CHWN"), ValueError, "layout must be"),
+        (lambda x, y: fastmix.cutmix(x[:, 0], y), ValueError, "x must be a 4-D image batch"),
+        (lambda x, y: fastmix.mixup(x, y[:3]), ValueError, "y must have the batch size"),
+        (lambda x, y: fastmix.cutmix(x, y[:3]), ValueError, "y must have the batch size"),
+        (lambda x, y: fastmix.mixup(x.long(), y), TypeError, "x must be a floating-point or uint8"),
+        (lambda x, y: fastmix.mixup(x, y.argmax(1)), ValueError, "num_classes is required"),
+        (lambda x, y: fastmix.mixup(x, y, backend="fast"), ValueError, "backend must be"),
+        (lambda x, y: fastmix.cutmix(x, y, generator=1), TypeError, "generator must be"),
+        (lambda x, y: fastmix.mixup(x.requires_grad_(), y, inplace=True), ValueError, "inplace=True cannot"),
+    ],
+)
+def test_bad_input(call, error, match):
+    x = torch.randn(6, 3, 4, 4)
+    y = torch.rand(6, 4)
+    x_before, y_before = x.clone(), y.clone()
+    with pytest.raises(error, match=match):
+        call(x, y)
+    assert torch.equal(x.detach(), x_before) and torch.equal(y, y_before)
+
+
+def test_uint8_cannot_carry_autograd():
+    """uint8 images have no gradient: torch refuses requires_grad on them, so the mixed uint8 output has none."""
+    x = make_input("nchw", 4, torch.uint8, "cpu")
+    with pytest.raises(RuntimeError, match="floating point"):
+        x.requires_grad_()
+    x_mixed, y_mixed, _ = fastmix.mixup(x, torch.rand(4, 3, requires_grad=True), generator=seeded("cpu"))
+    assert not x_mixed.requires_grad and y_mixed.requires_grad

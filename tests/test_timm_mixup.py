@@ -1,0 +1,218 @@
+"""``fastmix.Mixup`` against timm's documented formulas and statistics (timm itself does not install here)."""
+
+import pytest
+import torch
+
+import fastmix
+from fastmix import _backend
+from fastmix.reference import mix as reference
+from helpers import assert_close, backend_params, make_batch, make_labels
+
+MODES = ("batch", "pair", "elem")
+
+
+def with_cpu_kernel(params):
+    """``params`` plus the "cpu" backend (the CUDA body run by C++ over its grid), skipped when _C is not built."""
+    reason = _backend.unavailable_reason("cpu", "cpu")
+    marks = [pytest.mark.skip(reason=reason)] if reason else []
+    return [*params, pytest.param("cpu", "cpu", id="cpu-cpu", marks=marks)]
+
+
+BACKENDS = with_cpu_kernel(backend_params())
+
+
+def seeded(device, seed=0):
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def timm_mix(x, params, mode):
+    """timm's ``_mix_batch/_mix_pair/_mix_elem`` (flip partners, Python loops) for given lam, mode and box."""
+    batch = x.size(0)
+    lam, boxes, cutmix = params.lam.tolist(), params.boxes.tolist(), params.cutmix.tolist()
+    x = x.clone()
+    if mode == "batch":
+        if lam[0] == 1:
+            return x
+        if cutmix[0]:
+            y0, y1, x0, x1 = boxes[0]
+            x[:, :, y0:y1, x0:x1] = x.flip(0)[:, :, y0:y1, x0:x1]
+            return x
+        return x * lam[0] + x.flip(0) * (1 - lam[0])
+    x_orig = x.clone()
+    for i in range(batch // 2 if mode == "pair" else batch):
+        j = batch - 1 - i
+        if lam[i] == 1:
+            continue
+        if cutmix[i]:
+            y0, y1, x0, x1 = boxes[i]
+            x[i][:, y0:y1, x0:x1] = x_orig[j][:, y0:y1, x0:x1]
+            if mode == "pair":
+                x[j][:, y0:y1, x0:x1] = x_orig[i][:, y0:y1, x0:x1]
+        else:
+            x[i] = x_orig[i] * lam[i] + x_orig[j] * (1 - lam[i])
+            if mode == "pair":
+                x[j] = x_orig[j] * lam[i] + x_orig[i] * (1 - lam[i])
+    return x
+
+
+def timm_target(target, classes, lam, smoothing):
+    """timm ``mixup_target``: smoothed one-hot (off = s/K, on = 1 - s + off) mixed with its flip."""
+    off, on = smoothing / classes, 1 - smoothing + smoothing / classes
+    y1 = torch.full((target.size(0), classes), off, device=target.device).scatter_(1, target[:, None], on)
+    return lam[:, None] * y1 + (1 - lam[:, None]) * y1.flip(0)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("batch", [2, 8])
+def test_output_equals_timms_for_the_drawn_parameters(backend, device, mode, batch):
+    x = make_batch("nchw", batch, torch.float32, device)
+    y = make_labels("int", batch, 5, device)
+    x_before = x.clone()
+    mixer = fastmix.Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.8, mode=mode, num_classes=5,
+                          generator=seeded(device, batch), backend=backend)
+    kinds = set()
+    for _ in range(6):
+        x_mixed, y_mixed, params = mixer(x, y, return_params=True)
+        assert_close(x_mixed, timm_mix(x, params, mode), torch.float32)
+        assert_close(y_mixed, timm_target(y, 5, params.lam, 0.1), torch.float32)
+        kinds.update(zip(params.cutmix.tolist(), (params.lam == 1).tolist()))
+    assert torch.equal(x, x_before), "x is not mutated"
+    assert (True, False) in kinds and (False, False) in kinds, "both mixers ran"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_statistics_per_mode(mode):
+    batch = 8 if mode == "batch" else 4000  # batch mode: one draw per call, so many calls of a small batch
+    x = torch.zeros(batch, 1, 16, 16)
+    mixer = fastmix.Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.7, switch_prob=0.4, mode=mode,
+                          generator=seeded("cpu"))
+    draws = [mixer.sample(x) for _ in range(300 if mode == "batch" else 1)]
+    lam = torch.cat([d.lam[:1] if mode == "batch" else d.lam for d in draws])
+    cutmix = torch.cat([d.cutmix[:1] if mode == "batch" else d.cutmix for d in draws])
+    tolerance = 0.1 if mode == "batch" else 0.03
+    assert abs((lam == 1).float().mean().item() - 0.3) < tolerance, "gate: mixed with probability prob"
+    assert abs(cutmix.float().mean().item() - 0.7 * 0.4) < tolerance, "cutmix with prob * switch_prob"
+    for d in draws:
+        if mode == "batch":
+            assert (d.lam == d.lam[0]).all() and (d.boxes == d.boxes[0]).all() and (d.cutmix == d.cutmix[0]).all()
+        if mode == "pair":  # one draw per pair (i, B-1-i)
+            assert torch.equal(d.lam, d.lam.flip(0)) and torch.equal(d.boxes, d.boxes.flip(0))
+        assert torch.equal(d.partner, torch.arange(batch - 1, -1, -1))
+        kept = 1 - reference.box_mask(d.boxes, 16, 16).float().mean(dim=(1, 2))
+        assert_close(d.lam[d.cutmix], kept[d.cutmix], torch.float32, "correct_lam: lam is the kept area")
+    if mode != "batch":
+        mixup_lam = lam[(~cutmix) & (lam != 1)]
+        assert abs(mixup_lam.mean().item() - 0.5) < 0.02
+        assert abs(mixup_lam.var().item() - 1 / (4 * (2 * 0.8 + 1))) < 0.01  # Beta(0.8, 0.8)
+
+
+def test_correct_lam_false_keeps_the_beta_draw_but_minmax_always_corrects():
+    x = torch.zeros(2000, 1, 16, 16)
+    raw = fastmix.Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, correct_lam=False, mode="elem", generator=seeded("cpu"))
+    params = raw.sample(x)
+    kept = 1 - reference.box_mask(params.boxes, 16, 16).float().mean(dim=(1, 2))
+    assert params.cutmix.all() and (params.lam != kept).float().mean() > 0.9
+    minmax = fastmix.Mixup(mixup_alpha=0.0, cutmix_minmax=(0.3, 0.6), correct_lam=False, mode="elem",
+                           generator=seeded("cpu"))
+    assert minmax.cutmix_alpha == 1.0
+    params = minmax.sample(x)
+    kept = 1 - reference.box_mask(params.boxes, 16, 16).float().mean(dim=(1, 2))
+    assert_close(params.lam, kept, torch.float32)
+    sides = (params.boxes[:, 1] - params.boxes[:, 0]).unique().tolist()
+    assert sides == list(range(int(16 * 0.3), int(16 * 0.6)))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+def test_odd_batches_and_backends_agree(backend, device, mode):
+    x = make_batch("channels_last", 7, torch.float32, device)
+    y = make_labels("soft", 7, 4, device)
+    mixer = fastmix.Mixup(cutmix_alpha=1.0, mode=mode, num_classes=4, generator=seeded(device), backend=backend)
+    x_mixed, y_mixed, params = mixer(x, y, return_params=True)
+    expected = fastmix.Mixup(cutmix_alpha=1.0, mode=mode, num_classes=4, generator=seeded(device),
+                             backend="reference")(x, y)
+    assert_close(x_mixed, expected[0], torch.float32)
+    assert_close(y_mixed, expected[1], torch.float32)
+    assert x_mixed.is_contiguous(memory_format=torch.channels_last)
+    assert_close(x_mixed[3], x[3], torch.float32)  # the middle sample pairs with itself
+    assert_close(y_mixed[3], y[3] * 0.9 + 0.1 / 4, torch.float32)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_uint8_nhwc_batches(backend, device):
+    x = (make_batch("nchw", 6, torch.float32, device).permute(0, 2, 3, 1) * 60 + 128).clamp(0, 255).to(torch.uint8)
+    mixer = fastmix.Mixup(cutmix_alpha=1.0, mode="elem", num_classes=3, layout="NHWC", generator=seeded(device),
+                          backend=backend)
+    x_mixed, _, params = mixer(x, torch.tensor([0, 1, 2, 0, 1, 2], device=device), return_params=True)
+    nchw = timm_mix(x.permute(0, 3, 1, 2).float(), params, "elem")
+    assert x_mixed.dtype == torch.uint8
+    assert torch.equal(x_mixed.permute(0, 3, 1, 2), reference.store(nchw, torch.uint8))
+
+
+def test_disabled_mixer_returns_x_and_smoothed_targets():
+    x = torch.randn(4, 3, 8, 8)
+    mixer = fastmix.Mixup(num_classes=3)
+    mixer.mixup_enabled = False
+    x_out, y_out = mixer(x, torch.tensor([0, 1, 2, 0]))
+    assert x_out is x
+    assert_close(y_out[0], torch.tensor([0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3]), torch.float32)
+
+
+def test_inplace_and_seeded_reproducibility():
+    x = make_batch("nchw", 6, torch.float32, "cpu")
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    first = fastmix.Mixup(cutmix_alpha=1.0, mode="elem", num_classes=3, generator=seeded("cpu", 1))(x, y)
+    again = fastmix.Mixup(cutmix_alpha=1.0, mode="elem", num_classes=3, generator=seeded("cpu", 1))(x, y)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    target = x.clone()
+    mixer = fastmix.Mixup(cutmix_alpha=1.0, mode="elem", num_classes=3, inplace=True, generator=seeded("cpu", 1))
+    out = mixer(target, y)
+    assert out[0] is target and torch.equal(target, first[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"mode": "half"}, ValueError, "mode must be one of"),
+        ({"prob": 1.5}, ValueError, r"prob must be in \[0, 1\]"),
+        ({"prob": -0.1}, ValueError, r"prob must be in \[0, 1\]"),
+        ({"switch_prob": 2.0}, ValueError, r"switch_prob must be in \[0, 1\]"),
+        ({"label_smoothing": 1.0}, ValueError, "label_smoothing must be"),
+        ({"cutmix_minmax": (0.6, 0.3)}, ValueError, "minmax must satisfy"),
+        ({"cutmix_minmax": (0.1, 0.3, 0.5)}, ValueError, "minmax must be None or a pair"),
+        ({"mixup_alpha": -1.0}, ValueError, "mixup_alpha must be"),
+        ({"cutmix_alpha": float("inf")}, ValueError, "cutmix_alpha must be"),
+        ({"mixup_alpha": 0.0}, ValueError, "must enable a mixer"),
+        ({"layout": "HWC"}, ValueError, "layout must be"),
+        ({"prob": "1"}, TypeError, "prob must be a real number"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fastmix.Mixup(**kwargs)
+
+
+def test_bad_call_inputs():
+    mixer = fastmix.Mixup(cutmix_alpha=1.0, num_classes=4)
+    x = torch.randn(6, 3, 4, 4)
+    with pytest.raises(ValueError, match="y must have the batch size"):
+        mixer(x, torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="x must be a 4-D image batch"):
+        mixer(x[:, 0], torch.zeros(6, dtype=torch.long))
+    with pytest.raises(ValueError, match="num_classes=4"):
+        mixer(x, torch.rand(6, 5))
+
+
+def test_fast_collate_mixes_uint8_samples_like_mixup():
+    """timm FastCollateMixup: (uint8 CHW, int label) samples in, a mixed uint8 batch and float targets out."""
+    images = [(torch.arange(3 * 8 * 6) * (i + 3) % 256).to(torch.uint8).view(3, 8, 6) for i in range(5)]
+    samples = [(image.numpy() if i % 2 else image, i % 3) for i, image in enumerate(images)]
+    kwargs = dict(mixup_alpha=0.8, cutmix_alpha=1.0, mode="elem", num_classes=3, backend="reference")
+    collate = fastmix.FastCollateMixup(generator=seeded("cpu", 2), **kwargs)
+    x, target = collate(samples)
+    expected = fastmix.Mixup(generator=seeded("cpu", 2), **kwargs)(torch.stack(images), torch.tensor([0, 1, 2, 0, 1]))
+    assert x.dtype == torch.uint8 and torch.equal(x, expected[0])
+    assert target.dtype == torch.float32 and torch.equal(target, expected[1])
+    with pytest.raises(TypeError, match="uint8 images"):
+        collate([(image.float(), 0) for image in images])
