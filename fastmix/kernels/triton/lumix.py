@@ -1,0 +1,173 @@
+"""LUMix loss Triton kernels (paper 003_*, eq. 6-8): per-row soft-target cross-entropy plus hinge, and its gradient.
+
+One program per row. The mixed target ``y = lam y_a + (1 - lam) y_b`` is formed in registers from the two label
+rows (or from two class indices), never stored. A row that fits one block (``K <= BLOCK_K``) is read once; a
+longer row is read twice (online log-sum-exp, then the hinge, which needs the final scores).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+MAX_BLOCK_K = 16384
+
+
+@triton.jit
+def _load_chunk(logits_row, y_a_row, y_b_row, index_a, index_b, cols, n_classes, lam,
+                INDEX_LABELS: tl.constexpr, ACC: tl.constexpr):
+    """Logits, both label rows and the mixed target for columns ``cols``; masked columns give z=-inf, y=0."""
+    valid = cols < n_classes
+    z = tl.load(logits_row + cols, mask=valid, other=float("-inf")).to(ACC)
+    if INDEX_LABELS:
+        y_a = (cols == index_a).to(ACC)
+        y_b = (cols == index_b).to(ACC)
+    else:
+        y_a = tl.load(y_a_row + cols, mask=valid, other=0.0).to(ACC)
+        y_b = tl.load(y_b_row + cols, mask=valid, other=0.0).to(ACC)
+    target = lam * y_a + (1.0 - lam) * y_b
+    return z, y_a, y_b, target, valid
+
+
+@triton.jit
+def _hinge_terms(z, y_a, y_b, target, log_sum_exp, min_a, min_b):
+    """Per column: the scores p, the hinge ``y max(0, b - p)`` and its active weight ``y [b > p]`` (eq. 7)."""
+    probs = tl.exp(z - log_sum_exp)
+    union = (y_a > min_a) | (y_b > min_b)
+    active = union & (probs < 1.0)
+    hinge = tl.where(active, target * (1.0 - probs), 0.0)
+    active_weight = tl.where(active, target, 0.0)
+    return probs, hinge, active_weight
+
+
+@triton.jit
+def _row_setup(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, row,
+               INDEX_LABELS: tl.constexpr, ACC: tl.constexpr):
+    lam = tl.load(lam_ptr + row).to(ACC)
+    if INDEX_LABELS:
+        index_a = tl.load(y_a_ptr + row)
+        index_b = tl.load(y_b_ptr + row)
+    else:
+        index_a = 0
+        index_b = 0
+    return (logits_ptr + row * logits_stride, y_a_ptr + row * y_a_stride, y_b_ptr + row * y_b_stride,
+            index_a, index_b, lam)
+
+
+@triton.jit
+def _lumix_loss_fwd_kernel(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, eta,
+                           loss_ptr, stats_ptr, n_classes, INDEX_LABELS: tl.constexpr, BLOCK_K: tl.constexpr,
+                           SINGLE_BLOCK: tl.constexpr):
+    """Row i: ``loss[i] = sum_k y_k (lse - z_k) + eta sum_k y_k max(0, b_k - p_k)`` and the 5 backward stats."""
+    row = tl.program_id(0).to(tl.int64)
+    acc = stats_ptr.dtype.element_ty
+    logits_row, y_a_row, y_b_row, index_a, index_b, lam = _row_setup(
+        logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, row, INDEX_LABELS, acc)
+    cols = tl.arange(0, BLOCK_K)
+    if SINGLE_BLOCK:
+        z, y_a, y_b, target, valid = _load_chunk(logits_row, y_a_row, y_b_row, index_a, index_b, cols, n_classes,
+                                                 lam, INDEX_LABELS, acc)
+        row_max = tl.max(z, 0)
+        log_sum_exp = row_max + tl.log(tl.sum(tl.exp(z - row_max), 0))
+        target_logit = tl.sum(target * tl.where(valid, z, 0.0), 0)
+        label_sum = tl.sum(target, 0)
+        min_a = tl.min(tl.where(valid, y_a, float("inf")), 0)
+        min_b = tl.min(tl.where(valid, y_b, float("inf")), 0)
+        probs, hinge_k, active_weight = _hinge_terms(z, y_a, y_b, target, log_sum_exp, min_a, min_b)
+        hinge = tl.sum(hinge_k, 0)
+        hinge_mass = tl.sum(active_weight * probs, 0)
+    else:
+        running_max = tl.full([], float("-inf"), acc)
+        running_sum = tl.zeros([], acc)
+        target_logit = tl.zeros([], acc)
+        label_sum = tl.zeros([], acc)
+        min_a = tl.full([], float("inf"), acc)
+        min_b = tl.full([], float("inf"), acc)
+        for start in range(0, n_classes, BLOCK_K):
+            z, y_a, y_b, target, valid = _load_chunk(logits_row, y_a_row, y_b_row, index_a, index_b, start + cols,
+                                                     n_classes, lam, INDEX_LABELS, acc)
+            new_max = tl.maximum(running_max, tl.max(z, 0))
+            running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(z - new_max), 0)
+            running_max = new_max
+            target_logit += tl.sum(target * tl.where(valid, z, 0.0), 0)
+            label_sum += tl.sum(target, 0)
+            min_a = tl.minimum(min_a, tl.min(tl.where(valid, y_a, float("inf")), 0))
+            min_b = tl.minimum(min_b, tl.min(tl.where(valid, y_b, float("inf")), 0))
+        log_sum_exp = running_max + tl.log(running_sum)
+        hinge = tl.zeros([], acc)
+        hinge_mass = tl.zeros([], acc)
+        for start in range(0, n_classes, BLOCK_K):
+            z, y_a, y_b, target, valid = _load_chunk(logits_row, y_a_row, y_b_row, index_a, index_b, start + cols,
+                                                     n_classes, lam, INDEX_LABELS, acc)
+            probs, hinge_k, active_weight = _hinge_terms(z, y_a, y_b, target, log_sum_exp, min_a, min_b)
+            hinge += tl.sum(hinge_k, 0)
+            hinge_mass += tl.sum(active_weight * probs, 0)
+    tl.store(loss_ptr + row, label_sum * log_sum_exp - target_logit + eta * hinge)
+    stats_row = stats_ptr + row * 5
+    tl.store(stats_row, log_sum_exp)
+    tl.store(stats_row + 1, label_sum)
+    tl.store(stats_row + 2, hinge_mass)
+    tl.store(stats_row + 3, min_a)
+    tl.store(stats_row + 4, min_b)
+
+
+@triton.jit
+def _lumix_loss_bwd_kernel(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, eta,
+                           stats_ptr, grad_rows_ptr, grad_ptr, grad_stride, n_classes, INDEX_LABELS: tl.constexpr,
+                           BLOCK_K: tl.constexpr):
+    """Program (row i, block c): ``grad_j = g_i (p_j sum_k y_k - y_j + eta p_j (sum_k h_k p_k - h_j))``,
+    ``h_k = y_k [b_k > p_k]``: no reduction left, so every block of a row runs independently."""
+    row = tl.program_id(0).to(tl.int64)
+    acc = stats_ptr.dtype.element_ty
+    logits_row, y_a_row, y_b_row, index_a, index_b, lam = _row_setup(
+        logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, row, INDEX_LABELS, acc)
+    stats_row = stats_ptr + row * 5
+    log_sum_exp = tl.load(stats_row)
+    label_sum = tl.load(stats_row + 1)
+    hinge_mass = tl.load(stats_row + 2)
+    min_a = tl.load(stats_row + 3)
+    min_b = tl.load(stats_row + 4)
+    grad_row = tl.load(grad_rows_ptr + row).to(acc)
+    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    z, y_a, y_b, target, valid = _load_chunk(logits_row, y_a_row, y_b_row, index_a, index_b, cols, n_classes, lam,
+                                             INDEX_LABELS, acc)
+    probs, _, active_weight = _hinge_terms(z, y_a, y_b, target, log_sum_exp, min_a, min_b)
+    grad = grad_row * (probs * label_sum - target + eta * probs * (hinge_mass - active_weight))
+    tl.store(grad_ptr + row * grad_stride + cols, grad.to(grad_ptr.dtype.element_ty), mask=valid)
+
+
+def _block_k(n_classes: int, block_k: int | None) -> int:
+    return block_k or min(max(triton.next_power_of_2(n_classes), 16), MAX_BLOCK_K)
+
+
+def _label_args(labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """A label tensor and its row stride: (B,) class indices have no columns, so stride 0."""
+    return labels, (labels.stride(0) if labels.dim() == 2 else 0)
+
+
+def lumix_loss_forward(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: torch.Tensor, eta: float,
+                       loss: torch.Tensor, stats: torch.Tensor, block_k: int | None = None) -> None:
+    """Writes per-row losses (B,) and stats (B, 5) into ``loss``/``stats``; logits and float labels (B, K) with unit
+    column stride, or int64 class indices (B,); ``lam`` (B,) contiguous."""
+    batch, n_classes = logits.shape
+    block = _block_k(n_classes, block_k)
+    y_a, y_a_stride = _label_args(y_a)
+    y_b, y_b_stride = _label_args(y_b)
+    _lumix_loss_fwd_kernel[(batch,)](
+        logits, logits.stride(0), y_a, y_a_stride, y_b, y_b_stride, lam, eta, loss, stats, n_classes,
+        INDEX_LABELS=y_a.dim() == 1, BLOCK_K=block, SINGLE_BLOCK=n_classes <= block,
+        num_warps=min(max(block // 256, 1), 16))
+
+
+def lumix_loss_backward(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: torch.Tensor, eta: float,
+                        stats: torch.Tensor, grad_rows: torch.Tensor, grad: torch.Tensor,
+                        block_k: int | None = None) -> None:
+    """Writes d(sum_i grad_rows_i loss_i)/d logits into ``grad`` (B, K) with unit column stride."""
+    batch, n_classes = logits.shape
+    block = min(_block_k(n_classes, block_k), 4096)
+    y_a, y_a_stride = _label_args(y_a)
+    y_b, y_b_stride = _label_args(y_b)
+    _lumix_loss_bwd_kernel[(batch, triton.cdiv(n_classes, block))](
+        logits, logits.stride(0), y_a, y_a_stride, y_b, y_b_stride, lam, eta, stats, grad_rows, grad, grad.stride(0),
+        n_classes, INDEX_LABELS=y_a.dim() == 1, BLOCK_K=block, num_warps=min(max(block // 256, 1), 8))

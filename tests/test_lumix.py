@@ -1,0 +1,435 @@
+"""LUMix (paper 003_*): lambda (eq. 3-5), the fused loss (eq. 6-8) vs the reference, gradients, custom ops, module."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastmix
+from fastmix import _backend
+from fastmix.kernels.triton import lumix as triton_lumix
+from fastmix.ops import lumix as lumix_ops
+from fastmix.reference import lumix as reference
+from helpers import FLOAT_DTYPES, assert_close, backend_params, make_labels
+
+BACKENDS = backend_params(("reference", "triton"))
+BATCHES = (1, 2, 3, 7, 64)
+CLASSES = (1, 10, 1000, 1003)
+
+
+def seeded(device, seed=0):
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def make_logits(batch, classes, dtype, device, seed=0, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    return (scale * torch.randn(batch, classes, generator=g)).to(device=device, dtype=dtype)
+
+
+def make_lam(batch, device, seed=0, dtype=torch.float32):
+    return torch.rand(batch, generator=torch.Generator().manual_seed(seed + 1), dtype=dtype).to(device)
+
+
+def label_pair(kind, batch, classes, device):
+    """(y_a, y_b) as the API takes them and as dense float rows for the reference."""
+    y_a = make_labels(kind, batch, classes, device, seed=1)
+    y_b = make_labels(kind, batch, classes, device, seed=2)
+    if kind == "int":
+        return y_a, y_b, F.one_hot(y_a, classes).float(), F.one_hot(y_b, classes).float()
+    return y_a, y_b, y_a, y_b
+
+
+def triton_unavailable():
+    return _backend.unavailable_reason("triton", "cpu")
+
+
+def reference_loss_and_grad(logits, dense_a, dense_b, lam, eta, weights=None):
+    """Per-row losses of the reference and d(sum_i w_i L_i)/d logits by autograd, both from fp32 (fp64) logits."""
+    z = logits.detach().to(reference.accumulation_dtype(logits)).requires_grad_()
+    rows = reference.lumix_loss(z, dense_a, dense_b, lam, eta)
+    weights = torch.ones_like(rows) if weights is None else weights
+    (grad,) = torch.autograd.grad((rows * weights).sum(), z)
+    return rows.detach(), grad
+
+
+# ---------------------------------------------------------------- the loss against the reference
+
+
+def parity_grid():
+    """The grid for the Triton kernel (at B = 64 without K = 1000, which B = 7 covers, to keep the interpreter's
+    time down); the reference backend (closed-form gradient) on a corner of it: its code does not depend on sizes."""
+    grid = []
+    for backend in BACKENDS:
+        name = backend.values[0]
+        for dtype in FLOAT_DTYPES:
+            for batch in BATCHES if name == "triton" else (1, 7):
+                for classes in CLASSES if name == "triton" else (1, 1003):
+                    if batch == 64 and classes == 1000:
+                        continue
+                    for kind in ("int", "soft"):
+                        grid.append(pytest.param(*backend.values, dtype, batch, classes, kind, marks=backend.marks,
+                                                 id=f"{backend.id}-{str(dtype)[6:]}-B{batch}-K{classes}-{kind}"))
+    return grid
+
+
+@pytest.mark.parametrize("backend,device,dtype,batch,classes,label_kind", parity_grid())
+def test_loss_parity_with_reference(backend, device, dtype, batch, classes, label_kind):
+    logits = make_logits(batch, classes, dtype, device).requires_grad_()
+    y_a, y_b, dense_a, dense_b = label_pair(label_kind, batch, classes, device)
+    lam = make_lam(batch, device)
+    before = [t.clone() for t in (logits, y_a, y_b, lam)]
+    loss = fastmix.lumix_loss(logits, y_a, y_b, lam, eta=0.75, backend=backend)
+    loss.backward()
+    rows, grad = reference_loss_and_grad(logits, dense_a, dense_b, lam, 0.75)
+    assert loss.dtype == torch.float32 and loss.shape == ()
+    assert_close(loss, rows.mean(), torch.float32, "loss")
+    assert logits.grad.dtype == dtype
+    assert_close(logits.grad, (grad / batch).to(dtype), dtype, "grad")
+    for now, then in zip((logits, y_a, y_b, lam), before):
+        assert torch.equal(now, then), "an input was modified"
+
+
+@pytest.mark.parametrize("classes,block_k", [(1003, 256), (10, 16), (40, 16)])
+@pytest.mark.parametrize("label_kind", ["int", "soft", "multi_hot"])
+def test_rows_longer_than_a_block(classes, block_k, label_kind):
+    """The two-pass path (online log-sum-exp, then the hinge) and the multi-block backward grid."""
+    if triton_unavailable():
+        pytest.skip(triton_unavailable())
+    batch, device = 5, "cpu"
+    logits = make_logits(batch, classes, torch.float32, device)
+    y_a, y_b, dense_a, dense_b = label_pair(label_kind, batch, classes, device)
+    lam = make_lam(batch, device)
+    loss = torch.empty(batch)
+    stats = torch.empty(batch, 5)
+    triton_lumix.lumix_loss_forward(logits, y_a, y_b, lam, 0.5, loss, stats, block_k=block_k)
+    assert_close(loss, reference.lumix_loss(logits, dense_a, dense_b, lam, 0.5), torch.float32, "loss")
+    assert_close(stats, reference.loss_and_statistics(logits, dense_a, dense_b, lam, 0.5)[1], torch.float32, "stats")
+    weights = torch.linspace(-1, 2, batch)
+    grad = torch.empty_like(logits)
+    triton_lumix.lumix_loss_backward(logits, y_a, y_b, lam, 0.5, stats, weights, grad, block_k=block_k)
+    assert_close(grad, reference_loss_and_grad(logits, dense_a, dense_b, lam, 0.5, weights)[1], torch.float32)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("label_kind", ["int", "one_hot", "soft", "multi_hot"])
+def test_reductions_and_per_row_gradients(backend, device, label_kind):
+    batch, classes = 6, 13
+    logits = make_logits(batch, classes, torch.float32, device).requires_grad_()
+    y_a, y_b, dense_a, dense_b = label_pair(label_kind, batch, classes, device)
+    lam = make_lam(batch, device)
+    weights = torch.linspace(-1, 2, batch, device=device)
+    rows = fastmix.lumix_loss(logits, y_a, y_b, lam, eta=0.5, reduction="none", backend=backend)
+    (rows * weights).sum().backward()
+    want_rows, want_grad = reference_loss_and_grad(logits, dense_a, dense_b, lam, 0.5, weights)
+    assert rows.shape == (batch,)
+    assert_close(rows, want_rows, torch.float32, "rows")
+    assert_close(logits.grad, want_grad, torch.float32, "grad")
+    total = fastmix.lumix_loss(logits, y_a, y_b, lam, eta=0.5, reduction="sum", backend=backend)
+    assert_close(total, want_rows.sum(), torch.float32, "sum")
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("layout", ["column_slice", "transposed"])
+def test_strided_logits_and_labels(backend, device, layout):
+    """Logits and float labels sliced from wider rows (row stride > K) or transposed (column stride > 1)."""
+    batch, classes = 5, 12
+    if layout == "column_slice":
+        logits = make_logits(batch, classes + 7, torch.float32, device)[:, 3:3 + classes]
+        y_a = make_labels("soft", batch, classes + 4, device, seed=1)[:, 2:2 + classes]
+    else:
+        logits = make_logits(classes, batch, torch.float32, device).t()
+        y_a = make_labels("soft", classes, batch, device, seed=1).t()
+    logits.requires_grad_()
+    y_b = make_labels("multi_hot", batch, classes, device, seed=2)
+    lam = make_lam(batch, device)
+    rows = fastmix.lumix_loss(logits, y_a, y_b, lam, eta=0.5, reduction="none", backend=backend)
+    rows.sum().backward()
+    want_rows, want_grad = reference_loss_and_grad(logits, y_a, y_b, lam, 0.5)
+    assert_close(rows, want_rows, torch.float32, "rows")
+    assert_close(logits.grad, want_grad, torch.float32, "grad")
+
+
+@pytest.mark.parametrize("label_kind", ["int", "one_hot", "soft", "multi_hot"])
+def test_closed_form_gradient_is_the_derivative_of_the_loss(label_kind):
+    batch, classes = 5, 9
+    logits = make_logits(batch, classes, torch.float64, "cpu")
+    _, _, dense_a, dense_b = label_pair(label_kind, batch, classes, "cpu")
+    dense_a, dense_b = dense_a.double(), dense_b.double()
+    lam = make_lam(batch, "cpu", dtype=torch.float64)
+    weights = torch.linspace(-1, 2, batch, dtype=torch.float64)
+    stats = reference.loss_and_statistics(logits, dense_a, dense_b, lam, 0.5)[1]
+    closed = reference.lumix_loss_grad(logits, dense_a, dense_b, lam, 0.5, stats, weights)
+    assert_close(closed, reference_loss_and_grad(logits, dense_a, dense_b, lam, 0.5, weights)[1], torch.float64)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("label_kind", ["int", "soft"])
+def test_gradcheck_float64(backend, device, label_kind):
+    logits = make_logits(3, 5, torch.float64, device, scale=1.0).requires_grad_()
+    y_a, y_b, _, _ = label_pair(label_kind, 3, 5, device)
+    y_a, y_b = (y_a, y_b) if label_kind == "int" else (y_a.double(), y_b.double())
+    lam = make_lam(3, device, dtype=torch.float64)
+
+    def loss(z):
+        return fastmix.lumix_loss(z, y_a, y_b, lam, eta=0.5, reduction="none", backend=backend)
+
+    assert torch.autograd.gradcheck(loss, (logits,))
+
+
+# ---------------------------------------------------------------- invariants from the paper
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_loss_by_hand(backend, device):
+    """p = (1/6, 2/6, 3/6), y_a = class 0, y_b = class 2, lam = 1/4: L0 = -(ln(1/6)/4 + 3 ln(1/2)/4) and
+    R = (1/4)(1 - 1/6) + (3/4)(1 - 1/2) with b = (1, 0, 1) (eq. 6-8)."""
+    logits = torch.tensor([[0.0, math.log(2), math.log(3)]], device=device)
+    y_a, y_b = torch.tensor([0], device=device), torch.tensor([2], device=device)
+    cross_entropy = -(math.log(1 / 6) / 4 + 3 * math.log(1 / 2) / 4)
+    hinge = (1 - 1 / 6) / 4 + 3 * (1 - 1 / 2) / 4
+    loss = fastmix.lumix_loss(logits, y_a, y_b, torch.tensor([0.25], device=device), eta=2.0, backend=backend)
+    assert_close(loss, torch.tensor(cross_entropy + 2 * hinge), torch.float32)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("label_kind", ["int", "soft"])
+def test_eta_zero_is_the_mixed_cross_entropy(backend, device, label_kind):
+    logits = make_logits(7, 10, torch.float32, device).requires_grad_()
+    y_a, y_b, dense_a, dense_b = label_pair(label_kind, 7, 10, device)
+    lam = make_lam(7, device)
+    loss = fastmix.lumix_loss(logits, y_a, y_b, lam, eta=0.0, backend=backend)
+    target = lam[:, None] * dense_a + (1 - lam[:, None]) * dense_b
+    expected = F.cross_entropy(logits, target)
+    assert_close(loss, expected, torch.float32)
+    (got_grad,) = torch.autograd.grad(loss, logits)
+    (want_grad,) = torch.autograd.grad(expected, logits)
+    assert_close(got_grad, want_grad, torch.float32)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_hinge_vanishes_when_predictions_reach_b(backend, device):
+    """R = 0 once p_k >= b_k on every class the target weights: a saturated prediction of y_a's class, lam = 1."""
+    logits = torch.zeros(4, 6, device=device)
+    y_a = torch.tensor([0, 3, 5, 2], device=device)
+    y_b = torch.tensor([1, 1, 4, 0], device=device)
+    logits[torch.arange(4), y_a] = 200.0
+    lam = torch.ones(4, device=device)
+    with_hinge = fastmix.lumix_loss(logits, y_a, y_b, lam, eta=5.0, reduction="none", backend=backend)
+    without = fastmix.lumix_loss(logits, y_a, y_b, lam, eta=0.0, reduction="none", backend=backend)
+    assert torch.equal(with_hinge, without)
+    lam_half = torch.full((4,), 0.5, device=device)  # now y_b's class (p = 0 < b = 1) enters the target
+    with_hinge = fastmix.lumix_loss(logits, y_a, y_b, lam_half, eta=5.0, reduction="none", backend=backend)
+    without = fastmix.lumix_loss(logits, y_a, y_b, lam_half, eta=0.0, reduction="none", backend=backend)
+    assert_close(with_hinge - without, torch.full((4,), 5.0 * 0.5), torch.float32)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_b_is_the_union_of_both_labels(backend, device):
+    """Algorithm 1 sets b from y1, then from y2: a class positive in only one label still has b = 1."""
+    logits = torch.zeros(1, 4, device=device)
+    y_a = torch.tensor([[1.0, 1.0, 0.0, 0.0]], device=device)
+    y_b = torch.tensor([[0.0, 1.0, 1.0, 0.0]], device=device)
+    lam = torch.tensor([0.5], device=device)
+    hinge = (fastmix.lumix_loss(logits, y_a, y_b, lam, eta=1.0, backend=backend)
+             - fastmix.lumix_loss(logits, y_a, y_b, lam, eta=0.0, backend=backend))
+    target = torch.tensor([0.5, 1.0, 0.5, 0.0])
+    assert_close(hinge, (target * (1 - 0.25)).sum(), torch.float32)
+
+
+def test_lambda_is_the_formula_of_eq_3():
+    logits = make_logits(9, 7, torch.float32, "cpu")
+    y_a, y_b, _, _ = label_pair("int", 9, 7, "cpu")
+    lam0 = make_lam(9, "cpu")
+    lam, lam_r, lam_s = fastmix.lumix_lambda(lam0, logits, y_a, y_b, r1=0.3, r2=0.2, generator=seeded("cpu"),
+                                             return_parts=True)
+    assert_close(lam, 0.5 * lam0 + 0.3 * lam_r + 0.2 * lam_s, torch.float32)
+    again = fastmix.lumix_lambda(lam0, logits, y_a, y_b, r1=0.3, r2=0.2, generator=seeded("cpu"))
+    assert torch.equal(lam, again)
+    assert not torch.equal(lam, fastmix.lumix_lambda(lam0, logits, y_a, y_b, generator=seeded("cpu", 1)))
+    assert ((lam >= 0) & (lam <= 1)).all()
+
+
+def test_zero_ratios_give_lam0():
+    logits = make_logits(5, 4, torch.float32, "cpu")
+    y_a, y_b, _, _ = label_pair("soft", 5, 4, "cpu")
+    lam0 = make_lam(5, "cpu")
+    assert torch.equal(fastmix.lumix_lambda(lam0, logits, y_a, y_b, r1=0.0, r2=0.0), lam0)
+
+
+@pytest.mark.parametrize("label_kind", ["int", "one_hot", "soft", "multi_hot"])
+def test_score_lambda_from_the_softmax_by_hand(label_kind):
+    logits = make_logits(6, 5, torch.float64, "cpu")
+    y_a, y_b, dense_a, dense_b = label_pair(label_kind, 6, 5, "cpu")
+    if label_kind == "multi_hot":  # every row holds a positive (all-zero rows: the next test)
+        y_a[:, 0] = y_b[:, 4] = 1.0
+    dense_a, dense_b = dense_a.double(), dense_b.double()
+    parts = fastmix.lumix_lambda(0.5, logits, y_a, y_b, return_parts=True)
+    exp = logits.exp()
+    probs = exp / exp.sum(1, keepdim=True)  # eq. 4
+    p_a = (probs * dense_a).sum(1) / dense_a.sum(1)
+    p_b = (probs * dense_b).sum(1) / dense_b.sum(1)
+    assert_close(parts.lam_s, p_a / (p_a + p_b), torch.float64)  # eq. 5
+    if label_kind in ("int", "one_hot"):
+        index_a, index_b = dense_a.argmax(1), dense_b.argmax(1)
+        rows = torch.arange(6)
+        assert_close(parts.lam_s, probs[rows, index_a] / (probs[rows, index_a] + probs[rows, index_b]), torch.float64)
+
+
+def test_score_lambda_of_all_zero_label_rows():
+    """An all-zero row has p = 0 (documented choice), so lam_s = 0 against a labelled row and 1/2 against another
+    all-zero row."""
+    logits = make_logits(3, 4, torch.float32, "cpu")
+    y_a = torch.tensor([[0.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]])
+    y_b = torch.tensor([[0.0, 0, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]])
+    lam_s = fastmix.lumix_lambda(0.5, logits, y_a, y_b, return_parts=True).lam_s
+    assert torch.equal(lam_s, torch.tensor([0.0, 1.0, 0.5]))
+
+
+def test_score_lambda_weights_the_likelier_label():
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 0.0, 4.0]])
+    lam = fastmix.lumix_lambda(0.5, logits, torch.tensor([0, 0]), torch.tensor([2, 2]), r1=0.0, r2=1.0)
+    assert lam[0] > 0.95 and lam[1] < 0.05
+
+
+def test_random_part_is_beta():
+    """Beta(2, 2): mean 1/2, variance 1 / (4 (2 alpha + 1)) = 1/20 (eq. 3's lam_r, Table 10's alpha)."""
+    logits = torch.zeros(8192, 2)
+    labels = torch.zeros(8192, dtype=torch.long)
+    lam_r = fastmix.lumix_lambda(0.5, logits, labels, labels, alpha=2.0, generator=seeded("cpu"),
+                                 return_parts=True).lam_r
+    assert ((lam_r > 0) & (lam_r < 1)).all()
+    assert abs(lam_r.mean().item() - 0.5) < 0.01  # 4 standard errors
+    assert abs(lam_r.var().item() - 0.05) < 0.004
+
+
+# ---------------------------------------------------------------- custom ops, compile
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("label_kind", ["int", "soft"])
+def test_opcheck(backend, device, label_kind):
+    logits = make_logits(4, 11, torch.float32, device).requires_grad_()
+    y_a, y_b, _, _ = label_pair(label_kind, 4, 11, device)
+    lam = make_lam(4, device)
+    torch.library.opcheck(lumix_ops.lumix_loss, (logits, y_a, y_b, lam, 0.5, backend))
+    _, stats = lumix_ops.lumix_loss(logits.detach(), y_a, y_b, lam, 0.5, backend)
+    torch.library.opcheck(lumix_ops.lumix_loss_backward, (torch.rand(4, device=device), logits.detach(), y_a, y_b,
+                                                          lam, stats, 0.5, backend))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_torch_compile_fullgraph(backend, device):
+    """Dynamo cannot take a torch.Generator as a graph input, so the compiled step draws from the default RNG."""
+    torch._dynamo.reset()
+
+    def step(logits, y_a, y_b, lam0):
+        lam = fastmix.lumix_lambda(lam0, logits, y_a, y_b)
+        return fastmix.lumix_loss(logits, y_a, y_b, lam, backend=backend), lam
+
+    logits = make_logits(4, 10, torch.float32, device).requires_grad_()
+    y_a, y_b, _, _ = label_pair("int", 4, 10, device)
+    lam0 = make_lam(4, device)
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+    torch.manual_seed(5)
+    got_loss, got_lam = compiled(logits, y_a, y_b, lam0)
+    (got_grad,) = torch.autograd.grad(got_loss, logits)
+    torch.manual_seed(5)
+    want_loss, want_lam = step(logits, y_a, y_b, lam0)
+    (want_grad,) = torch.autograd.grad(want_loss, logits)
+    assert_close(got_lam, want_lam, torch.float32)
+    assert_close(got_loss, want_loss, torch.float32)
+    assert_close(got_grad, want_grad, torch.float32)
+
+
+# ---------------------------------------------------------------- the training-step module
+
+
+@pytest.mark.parametrize("label_kind", ["int", "soft"])
+def test_lumix_module_step(label_kind):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
+    x = torch.randn(6, 3, 4, 4)
+    y = make_labels(label_kind, 6, 5, "cpu")
+    lumix = fastmix.LUMix(num_classes=5, r1=0.4, r2=0.1, eta=0.5)
+    out = lumix(model, x, y, generator=seeded("cpu", 3))
+    generator = seeded("cpu", 3)  # one generator, drawn from by cutmix, then by lumix_lambda
+    x_mixed, _, params = fastmix.cutmix(x, y, alpha=1.0, correct_lam=True, num_classes=5, generator=generator)
+    logits = model(x_mixed)
+    y_b = y[params.partner]
+    lam = fastmix.lumix_lambda(params.lam, logits, y, y_b, generator=generator)
+    assert_close(out.logits, logits, torch.float32)
+    assert_close(out.lam, lam, torch.float32)
+    assert_close(out.loss, fastmix.lumix_loss(logits, y, y_b, lam, eta=0.5), torch.float32)
+    out.loss.backward()
+    assert model[1].weight.grad is not None and model[1].weight.grad.abs().sum() > 0
+
+
+def test_lumix_module_eval_is_cross_entropy():
+    model = torch.nn.Linear(8, 4)
+    x = torch.randn(5, 8)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    out = fastmix.LUMix(num_classes=4).eval()(model, x, y)
+    assert out.params is None
+    assert_close(out.loss, F.cross_entropy(model(x), y), torch.float32)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _inputs():
+    return torch.randn(4, 5), torch.tensor([0, 1, 2, 3]), torch.tensor([1, 1, 0, 4]), torch.rand(4)
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda z, a, b, lam: fastmix.lumix_loss(z.long(), a, b, lam), TypeError, "logits must be a floating"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z[0], a, b, lam), ValueError, "logits must have shape"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z[:0], a[:0], b[:0], lam[:0]), ValueError, "logits must have shape"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z.numpy(), a, b, lam), TypeError, "logits must be a torch.Tensor"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a[:3], b, lam), ValueError, "y_a must have shape"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b + 1, lam), ValueError, r"y_b holds class indices outside"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a - 1, b, lam), ValueError, r"y_a holds class indices outside"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a.bool(), b, lam), TypeError, "y_a must hold integer"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, torch.rand(4, 6), b, lam), ValueError, "float labels y_a"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, torch.rand(4, 5), lam), ValueError, "same kind"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b.to("meta"), lam), ValueError, "y_b is on meta"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, lam[:3]), ValueError, "lam must have shape"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, a), TypeError, "lam must be a float"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, "0.5"), TypeError, "lam must be a torch.Tensor"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, lam, eta=-1.0), ValueError, "eta must be"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, lam, eta=float("nan")), ValueError, "eta must be"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, lam, reduction="max"), ValueError, "reduction must be"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, lam, backend="cuda"), ValueError, "no CUDA kernel"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, lam, backend="fast"), ValueError, "backend must be"),
+        (lambda z, a, b, lam: fastmix.lumix_lambda(lam, z, a, b, r1=-0.1), ValueError, "r1 must be"),
+        (lambda z, a, b, lam: fastmix.lumix_lambda(lam, z, a, b, r2=float("inf")), ValueError, "r2 must be"),
+        (lambda z, a, b, lam: fastmix.lumix_lambda(lam, z, a, b, r1=0.7, r2=0.4), ValueError, "r1 \\+ r2"),
+        (lambda z, a, b, lam: fastmix.lumix_lambda(lam, z, a, b, r1="0.4"), TypeError, "r1 must be a real"),
+        (lambda z, a, b, lam: fastmix.lumix_lambda(lam, z, a, b, alpha=0.0), ValueError, "alpha must be"),
+        (lambda z, a, b, lam: fastmix.lumix_lambda(lam, z, a, b, generator=3), TypeError, "generator must be"),
+        (lambda z, a, b, lam: fastmix.lumix_lambda(lam[:2], z, a, b), ValueError, "lam0 must have shape"),
+        (lambda z, a, b, lam: fastmix.LUMix(r1=0.9, r2=0.2), ValueError, "r1 \\+ r2"),
+        (lambda z, a, b, lam: fastmix.LUMix(cutmix_alpha=-1.0), ValueError, "cutmix_alpha must be"),
+        (lambda z, a, b, lam: fastmix.LUMix(eta=-0.5), ValueError, "eta must be"),
+    ],
+)
+def test_bad_input(call, error, match):
+    inputs = _inputs()
+    before = [t.clone() for t in inputs]
+    with pytest.raises(error, match=match):
+        call(*inputs)
+    for now, then in zip(inputs, before):
+        assert torch.equal(now, then)
+
+
+def test_float64_parity():
+    """The Triton kernel takes eta as an fp32 scalar; fp64 parity holds for eta exactly representable in fp32."""
+    if triton_unavailable():
+        pytest.skip(triton_unavailable())
+    logits = make_logits(3, 6, torch.float64, "cpu")
+    y_a, y_b, dense_a, dense_b = label_pair("soft", 3, 6, "cpu")
+    lam = make_lam(3, "cpu", dtype=torch.float64)
+    got = fastmix.lumix_loss(logits, y_a.double(), y_b.double(), lam, eta=0.375, reduction="none", backend="triton")
+    assert_close(got, reference.lumix_loss(logits, dense_a, dense_b, lam, 0.375), torch.float64)
