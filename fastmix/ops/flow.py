@@ -1,0 +1,122 @@
+"""Flow-Mixup custom ops: ``fastmix::flow_mix`` and ``fastmix::flow_mix_backward`` (paper 000_*, eq. 2-3).
+
+``flow_mix`` maps z (flow_size * B rows) to ``[z, z_mixed]`` (or ``z_mixed``); its autograd is
+``flow_mix_backward``, which halves the summed gradient (eq. 3) when the original flow is kept. That backward is
+linear in the incoming gradient, so its own autograd is ``flow_mix`` again, scaled the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastmix import _layout, _native
+from fastmix.reference import flow as reference
+
+
+def _output_rows(rows: int, keep_original: bool) -> int:
+    return 2 * rows if keep_original else rows
+
+
+def _kernel_params(lam: torch.Tensor, perm: torch.Tensor, dtype: torch.dtype):
+    """p in the kernels' accumulation dtype (fp32, fp64 for fp64 data) and the shuffle as int64, contiguous."""
+    return lam.to(torch.float64 if dtype == torch.float64 else torch.float32).contiguous(), perm.long().contiguous()
+
+
+@torch.library.custom_op("fastmix::flow_mix", mutates_args=())
+def flow_mix(z: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor, flow_size: int, keep_original: bool,
+             backend: str) -> torch.Tensor:
+    """The Mixing module's output in z's dtype and dimension order; the kernels load each z row once for both
+    halves (its second read, as another row's shuffled partner, is meant to hit L2)."""
+    out = _layout.empty_rows_like(z, _output_rows(z.size(0), keep_original))
+    if backend == "reference":
+        if keep_original:
+            out[:z.size(0)].copy_(z)
+        out[out.size(0) - z.size(0):].copy_(reference.mix_blocks(z, lam, perm, flow_size))
+        return out
+    z_rows = _layout.rows_view(z)
+    out_rows = _layout.rows_view(out)
+    lam, perm = _kernel_params(lam, perm, z.dtype)
+    if backend == "triton":
+        from fastmix.kernels.triton import flow as triton_flow
+
+        triton_flow.flow_mix_forward(z_rows, lam, perm, out_rows, keep_original)
+        return out
+    features = z_rows.size(1)
+    with torch.cuda.device(z.device):
+        _native.native().flow_forward_cuda(z_rows.data_ptr(), z_rows.stride(0), lam.data_ptr(), perm.data_ptr(),
+                                           out_rows.data_ptr(), out_rows.stride(0), perm.numel(), flow_size,
+                                           features, keep_original, _native.DTYPE_CODES[z.dtype],
+                                           _native.stream_handle(z.device))
+    return out
+
+
+@flow_mix.register_fake
+def _(z, lam, perm, flow_size, keep_original, backend):
+    torch._check(lam.dim() == 1 and perm.dim() == 1 and lam.size(0) == perm.size(0))
+    torch._check(z.size(0) == flow_size * perm.size(0))
+    return _layout.empty_rows_like(z, _output_rows(z.size(0), keep_original))
+
+
+@torch.library.custom_op("fastmix::flow_mix_backward", mutates_args=())
+def flow_mix_backward(grad: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor, flow_size: int,
+                      keep_original: bool, backend: str) -> torch.Tensor:
+    """``0.5 * (g0 + p g1 + (1 - p_q) g1[q])`` per flow block, q = perm^-1 (eq. 3); ``g1`` terms alone without
+    the original flow. Every output element is written by one thread: no atomics, deterministic."""
+    rows = flow_size * perm.numel()
+    grad_z = _layout.empty_rows_like(grad, rows)
+    if backend == "reference":
+        grad_z.copy_(reference.flow_mix_backward(grad, lam, perm, flow_size, keep_original))
+        return grad_z
+    grad_rows = _layout.rows_view(grad)
+    grad_z_rows = _layout.rows_view(grad_z)
+    lam, perm = _kernel_params(lam, perm, grad.dtype)
+    inverse = torch.empty_like(perm).scatter_(0, perm, torch.arange(perm.numel(), device=perm.device))
+    if backend == "triton":
+        from fastmix.kernels.triton import flow as triton_flow
+
+        triton_flow.flow_mix_backward(grad_rows, lam, inverse, grad_z_rows, keep_original)
+        return grad_z
+    features = grad_z_rows.size(1)
+    with torch.cuda.device(grad.device):
+        _native.native().flow_backward_cuda(grad_rows.data_ptr(), grad_rows.stride(0), lam.data_ptr(),
+                                            inverse.data_ptr(), grad_z_rows.data_ptr(), grad_z_rows.stride(0),
+                                            perm.numel(), flow_size, features, keep_original,
+                                            _native.DTYPE_CODES[grad.dtype], _native.stream_handle(grad.device))
+    return grad_z
+
+
+@flow_mix_backward.register_fake
+def _(grad, lam, perm, flow_size, keep_original, backend):
+    rows = flow_size * perm.size(0)
+    torch._check(lam.dim() == 1 and perm.dim() == 1 and lam.size(0) == perm.size(0))
+    torch._check(grad.size(0) == _output_rows(rows, keep_original))
+    return _layout.empty_rows_like(grad, rows)
+
+
+def _setup_context(ctx, inputs, output):
+    _, lam, perm, flow_size, keep_original, backend = inputs
+    ctx.save_for_backward(lam, perm)
+    ctx.flow_size, ctx.keep_original, ctx.backend = flow_size, keep_original, backend
+
+
+def _flow_mix_autograd(ctx, grad_out):
+    lam, perm = ctx.saved_tensors
+    grad_z = None
+    if ctx.needs_input_grad[0]:
+        grad_z = flow_mix_backward(grad_out, lam, perm, ctx.flow_size, ctx.keep_original, ctx.backend)
+    return grad_z, None, None, None, None, None
+
+
+def _flow_mix_backward_autograd(ctx, grad_grad_z):
+    """flow_mix_backward is ``s * M^T g`` (s = 1/2 with the original flow), so its gradient is ``s * M gg``."""
+    lam, perm = ctx.saved_tensors
+    grad_grad = None
+    if ctx.needs_input_grad[0]:
+        grad_grad = flow_mix(grad_grad_z, lam, perm, ctx.flow_size, ctx.keep_original, ctx.backend)
+        if ctx.keep_original:
+            grad_grad = grad_grad * 0.5
+    return grad_grad, None, None, None, None, None
+
+
+flow_mix.register_autograd(_flow_mix_autograd, setup_context=_setup_context)
+flow_mix_backward.register_autograd(_flow_mix_backward_autograd, setup_context=_setup_context)

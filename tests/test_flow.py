@@ -1,0 +1,383 @@
+"""Flow-Mixup (paper 000_*): parity with the reference, eq. 2-3 by hand, stacked modules, custom ops, bad input."""
+
+import pytest
+import torch
+from torch import nn
+
+import fastmix
+from fastmix import _native
+from fastmix.ops import flow as flow_ops
+from fastmix.reference import flow as reference
+from helpers import FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, backend_params, make_batch, make_labels
+
+BATCHES = (1, 2, 3, 7, 64)
+
+
+def seeded(device, seed=0):
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def reference_with_grad(z, params, grad):
+    """Output and gradient of the plain-autograd reference, in float64."""
+    z64 = z.detach().double().requires_grad_()
+    out = reference.flow_mix(z64, params.lam.double(), params.perm, params.flow_size, params.keep_original)
+    (grad_z,) = torch.autograd.grad(out, z64, grad.double())
+    return out, grad_z
+
+
+def eq3_by_hand(grad, lam, perm, batch, flow_size, keep_original):
+    """grad_z[j] = (grad'[j] + grad_m[j]) / 2 (eq. 3), grad_m by the chain rule of eq. 2, one sample at a time."""
+    rows = batch * flow_size
+    mixed = grad[rows:] if keep_original else grad
+    grad_z = torch.zeros_like(grad[:rows])
+    for f in range(flow_size):
+        for i in range(batch):  # z_mixed[i] = p_i z[i] + (1 - p_i) z[perm[i]]
+            grad_z[f * batch + i] += lam[i] * mixed[f * batch + i]
+            grad_z[f * batch + perm[i]] += (1 - lam[i]) * mixed[f * batch + i]
+    return (grad[:rows] + grad_z) / 2 if keep_original else grad_z
+
+
+@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_parity_with_reference(backend, device, dtype, batch, layout):
+    z = make_batch(layout, batch, dtype, device).requires_grad_()
+    z_before = z.detach().clone()
+    out, params = fastmix.flow_mix(z, generator=seeded(device), backend=backend)
+    assert out.dtype == dtype and out.shape == (2 * batch, *z.shape[1:])
+    if layout == "channels_last":
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(device=device, dtype=dtype)
+    (grad_z,) = torch.autograd.grad(out, z, grad)
+    expected_out, expected_grad = reference_with_grad(z, params, grad)
+    assert_close(out, expected_out, dtype, "z'")
+    assert torch.equal(out[:batch], z_before), "the original flow is z itself"
+    assert_close(grad_z, expected_grad, dtype, "grad_z")
+    assert torch.equal(z.detach(), z_before), "the caller's z was modified"
+
+
+@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("keep_original", [True, False])
+@pytest.mark.parametrize("flow_size,per_sample", [(1, True), (2, False), (3, True)])
+def test_gradient_is_eq3_by_hand(backend, device, keep_original, flow_size, per_sample):
+    batch = 5
+    z = make_batch("channel_slice", flow_size * batch, torch.float64, device).requires_grad_()
+    out, params = fastmix.flow_mix(z, keep_original=keep_original, per_sample=per_sample, flow_size=flow_size,
+                                   generator=seeded(device, 2), backend=backend)
+    grad = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).to(device)
+    (grad_z,) = torch.autograd.grad(out, z, grad)
+    by_hand = eq3_by_hand(grad, params.lam.tolist(), params.perm.tolist(), batch, flow_size, keep_original)
+    assert_close(grad_z, by_hand, torch.float64)
+
+
+def small_float64(layout, device, batch=3):
+    """Tiny inputs for gradcheck, which evaluates the op twice per input element."""
+    base = torch.randn(batch, 2, 1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    if layout == "channels_last":
+        base = base.to(memory_format=torch.channels_last)
+    elif layout == "spatial_slice":
+        base = base[:, :, :, 1:3]
+    return base.to(device).requires_grad_()
+
+
+@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("layout,keep_original",
+                         [("nchw", True), ("channels_last", True), ("spatial_slice", True), ("nchw", False)])
+def test_gradcheck_float64(backend, device, layout, keep_original):
+    """With the original flow kept, autograd must give half the true Jacobian (eq. 3): ``out - out.detach() / 2``
+    has the values ``M z / 2``, whose true Jacobian is what the op's halved backward claims. Plain mixup
+    (keep_original=False) is checked as is."""
+    z = small_float64(layout, device, batch=4)
+
+    def mixed(z):
+        out, _ = fastmix.flow_mix(z, keep_original=keep_original, per_sample=True, flow_size=2,
+                                  generator=seeded(device, 1), backend=backend)
+        return out - out.detach() / 2 if keep_original else out
+
+    assert torch.autograd.gradcheck(mixed, (z,))
+    assert torch.autograd.gradgradcheck(mixed, (z,))
+
+
+def test_gradcheck_fails_without_the_halving():
+    """The straight-through check above can fail: the reference without its hook is rejected."""
+    z = small_float64("nchw", "cpu")
+    lam, perm = torch.tensor([0.3, 0.6, 0.8], dtype=torch.float64), torch.tensor([2, 0, 1])
+
+    def unhalved(z):
+        out = torch.cat([z, reference.mix_blocks(z, lam, perm, 1)])
+        return out - out.detach() / 2
+
+    assert not torch.autograd.gradcheck(unhalved, (z,), raise_exception=False)
+
+
+@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_without_original_flow_is_mixup(backend, device, per_sample):
+    """Op=False (section III.C): z' = z_mixed = p z + (1 - p) z[perm] and grad = grad_m, unhalved."""
+    z = make_batch("channels_last", 7, torch.float32, device).requires_grad_()
+    both, params = fastmix.flow_mix(z, per_sample=per_sample, generator=seeded(device, 4), backend=backend)
+    mixed, same_params = fastmix.flow_mix(z, keep_original=False, per_sample=per_sample, generator=seeded(device, 4),
+                                          backend=backend)
+    assert torch.equal(params.lam, same_params.lam) and torch.equal(params.perm, same_params.perm)
+    assert mixed.shape == z.shape and same_params.output_flow_size == 1
+    lam = params.lam.view(-1, 1, 1, 1)
+    mixup = lam * z + (1 - lam) * z[params.perm]
+    assert_close(mixed, mixup, torch.float32)
+    assert_close(both[7:], mixup, torch.float32)
+    grad = torch.randn(mixed.shape, generator=torch.Generator().manual_seed(5)).to(device)
+    (grad_z,) = torch.autograd.grad(mixed, z, grad)
+    (mixup_grad,) = torch.autograd.grad(mixup, z, grad)
+    assert_close(grad_z, mixup_grad, torch.float32)
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("reference",)))  # drawn before any kernel runs
+def test_p_is_beta_and_perm_is_a_permutation(backend, device):
+    batch = 4000
+    z = torch.zeros(batch, 1, device=device)
+    _, shared = fastmix.flow_mix(z, alpha=3.0, generator=seeded(device), backend=backend)
+    assert torch.all(shared.lam == shared.lam[0]), "one p per mixing call by default (eq. 2)"
+    assert torch.equal(shared.perm.sort().values.cpu(), torch.arange(batch))
+    _, own = fastmix.flow_mix(z, alpha=3.0, per_sample=True, generator=seeded(device), backend=backend)
+    lam = own.lam.double().cpu()
+    # Beta(3, 3): mean 1/2, variance 1/28; the bounds are > 5 standard errors wide for 4000 draws.
+    assert abs(lam.mean().item() - 0.5) < 0.015 and abs(lam.var().item() - 1 / 28) < 0.006
+    assert lam.min() > 0 and lam.max() < 1
+
+
+@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("label_kind", LABEL_KINDS)
+def test_labels_follow_the_features(backend, device, label_kind):
+    batch, classes = 6, 5
+    z = make_batch("features", batch, torch.float32, device)
+    y = make_labels(label_kind, batch, classes, device)
+    y_before = y.clone()
+    _, params = fastmix.flow_mix(z, per_sample=True, generator=seeded(device), backend=backend)
+    targets = fastmix.flow_mix_labels(y, params, num_classes=classes)
+    dense = torch.nn.functional.one_hot(y, classes).float() if label_kind == "int" else y
+    assert targets.dtype == torch.float32 and targets.shape == (2 * batch, classes)
+    assert torch.equal(targets[:batch], dense)
+    for i in range(batch):
+        p, j = params.lam[i].item(), params.perm[i].item()
+        assert_close(targets[batch + i], p * dense[i] + (1 - p) * dense[j], torch.float32)
+    assert torch.equal(y, y_before)
+    assert targets.min() >= 0 and targets.max() <= 1
+    if label_kind != "multi_hot":
+        assert_close(targets.sum(1), torch.ones(2 * batch), torch.float32)
+
+
+class TwoMixNet(nn.Module):
+    """Fig. 2b: Mixing modules on two hidden states of an affine network."""
+
+    def __init__(self, keep_last=True, backend=None):
+        super().__init__()
+        self.block1 = nn.Linear(6, 8)
+        self.mix1 = fastmix.FlowMixup(alpha=3.0, backend=backend)
+        self.block2 = nn.Linear(8, 8)
+        self.mix2 = fastmix.FlowMixup(alpha=3.0, keep_original=keep_last, previous=self.mix1, backend=backend)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x, generator=None):
+        z = self.mix1(self.block1(x), generator=generator)
+        return self.head(self.mix2(self.block2(z), generator=generator))
+
+
+@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("keep_last,flow", [(True, 4), (False, 2)])
+def test_two_modules_compose(backend, device, keep_last, flow):
+    """An affine network maps a mix of inputs to the same mix of outputs (eq. 1), so with y = h(x) the final
+    flow's outputs are exactly the composed targets, block by block."""
+    torch.manual_seed(0)
+    net = TwoMixNet(keep_last, backend).double().to(device)
+    batch = 5
+    x = torch.randn(batch, 6, dtype=torch.float64, device=device)
+    net.eval()
+    y = net(x).detach()
+    assert net.mix2.params is None and torch.equal(net.mix2.targets(y), y)
+    net.train()
+    out = net(x, generator=seeded(device))
+    assert out.shape == (flow * batch, 4)
+    assert net.mix1.output_flow_size() == 2 and net.mix2.input_flow_size() == 2
+    assert net.mix2.output_flow_size() == flow
+    targets = net.mix2.targets(y)
+    assert_close(out, targets, torch.float64)
+    if keep_last:
+        assert_close(out[:batch], y, torch.float64, "the original flow goes through untouched")
+    first, second = net.mix1.params, net.mix2.params
+    assert second.flow_size == 2
+    y1 = fastmix.flow_mix_labels(y, first)
+    assert_close(targets, fastmix.flow_mix_labels(y1, second), torch.float64)
+
+
+@pytest.mark.parametrize("backend,device", backend_params())
+def test_second_module_mixes_within_each_flow_block(backend, device):
+    z = make_batch("nchw", 8, torch.float32, device)  # flow_size 2: blocks of 4 samples
+    out, params = fastmix.flow_mix(z, flow_size=2, generator=seeded(device), backend=backend)
+    assert out.shape[0] == 16 and params.perm.shape == (4,)
+    lam = params.lam.view(-1, 1, 1, 1)
+    for block in range(2):
+        rows = z[4 * block:4 * block + 4]
+        assert_close(out[8 + 4 * block:12 + 4 * block], lam * rows + (1 - lam) * rows[params.perm], torch.float32)
+
+
+def test_module_is_identity_in_eval():
+    module = fastmix.FlowMixup()
+    z = torch.randn(5, 3)
+    assert module(z, generator=seeded("cpu")).shape == (10, 3) and module.params is not None
+    module.eval()
+    assert module(z) is z and module.params is None and module.output_flow_size() == 1
+    targets = module.targets(torch.tensor([0, 1, 2, 0, 1]), num_classes=3)
+    assert torch.equal(targets, torch.eye(3)[[0, 1, 2, 0, 1]])
+
+
+@pytest.mark.parametrize("backend,device", backend_params())
+def test_seeded_generator_reproduces(backend, device):
+    z = make_batch("nchw", 8, torch.float32, device)
+    first, first_params = fastmix.flow_mix(z, per_sample=True, generator=seeded(device, 3), backend=backend)
+    again, again_params = fastmix.flow_mix(z, per_sample=True, generator=seeded(device, 3), backend=backend)
+    other, _ = fastmix.flow_mix(z, per_sample=True, generator=seeded(device, 4), backend=backend)
+    assert torch.equal(first, again) and torch.equal(first_params.lam, again_params.lam)
+    assert torch.equal(first_params.perm, again_params.perm)
+    assert not torch.equal(first, other)
+
+
+@pytest.mark.parametrize("backend,device", backend_params())
+def test_opcheck(backend, device):
+    lam = torch.tensor([0.2, 0.7, 0.5], device=device)
+    perm = torch.tensor([1, 2, 0], device=device)
+    for layout in ("nchw", "channels_last"):
+        for keep_original in (True, False):
+            z = make_batch(layout, 6, torch.float32, device).requires_grad_()
+            torch.library.opcheck(flow_ops.flow_mix, (z, lam, perm, 2, keep_original, backend))
+            grad = make_batch(layout, 12 if keep_original else 6, torch.float32, device).requires_grad_()
+            torch.library.opcheck(flow_ops.flow_mix_backward, (grad, lam, perm, 2, keep_original, backend))
+
+
+@pytest.mark.parametrize("backend,device", backend_params())
+def test_torch_compile_fullgraph(backend, device):
+    """Dynamo cannot take a torch.Generator as a graph input, so the compiled step draws from the default RNG."""
+    torch._dynamo.reset()
+
+    def step(z):
+        out, params = fastmix.flow_mix(z, backend=backend)
+        return (out * out).sum(), params.lam
+
+    z = make_batch("channels_last", 4, torch.float32, device).requires_grad_()
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+    torch.manual_seed(5)
+    loss, lam = compiled(z)
+    (grad,) = torch.autograd.grad(loss, z)
+    torch.manual_seed(5)
+    want_loss, want_lam = step(z)
+    (want_grad,) = torch.autograd.grad(want_loss, z)
+    assert torch.equal(lam, want_lam)
+    assert_close(loss, want_loss, torch.float32)
+    assert_close(grad, want_grad, torch.float32)
+
+
+@pytest.mark.parametrize("backend,device", backend_params())
+def test_torch_compile_network(backend, device):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = TwoMixNet(backend=backend).to(device)
+    x = torch.randn(3, 6, device=device)
+    y = net.eval()(x).detach()
+    compiled = torch.compile(net.train(), fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+    torch.manual_seed(6)
+    out = compiled(x)
+    targets = net.mix2.targets(y)
+    assert out.shape == (12, 4)
+    assert_close(out, targets, torch.float32)
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda z, y: fastmix.flow_mix(z, alpha=0.0), ValueError, "alpha must be"),
+        (lambda z, y: fastmix.flow_mix(z, alpha=-1.0), ValueError, "alpha must be"),
+        (lambda z, y: fastmix.flow_mix(z, alpha=float("nan")), ValueError, "alpha must be"),
+        (lambda z, y: fastmix.flow_mix(z[0, 0, 0]), ValueError, "z must have at least 2 dims"),
+        (lambda z, y: fastmix.flow_mix(z[0, 0, 0, 0]), ValueError, "z must have at least 2 dims"),
+        (lambda z, y: fastmix.flow_mix(z[:0]), ValueError, "batch size 0"),
+        (lambda z, y: fastmix.flow_mix(z.long()), TypeError, "z must be a floating-point"),
+        (lambda z, y: fastmix.flow_mix(z.numpy()), TypeError, "z must be a torch.Tensor"),
+        (lambda z, y: fastmix.flow_mix(z, flow_size=4), ValueError, "not a multiple of flow_size=4"),
+        (lambda z, y: fastmix.flow_mix(z, flow_size=0), ValueError, "flow_size must be"),
+        (lambda z, y: fastmix.flow_mix(z, flow_size=True), ValueError, "flow_size must be"),
+        (lambda z, y: fastmix.flow_mix(z, keep_original=1), TypeError, "keep_original must be a bool"),
+        (lambda z, y: fastmix.flow_mix(z, per_sample="yes"), TypeError, "per_sample must be a bool"),
+        (lambda z, y: fastmix.flow_mix(z, generator=3), TypeError, "generator must be"),
+        (lambda z, y: fastmix.flow_mix(z, backend="cpp"), ValueError, "backend must be one of"),
+        (lambda z, y: fastmix.flow_mix_labels(y[:5], fastmix.flow_mix(z)[1], num_classes=4), ValueError,
+         "y must have 6 samples"),
+        (lambda z, y: fastmix.flow_mix_labels(torch.cat([y, y]), fastmix.flow_mix(z)[1], num_classes=4), ValueError,
+         "y must have 6 samples"),
+        (lambda z, y: fastmix.flow_mix_labels(y, fastmix.flow_mix(z)[1]), ValueError, "num_classes is required"),
+        (lambda z, y: fastmix.flow_mix_labels(y + 4, fastmix.flow_mix(z)[1], num_classes=4), ValueError,
+         r"outside \[0, 4\)"),
+        (lambda z, y: fastmix.flow_mix_labels(y, (0.5, y)), TypeError, "params must be the FlowMixParams"),
+        (lambda z, y: fastmix.FlowMixup(alpha=0), ValueError, "alpha must be"),
+        (lambda z, y: fastmix.FlowMixup(previous=nn.Identity()), TypeError, "previous must be a FlowMixup"),
+    ],
+)
+def test_bad_input(call, error, match):
+    z = torch.randn(6, 3, 4, 4)
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    z_before, y_before = z.clone(), y.clone()
+    with pytest.raises(error, match=match):
+        call(z, y)
+    assert torch.equal(z, z_before) and torch.equal(y, y_before)
+
+
+def test_unavailable_backend_is_an_error_not_a_fallback():
+    with pytest.raises(RuntimeError, match="backend 'cuda' is not available for cpu tensors"):
+        fastmix.flow_mix(torch.randn(4, 3), backend="cuda")
+
+
+# The CUDA kernels' per-thread bodies (csrc/flow.h), run on the CPU over the launch grid the launcher computes:
+# this checks their index arithmetic (row and column tiles, tails, strides, flow blocks) and conversions.
+native = pytest.mark.skipif(_native._C is None, reason="fastmix._C is not built")
+NATIVE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+NATIVE_SHAPES = [(1, 1, 5), (3, 1, 1023), (2, 3, 1025), (7, 2, 2100), (64, 1, 33)]
+
+
+def native_inputs(dtype, batch, flow_size, features, rows_out):
+    g = torch.Generator().manual_seed(batch * features + flow_size)
+    wide = torch.randn(rows_out, features + 7, generator=g).to(dtype)
+    lam = torch.rand(batch, generator=g, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    return wide[:, 3:3 + features], lam, torch.randperm(batch, generator=g)  # row stride != features
+
+
+@native
+@pytest.mark.parametrize("dtype", NATIVE_DTYPES)
+@pytest.mark.parametrize("batch,flow_size,features", NATIVE_SHAPES)
+@pytest.mark.parametrize("keep_original", [True, False])
+def test_native_forward_body(dtype, batch, flow_size, features, keep_original):
+    rows = batch * flow_size
+    z_rows, lam, perm = native_inputs(dtype, batch, flow_size, features, rows)
+    out = torch.full((2 * rows if keep_original else rows, features + 2), 7.0, dtype=dtype)
+    out_rows = out[:, :features]
+    _native._C.flow_forward_emulate(z_rows.data_ptr(), z_rows.stride(0), lam.data_ptr(), perm.data_ptr(),
+                                    out_rows.data_ptr(), out_rows.stride(0), batch, flow_size, features,
+                                    keep_original, _native.DTYPE_CODES[dtype])
+    expected = reference.flow_mix(z_rows.double(), lam.double(), perm, flow_size, keep_original)
+    assert_close(out_rows, expected, dtype)
+    assert torch.all(out[:, features:] == 7.0), "wrote past the row"
+
+
+@native
+@pytest.mark.parametrize("dtype", NATIVE_DTYPES)
+@pytest.mark.parametrize("batch,flow_size,features", NATIVE_SHAPES)
+@pytest.mark.parametrize("keep_original", [True, False])
+def test_native_backward_body(dtype, batch, flow_size, features, keep_original):
+    rows = batch * flow_size
+    grad_rows, lam, perm = native_inputs(dtype, batch, flow_size, features, 2 * rows if keep_original else rows)
+    inverse = perm.argsort()
+    grad_z = torch.full((rows, features + 2), 7.0, dtype=dtype)
+    grad_z_rows = grad_z[:, :features]
+    _native._C.flow_backward_emulate(grad_rows.data_ptr(), grad_rows.stride(0), lam.data_ptr(), inverse.data_ptr(),
+                                     grad_z_rows.data_ptr(), grad_z_rows.stride(0), batch, flow_size, features,
+                                     keep_original, _native.DTYPE_CODES[dtype])
+    expected = reference.flow_mix_backward(grad_rows.double(), lam.double(), perm, flow_size, keep_original)
+    assert_close(grad_z_rows, expected, dtype)
+    assert torch.all(grad_z[:, features:] == 7.0), "wrote past the row"
