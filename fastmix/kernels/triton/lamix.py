@@ -1,0 +1,121 @@
+"""LaMix Triton kernel (paper 004_*, eq. 2 and 9-11): target and cross-entropy fused, one row per program.
+
+The same kernel serves the forward (loss only) and the backward (gradients scaled by the incoming gradient, loss
+not written): recomputing the row statistics in the backward reads the logits once more but never stores (B, K)
+gradients between the passes, which moves fewer bytes than writing them in the forward and scaling them later.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _local_labels(y_ptr, y_row_stride, row, partner, lam, cols, mask, LABEL_INDEX: tl.constexpr):
+    """``lam y_row + (1 - lam) y_partner`` at ``cols`` (eq. 2), from class indices or from dense label rows."""
+    if LABEL_INDEX:
+        own = tl.load(y_ptr + row)
+        other = tl.load(y_ptr + partner)
+        return tl.where(cols == own, lam, 0.0) + tl.where(cols == other, 1.0 - lam, 0.0)
+    own = tl.load(y_ptr + row * y_row_stride + cols, mask=mask, other=0.0).to(lam.dtype)
+    other = tl.load(y_ptr + partner * y_row_stride + cols, mask=mask, other=0.0).to(lam.dtype)
+    return lam * own + (1.0 - lam) * other
+
+
+@triton.jit
+def _lamix_loss_kernel(z_ptr, z_row_stride, t_ptr, t_row_stride, y_ptr, y_row_stride, lam_ptr, partner_ptr,
+                       loss_ptr, grad_loss_ptr, grad_z_ptr, grad_t_ptr, classes, beta,
+                       LABEL_INDEX: tl.constexpr, GRADS: tl.constexpr, DETACH_TARGET: tl.constexpr,
+                       BLOCK_K: tl.constexpr):
+    """Row b of ``loss_b = -sum_k y_k log q_k`` with the target ``y = beta y~ + (1 - beta) p`` (eq. 10-11).
+
+    ``q = softmax(z)``, ``s = sigmoid(t)``, ``p = softmax(s)``. Sweep 1: the normalisers of q and p (an online
+    log-sum-exp for z; s lies in (0, 1), so softmax(s) needs no running maximum) and ``sum_k y_k``. Sweep 2: the
+    loss, or ``g (q sum_k y_k - y)`` into grad_z and ``P = sum_k p_k log q_k``. Sweep 3 (gradients, target not
+    detached): ``g (1 - beta) p (P - log q) s (1 - s)`` into grad_t. One sweep per row when K fits a block; the
+    later sweeps then hit cache. The (B, K) target never reaches memory.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    acc_dtype = lam_ptr.dtype.element_ty
+    lam = tl.load(lam_ptr + row).to(acc_dtype)
+    partner = tl.load(partner_ptr + row).to(tl.int64)
+    z_row = z_ptr + row * z_row_stride
+    t_row = t_ptr + row * t_row_stride
+
+    z_max = tl.full([], float("-inf"), acc_dtype)
+    z_norm = tl.zeros([], acc_dtype)
+    s_norm = tl.zeros([], acc_dtype)
+    local_sum = tl.zeros([], acc_dtype)
+    for k0 in range(0, classes, BLOCK_K):
+        cols = k0 + tl.arange(0, BLOCK_K)
+        mask = cols < classes
+        z = tl.load(z_row + cols, mask=mask, other=float("-inf")).to(acc_dtype)
+        new_max = tl.maximum(z_max, tl.max(z, axis=0))
+        z_norm = z_norm * tl.exp(z_max - new_max) + tl.sum(tl.exp(z - new_max), axis=0)
+        z_max = new_max
+        t = tl.load(t_row + cols, mask=mask, other=0.0).to(acc_dtype)
+        s_norm += tl.sum(tl.where(mask, tl.exp(1.0 / (1.0 + tl.exp(-t))), 0.0), axis=0)
+        if GRADS:
+            local = _local_labels(y_ptr, y_row_stride, row, partner, lam, cols, mask, LABEL_INDEX)
+            local_sum += tl.sum(local, axis=0)
+    log_z_norm = z_max + tl.log(z_norm)
+    log_s_norm = tl.log(s_norm)
+
+    if GRADS:
+        scale = tl.load(grad_loss_ptr + row).to(acc_dtype)
+        target_sum = beta * local_sum + (1.0 - beta)
+    loss = tl.zeros([], acc_dtype)
+    mean_log_q = tl.zeros([], acc_dtype)
+    for k0 in range(0, classes, BLOCK_K):
+        cols = k0 + tl.arange(0, BLOCK_K)
+        mask = cols < classes
+        log_q = tl.load(z_row + cols, mask=mask, other=0.0).to(acc_dtype) - log_z_norm
+        t = tl.load(t_row + cols, mask=mask, other=0.0).to(acc_dtype)
+        p = tl.where(mask, tl.exp(1.0 / (1.0 + tl.exp(-t)) - log_s_norm), 0.0)
+        local = _local_labels(y_ptr, y_row_stride, row, partner, lam, cols, mask, LABEL_INDEX)
+        target = beta * local + (1.0 - beta) * p
+        if GRADS:
+            mean_log_q += tl.sum(p * log_q, axis=0)
+            grad_z = scale * (tl.exp(log_q) * target_sum - target)
+            tl.store(grad_z_ptr + row * classes + cols, grad_z.to(grad_z_ptr.dtype.element_ty), mask=mask)
+        else:
+            loss -= tl.sum(target * log_q, axis=0)
+    if not GRADS:
+        tl.store(loss_ptr + row, loss)
+
+    if GRADS and not DETACH_TARGET:
+        for k0 in range(0, classes, BLOCK_K):
+            cols = k0 + tl.arange(0, BLOCK_K)
+            mask = cols < classes
+            log_q = tl.load(z_row + cols, mask=mask, other=0.0).to(acc_dtype) - log_z_norm
+            t = tl.load(t_row + cols, mask=mask, other=0.0).to(acc_dtype)
+            s = 1.0 / (1.0 + tl.exp(-t))
+            p = tl.exp(s - log_s_norm)
+            grad_t = scale * (1.0 - beta) * p * (mean_log_q - log_q) * s * (1.0 - s)
+            tl.store(grad_t_ptr + row * classes + cols, grad_t.to(grad_t_ptr.dtype.element_ty), mask=mask)
+
+
+def _launch(z_rows, t_rows, labels, lam, partner, beta, loss, grad_loss, grad_z, grad_t, grads, detach_target):
+    """Pointers the chosen mode does not touch (the loss in the backward, the gradients in the forward) are
+    filled with any tensor: the constexpr flags compile those loads and stores out."""
+    batch, classes = z_rows.shape
+    block = min(triton.next_power_of_2(classes), 4096)
+    label_index = not labels.is_floating_point()
+    _lamix_loss_kernel[(batch,)](
+        z_rows, z_rows.stride(0), t_rows, t_rows.stride(0), labels, 0 if label_index else labels.stride(0), lam,
+        partner, loss, grad_loss, grad_z, grad_t, classes, beta, LABEL_INDEX=label_index, GRADS=grads,
+        DETACH_TARGET=detach_target, BLOCK_K=block, num_warps=4 if block <= 2048 else 8)
+
+
+def lamix_loss(z_rows, t_rows, labels, lam, partner, beta: float, loss: torch.Tensor) -> None:
+    """Fills ``loss`` (B,). Logit rows have unit column stride; labels are (B,) int64 or (B, K) rows; lam is in the
+    accumulation dtype (float32, float64 for float64 logits)."""
+    _launch(z_rows, t_rows, labels, lam, partner, beta, loss, loss, z_rows, t_rows, False, True)
+
+
+def lamix_loss_backward(grad_loss, z_rows, t_rows, labels, lam, partner, beta: float, detach_target: bool,
+                        grad_z: torch.Tensor, grad_t: torch.Tensor) -> None:
+    """Fills the contiguous (B, K) ``grad_z`` and, unless ``detach_target``, ``grad_t``, scaled by ``grad_loss``."""
+    _launch(z_rows, t_rows, labels, lam, partner, beta, grad_loss, grad_loss, grad_z, grad_t, True, detach_target)
