@@ -1,6 +1,7 @@
 // Shared by the CUDA kernels and the C++ CPU code: storage types, dtype codes, conversions.
 // Torch-free on purpose (see DESIGN.md, "The native core").
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -13,7 +14,7 @@
 namespace fastmix {
 
 // Dtype codes passed from Python (fastmix/_native.py keeps the same table).
-enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
+enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3, kUInt8 = 4 };
 
 struct Half { uint16_t bits; };
 struct BFloat16 { uint16_t bits; };
@@ -105,6 +106,18 @@ template <> struct Traits<BFloat16> {
   using acc = float;
   static FASTMIX_HD float load(BFloat16 v) { return bf16_bits_to_float(v.bits); }
   static FASTMIX_HD BFloat16 store(float v) { return BFloat16{float_to_bf16_bits(v)}; }
+};
+
+// uint8 images: saturate to [0, 255], round half to even (like torch.round then the cast).
+template <> struct Traits<uint8_t> {
+  using acc = float;
+  static FASTMIX_HD float load(uint8_t v) { return static_cast<float>(v); }
+  static FASTMIX_HD uint8_t store(float v) {
+    v = v < 0.f ? 0.f : (v > 255.f ? 255.f : v);
+    float rounded = floorf(v + 0.5f);
+    if (rounded - v == 0.5f && rounded - 2.f * floorf(rounded * 0.5f) == 1.f) rounded -= 1.f;
+    return static_cast<uint8_t>(rounded);
+  }
 };
 
 // Launch geometry shared by a launcher and its CPU emulation.

@@ -9,21 +9,6 @@
 
 namespace fastmix {
 
-// uint8 images (a dtype code only the mix kernels take so far; fastmix/ops/mix.py keeps the same value).
-constexpr int kUInt8 = 4;
-
-template <> struct Traits<uint8_t> {
-  using acc = float;
-  static FASTMIX_HD float load(uint8_t v) { return static_cast<float>(v); }
-  // Saturate to [0, 255], round half to even (like torch.round then the cast).
-  static FASTMIX_HD uint8_t store(float v) {
-    v = v < 0.f ? 0.f : (v > 255.f ? 255.f : v);
-    float rounded = floorf(v + 0.5f);
-    if (rounded - v == 0.5f && rounded - 2.f * floorf(rounded * 0.5f) == 1.f) rounded -= 1.f;
-    return static_cast<uint8_t>(rounded);
-  }
-};
-
 namespace mix {
 
 constexpr int kThreads = 256;  // one element per thread

@@ -39,11 +39,13 @@ def rows_view(x: torch.Tensor) -> torch.Tensor:
     return x.as_strided((x.size(0), features), (row_stride, 1))
 
 
-def empty_like_rows(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """A new tensor shaped like ``x``, batch outermost, trailing dims in x's memory order, densely packed."""
+def empty_like_rows(x: torch.Tensor, dtype: torch.dtype | None = None, batch: int | None = None) -> torch.Tensor:
+    """A new tensor shaped like ``x`` (with ``batch`` samples if given, e.g. a batch-doubled output), batch
+    outermost, trailing dims in x's memory order, densely packed."""
     order = [0, *_trailing_order(x)]
     inverse = [order.index(d) for d in range(x.dim())]
-    return x.new_empty([x.size(d) for d in order], dtype=dtype or x.dtype).permute(inverse)
+    shape = [x.size(0) if batch is None else batch, *(x.size(d) for d in order[1:])]
+    return x.new_empty(shape, dtype=dtype or x.dtype).permute(inverse)
 
 
 def _copy_in_order(x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ else:
     _IMPORT_ERROR = ""
 
 # Dtype codes shared with csrc/common.h.
-DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3, torch.uint8: 4}
 
 
 def cuda_unavailable_reason_for(

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import fastmix
-from fastmix import _backend, _native
+from fastmix import _backend, _native, _random
 from fastmix.api import mix as mix_api
 from fastmix.ops import mix as mix_ops
 from fastmix.reference import mix as reference
@@ -161,7 +161,7 @@ def timm_rand_bbox(height, width, lam, centre_y, centre_x):
 def test_boxes_follow_timms_rand_bbox():
     """Every sampled box is timm's box for its lam and some pixel centre, and lam is 1 - area / (H W)."""
     height, width = 12, 10
-    lam = mix_api.sample_beta(1.0, 200, seeded("cpu", 3), "cpu")
+    lam = _random.sample_beta(1.0, 200, "cpu", seeded("cpu", 3))
     boxes = mix_api.sample_boxes(lam, height, width, None, seeded("cpu", 4))
     centres_seen = set()
     for value, box in zip(lam.tolist(), boxes.tolist()):
@@ -385,7 +385,7 @@ def emulate(x, structure, height_dim, width_dim):
     tensors = [t.contiguous() for t in structure]
     _native._C.pair_mix_emulate(x_rows.data_ptr(), x_rows.stride(0), out_rows.data_ptr(), out_rows.stride(0),
                                 x_rows.size(0), x_rows.size(1), *(t.data_ptr() for t in tensors), *geometry,
-                                height_dim >= 0, mix_ops.DTYPE_CODES[x.dtype])
+                                height_dim >= 0, _native.DTYPE_CODES[x.dtype])
     return out
 
 

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from fastmix import _backend, _checks
+from fastmix import _backend, _checks, _random
 from fastmix.ops import flow as flow_ops
 from fastmix.reference import flow as reference
 
@@ -84,8 +84,7 @@ def flow_mix(
     name = _backend.resolve(backend, z.device)
     batch = z.size(0) // flow_size
     lam_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
-    concentration = torch.full((batch if per_sample else 1, 2), alpha, dtype=lam_dtype, device=z.device)
-    lam = torch._sample_dirichlet(concentration, generator=generator)[:, 0].expand(batch).contiguous()
+    lam = _random.sample_beta(alpha, batch if per_sample else 1, z.device, generator, lam_dtype).expand(batch).contiguous()
     perm = torch.randperm(batch, generator=generator, device=z.device)
     z_out = flow_ops.flow_mix(z, lam, perm, flow_size, keep_original, name)
     return z_out, FlowMixParams(lam, perm, flow_size, keep_original)

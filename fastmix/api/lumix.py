@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from fastmix import _backend, _checks
+from fastmix import _backend, _checks, _random
 from fastmix.ops import lumix as lumix_ops
 from fastmix.reference import lumix as reference
 
@@ -95,14 +95,6 @@ def _check_weight(name: str, value, logits: torch.Tensor) -> torch.Tensor:
     return value.detach().to(dtype).expand(batch).contiguous()
 
 
-def sample_beta(alpha: float, batch: int, dtype: torch.dtype, device: torch.device,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """``batch`` draws of Beta(alpha, alpha) on ``device`` from ``generator``, as ``G1 / (G1 + G2)`` of two
-    Gamma(alpha, 1) draws."""
-    gammas = torch._standard_gamma(torch.full((2, batch), alpha, dtype=dtype, device=device), generator=generator)
-    return gammas[0] / (gammas[0] + gammas[1])
-
-
 def lumix_lambda(lam0, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, *, r1: float = 0.4,
                  r2: float = 0.1, alpha: float = 2.0, generator: torch.Generator | None = None,
                  return_parts: bool = False):
@@ -136,7 +128,7 @@ def lumix_lambda(lam0, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tenso
         raise ValueError(f"r1 + r2 must be <= 1, got r1={r1}, r2={r2}")
     alpha = _checks.check_positive_finite("alpha", alpha)
     _checks.check_generator(generator, logits.device)
-    lam_r = sample_beta(alpha, logits.size(0), lam0.dtype, logits.device, generator)
+    lam_r = _random.sample_beta(alpha, logits.size(0), logits.device, generator, lam0.dtype)
     lam_s = reference.score_lambda(logits, y_a, y_b)
     lam = reference.lumix_lambda(lam0, lam_r, lam_s, r1, r2)
     return LUMixLambda(lam, lam_r, lam_s) if return_parts else lam

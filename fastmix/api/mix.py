@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from fastmix import _backend, _checks
+from fastmix import _backend, _checks, _random
 from fastmix.ops import mix as mix_ops
 
 PAIRINGS = ("perm", "flip")
@@ -74,12 +74,6 @@ def spatial_dims(x: torch.Tensor, layout) -> tuple[int, int]:
     if x.dim() != 4:
         raise ValueError(f"x must be a 4-D image batch ({layout}) for CutMix, got shape {tuple(x.shape)}")
     return LAYOUTS[layout]
-
-
-def sample_beta(alpha: float, count: int, generator, device) -> torch.Tensor:
-    """``count`` draws of Beta(alpha, alpha), float32, on the device (the first coordinate of a Dirichlet)."""
-    concentration = torch.full((count, 2), alpha, dtype=torch.float32, device=device)
-    return torch._sample_dirichlet(concentration, generator=generator)[:, 0]
 
 
 def sample_partner(batch: int, pairing: str, generator, device) -> torch.Tensor:
@@ -190,7 +184,7 @@ def mixup(x: torch.Tensor, y: torch.Tensor, *, alpha: float = 1.0, per_sample: b
     alpha = _checks.check_positive_finite("alpha", alpha)
     pairing = check_pairing(pairing)
     batch = x.size(0)
-    lam = sample_beta(alpha, batch if per_sample else 1, generator, x.device).expand(batch)
+    lam = _random.sample_beta(alpha, batch if per_sample else 1, x.device, generator).expand(batch)
     partner = sample_partner(batch, pairing, generator, x.device)
     boxes = torch.zeros((batch, 4), dtype=torch.int32, device=x.device)
     params = MixParams(lam.contiguous(), partner, boxes, torch.zeros(batch, dtype=torch.bool, device=x.device))
@@ -228,7 +222,7 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, *, alpha: float = 1.0, minmax=None,
     height_dim, width_dim = spatial_dims(x, layout)
     batch, height, width = x.size(0), x.size(height_dim), x.size(width_dim)
     count = batch if per_sample else 1
-    lam = sample_beta(alpha, count, generator, x.device)
+    lam = _random.sample_beta(alpha, count, x.device, generator)
     boxes = sample_boxes(lam, height, width, minmax, generator)
     if correct_lam or minmax is not None:
         lam = kept_fraction(boxes, height, width)

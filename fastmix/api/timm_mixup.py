@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from fastmix import _random
 from fastmix.api import mix
 
 MODES = ("batch", "pair", "elem")
@@ -83,10 +84,10 @@ class Mixup:
             use_cutmix = torch.rand(count, generator=generator, device=device) < self.switch_prob
         else:
             use_cutmix = torch.full((count,), cutmix_on, dtype=torch.bool, device=device)
-        lam = (mix.sample_beta(self.cutmix_alpha, count, generator, device) if cutmix_on
+        lam = (_random.sample_beta(self.cutmix_alpha, count, device, generator) if cutmix_on
                else torch.ones(count, device=device))
         if mixup_on:
-            lam = torch.where(use_cutmix, lam, mix.sample_beta(self.mixup_alpha, count, generator, device))
+            lam = torch.where(use_cutmix, lam, _random.sample_beta(self.mixup_alpha, count, device, generator))
         mixed = torch.rand(count, generator=generator, device=device) < self.mix_prob
         cutmix = use_cutmix & mixed
         boxes = torch.zeros((count, 4), dtype=torch.int32, device=device)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 import fastmix
-from fastmix import _backend
+from fastmix import _backend, _random
 from fastmix.bench import Case
 from fastmix.reference import flow as reference
 
@@ -21,8 +21,7 @@ CPU_SHAPES = ((8, 32, 14, 14), (16, 64, 14, 14))
 
 def naive_module(z: torch.Tensor, generator: torch.Generator, alpha: float = 3.0) -> torch.Tensor:
     """The Mixing module in plain autograd, drawing p and the shuffle on the device like fastmix does."""
-    concentration = torch.full((1, 2), alpha, device=z.device)
-    lam = torch._sample_dirichlet(concentration, generator=generator)[:, 0].expand(z.size(0))
+    lam = _random.sample_beta(alpha, 1, z.device, generator).expand(z.size(0))
     perm = torch.randperm(z.size(0), generator=generator, device=z.device)
     return reference.flow_mix(z, lam, perm, 1, True)
 

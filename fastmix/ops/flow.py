@@ -27,7 +27,7 @@ def flow_mix(z: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor, flow_size: 
              backend: str) -> torch.Tensor:
     """The Mixing module's output in z's dtype and dimension order; the kernels load each z row once for both
     halves (its second read, as another row's shuffled partner, is meant to hit L2)."""
-    out = _layout.empty_rows_like(z, _output_rows(z.size(0), keep_original))
+    out = _layout.empty_like_rows(z, batch=_output_rows(z.size(0), keep_original))
     if backend == "reference":
         if keep_original:
             out[:z.size(0)].copy_(z)
@@ -54,7 +54,7 @@ def flow_mix(z: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor, flow_size: 
 def _(z, lam, perm, flow_size, keep_original, backend):
     torch._check(lam.dim() == 1 and perm.dim() == 1 and lam.size(0) == perm.size(0))
     torch._check(z.size(0) == flow_size * perm.size(0))
-    return _layout.empty_rows_like(z, _output_rows(z.size(0), keep_original))
+    return _layout.empty_like_rows(z, batch=_output_rows(z.size(0), keep_original))
 
 
 @torch.library.custom_op("fastmix::flow_mix_backward", mutates_args=())
@@ -63,7 +63,7 @@ def flow_mix_backward(grad: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor,
     """``0.5 * (g0 + p g1 + (1 - p_q) g1[q])`` per flow block, q = perm^-1 (eq. 3); ``g1`` terms alone without
     the original flow. Every output element is written by one thread: no atomics, deterministic."""
     rows = flow_size * perm.numel()
-    grad_z = _layout.empty_rows_like(grad, rows)
+    grad_z = _layout.empty_like_rows(grad, batch=rows)
     if backend == "reference":
         grad_z.copy_(reference.flow_mix_backward(grad, lam, perm, flow_size, keep_original))
         return grad_z
@@ -90,7 +90,7 @@ def _(grad, lam, perm, flow_size, keep_original, backend):
     rows = flow_size * perm.size(0)
     torch._check(lam.dim() == 1 and perm.dim() == 1 and lam.size(0) == perm.size(0))
     torch._check(grad.size(0) == _output_rows(rows, keep_original))
-    return _layout.empty_rows_like(grad, rows)
+    return _layout.empty_like_rows(grad, batch=rows)
 
 
 def _setup_context(ctx, inputs, output):

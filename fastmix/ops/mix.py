@@ -17,8 +17,6 @@ import torch
 from fastmix import _layout, _native
 from fastmix.reference import mix as reference
 
-# uint8 is mix-only so far; csrc/mix.h uses the same code.
-DTYPE_CODES = {**_native.DTYPE_CODES, torch.uint8: 4}
 # "cpu" runs the CUDA kernel's per-thread body over its launch grid with OpenMP (csrc/mix_cpu.cpp).
 BACKENDS = ("cuda", "triton", "reference", "cpu")
 
@@ -62,13 +60,13 @@ def _launch(x, self_boxes, self_weights, seg_boxes, seg_weights, sources, offset
         _native.native().pair_mix_emulate(
             x_rows.data_ptr(), x_rows.stride(0), out_rows.data_ptr(), out_rows.stride(0), batch, features,
             self_boxes.data_ptr(), self_weights.data_ptr(), seg_boxes.data_ptr(), seg_weights.data_ptr(),
-            sources.data_ptr(), offsets.data_ptr(), height, width, h_div, w_div, has_box, DTYPE_CODES[x.dtype])
+            sources.data_ptr(), offsets.data_ptr(), height, width, h_div, w_div, has_box, _native.DTYPE_CODES[x.dtype])
         return out
     with torch.cuda.device(x.device):
         _native.native().pair_mix_cuda(
             x_rows.data_ptr(), x_rows.stride(0), out_rows.data_ptr(), out_rows.stride(0), batch, features,
             self_boxes.data_ptr(), self_weights.data_ptr(), seg_boxes.data_ptr(), seg_weights.data_ptr(),
-            sources.data_ptr(), offsets.data_ptr(), height, width, h_div, w_div, has_box, DTYPE_CODES[x.dtype],
+            sources.data_ptr(), offsets.data_ptr(), height, width, h_div, w_div, has_box, _native.DTYPE_CODES[x.dtype],
             _native.stream_handle(x.device))
     return out
 
