@@ -43,8 +43,13 @@ def test_metrics_on_hand_made_cases():
     assert harness.auroc(scores, torch.tensor([1, 1, 0, 0])) == 1.0
     assert harness.auroc(scores, torch.tensor([0, 0, 1, 1])) == 0.0
     assert harness.auroc(scores, torch.tensor([1, 0, 1, 0])) == 0.75
+    # the positive ties one negative (counts 1/2) and beats the other: (1/2 + 1) / 2
+    assert harness.auroc(torch.tensor([0.5, 0.5, 0.2]), torch.tensor([True, False, False])) == 0.75
     # positives at ranks 1 and 3: precisions 1/1 and 2/3
     assert harness.average_precision(scores, torch.tensor([1, 0, 1, 0]).bool()) == pytest.approx((1 + 2 / 3) / 2)
+    logits = torch.tensor([[0.9, 0.1], [0.8, 0.7], [0.7, 0.2], [0.6, 0.3]])
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])  # class 1: one positive, ranked first
+    assert harness.mean_average_precision(logits, labels) == pytest.approx((5 / 6 + 1.0) / 2)
 
 
 def test_bad_task_arguments():

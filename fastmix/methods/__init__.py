@@ -1,0 +1,1 @@
+"""Training-side logic of the papers that is not a kernel (DESIGN.md): samplers, label management, targets."""
