@@ -1,20 +1,11 @@
 """zeta-mixup: fastmix backends vs the reference vs the paper's pipeline vs the memory floor."""
 
 import pytest
-import torch
 
-from conftest import synced
-from fastmix.bench import run_case
+from conftest import bench_points, run_point
 from fastmix.benchcases import zeta
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-CASES = zeta.cases(DEVICE, quick=DEVICE.type != "cuda")
-POINTS = [(case, provider) for case in CASES for provider in case.providers]
 
-
-@pytest.mark.parametrize("case,provider", POINTS,
-                         ids=[f"{c.shape[0]}-{str(c.dtype)[6:]}-{p}" for c, p in POINTS])
+@pytest.mark.parametrize("case,provider", bench_points(zeta.cases))
 def test_zeta_mixup(benchmark, case, provider):
-    rows = {row["provider"]: row for row in run_case(case, DEVICE, quick=True)}
-    benchmark.extra_info.update(rows[provider])
-    benchmark(synced(case.providers[provider], DEVICE))
+    run_point(benchmark, case, provider)

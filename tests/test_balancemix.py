@@ -10,7 +10,7 @@ from fastmix.methods import balancemix as methods
 from fastmix.methods.balancemix import AMBIGUOUS, CLEAN, RELABELED
 from fastmix.ops import balancemix as balancemix_ops
 from fastmix.reference import balancemix as reference
-from helpers import FLOAT_DTYPES, assert_close, backend_params
+from helpers import FLOAT_DTYPES, assert_close, backend_params, compile_fullgraph
 
 LOSS_BACKENDS = backend_params(("reference", "triton"))
 
@@ -260,7 +260,7 @@ def test_torch_compile_fullgraph(backend, device):
         return fastmix.balancemix_loss(logits * 2, targets, weights, backend=backend)
 
     logits, targets, weights = loss_inputs(4, 6, torch.float32, device)
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+    compiled = compile_fullgraph(step, device)
     results = []
     for fn in (compiled, step):
         leaf = logits.clone().requires_grad_()

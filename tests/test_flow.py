@@ -8,7 +8,8 @@ import fastmix
 from fastmix import _native
 from fastmix.ops import flow as flow_ops
 from fastmix.reference import flow as reference
-from helpers import FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, backend_params, make_batch, make_labels
+from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, backend_params, compile_fullgraph, make_batch,
+                     make_labels)
 
 BATCHES = (1, 2, 3, 7, 64)
 
@@ -263,7 +264,7 @@ def test_torch_compile_fullgraph(backend, device):
         return (out * out).sum(), params.lam
 
     z = make_batch("channels_last", 4, torch.float32, device).requires_grad_()
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+    compiled = compile_fullgraph(step, device)
     torch.manual_seed(5)
     loss, lam = compiled(z)
     (grad,) = torch.autograd.grad(loss, z)
@@ -282,7 +283,7 @@ def test_torch_compile_network(backend, device):
     net = TwoMixNet(backend=backend).to(device)
     x = torch.randn(3, 6, device=device)
     y = net.eval()(x).detach()
-    compiled = torch.compile(net.train(), fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+    compiled = compile_fullgraph(net.train(), device)
     torch.manual_seed(6)
     out = compiled(x)
     targets = net.mix2.targets(y)

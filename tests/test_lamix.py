@@ -8,7 +8,8 @@ import fastmix
 from fastmix._random import sample_beta
 from fastmix.ops import lamix as lamix_ops
 from fastmix.reference import lamix as reference
-from helpers import FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, backend_params, make_batch, make_labels
+from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, backend_params, compile_fullgraph, make_batch,
+                     make_labels)
 
 BACKENDS = backend_params(("reference", "triton"))
 MIX_BACKENDS = backend_params()
@@ -353,7 +354,7 @@ def test_torch_compile_fullgraph(backend, device):
 
     x = make_batch("features", 6, torch.float32, device)[:, :12].contiguous()
     y = make_labels("int", 6, 4, device)
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+    compiled = compile_fullgraph(step, device)
     torch.manual_seed(5)
     got = compiled(x, y)
     got.backward()

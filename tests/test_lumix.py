@@ -11,7 +11,7 @@ from fastmix import _backend
 from fastmix.kernels.triton import lumix as triton_lumix
 from fastmix.ops import lumix as lumix_ops
 from fastmix.reference import lumix as reference
-from helpers import FLOAT_DTYPES, assert_close, backend_params, make_labels
+from helpers import FLOAT_DTYPES, assert_close, backend_params, compile_fullgraph, make_labels
 
 BACKENDS = backend_params(("reference", "triton"))
 BATCHES = (1, 2, 3, 7, 64)
@@ -330,7 +330,7 @@ def test_torch_compile_fullgraph(backend, device):
     logits = make_logits(4, 10, torch.float32, device).requires_grad_()
     y_a, y_b, _, _ = label_pair("int", 4, 10, device)
     lam0 = make_lam(4, device)
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+    compiled = compile_fullgraph(step, device)
     torch.manual_seed(5)
     got_loss, got_lam = compiled(logits, y_a, y_b, lam0)
     (got_grad,) = torch.autograd.grad(got_loss, logits)
