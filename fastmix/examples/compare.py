@@ -1,7 +1,7 @@
 """Train a small CNN on digits with every fastmix method and compare them on the same budget.
 
     python -m fastmix.examples.compare [--task single|multi] [--noise 0.0..0.6] [--epochs N] [--device cpu|cuda]
-                                       [--seeds 3] [--methods none,mixup,...] [--limit N] [--out DIR]
+                                       [--seeds 3] [--methods none,mixup,...] [--limit N] [--threads N] [--out DIR]
 
 Prints a table: test accuracy (single-label) or mAP (multi-label) as mean and spread over seeds, time per epoch,
 and the share of the training time spent inside fastmix calls; for BalanceMix, also the AUROC with which the
@@ -211,8 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", default=".")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not 0 <= args.noise <= 0.6:
         parser.error("--noise must be in [0, 0.6]")
     device = torch.device(args.device)
