@@ -1,0 +1,381 @@
+"""Batched two-component GMM EM (paper 001_*, eq. 6-8): scikit-learn parity, backends, invariants, bad input."""
+
+import math
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import fastmix
+from fastmix import _backend, _native
+from fastmix.ops import gmm as gmm_ops
+from helpers import assert_close, backend_params
+from tolerances import SKLEARN_GMM_PARITY
+
+try:
+    from sklearn import mixture as sklearn_mixture
+except ImportError:  # a test dependency: only the parity tests need it
+    sklearn_mixture = None
+needs_sklearn = pytest.mark.skipif(sklearn_mixture is None, reason="scikit-learn is not installed")
+
+
+def cpu_backends(names=("reference", "cpu")):
+    params = []
+    for name in names:
+        reason = _backend.unavailable_reason(name, "cpu")
+        params.append(pytest.param(name, id=name, marks=[pytest.mark.skip(reason=reason)] if reason else []))
+    return params
+
+
+def random_groups(n_groups: int, seed: int, dtype=torch.float64):
+    """Groups of very different sizes, each a random two-Gaussian mixture of losses."""
+    g = torch.Generator().manual_seed(seed)
+    values, groups = [], []
+    for group in range(n_groups):
+        size = int(torch.randint(5, 1500, (1,), generator=g))
+        clean = int(size * (0.5 + 0.45 * float(torch.rand(1, generator=g))))
+        low = torch.randn(clean, generator=g, dtype=torch.float64) * 0.3 + 0.5
+        high = torch.randn(size - clean, generator=g, dtype=torch.float64) * float(0.2 + torch.rand(1, generator=g)) + 2.5
+        values.append(torch.cat([low, high]).abs())
+        groups.append(torch.full((size,), group))
+    order = torch.randperm(sum(len(v) for v in values), generator=g)  # groups interleaved
+    return torch.cat(values)[order].to(dtype), torch.cat(groups)[order]
+
+
+def sklearn_fits(values, groups, n_groups, seed=0):
+    """Per group: scikit-learn's k-means init (max_iter=0 recipe) and the fit from it, on min-max values."""
+    inits, fits = [], []
+    for group in range(n_groups):
+        v = values[groups == group]
+        x = ((v - v.min()) / (v.max() - v.min())).numpy()[:, None]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            init = sklearn_mixture.GaussianMixture(2, max_iter=0, reg_covar=5e-4, random_state=seed + group).fit(x)
+            fit = sklearn_mixture.GaussianMixture(2, max_iter=10, tol=1e-2, reg_covar=5e-4, weights_init=init.weights_,
+                                                  means_init=init.means_, precisions_init=init.precisions_).fit(x)
+        inits.append((init.weights_, init.means_[:, 0], init.covariances_[:, 0, 0]))
+        clean = int(fit.means_[:, 0].argmin())
+        fits.append((fit, fit.predict_proba(x)[:, clean]))
+    init = tuple(torch.tensor(np.array([i[k] for i in inits])) for k in range(3))
+    return init, fits
+
+
+@needs_sklearn
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_sklearn_parity(backend):
+    n_groups = 24
+    values, groups = random_groups(n_groups, seed=1)
+    init, fits = sklearn_fits(values, groups, n_groups)
+    fit = fastmix.fit_gmm2(values, groups, n_groups=n_groups, init=init, backend=backend)
+    posterior = fastmix.gmm_posterior(values, groups, fit)
+    compared = 0
+    for group, (expected, expected_posterior) in enumerate(fits):
+        changes = fit.log_likelihood[group].diff().abs()
+        if bool(((changes - 1e-2).abs() < 1e-6).any()):  # the discrete tol decision is a coin toss there
+            continue
+        compared += 1
+        assert int(fit.n_iter[group]) == expected.n_iter_
+        assert bool(fit.converged[group]) == expected.converged_
+        torch.testing.assert_close(fit.weights[group], torch.tensor(expected.weights_), **SKLEARN_GMM_PARITY)
+        torch.testing.assert_close(fit.means[group], torch.tensor(expected.means_[:, 0]), **SKLEARN_GMM_PARITY)
+        torch.testing.assert_close(fit.variances[group], torch.tensor(expected.covariances_[:, 0, 0]),
+                                   **SKLEARN_GMM_PARITY)
+        torch.testing.assert_close(fit.log_likelihood[group, int(fit.n_iter[group]) - 1],
+                                   torch.tensor(expected.lower_bound_, dtype=torch.float64), **SKLEARN_GMM_PARITY)
+        torch.testing.assert_close(posterior[groups == group], torch.tensor(expected_posterior), **SKLEARN_GMM_PARITY)
+    assert compared >= n_groups - 2
+
+
+@needs_sklearn
+def test_sklearn_parity_without_normalisation_and_short_runs():
+    """normalize="none" with values already in [0, 1]; max_iter=1 (never converges), 3, and 10 with tol=0."""
+    values, groups = random_groups(6, seed=2)
+    for group in range(6):
+        v = values[groups == group]
+        values[groups == group] = (v - v.min()) / (v.max() - v.min())
+    init, _ = sklearn_fits(values, groups, 6)
+    for max_iter, tol in ((1, 1e-2), (3, 1e-2), (10, 0.0)):
+        fit = fastmix.fit_gmm2(values, groups, n_groups=6, init=init, normalize="none", max_iter=max_iter, tol=tol)
+        for group in range(6):
+            x = values[groups == group].numpy()[:, None]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expected = sklearn_mixture.GaussianMixture(
+                    2, max_iter=max_iter, tol=tol, reg_covar=5e-4, weights_init=init[0][group].numpy(),
+                    means_init=init[1][group].numpy()[:, None],
+                    precisions_init=1 / init[2][group].numpy()[:, None, None]).fit(x)
+            assert int(fit.n_iter[group]) == expected.n_iter_ and bool(fit.converged[group]) == expected.converged_
+            torch.testing.assert_close(fit.means[group], torch.tensor(expected.means_[:, 0]), **SKLEARN_GMM_PARITY)
+            torch.testing.assert_close(fit.variances[group], torch.tensor(expected.covariances_[:, 0, 0]),
+                                       **SKLEARN_GMM_PARITY)
+
+
+def backend_case(dtype, rows=300, seed=3):
+    """(N, 9) losses with label groups, a NaN and an inf (nan_policy="omit"), and an empty group."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.rand(rows, 9, generator=g) < 0.2
+    losses = torch.where(labels, torch.rand(rows, 9, generator=g) * 3, torch.rand(rows, 9, generator=g) ** 4).to(dtype)
+    losses[5, 2] = float("nan")
+    losses[7, 4] = float("inf")
+    groups = fastmix.label_groups(labels)
+    groups[:, 8] = 17  # class 8's negative group (16) is empty
+    return losses, groups
+
+
+def assert_same_fit(actual, expected):
+    for name in ("weights", "means", "variances", "log_likelihood", "min", "max"):
+        a, e = getattr(actual, name), getattr(expected, name)
+        assert torch.equal(a.isnan(), e.isnan()), name
+        assert_close(a.nan_to_num(), e.nan_to_num(), torch.float64, name)
+    for name in ("n_iter", "converged", "degenerate"):
+        assert torch.equal(getattr(actual, name), getattr(expected, name)), name
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("cpu", "triton", "cuda")))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("init", ["quantile", "kmeans"])
+def test_backends_match_reference(backend, device, dtype, init):
+    losses, groups = backend_case(dtype)
+    losses, groups = losses.to(device), groups.to(device)
+    fits = [fastmix.fit_gmm2(losses, groups, n_groups=18, init=init, nan_policy="omit", backend=b,
+                             generator=torch.Generator(device).manual_seed(0)) for b in ("reference", backend)]
+    assert_same_fit(fits[1], fits[0])
+    assert fits[0].degenerate.tolist() == [False] * 16 + [True, False]
+
+
+FIT_IN_SUBPROCESS = """
+import sys, torch, fastmix
+g = torch.Generator().manual_seed(0)
+values = torch.rand(100_000, generator=g, dtype=torch.float64) ** 3
+groups = torch.randint(0, 7, (100_000,), generator=g)
+fit = fastmix.fit_gmm2(values, groups, n_groups=7, max_iter=5, tol=0.0, backend="cpu")
+torch.save(tuple(fit), sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(_backend.unavailable_reason("cpu", "cpu") != "", reason="fastmix._C is not built")
+def test_cpu_kernel_is_deterministic_across_thread_counts(tmp_path):
+    """Fixed chunks reduced in chunk order: 1 and 2 OpenMP threads give bitwise-identical fits."""
+    fits = []
+    for threads in (1, 2):
+        path = tmp_path / f"fit{threads}.pt"
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        subprocess.run([sys.executable, "-c", FIT_IN_SUBPROCESS, str(path)], env=env, check=True)
+        fits.append(torch.load(path))
+    for first, second in zip(*fits):
+        assert torch.equal(first.nan_to_num(), second.nan_to_num()) if first.is_floating_point() else \
+            torch.equal(first, second)
+
+
+@pytest.mark.skipif(_native._C is None, reason="fastmix._C is not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_kernel_blocks_match_reference(dtype):
+    """The CUDA kernel's phases (csrc/gmm.h) emulated block by block on the CPU, over values sorted by group."""
+    losses, groups = backend_case(dtype, rows=700, seed=13)
+    values, flat_groups = losses.reshape(-1), groups.reshape(-1)
+    count, lo, hi = gmm_ops.gmm2_range(values, flat_groups, 18, "reference")
+    scale = torch.where(hi > lo, hi - lo, 1.0)
+    eps = torch.finfo(dtype).eps
+    init = gmm_ops.gmm2_quantile_init(values, flat_groups, count, lo, scale, 5e-4, eps, "reference")
+    expected = gmm_ops.gmm2_em(values, flat_groups, count, lo, scale, *init, 10, 1e-2, 5e-4, eps, "reference")
+    sorted_values, offsets = gmm_ops.sort_by_group(values, flat_groups, 18)
+    weights, means, variances = (p.clone() for p in init)
+    log_likelihood = torch.full((18, 10), math.nan, dtype=torch.float64)
+    n_iter = torch.zeros(18, dtype=torch.int64)
+    converged = torch.zeros(18, dtype=torch.uint8)
+    _native._C.gmm2_em_emulate(sorted_values.data_ptr(), offsets.data_ptr(), _native.DTYPE_CODES[dtype], 18,
+                               count.data_ptr(), lo.data_ptr(), scale.data_ptr(), weights.data_ptr(), means.data_ptr(),
+                               variances.data_ptr(), log_likelihood.data_ptr(), n_iter.data_ptr(),
+                               converged.data_ptr(), 10, 1e-2, 5e-4, eps)
+    for actual, wanted, name in zip((weights, means, variances, log_likelihood), expected, ("w", "mu", "var", "lb")):
+        assert torch.equal(actual.isnan(), wanted.isnan()), name
+        assert_close(actual.nan_to_num(), wanted.nan_to_num(), torch.float64, name)
+    assert torch.equal(n_iter, expected[4]) and torch.equal(converged.bool(), expected[5])
+    assert int(n_iter.max()) > 1
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_posterior_is_a_probability_of_the_small_mean_component(backend):
+    values, groups = random_groups(8, seed=4)
+    fit = fastmix.fit_gmm2(values, groups, n_groups=8, backend=backend)
+    posterior = fastmix.gmm_posterior(values, groups, fit)
+    assert posterior.shape == values.shape and posterior.dtype == torch.float64
+    assert bool(((posterior >= 0) & (posterior <= 1)).all())
+    swapped = (fit.weights.flip(1), fit.means.flip(1), fit.variances.flip(1))
+    fit_swapped = fastmix.fit_gmm2(values, groups, n_groups=8, init=swapped, max_iter=1, backend=backend)
+    fit_again = fastmix.fit_gmm2(values, groups, n_groups=8, init=(fit.weights, fit.means, fit.variances),
+                                 max_iter=1, backend=backend)
+    assert_close(fastmix.gmm_posterior(values, groups, fit_swapped), fastmix.gmm_posterior(values, groups, fit_again),
+                 torch.float64, "the clean component is chosen by its mean, not its index")
+    for group in range(8):
+        v = values[groups == group]
+        p = posterior[groups == group]
+        assert p[v.argmin()] > 0.5 > p[v.argmax()], "the smallest loss is clean, the largest noisy"
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_recovers_synthetic_two_gaussian_parameters(backend):
+    g = torch.Generator().manual_seed(5)
+    truth = {"weights": (0.7, 0.3), "means": (0.25, 0.7), "stds": (0.05, 0.1)}
+    values = []
+    for group in range(3):
+        n = 4000
+        first = int(n * truth["weights"][0])
+        values.append(torch.cat([torch.randn(first, generator=g) * truth["stds"][0] + truth["means"][0],
+                                 torch.randn(n - first, generator=g) * truth["stds"][1] + truth["means"][1]]))
+    values = torch.cat(values).double()
+    groups = torch.arange(3).repeat_interleave(4000)
+    fit = fastmix.fit_gmm2(values, groups, n_groups=3, normalize="none", max_iter=100, tol=1e-7, reg_covar=1e-8,
+                           backend=backend)
+    assert bool(fit.converged.all())
+    expected = lambda key: torch.tensor(truth[key], dtype=torch.float64).expand(3, 2)  # noqa: E731
+    torch.testing.assert_close(fit.weights, expected("weights"), atol=0.02, rtol=0)
+    torch.testing.assert_close(fit.means, expected("means"), atol=0.01, rtol=0)
+    torch.testing.assert_close(fit.variances.sqrt(), expected("stds"), atol=0, rtol=0.08)
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_edge_groups_are_defined(backend):
+    values = torch.tensor([0.3, 2.0, 2.0, 2.0, 1.0, 5.0, 0.1, 0.9, 0.4, 0.6], dtype=torch.float64)
+    groups = torch.tensor([1, 2, 2, 2, 3, 3, 4, 4, 4, 4])  # 0 empty, 1 one value, 2 all equal, 3 two values
+    fit = fastmix.fit_gmm2(values, groups, n_groups=5, backend=backend)
+    for name in ("weights", "means", "variances"):
+        assert not bool(getattr(fit, name).isnan().any()), name
+    assert fit.degenerate.tolist() == [True, True, True, False, False]
+    assert fit.n_iter[:3].tolist() == [0, 0, 0] and not bool(fit.converged[:3].any())
+    assert sorted(fit.means[3].tolist()) == pytest.approx([0.0, 1.0], abs=1e-9), "two values: one per component"
+    torch.testing.assert_close(fit.variances[3], torch.full((2,), 5e-4, dtype=torch.float64))
+    posterior = fastmix.gmm_posterior(values, groups, fit)
+    assert not bool(posterior.isnan().any())
+    assert posterior[:4].tolist() == [1.0] * 4, "degenerate groups are deemed clean"
+    assert posterior[4] > 0.99 and posterior[5] < 0.01
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_nan_policy(backend):
+    values, groups = random_groups(4, seed=6)
+    with_nan = values.clone()
+    with_nan[::50] = float("nan")
+    with_nan[1::97] = -float("inf")
+    with pytest.raises(ValueError, match="NaN"):
+        fastmix.fit_gmm2(with_nan, groups, n_groups=4, backend=backend)
+    fit = fastmix.fit_gmm2(with_nan, groups, n_groups=4, nan_policy="omit", backend=backend)
+    keep = torch.isfinite(with_nan)
+    expected = fastmix.fit_gmm2(values[keep], groups[keep], n_groups=4, backend=backend)
+    for name in ("weights", "means", "variances", "min", "max"):
+        assert_close(getattr(fit, name), getattr(expected, name), torch.float64, name)
+    assert torch.equal(fit.n_iter, expected.n_iter)
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_inputs_untouched_and_dtypes(backend):
+    values, groups = random_groups(5, seed=7, dtype=torch.float32)
+    values_before, groups_before = values.clone(), groups.clone()
+    fit32 = fastmix.fit_gmm2(values, groups, n_groups=5, backend=backend)
+    assert torch.equal(values, values_before) and torch.equal(groups, groups_before)
+    fit64 = fastmix.fit_gmm2(values.double(), groups, n_groups=5, backend=backend)
+    assert fit32.means.dtype == torch.float64 and fit32.n_iter.dtype == torch.int64
+    assert torch.equal(fit32.n_iter, fit64.n_iter)
+    torch.testing.assert_close(fit32.means, fit64.means, **SKLEARN_GMM_PARITY)  # float64 accumulation either way
+    assert fastmix.gmm_posterior(values, groups, fit32).dtype == torch.float32
+
+
+def test_inits_are_deterministic_and_kmeans_follows_the_generator():
+    values, groups = random_groups(6, seed=8)
+    first = fastmix.fit_gmm2(values, groups, n_groups=6)
+    assert torch.equal(first.means, fastmix.fit_gmm2(values, groups, n_groups=6).means)
+    seeded = [fastmix.fit_gmm2(values, groups, n_groups=6, init="kmeans",
+                               generator=torch.Generator().manual_seed(s)) for s in (0, 0)]
+    assert torch.equal(seeded[0].means, seeded[1].means)
+    # On well-separated data both inits reach the same optimum.
+    long_runs = [fastmix.fit_gmm2(values, groups, n_groups=6, init=i, max_iter=300, tol=1e-10,
+                                  generator=torch.Generator().manual_seed(0)) for i in ("quantile", "kmeans")]
+    torch.testing.assert_close(long_runs[0].means.sort(1).values, long_runs[1].means.sort(1).values,
+                               atol=1e-5, rtol=0)
+
+
+def test_label_groups():
+    labels = torch.tensor([[1, 0, 1], [0, 0, 1]])
+    assert fastmix.label_groups(labels).tolist() == [[1, 2, 5], [0, 2, 5]]
+    assert fastmix.label_groups(labels.bool()).tolist() == [[1, 2, 5], [0, 2, 5]]
+    with pytest.raises(ValueError, match="labels"):
+        fastmix.label_groups(torch.tensor([[0.5, 1.0]]))
+    with pytest.raises(ValueError, match="labels"):
+        fastmix.label_groups(torch.tensor([1, 0]))
+
+
+@pytest.mark.parametrize("backend", cpu_backends(("reference", "cpu", "triton")))
+def test_opcheck(backend):
+    values, groups = random_groups(3, seed=9)
+    n_groups = 3
+    count = torch.bincount(groups, minlength=n_groups).double()
+    lo = torch.zeros(n_groups, dtype=torch.float64)
+    scale = torch.full((n_groups,), 4.0, dtype=torch.float64)
+    params = (torch.full((n_groups, 2), 0.5, dtype=torch.float64),
+              torch.tensor([[0.1, 0.6]], dtype=torch.float64).expand(n_groups, 2).contiguous(),
+              torch.full((n_groups, 2), 0.05, dtype=torch.float64))
+    torch.library.opcheck(gmm_ops.gmm2_em, (values, groups, count, lo, scale, *params, 5, 1e-2, 5e-4, 2.2e-16,
+                                            backend))
+    if backend != "triton":  # range and init have no Triton kernels (the reference runs for them)
+        torch.library.opcheck(gmm_ops.gmm2_range, (values, groups, n_groups, backend))
+        torch.library.opcheck(gmm_ops.gmm2_quantile_init, (values, groups, count, lo, scale, 5e-4, 2.2e-16, backend))
+
+
+def test_compiles_fullgraph():
+    values, groups = random_groups(3, seed=10)
+
+    def step(v, g):
+        fit = fastmix.fit_gmm2(v, g, n_groups=3)
+        return fastmix.gmm_posterior(v, g, fit)
+
+    compiled = torch.compile(step, fullgraph=True)
+    assert_close(compiled(values, groups), step(values, groups), torch.float64)
+
+
+def test_bad_input():
+    values, groups = random_groups(2, seed=11)
+    with pytest.raises(ValueError, match="groups"):
+        fastmix.fit_gmm2(values, groups, n_groups=1)
+    with pytest.raises(ValueError, match="groups"):
+        fastmix.fit_gmm2(values, -groups, n_groups=2)
+    with pytest.raises(ValueError, match="max_iter"):
+        fastmix.fit_gmm2(values, groups, n_groups=2, max_iter=0)
+    with pytest.raises(ValueError, match="n_groups"):
+        fastmix.fit_gmm2(values, groups, n_groups=0)
+    with pytest.raises(TypeError, match="n_groups"):
+        fastmix.fit_gmm2(values, groups, n_groups=2.0)
+    with pytest.raises(TypeError, match="values"):
+        fastmix.fit_gmm2(groups, groups, n_groups=2)
+    with pytest.raises(TypeError, match="groups"):
+        fastmix.fit_gmm2(values, values, n_groups=2)
+    with pytest.raises(ValueError, match="groups"):
+        fastmix.fit_gmm2(values, groups[1:], n_groups=2)
+    with pytest.raises(ValueError, match="reg_covar"):
+        fastmix.fit_gmm2(values, groups, n_groups=2, reg_covar=0.0)
+    with pytest.raises(ValueError, match="tol"):
+        fastmix.fit_gmm2(values, groups, n_groups=2, tol=-1.0)
+    with pytest.raises(ValueError, match="normalize"):
+        fastmix.fit_gmm2(values, groups, n_groups=2, normalize="zscore")
+    with pytest.raises(ValueError, match="init"):
+        fastmix.fit_gmm2(values, groups, n_groups=2, init="random")
+    with pytest.raises(ValueError, match="init means"):
+        fastmix.fit_gmm2(values, groups, n_groups=2, init=(torch.ones(2, 2), torch.ones(3, 2), torch.ones(2, 2)))
+    with pytest.raises(ValueError, match="nan_policy"):
+        fastmix.fit_gmm2(values, groups, n_groups=2, nan_policy="ignore")
+    with pytest.raises(ValueError, match="backend"):
+        fastmix.fit_gmm2(values, groups, n_groups=2, backend="numpy")
+    with pytest.raises(TypeError, match="fit"):
+        fastmix.gmm_posterior(values, groups, (1, 2, 3))
+
+
+def test_not_finite_posterior_inputs_give_nan_only_there():
+    values, groups = random_groups(2, seed=12)
+    fit = fastmix.fit_gmm2(values, groups, n_groups=2)
+    probe = values.clone()
+    probe[0] = math.nan
+    posterior = fastmix.gmm_posterior(probe, groups, fit)
+    assert bool(posterior[0].isnan()) and not bool(posterior[1:].isnan().any())
