@@ -18,6 +18,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_device_count", &fastmix::cuda_device_count);
   m.def("zeta_weights_cuda", &fastmix::zeta_weights_cuda, py::call_guard<py::gil_scoped_release>());
   m.def("zeta_mix_cuda", &fastmix::zeta_mix_cuda, py::call_guard<py::gil_scoped_release>());
+  m.def("gmm2_em_cuda", &fastmix::gmm2_em_cuda, py::call_guard<py::gil_scoped_release>());
+  m.def("flow_forward_cuda", &fastmix::flow_forward_cuda, py::call_guard<py::gil_scoped_release>());
+  m.def("flow_backward_cuda", &fastmix::flow_backward_cuda, py::call_guard<py::gil_scoped_release>());
+  m.def("pair_mix_cuda", &fastmix::pair_mix_cuda, py::call_guard<py::gil_scoped_release>());
 #else
   m.attr("built_with_cuda") = false;
   m.attr("cuda_build_version") = 0;
@@ -25,4 +29,11 @@ PYBIND11_MODULE(_C, m) {
 #endif
   m.def("zeta_weights_emulate", &fastmix::zeta_weights_emulate, py::call_guard<py::gil_scoped_release>());
   m.def("zeta_mix_emulate", &fastmix::zeta_mix_emulate, py::call_guard<py::gil_scoped_release>());
+  m.def("flow_forward_emulate", &fastmix::flow_forward_emulate, py::call_guard<py::gil_scoped_release>());
+  m.def("flow_backward_emulate", &fastmix::flow_backward_emulate, py::call_guard<py::gil_scoped_release>());
+  m.def("pair_mix_emulate", &fastmix::pair_mix_emulate, py::call_guard<py::gil_scoped_release>());
+  m.def("gmm2_range_cpu", &fastmix::gmm2_range_cpu, py::call_guard<py::gil_scoped_release>());
+  m.def("gmm2_quantile_init_cpu", &fastmix::gmm2_quantile_init_cpu, py::call_guard<py::gil_scoped_release>());
+  m.def("gmm2_em_cpu", &fastmix::gmm2_em_cpu, py::call_guard<py::gil_scoped_release>());
+  m.def("gmm2_em_emulate", &fastmix::gmm2_em_emulate, py::call_guard<py::gil_scoped_release>());
 }

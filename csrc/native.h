@@ -12,6 +12,37 @@ void zeta_weights_emulate(uintptr_t keys, uintptr_t weights, int64_t batch, doub
 void zeta_mix_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t weights, uintptr_t out, int64_t out_row_stride,
                       int64_t batch, int64_t features, int dtype);
 
+// Two-component GMM EM over groups (gmm_cpu.cpp), C++ with OpenMP: per-group count/min/max, the quantile init,
+// and the EM (updates weights/means/variances in place).
+void gmm2_range_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype, int64_t n_groups, uintptr_t count,
+                    uintptr_t lo, uintptr_t hi);
+void gmm2_quantile_init_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype, int64_t n_groups,
+                            uintptr_t count, uintptr_t lo, uintptr_t scale, double reg_covar, double eps,
+                            uintptr_t weights, uintptr_t means, uintptr_t variances);
+// C++ emulation of the GMM CUDA kernel's blocks (gmm_cpu.cpp): values sorted by group, segments at offsets.
+void gmm2_em_emulate(uintptr_t sorted_values, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count,
+                     uintptr_t lo, uintptr_t scale, uintptr_t weights, uintptr_t means, uintptr_t variances,
+                     uintptr_t log_likelihood, uintptr_t n_iter, uintptr_t converged, int64_t max_iter, double tol,
+                     double reg_covar, double eps);
+void gmm2_em_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype, int64_t n_groups, uintptr_t count,
+                 uintptr_t lo, uintptr_t scale, uintptr_t weights, uintptr_t means, uintptr_t variances,
+                 uintptr_t log_likelihood, uintptr_t n_iter, uintptr_t converged, int64_t max_iter, double tol,
+                 double reg_covar, double eps);
+
+// Per-sample Mixup/CutMix pair mix (mix_cpu.cpp): the CUDA kernel's body over its launch grid, on host memory.
+void pair_mix_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
+                      int64_t features, uintptr_t self_boxes, uintptr_t self_weights, uintptr_t seg_boxes,
+                      uintptr_t seg_weights, uintptr_t sources, uintptr_t offsets, int64_t height, int64_t width,
+                      int64_t h_div, int64_t w_div, bool has_box, int dtype);
+
+// Flow-Mixup Mixing module (flow_cpu.cpp): the CUDA kernels' bodies over their launch grids, on host memory.
+void flow_forward_emulate(uintptr_t z, int64_t z_row_stride, uintptr_t lam, uintptr_t perm, uintptr_t out,
+                          int64_t out_row_stride, int64_t batch, int64_t flow_size, int64_t features,
+                          bool keep_original, int dtype);
+void flow_backward_emulate(uintptr_t grad, int64_t grad_row_stride, uintptr_t lam, uintptr_t inverse,
+                           uintptr_t grad_z, int64_t grad_z_row_stride, int64_t batch, int64_t flow_size,
+                           int64_t features, bool keep_original, int dtype);
+
 #if defined(FASTMIX_WITH_CUDA)
 void check_launch(const char* what);  // raises std::runtime_error on a pending CUDA error
 int cuda_driver_version();            // cudaDriverGetVersion, 0 when no driver is installed
@@ -20,6 +51,20 @@ void zeta_weights_cuda(uintptr_t keys, uintptr_t weights, int64_t batch, double 
                        bool self_dominant, int dtype, uintptr_t stream);
 void zeta_mix_cuda(uintptr_t x, int64_t x_row_stride, uintptr_t weights, uintptr_t out, int64_t out_row_stride,
                    int64_t batch, int64_t features, int dtype, uintptr_t stream);
+void pair_mix_cuda(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
+                   int64_t features, uintptr_t self_boxes, uintptr_t self_weights, uintptr_t seg_boxes,
+                   uintptr_t seg_weights, uintptr_t sources, uintptr_t offsets, int64_t height, int64_t width,
+                   int64_t h_div, int64_t w_div, bool has_box, int dtype, uintptr_t stream);
+void flow_forward_cuda(uintptr_t z, int64_t z_row_stride, uintptr_t lam, uintptr_t perm, uintptr_t out,
+                       int64_t out_row_stride, int64_t batch, int64_t flow_size, int64_t features, bool keep_original,
+                       int dtype, uintptr_t stream);
+void flow_backward_cuda(uintptr_t grad, int64_t grad_row_stride, uintptr_t lam, uintptr_t inverse, uintptr_t grad_z,
+                        int64_t grad_z_row_stride, int64_t batch, int64_t flow_size, int64_t features,
+                        bool keep_original, int dtype, uintptr_t stream);
+void gmm2_em_cuda(uintptr_t sorted_values, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count,
+                  uintptr_t lo, uintptr_t scale, uintptr_t weights, uintptr_t means, uintptr_t variances,
+                  uintptr_t log_likelihood, uintptr_t n_iter, uintptr_t converged, int64_t max_iter, double tol,
+                  double reg_covar, double eps, uintptr_t stream);
 #endif
 
 }  // namespace fastmix

@@ -12,7 +12,9 @@ import torch
 
 from fastmix import _native
 
-BACKENDS = ("cuda", "triton", "reference")
+BACKENDS = ("cuda", "triton", "reference", "cpu")
+# The backends of an op unless it says otherwise: "cpu" (C++ CPU kernels) only for ops that have one.
+DEFAULT_SUPPORTED = ("cuda", "triton", "reference")
 
 
 @functools.cache
@@ -43,6 +45,10 @@ def unavailable_reason(backend: str, device_type: str) -> str:
         return ""
     if backend == "triton":
         return triton_unavailable_reason(device_type)
+    if backend == "cpu":
+        if device_type != "cpu":
+            return f"the C++ CPU kernels need CPU tensors, got {device_type} tensors"
+        return _native.native_unavailable_reason()
     if backend == "cuda":
         if device_type != "cuda":
             return f"the CUDA kernels need CUDA tensors, got {device_type} tensors"
@@ -50,21 +56,23 @@ def unavailable_reason(backend: str, device_type: str) -> str:
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
-def resolve(backend: str | None, device: torch.device, cuda_default: str = "cuda") -> str:
+def resolve(backend: str | None, device: torch.device, cuda_default: str = "cuda", cpu_default: str = "reference",
+            supported: tuple = DEFAULT_SUPPORTED) -> str:
     """The backend that runs an op on ``device``.
 
     ``cuda_default`` is the op's fastest backend on CUDA tensors per the benchmarks; when it is not
     available there (e.g. a wheel without CUDA kernels), the next available of BACKENDS runs. CPU tensors
-    run the reference (vectorised PyTorch) unless asked otherwise.
+    run ``cpu_default`` ("cpu" for an op with a C++ kernel, when fastmix._C is built), else the reference
+    (vectorised PyTorch). ``supported`` lists the op's backends.
     """
     name = backend if backend is not None else os.environ.get("FASTMIX_BACKEND") or None
     if name is None:
         if device.type != "cuda":
-            return "reference"
-        preference = (cuda_default, *(b for b in BACKENDS if b != cuda_default))
+            return cpu_default if not unavailable_reason(cpu_default, device.type) else "reference"
+        preference = (cuda_default, *(b for b in supported if b != cuda_default))
         return next(b for b in preference if not unavailable_reason(b, "cuda"))
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS} or None, got {name!r}")
+    if name not in supported:
+        raise ValueError(f"backend must be one of {supported} or None, got {name!r}")
     reason = unavailable_reason(name, device.type)
     if reason:
         raise RuntimeError(f"fastmix backend {name!r} is not available for {device.type} tensors: {reason}")

@@ -88,9 +88,11 @@ def run_case(case: Case, device: torch.device, quick: bool) -> list[dict]:
 
 
 def all_cases(device: torch.device, quick: bool) -> list[Case]:
-    from fastmix.benchcases import zeta
+    from fastmix.benchcases import balancemix, flow, gmm, lamix, lumix, mix, zeta
 
-    return [*zeta.cases(device, quick)]
+    return [*zeta.cases(device, quick), *lamix.cases(device, quick), *gmm.cases(device, quick),
+            *lumix.cases(device, quick), *flow.cases(device, quick), *mix.cases(device, quick),
+            *balancemix.cases(device, quick)]
 
 
 def machine(device: torch.device) -> dict:

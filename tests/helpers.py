@@ -16,6 +16,7 @@ def backend_params(names=("reference", "triton", "cuda")):
     params = []
     for name in names:
         devices = ["cuda"] if name == "cuda" else (["cpu", "cuda"] if name == "reference" else ["cuda" if HAS_GPU else "cpu"])
+        devices = ["cpu"] if name == "cpu" else devices  # the C++ CPU kernels
         for device in devices:
             reason = "no GPU visible" if device == "cuda" and not HAS_GPU else _backend.unavailable_reason(name, device)
             marks = [pytest.mark.skip(reason=reason)] if reason else []
@@ -75,3 +76,22 @@ def make_labels(kind: str, batch: int, classes: int, device: str, seed: int = 0)
 
 
 LABEL_KINDS = ("int", "one_hot", "soft", "multi_hot")
+
+
+def compile_fullgraph(fn, device: str):
+    """``torch.compile(fullgraph=True)``: aot_eager on CPU (traces through Dynamo and AOTAutograd without
+    generating C++), inductor on CUDA."""
+    return torch.compile(fn, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+
+
+def assert_compiled_matches_eager(step, args, device: str, seed: int = 5):
+    """``step(*args)`` compiled and eager, each after ``torch.manual_seed(seed)``, give the same outputs (float32
+    tolerance). Dynamo cannot take a torch.Generator as a graph input, so compiled steps use the default RNG."""
+    torch._dynamo.reset()
+    compiled = compile_fullgraph(step, device)
+    torch.manual_seed(seed)
+    got = compiled(*args)
+    torch.manual_seed(seed)
+    want = step(*args)
+    for g, w in zip(got, want):
+        assert_close(g, w, torch.float32)
