@@ -5,7 +5,6 @@ An unavailable backend asked for by name raises; there is no silent fallback.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -17,8 +16,7 @@ BACKENDS = ("cuda", "triton", "reference", "cpu")
 DEFAULT_SUPPORTED = ("cuda", "triton", "reference")
 
 
-@functools.cache
-def triton_unavailable_reason(device_type: str) -> str:
+def _triton_unavailable_reason(device_type: str) -> str:
     try:
         import triton  # noqa: F401
     except ImportError as error:
@@ -34,17 +32,24 @@ def triton_unavailable_reason(device_type: str) -> str:
     return ""
 
 
-@functools.cache
-def _cuda_reason() -> str:
-    return _native.cuda_unavailable_reason()
+# Availability never changes within a process; a plain dict (not functools.cache, which torch.compile warns about
+# and traces through) remembers each answer.
+_REASONS: dict[tuple[str, str], str] = {}
 
 
 def unavailable_reason(backend: str, device_type: str) -> str:
     """Why ``backend`` cannot run on tensors of ``device_type``, or ``""`` when it can."""
+    key = (backend, device_type)
+    if key not in _REASONS:
+        _REASONS[key] = _find_unavailable_reason(backend, device_type)
+    return _REASONS[key]
+
+
+def _find_unavailable_reason(backend: str, device_type: str) -> str:
     if backend == "reference":
         return ""
     if backend == "triton":
-        return triton_unavailable_reason(device_type)
+        return _triton_unavailable_reason(device_type)
     if backend == "cpu":
         if device_type != "cpu":
             return f"the C++ CPU kernels need CPU tensors, got {device_type} tensors"
@@ -52,7 +57,7 @@ def unavailable_reason(backend: str, device_type: str) -> str:
     if backend == "cuda":
         if device_type != "cuda":
             return f"the CUDA kernels need CUDA tensors, got {device_type} tensors"
-        return _cuda_reason()
+        return _native.cuda_unavailable_reason()
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
