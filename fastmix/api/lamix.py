@@ -22,7 +22,7 @@ def lamix_inputs(x: torch.Tensor, *, generator: torch.Generator | None = None, b
     """
     _checks.check_batch_input("x", x)
     _checks.check_generator(generator, x.device)
-    name = _backend.resolve(backend, x.device)
+    name = _backend.resolve(backend, x.device, cpu_default="cpu", supported=mix_ops.BACKENDS)  # as fastmix.mixup
     perm = torch.randperm(x.size(0), generator=generator, device=x.device)
     half = torch.full((x.size(0),), 0.5, dtype=torch.float32, device=x.device)
     return mix_ops.mixup_pairs(x, half, perm, name), perm
