@@ -147,15 +147,19 @@ def apply(x: torch.Tensor, labels: torch.Tensor, params: MixParams, height_dim: 
     return x_mixed, mix_labels(labels, params.lam, params.partner)
 
 
-def prepare(x, y, num_classes, label_smoothing, generator, backend, inplace):
-    """Checks shared by mixup and cutmix; returns (smoothed float labels, backend name)."""
+def prepare(x, y, num_classes, label_smoothing, generator, backend, inplace, cpu_default="cpu"):
+    """Checks shared by mixup and cutmix; returns (smoothed float labels, backend name).
+
+    On CPU tensors the C++ kernel is the default for Mixup (1.5-4x faster than the reference here); CutMix passes
+    ``cpu_default="reference"``, whose slice copy is 1.5-4x faster than the kernel's per-element box test on a CPU
+    (measured on a 2-core Xeon, (4, 3, 224, 224) and (32, 3, 64, 64), fp32 and uint8)."""
     _checks.check_batch_input("x", x, allow_uint8=True)
     labels = _checks.labels_to_float(y, x.size(0), x.device, num_classes)
     labels = smooth(labels, check_label_smoothing(label_smoothing))
     _checks.check_generator(generator, x.device)
     if inplace and x.requires_grad:
         raise ValueError("inplace=True cannot write into an x that requires grad; use inplace=False")
-    return labels, _backend.resolve(backend, x.device, cpu_default="cpu", supported=mix_ops.BACKENDS)
+    return labels, _backend.resolve(backend, x.device, cpu_default=cpu_default, supported=mix_ops.BACKENDS)
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, *, alpha: float = 1.0, per_sample: bool = True, pairing: str = "perm",
@@ -215,7 +219,7 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, *, alpha: float = 1.0, minmax=None,
         ``x_mixed`` like x, ``y_mixed`` float32 (B, K), ``MixParams``. Gradient: each output element's gradient goes
         to the one input element it was copied from.
     """
-    labels, name = prepare(x, y, num_classes, label_smoothing, generator, backend, inplace)
+    labels, name = prepare(x, y, num_classes, label_smoothing, generator, backend, inplace, cpu_default="reference")
     alpha = _checks.check_positive_finite("alpha", alpha)
     minmax = check_minmax(minmax)
     pairing = check_pairing(pairing)
