@@ -34,6 +34,18 @@ def check_positive_finite(name: str, value) -> float:
     return float(value)
 
 
+def check_real(name: str, value, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number in the interval from ``low`` to ``high`` (open ends as flagged; an infinite end is open)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    high_open = high_open or math.isinf(high)
+    inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not (math.isfinite(value) and inside):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+    return float(value)
+
+
 def check_generator(generator, device: torch.device) -> None:
     if generator is None:
         return

@@ -54,6 +54,7 @@ def find_toolkits() -> list[str]:
 def build_sdist(out: Path) -> Path:
     env = {**os.environ, "FASTMIX_BUILD_CUDA": "0"}  # the sdist's own version carries no +cuXYZ
     run([sys.executable, "-m", "build", "--sdist", "--outdir", str(out), str(ROOT)], env=env)
+    shutil.rmtree(ROOT / "fastmix.egg-info", ignore_errors=True)  # setuptools leaves it in the source tree
     return max(out.glob("fastmix-*.tar.gz"), key=lambda p: p.stat().st_mtime)
 
 

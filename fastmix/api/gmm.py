@@ -93,14 +93,6 @@ def _check_int(name: str, value, minimum: int) -> int:
     return value
 
 
-def _check_nonnegative(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return float(value)
-
-
 def _explicit_init(init, n_groups: int, device: torch.device):
     params = (init.weights, init.means, init.variances) if isinstance(init, GMM2Fit) else tuple(init)
     if len(params) != 3:
@@ -156,7 +148,7 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
     """
     n_groups = _check_int("n_groups", n_groups, 1)
     max_iter = _check_int("max_iter", max_iter, 1)
-    tol = _check_nonnegative("tol", tol)
+    tol = _checks.check_real("tol", tol, 0.0, math.inf)
     reg_covar = _checks.check_positive_finite("reg_covar", reg_covar)
     if normalize not in ("minmax", "none"):
         raise ValueError(f"normalize must be 'minmax' or 'none', got {normalize!r}")

@@ -28,14 +28,6 @@ def lamix_inputs(x: torch.Tensor, *, generator: torch.Generator | None = None, b
     return mix_ops.mixup_pairs(x, half, perm, name), perm
 
 
-def check_beta(beta) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-        raise TypeError(f"beta must be a real number, got {type(beta).__name__}")
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must lie in [0, 1], got {beta}")
-    return float(beta)
-
-
 def _check_pairing(lam, partner, batch: int, device: torch.device):
     """lam (B,) floating and partner (B,) integer indices in [0, B), on the logits' device."""
     _checks.check_tensor("lam", lam)
@@ -130,12 +122,10 @@ def lamix_loss(
     batch, classes = logits.shape
     labels = _labels(y, batch, classes, logits.device)
     lam, partner = _check_pairing(lam, partner, batch, logits.device)
-    beta = check_beta(beta)
+    beta = _checks.check_real("beta", beta, 0.0, 1.0)
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    name = _backend.resolve(backend, logits.device, cuda_default="triton")
-    if name == "cuda":
-        raise RuntimeError("fastmix backend 'cuda' has no LaMix kernel; use 'triton' or 'reference'")
+    name = _backend.resolve(backend, logits.device, cuda_default="triton", supported=_backend.NO_NATIVE_KERNEL)
     loss = lamix_ops.lamix_loss(logits, target_logits, labels, lam, partner, beta, bool(detach_target), name)
     if reduction == "mean":
         return loss.mean()
@@ -157,4 +147,4 @@ def lamix_target(target_logits: torch.Tensor, y: torch.Tensor, lam: torch.Tensor
     lam, partner = _check_pairing(lam, partner, batch, target_logits.device)
     if target_logits.dtype == torch.float64:
         labels = labels.double()
-    return reference.lamix_target(target_logits, labels, lam, partner, check_beta(beta))
+    return reference.lamix_target(target_logits, labels, lam, partner, _checks.check_real("beta", beta, 0.0, 1.0))

@@ -10,7 +10,6 @@ With ``fastmix.cutmix``, ``y_a`` is the label of the image pasted into (weight `
 from __future__ import annotations
 
 import math
-import os
 from typing import NamedTuple
 
 import torch
@@ -28,14 +27,6 @@ class LUMixLambda(NamedTuple):
     lam: torch.Tensor
     lam_r: torch.Tensor
     lam_s: torch.Tensor
-
-
-def check_non_negative(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return float(value)
 
 
 def _check_logits(logits) -> torch.Tensor:
@@ -122,8 +113,8 @@ def lumix_lambda(lam0, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tenso
     logits = _check_logits(logits)
     lam0 = _check_weight("lam0", lam0, logits)
     y_a, y_b = _check_label_pair(y_a, y_b, logits)
-    r1 = check_non_negative("r1", r1)
-    r2 = check_non_negative("r2", r2)
+    r1 = _checks.check_real("r1", r1, 0.0, math.inf)
+    r2 = _checks.check_real("r2", r2, 0.0, math.inf)
     if r1 + r2 > 1:
         raise ValueError(f"r1 + r2 must be <= 1, got r1={r1}, r2={r2}")
     alpha = _checks.check_positive_finite("alpha", alpha)
@@ -160,15 +151,10 @@ def lumix_loss(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam, 
     logits = _check_logits(logits)
     y_a, y_b = _check_label_pair(y_a, y_b, logits)
     lam = _check_weight("lam", lam, logits)
-    eta = check_non_negative("eta", eta)
+    eta = _checks.check_real("eta", eta, 0.0, math.inf)
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    requested = backend if backend is not None else os.environ.get("FASTMIX_BACKEND") or None
-    if requested == "cuda":
-        raise ValueError("backend 'cuda': lumix_loss has no CUDA kernel; use 'triton' or 'reference'")
-    name = _backend.resolve(requested, logits.device, cuda_default="triton")
-    if name == "cuda":  # the default order on a GPU without Triton
-        name = "reference"
+    name = _backend.resolve(backend, logits.device, cuda_default="triton", supported=_backend.NO_NATIVE_KERNEL)
     loss_rows, _ = lumix_ops.lumix_loss(logits, y_a, y_b, lam, eta, name)
     if reduction == "mean":
         return loss_rows.mean()

@@ -34,28 +34,12 @@ class MixParams(NamedTuple):
     cutmix: torch.Tensor
 
 
-def check_probability(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return float(value)
-
-
-def check_label_smoothing(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"label_smoothing must be a real number, got {type(value).__name__}")
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {value}")
-    return float(value)
-
-
 def check_minmax(minmax) -> tuple[float, float] | None:
     if minmax is None:
         return None
     if not isinstance(minmax, (tuple, list)) or len(minmax) != 2:
         raise ValueError(f"minmax must be None or a pair (lo, hi), got {minmax!r}")
-    lo, hi = (check_probability("minmax", v) for v in minmax)
+    lo, hi = (_checks.check_real("minmax", v, 0.0, 1.0) for v in minmax)
     if not 0.0 < lo < hi:
         raise ValueError(f"minmax must satisfy 0 < lo < hi <= 1, got {tuple(minmax)}")
     return lo, hi
@@ -155,7 +139,7 @@ def prepare(x, y, num_classes, label_smoothing, generator, backend, inplace, cpu
     (measured on a 2-core Xeon, (4, 3, 224, 224) and (32, 3, 64, 64), fp32 and uint8)."""
     _checks.check_batch_input("x", x, allow_uint8=True)
     labels = _checks.labels_to_float(y, x.size(0), x.device, num_classes)
-    labels = smooth(labels, check_label_smoothing(label_smoothing))
+    labels = smooth(labels, _checks.check_real("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True))
     _checks.check_generator(generator, x.device)
     if inplace and x.requires_grad:
         raise ValueError("inplace=True cannot write into an x that requires grad; use inplace=False")

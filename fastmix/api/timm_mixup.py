@@ -6,18 +6,10 @@ import math
 
 import torch
 
-from fastmix import _random
+from fastmix import _checks, _random
 from fastmix.api import mix
 
 MODES = ("batch", "pair", "elem")
-
-
-def _check_alpha(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0 (0 turns it off), got {value}")
-    return float(value)
 
 
 class Mixup:
@@ -52,20 +44,20 @@ class Mixup:
                  switch_prob: float = 0.5, mode: str = "batch", correct_lam: bool = True,
                  label_smoothing: float = 0.1, num_classes: int | None = 1000, *, layout: str = "NCHW",
                  inplace: bool = False, generator: torch.Generator | None = None, backend: str | None = None):
-        self.mixup_alpha = _check_alpha("mixup_alpha", mixup_alpha)
-        self.cutmix_alpha = _check_alpha("cutmix_alpha", cutmix_alpha)
+        self.mixup_alpha = _checks.check_real("mixup_alpha", mixup_alpha, 0.0, math.inf)
+        self.cutmix_alpha = _checks.check_real("cutmix_alpha", cutmix_alpha, 0.0, math.inf)
         self.cutmix_minmax = mix.check_minmax(cutmix_minmax)
         if self.cutmix_minmax is not None:
             self.cutmix_alpha = 1.0
         if self.mixup_alpha == 0.0 and self.cutmix_alpha == 0.0:
             raise ValueError("mixup_alpha or cutmix_alpha (or cutmix_minmax) must enable a mixer")
-        self.mix_prob = mix.check_probability("prob", prob)
-        self.switch_prob = mix.check_probability("switch_prob", switch_prob)
+        self.mix_prob = _checks.check_real("prob", prob, 0.0, 1.0)
+        self.switch_prob = _checks.check_real("switch_prob", switch_prob, 0.0, 1.0)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
         self.correct_lam = bool(correct_lam)
-        self.label_smoothing = mix.check_label_smoothing(label_smoothing)
+        self.label_smoothing = _checks.check_real("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
         self.num_classes = num_classes
         if layout not in mix.LAYOUTS:
             raise ValueError(f"layout must be one of {tuple(mix.LAYOUTS)}, got {layout!r}")

@@ -23,14 +23,6 @@ __all__ = ["AMBIGUOUS", "CLEAN", "RELABELED", "BalanceMix", "BalanceMixState", "
            "manage_labels", "minority_sampling_probabilities"]
 
 
-def _check_tau(tau) -> float:
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)):
-        raise TypeError(f"tau must be a real number, got {type(tau).__name__}")
-    if not 0.5 < tau <= 1.0:
-        raise ValueError(f"tau must lie in (0.5, 1], got {tau}")
-    return float(tau)
-
-
 def _check_matrix(name: str, value, shape: tuple | None = None, device: torch.device | None = None) -> torch.Tensor:
     """A floating (N, K) tensor with N, K >= 1, of ``shape`` and on ``device`` where given."""
     _checks.check_tensor(name, value)
@@ -132,7 +124,7 @@ def manage_labels(labels: torch.Tensor, clean_probability: torch.Tensor, view_co
     it is ``<= 1 - tau`` (weight 1), else AMBIGUOUS (kept, weight p_G). ``tau`` in (0.5, 1]: 0.975 in the paper,
     0.55 in the single-positive setting (Table 7). Categories are int8 codes; weights are float32.
     """
-    tau = _check_tau(tau)
+    tau = _checks.check_real("tau", tau, 0.5, 1.0, low_open=True)
     labels = _multi_hot("labels", labels)
     clean_probability = _check_matrix("clean_probability", clean_probability, labels.shape, labels.device).float()
     mean_confidence = None
@@ -160,9 +152,7 @@ def balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, label_weights: 
     targets = _check_matrix("targets", targets, logits.shape, logits.device).to(dtype)
     if label_weights is not None:
         label_weights = _check_matrix("label_weights", label_weights, logits.shape, logits.device).to(dtype)
-    name = _backend.resolve(backend, logits.device, cuda_default="triton")
-    if name == "cuda":
-        raise ValueError("backend 'cuda' has no kernel for balancemix_loss; use 'triton' or 'reference'")
+    name = _backend.resolve(backend, logits.device, cuda_default="triton", supported=_backend.NO_NATIVE_KERNEL)
     return balancemix_ops.balancemix_loss(logits, targets, label_weights, name)
 
 
@@ -207,7 +197,7 @@ class BalanceMix:
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}")
         self.alpha = _checks.check_positive_finite("alpha", alpha)
-        self.tau = _check_tau(tau)
+        self.tau = _checks.check_real("tau", tau, 0.5, 1.0, low_open=True)
         self.num_classes = num_classes
         self.warmup_epochs = warmup_epochs
         self.backend = backend

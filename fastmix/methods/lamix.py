@@ -56,7 +56,7 @@ class LaMix(nn.Module):
                  backend: str | None = None):
         super().__init__()
         self.alpha = _checks.check_positive_finite("alpha", alpha)
-        self.beta = lamix_api.check_beta(beta)
+        self.beta = _checks.check_real("beta", beta, 0.0, 1.0)
         self.detach_target = bool(detach_target)
         self.backend = backend
         self.steps = 0

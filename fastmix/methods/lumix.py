@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 
 import fastmix
 from fastmix import _checks
-from fastmix.api.lumix import check_non_negative, lumix_lambda, lumix_loss
+from fastmix.api.lumix import lumix_lambda, lumix_loss
 
 
 class LUMixOutput(NamedTuple):
@@ -46,12 +47,12 @@ class LUMix(nn.Module):
         self.num_classes = num_classes
         self.cutmix_alpha = _checks.check_positive_finite("cutmix_alpha", cutmix_alpha)
         self.correct_lam = correct_lam
-        self.r1 = check_non_negative("r1", r1)
-        self.r2 = check_non_negative("r2", r2)
+        self.r1 = _checks.check_real("r1", r1, 0.0, math.inf)
+        self.r2 = _checks.check_real("r2", r2, 0.0, math.inf)
         if self.r1 + self.r2 > 1:
             raise ValueError(f"r1 + r2 must be <= 1, got r1={r1}, r2={r2}")
         self.alpha = _checks.check_positive_finite("alpha", alpha)
-        self.eta = check_non_negative("eta", eta)
+        self.eta = _checks.check_real("eta", eta, 0.0, math.inf)
         self.backend = backend
 
     def forward(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
