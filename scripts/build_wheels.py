@@ -83,10 +83,10 @@ def build_wheel(sdist: Path, out: Path, nvcc: str | None, archs: str | None) -> 
         return target
 
 
-def find_cuobjdump(nvcc: str) -> str | None:
-    """cuobjdump beside that nvcc, else on PATH (PyPI: nvidia-cuda-cuobjdump)."""
-    beside = Path(nvcc).resolve().parent / "cuobjdump"
-    return str(beside) if beside.exists() else shutil.which("cuobjdump")
+def find_cuobjdump(toolkits: list[str]) -> str | None:
+    """cuobjdump beside one of the nvccs (the first found), else on PATH (PyPI: nvidia-cuda-cuobjdump)."""
+    beside = [Path(nvcc).resolve().parent / "cuobjdump" for nvcc in toolkits]
+    return next((str(path) for path in beside if path.exists()), None) or shutil.which("cuobjdump")
 
 
 def architectures(wheel: Path, cuobjdump: str | None) -> str:
@@ -175,7 +175,7 @@ def main() -> int:
         print(f"building the {label} wheel ...", flush=True)
         wheel = build_wheel(sdist, out, nvcc, args.archs)
         wheel, tag = auditwheel(wheel, args.repair, out)
-        archs = architectures(wheel, find_cuobjdump(nvcc)) if nvcc else "no CUDA"
+        archs = architectures(wheel, find_cuobjdump([nvcc, *toolkits])) if nvcc else "no CUDA"
         print(f"  {wheel.name}  {wheel.stat().st_size / 1e6:.2f} MB  {archs}  platform: {tag}", flush=True)
         if args.smoke:
             smoke_test(wheel)
