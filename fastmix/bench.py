@@ -136,12 +136,16 @@ def plot(rows: list[dict], path: Path) -> bool:
     for r in rows:
         groups.setdefault((r["op"], r["dtype"], r["provider"]), []).append(r)
     ops = sorted({(r["op"], r["dtype"]) for r in rows})
-    fig, axes = plt.subplots(1, len(ops), figsize=(5 * len(ops), 4), squeeze=False)
-    for ax, (op, dtype) in zip(axes[0], ops):
+    columns = min(4, len(ops))
+    rows_of_plots = -(-len(ops) // columns)
+    fig, axes = plt.subplots(rows_of_plots, columns, figsize=(4.5 * columns, 3.5 * rows_of_plots), squeeze=False)
+    for ax in axes.flat[len(ops):]:
+        ax.set_visible(False)
+    for ax, (op, dtype) in zip(axes.flat, ops):
         for (g_op, g_dtype, provider), points in groups.items():
             if (g_op, g_dtype) == (op, dtype):
                 ax.plot([p["shape"][0] for p in points], [p["median_ms"] * 1e3 for p in points], marker="o", label=provider)
-        ax.set(title=f"{op} {dtype}", xlabel="batch size", ylabel="median us", yscale="log")
+        ax.set(title=f"{op} {dtype}", xlabel="first dimension (batch or rows)", ylabel="median us", yscale="log")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
