@@ -55,6 +55,16 @@ def check_generator(generator, device: torch.device) -> None:
         raise ValueError(f"generator is on {generator.device.type} but the tensors are on {device.type}")
 
 
+def check_on_device(ok: torch.Tensor, message: str) -> None:
+    """A data-dependent check (``ok`` a bool scalar tensor): a ValueError for CPU tensors in eager mode; on CUDA
+    tensors or under torch.compile a device-side assert, because a host-side check would synchronise."""
+    if ok.device.type == "cpu" and not torch.compiler.is_compiling():
+        if not bool(ok):
+            raise ValueError(message)
+    else:
+        torch._assert_async(ok, message)
+
+
 def label_dtype(y: torch.Tensor) -> torch.dtype:
     """Mixed labels are float32, or float64 when float64 labels come in (so gradcheck can run)."""
     return torch.float64 if y.dtype == torch.float64 else torch.float32
@@ -85,11 +95,6 @@ def labels_to_float(y, batch: int, device: torch.device, num_classes: int | None
         raise ValueError("num_classes is required when y holds integer class indices")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    out_of_range = (y < 0) | (y >= num_classes)
-    if y.device.type == "cpu" and not torch.compiler.is_compiling():
-        if bool(out_of_range.any()):
-            raise ValueError(f"y holds class indices outside [0, {num_classes})")
-    else:
-        torch._assert_async(~out_of_range.any(), f"y holds class indices outside [0, {num_classes})")
+    check_on_device(((y >= 0) & (y < num_classes)).all(), f"y holds class indices outside [0, {num_classes})")
     one_hot = torch.zeros(batch, num_classes, dtype=torch.float32, device=device)
     return one_hot.scatter_(1, y.long().clamp(0, num_classes - 1).unsqueeze(1), 1.0)

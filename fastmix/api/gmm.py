@@ -73,16 +73,10 @@ def _check_values(values, groups, n_groups: int, nan_policy: str):
         return
     smallest, largest = torch.aminmax(groups)
     in_range = (smallest >= 0) & (largest < n_groups)
-    all_finite = torch.isfinite(values).all() if nan_policy == "raise" else None
-    if values.device.type == "cpu" and not torch.compiler.is_compiling():
-        if not bool(in_range):
-            raise ValueError(f"groups holds indices outside [0, n_groups={n_groups})")
-        if all_finite is not None and not bool(all_finite):
-            raise ValueError("values contains NaN or infinity; pass nan_policy='omit' to ignore those values")
-    else:
-        torch._assert_async(in_range, f"groups holds indices outside [0, n_groups={n_groups})")
-        if all_finite is not None:
-            torch._assert_async(all_finite, "values contains NaN or infinity (nan_policy='raise')")
+    _checks.check_on_device(in_range, f"groups holds indices outside [0, n_groups={n_groups})")
+    if nan_policy == "raise":
+        _checks.check_on_device(torch.isfinite(values).all(),
+                                "values contains NaN or infinity; pass nan_policy='omit' to ignore those values")
 
 
 def _check_int(name: str, value, minimum: int) -> int:

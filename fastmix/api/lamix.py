@@ -41,18 +41,9 @@ def _check_pairing(lam, partner, batch: int, device: torch.device):
         raise TypeError(f"lam must be a floating-point tensor, got dtype {lam.dtype}")
     if partner.is_floating_point() or partner.is_complex() or partner.dtype == torch.bool:
         raise TypeError(f"partner must hold integer sample indices, got dtype {partner.dtype}")
-    _check_index_range(partner, batch, f"partner holds sample indices outside [0, {batch})")
+    _checks.check_on_device(((partner >= 0) & (partner < batch)).all(),
+                            f"partner holds sample indices outside [0, {batch})")
     return lam, partner.long()
-
-
-def _check_index_range(indices: torch.Tensor, bound: int, message: str) -> None:
-    """A ValueError for CPU tensors; a device-side assert for CUDA tensors (a host check would synchronise)."""
-    out_of_range = (indices < 0) | (indices >= bound)
-    if indices.device.type == "cpu" and not torch.compiler.is_compiling():
-        if bool(out_of_range.any()):
-            raise ValueError(message)
-    else:
-        torch._assert_async(~out_of_range.any(), message)
 
 
 def _labels(y, batch: int, classes: int, device: torch.device) -> torch.Tensor:
@@ -65,7 +56,7 @@ def _labels(y, batch: int, classes: int, device: torch.device) -> torch.Tensor:
         raise ValueError(f"y is on {y.device} but the logits are on {device}")
     if y.size(0) != batch:
         raise ValueError(f"y must have the batch size of the logits ({batch}), got shape {tuple(y.shape)}")
-    _check_index_range(y, classes, f"y holds class indices outside [0, {classes})")
+    _checks.check_on_device(((y >= 0) & (y < classes)).all(), f"y holds class indices outside [0, {classes})")
     return y.long()
 
 

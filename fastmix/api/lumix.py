@@ -53,12 +53,8 @@ def _check_labels(name: str, labels, logits: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"{name} must hold integer class indices or float labels, got dtype {labels.dtype}")
     if labels.shape != (batch,):
         raise ValueError(f"integer labels {name} must have shape (B,) = ({batch},), got {tuple(labels.shape)}")
-    out_of_range = (labels < 0) | (labels >= n_classes)
-    if labels.device.type == "cpu" and not torch.compiler.is_compiling():
-        if bool(out_of_range.any()):
-            raise ValueError(f"{name} holds class indices outside [0, {n_classes})")
-    else:
-        torch._assert_async(~out_of_range.any(), f"{name} holds class indices outside [0, {n_classes})")
+    _checks.check_on_device(((labels >= 0) & (labels < n_classes)).all(),
+                            f"{name} holds class indices outside [0, {n_classes})")
     return labels.detach().long()
 
 
