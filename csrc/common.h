@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #if defined(__CUDACC__)
 #define FASTMIX_HD __host__ __device__ __forceinline__
@@ -119,6 +121,26 @@ template <> struct Traits<uint8_t> {
     return static_cast<uint8_t>(rounded);
   }
 };
+
+// Calls fn(T{}) with the storage type T of a dtype code (uint8 only for kernels instantiated WithUInt8), and
+// throws std::invalid_argument naming `what` for any other code. Host code only.
+template <bool WithUInt8 = false, typename Fn>
+void dispatch_dtype(int dtype, const char* what, Fn&& fn) {
+  switch (dtype) {
+    case kFloat32: fn(float{}); return;
+    case kFloat64: fn(double{}); return;
+    case kFloat16: fn(Half{}); return;
+    case kBFloat16: fn(BFloat16{}); return;
+    case kUInt8:
+      if constexpr (WithUInt8) {
+        fn(uint8_t{});
+        return;
+      }
+      break;
+    default: break;
+  }
+  throw std::invalid_argument(std::string(what) + ": unsupported dtype code " + std::to_string(dtype));
+}
 
 // Launch geometry shared by a launcher and its CPU emulation.
 struct Grid {

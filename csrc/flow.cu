@@ -57,13 +57,7 @@ void flow_forward_cuda(uintptr_t z, int64_t z_row_stride, uintptr_t lam, uintptr
     flow::launch_forward<T>(z, z_row_stride, lam, perm, out, out_row_stride, batch, flow_size, features,
                             keep_original, s);
   };
-  switch (dtype) {
-    case kFloat32: launch(float{}); break;
-    case kFloat64: launch(double{}); break;
-    case kFloat16: launch(Half{}); break;
-    case kBFloat16: launch(BFloat16{}); break;
-    default: throw std::invalid_argument("flow_forward_cuda: unsupported dtype code " + std::to_string(dtype));
-  }
+  dispatch_dtype(dtype, "flow_forward_cuda", launch);
   check_launch("flow_forward_cuda");
 }
 
@@ -76,13 +70,7 @@ void flow_backward_cuda(uintptr_t grad, int64_t grad_row_stride, uintptr_t lam, 
     flow::launch_backward<T>(grad, grad_row_stride, lam, inverse, grad_z, grad_z_row_stride, batch, flow_size,
                              features, keep_original, s);
   };
-  switch (dtype) {
-    case kFloat32: launch(float{}); break;
-    case kFloat64: launch(double{}); break;
-    case kFloat16: launch(Half{}); break;
-    case kBFloat16: launch(BFloat16{}); break;
-    default: throw std::invalid_argument("flow_backward_cuda: unsupported dtype code " + std::to_string(dtype));
-  }
+  dispatch_dtype(dtype, "flow_backward_cuda", launch);
   check_launch("flow_backward_cuda");
 }
 

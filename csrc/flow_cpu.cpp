@@ -48,13 +48,7 @@ void flow_forward_emulate(uintptr_t z, int64_t z_row_stride, uintptr_t lam, uint
     emulate_forward<decltype(tag)>(z, z_row_stride, lam, perm, out, out_row_stride, batch, flow_size, features,
                                    keep_original);
   };
-  switch (dtype) {
-    case kFloat32: run(float{}); break;
-    case kFloat64: run(double{}); break;
-    case kFloat16: run(Half{}); break;
-    case kBFloat16: run(BFloat16{}); break;
-    default: throw std::invalid_argument("flow_forward_emulate: unsupported dtype code " + std::to_string(dtype));
-  }
+  dispatch_dtype(dtype, "flow_forward_emulate", run);
 }
 
 void flow_backward_emulate(uintptr_t grad, int64_t grad_row_stride, uintptr_t lam, uintptr_t inverse,
@@ -64,13 +58,7 @@ void flow_backward_emulate(uintptr_t grad, int64_t grad_row_stride, uintptr_t la
     emulate_backward<decltype(tag)>(grad, grad_row_stride, lam, inverse, grad_z, grad_z_row_stride, batch, flow_size,
                                     features, keep_original);
   };
-  switch (dtype) {
-    case kFloat32: run(float{}); break;
-    case kFloat64: run(double{}); break;
-    case kFloat16: run(Half{}); break;
-    case kBFloat16: run(BFloat16{}); break;
-    default: throw std::invalid_argument("flow_backward_emulate: unsupported dtype code " + std::to_string(dtype));
-  }
+  dispatch_dtype(dtype, "flow_backward_emulate", run);
 }
 
 }  // namespace fastmix

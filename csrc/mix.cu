@@ -39,18 +39,11 @@ void pair_mix_cuda(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out
                    int64_t h_div, int64_t w_div, bool has_box, int dtype, uintptr_t stream) {
   const mix::Geometry g{height, width, h_div, w_div, has_box};
   auto s = reinterpret_cast<cudaStream_t>(stream);
-#define FASTMIX_PAIR_MIX(T) \
-  mix::launch<T>(x, x_row_stride, out, out_row_stride, batch, features, self_boxes, self_weights, seg_boxes, \
-                 seg_weights, sources, offsets, g, s)
-  switch (dtype) {
-    case kFloat32: FASTMIX_PAIR_MIX(float); break;
-    case kFloat64: FASTMIX_PAIR_MIX(double); break;
-    case kFloat16: FASTMIX_PAIR_MIX(Half); break;
-    case kBFloat16: FASTMIX_PAIR_MIX(BFloat16); break;
-    case kUInt8: FASTMIX_PAIR_MIX(uint8_t); break;
-    default: throw std::invalid_argument("pair_mix_cuda: unsupported dtype code " + std::to_string(dtype));
-  }
-#undef FASTMIX_PAIR_MIX
+  dispatch_dtype<true>(dtype, "pair_mix_cuda", [&](auto tag) {
+    using T = decltype(tag);
+    mix::launch<T>(x, x_row_stride, out, out_row_stride, batch, features, self_boxes, self_weights, seg_boxes,
+                   seg_weights, sources, offsets, g, s);
+  });
   check_launch("pair_mix_cuda");
 }
 

@@ -30,18 +30,11 @@ void pair_mix_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t 
                       uintptr_t seg_weights, uintptr_t sources, uintptr_t offsets, int64_t height, int64_t width,
                       int64_t h_div, int64_t w_div, bool has_box, int dtype) {
   const mix::Geometry g{height, width, h_div, w_div, has_box};
-#define FASTMIX_PAIR_MIX(T) \
-  emulate_pair_mix<T>(x, x_row_stride, out, out_row_stride, batch, features, self_boxes, self_weights, seg_boxes, \
-                      seg_weights, sources, offsets, g)
-  switch (dtype) {
-    case kFloat32: FASTMIX_PAIR_MIX(float); break;
-    case kFloat64: FASTMIX_PAIR_MIX(double); break;
-    case kFloat16: FASTMIX_PAIR_MIX(Half); break;
-    case kBFloat16: FASTMIX_PAIR_MIX(BFloat16); break;
-    case kUInt8: FASTMIX_PAIR_MIX(uint8_t); break;
-    default: throw std::invalid_argument("pair_mix_emulate: unsupported dtype code " + std::to_string(dtype));
-  }
-#undef FASTMIX_PAIR_MIX
+  dispatch_dtype<true>(dtype, "pair_mix_emulate", [&](auto tag) {
+    using T = decltype(tag);
+    emulate_pair_mix<T>(x, x_row_stride, out, out_row_stride, batch, features, self_boxes, self_weights,
+                        seg_boxes, seg_weights, sources, offsets, g);
+  });
 }
 
 }  // namespace fastmix

@@ -50,13 +50,9 @@ static void launch_mix(uintptr_t x, int64_t x_row_stride, uintptr_t weights, uin
 void zeta_mix_cuda(uintptr_t x, int64_t x_row_stride, uintptr_t weights, uintptr_t out, int64_t out_row_stride,
                    int64_t batch, int64_t features, int dtype, uintptr_t stream) {
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  switch (dtype) {
-    case kFloat32: launch_mix<float>(x, x_row_stride, weights, out, out_row_stride, batch, features, s); break;
-    case kFloat64: launch_mix<double>(x, x_row_stride, weights, out, out_row_stride, batch, features, s); break;
-    case kFloat16: launch_mix<Half>(x, x_row_stride, weights, out, out_row_stride, batch, features, s); break;
-    case kBFloat16: launch_mix<BFloat16>(x, x_row_stride, weights, out, out_row_stride, batch, features, s); break;
-    default: throw std::invalid_argument("zeta_mix_cuda: unsupported dtype code " + std::to_string(dtype));
-  }
+  dispatch_dtype(dtype, "zeta_mix_cuda", [&](auto tag) {
+    launch_mix<decltype(tag)>(x, x_row_stride, weights, out, out_row_stride, batch, features, s);
+  });
   check_launch("zeta_mix_cuda");
 }
 

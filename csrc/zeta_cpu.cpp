@@ -40,13 +40,9 @@ static void emulate_mix(uintptr_t x, int64_t x_row_stride, uintptr_t weights, ui
 
 void zeta_mix_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t weights, uintptr_t out, int64_t out_row_stride,
                       int64_t batch, int64_t features, int dtype) {
-  switch (dtype) {
-    case kFloat32: emulate_mix<float>(x, x_row_stride, weights, out, out_row_stride, batch, features); break;
-    case kFloat64: emulate_mix<double>(x, x_row_stride, weights, out, out_row_stride, batch, features); break;
-    case kFloat16: emulate_mix<Half>(x, x_row_stride, weights, out, out_row_stride, batch, features); break;
-    case kBFloat16: emulate_mix<BFloat16>(x, x_row_stride, weights, out, out_row_stride, batch, features); break;
-    default: throw std::invalid_argument("zeta_mix_emulate: unsupported dtype code " + std::to_string(dtype));
-  }
+  dispatch_dtype(dtype, "zeta_mix_emulate", [&](auto tag) {
+    emulate_mix<decltype(tag)>(x, x_row_stride, weights, out, out_row_stride, batch, features);
+  });
 }
 
 }  // namespace fastmix
