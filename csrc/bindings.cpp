@@ -1,5 +1,6 @@
 // pybind11 module fastmix._C: torch-free entry points (raw pointers and sizes as integers).
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 #include "native.h"
 
 #if defined(FASTMIX_WITH_CUDA)
@@ -32,8 +33,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("flow_forward_emulate", &fastmix::flow_forward_emulate, py::call_guard<py::gil_scoped_release>());
   m.def("flow_backward_emulate", &fastmix::flow_backward_emulate, py::call_guard<py::gil_scoped_release>());
   m.def("pair_mix_emulate", &fastmix::pair_mix_emulate, py::call_guard<py::gil_scoped_release>());
-  m.def("gmm2_range_cpu", &fastmix::gmm2_range_cpu, py::call_guard<py::gil_scoped_release>());
+  m.def("gmm2_segments_cpu", &fastmix::gmm2_segments_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_quantile_init_cpu", &fastmix::gmm2_quantile_init_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_em_cpu", &fastmix::gmm2_em_cpu, py::call_guard<py::gil_scoped_release>());
+  m.def("gmm2_cpu_isas", &fastmix::gmm2_cpu_isas);
+  m.def("gmm2_cpu_isa", &fastmix::gmm2_cpu_isa);
   m.def("gmm2_em_emulate", &fastmix::gmm2_em_emulate, py::call_guard<py::gil_scoped_release>());
 }

@@ -142,6 +142,19 @@ void dispatch_dtype(int dtype, const char* what, Fn&& fn) {
   throw std::invalid_argument(std::string(what) + ": unsupported dtype code " + std::to_string(dtype));
 }
 
+// fn(float{}) or fn(double{}) for the float32/float64 codes (the GMM kernels take only these).
+template <typename Fn>
+void dispatch_float(int dtype, const char* what, Fn&& fn) {
+  if (dtype == kFloat32) {
+    fn(float{});
+  } else if (dtype == kFloat64) {
+    fn(double{});
+  } else {
+    throw std::invalid_argument(std::string(what) + ": values must be float32 or float64, got dtype code " +
+                                std::to_string(dtype));
+  }
+}
+
 // Launch geometry shared by a launcher and its CPU emulation.
 struct Grid {
   int64_t blocks;

@@ -1,8 +1,6 @@
 // Two-component GMM EM CUDA kernel: one block per group, the whole fit in one launch (phases in gmm.h).
 // Not yet run on a GPU: verified only through the CPU emulation of its block (gmm_cpu.cpp, tests/test_gmm.py).
 #include <cuda_runtime.h>
-#include <stdexcept>
-#include <string>
 #include "gmm.h"
 #include "native.h"
 
@@ -55,14 +53,7 @@ void gmm2_em_cuda(uintptr_t sorted_values, uintptr_t offsets, int dtype, int64_t
         reinterpret_cast<double*>(variances), reinterpret_cast<double*>(log_likelihood),
         reinterpret_cast<int64_t*>(n_iter), reinterpret_cast<uint8_t*>(converged), max_iter, tol, reg_covar, eps);
   };
-  if (dtype == kFloat32) {
-    launch(float{});
-  } else if (dtype == kFloat64) {
-    launch(double{});
-  } else {
-    throw std::invalid_argument("gmm2_em_cuda: values must be float32 or float64, got dtype code " +
-                                std::to_string(dtype));
-  }
+  dispatch_float(dtype, "gmm2_em_cuda", launch);
   check_launch("gmm2_em_cuda");
 }
 

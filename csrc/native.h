@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace fastmix {
 
@@ -12,22 +13,28 @@ void zeta_weights_emulate(uintptr_t keys, uintptr_t weights, int64_t batch, doub
 void zeta_mix_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t weights, uintptr_t out, int64_t out_row_stride,
                       int64_t batch, int64_t features, int dtype);
 
-// Two-component GMM EM over groups (gmm_cpu.cpp), C++ with OpenMP: per-group count/min/max, the quantile init,
-// and the EM (updates weights/means/variances in place).
-void gmm2_range_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype, int64_t n_groups, uintptr_t count,
-                    uintptr_t lo, uintptr_t hi);
-void gmm2_quantile_init_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype, int64_t n_groups,
-                            uintptr_t count, uintptr_t lo, uintptr_t scale, double reg_covar, double eps,
-                            uintptr_t weights, uintptr_t means, uintptr_t variances);
-// C++ emulation of the GMM CUDA kernel's blocks (gmm_cpu.cpp): values sorted by group, segments at offsets.
-void gmm2_em_emulate(uintptr_t sorted_values, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count,
-                     uintptr_t lo, uintptr_t scale, uintptr_t weights, uintptr_t means, uintptr_t variances,
+// Two-component GMM EM over groups (gmm_cpu.cpp), C++ with OpenMP. gmm2_segments_cpu validates (throws
+// std::invalid_argument, a ValueError in Python, on a group outside [0, n_groups), or on a value that is not finite
+// unless omit_nonfinite), takes per-group count/min/max and copies the finite values into group order: group g at
+// sorted[offsets[g]:offsets[g + 1]]. The init and the EM (in place on weights/means/variances) read those segments.
+void gmm2_segments_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype, int64_t n_groups,
+                       bool omit_nonfinite, uintptr_t sorted, uintptr_t offsets, uintptr_t count, uintptr_t lo,
+                       uintptr_t hi);
+void gmm2_quantile_init_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count,
+                            uintptr_t lo, uintptr_t scale, double reg_covar, double eps, uintptr_t weights,
+                            uintptr_t means, uintptr_t variances);
+void gmm2_em_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count, uintptr_t lo,
+                 uintptr_t scale, uintptr_t weights, uintptr_t means, uintptr_t variances, uintptr_t log_likelihood,
+                 uintptr_t n_iter, uintptr_t converged, int64_t max_iter, double tol, double reg_covar, double eps);
+// The instruction sets the vectorised GMM passes can run with on this CPU, best first ("avx512", "avx2",
+// "baseline"), and the one they run with: the best, or the one FASTMIX_CPU_ISA names.
+std::vector<std::string> gmm2_cpu_isas();
+std::string gmm2_cpu_isa();
+// C++ emulation of the GMM CUDA kernel's blocks (gmm_cpu.cpp), on the same segments.
+void gmm2_em_emulate(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count, uintptr_t lo,
+                     uintptr_t scale, uintptr_t weights, uintptr_t means, uintptr_t variances,
                      uintptr_t log_likelihood, uintptr_t n_iter, uintptr_t converged, int64_t max_iter, double tol,
                      double reg_covar, double eps);
-void gmm2_em_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype, int64_t n_groups, uintptr_t count,
-                 uintptr_t lo, uintptr_t scale, uintptr_t weights, uintptr_t means, uintptr_t variances,
-                 uintptr_t log_likelihood, uintptr_t n_iter, uintptr_t converged, int64_t max_iter, double tol,
-                 double reg_covar, double eps);
 
 // Per-sample Mixup/CutMix pair mix (mix_cpu.cpp): the CUDA kernel's body over its launch grid, on host memory.
 void pair_mix_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,

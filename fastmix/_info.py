@@ -10,6 +10,16 @@ from fastmix import _backend, _native
 from fastmix._version import __version__
 
 
+def _cpu_isa(C) -> str | None:
+    """The instruction set of the vectorised CPU kernels, or why FASTMIX_CPU_ISA cannot be honoured."""
+    if C is None:
+        return None
+    try:
+        return C.gmm2_cpu_isa()
+    except ValueError as error:
+        return str(error)
+
+
 def info() -> dict:
     """A dict of versions, the native build, the GPU, and for each backend and device: available and why not."""
     try:
@@ -27,6 +37,7 @@ def info() -> dict:
         "cuda_driver_version": (
             _native.format_cuda_version(C.cuda_driver_version()) if C is not None and C.built_with_cuda else None
         ),
+        "cpu_isa": _cpu_isa(C),
     }
     gpu = None
     if torch.cuda.is_available():
@@ -62,6 +73,8 @@ def format_info(report: dict) -> str:
                      f"driver CUDA {native['cuda_driver_version'] if native['cuda_driver_version'] != '0.0' else 'none'}")
     else:
         lines.append("native core fastmix._C: CPU only (built without CUDA)")
+    if native["importable"]:
+        lines.append(f"  vectorised CPU kernels (gmm): {native['cpu_isa']}")
     for key, state in report["backends"].items():
         lines.append(f"  {key:<18} {'yes' if state['available'] else 'no '}  {state['reason']}")
     return "\n".join(lines)

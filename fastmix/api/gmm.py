@@ -56,7 +56,8 @@ def label_groups(labels: torch.Tensor) -> torch.Tensor:
     return 2 * classes + binary.clamp(0, 1)
 
 
-def _check_values(values, groups, n_groups: int, nan_policy: str):
+def _check_values(values, groups) -> None:
+    """Types, shapes and devices; the data (group range, finite values) is checked by ``gmm_ops.check_data``."""
     _checks.check_tensor("values", values)
     _checks.check_tensor("groups", groups)
     if not values.is_floating_point():
@@ -67,16 +68,6 @@ def _check_values(values, groups, n_groups: int, nan_policy: str):
         raise ValueError(f"groups must have the shape of values {tuple(values.shape)}, got {tuple(groups.shape)}")
     if groups.device != values.device:
         raise ValueError(f"groups is on {groups.device} but values is on {values.device}")
-    if nan_policy not in ("raise", "omit"):
-        raise ValueError(f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}")
-    if values.numel() == 0:
-        return
-    smallest, largest = torch.aminmax(groups)
-    in_range = (smallest >= 0) & (largest < n_groups)
-    _checks.check_on_device(in_range, f"groups holds indices outside [0, n_groups={n_groups})")
-    if nan_policy == "raise":
-        _checks.check_on_device(torch.isfinite(values).all(),
-                                "values contains NaN or infinity; pass nan_policy='omit' to ignore those values")
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -148,41 +139,41 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
         raise ValueError(f"normalize must be 'minmax' or 'none', got {normalize!r}")
     if not (isinstance(init, (GMM2Fit, tuple, list)) or init in ("quantile", "kmeans")):
         raise ValueError(f"init must be 'quantile', 'kmeans', a GMM2Fit or a params tuple, got {init!r}")
-    _check_values(values, groups, n_groups, nan_policy)
+    if nan_policy not in ("raise", "omit"):
+        raise ValueError(f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}")
+    _check_values(values, groups)
     _checks.check_generator(generator, values.device)
     name = _backend.resolve(backend, values.device, cuda_default=gmm_ops.CUDA_DEFAULT, cpu_default="cpu",
                             supported=gmm_ops.BACKENDS)
     if values.dtype not in (torch.float32, torch.float64):
         values = values.float()
-    flat_values = values.reshape(-1).contiguous()
-    flat_groups = groups.reshape(-1).long().contiguous()
-    reduce = _reducer(process_group)
     eps = torch.finfo(values.dtype).eps
-    if process_group is None:
-        count, lo, hi = gmm_ops.gmm2_range(flat_values, flat_groups, n_groups, name)
-    else:
-        valid = torch.isfinite(flat_values)
-        count, lo, hi = reference.group_range(flat_values, flat_groups, valid, n_groups, reduce)
+    sorted_values, offsets, count, lo, hi = gmm_ops.gmm2_segments(
+        values.reshape(-1).contiguous(), groups.reshape(-1).long().contiguous(), n_groups, nan_policy == "omit", name)
+    reduce = _reducer(process_group)
+    if process_group is not None or init == "kmeans":  # the reference's (x, groups, valid) view
+        segment_groups, valid = gmm_ops.segment_groups(offsets, sorted_values.numel())
+    if process_group is not None:
+        count, lo, hi = reference.group_range(sorted_values, segment_groups, valid, n_groups, reduce)
     degenerate = (count < 2) | (hi == lo)
     if normalize == "none":
         lo, hi = torch.zeros_like(lo), torch.ones_like(hi)
     scale = reference.range_scale(lo, hi)
-    if init == "kmeans" or process_group is not None:
-        valid = torch.isfinite(flat_values)
-        x = torch.where(valid, reference.normalise(flat_values, flat_groups, lo, scale), 0.0)
+    if process_group is not None or init == "kmeans":
+        x = torch.where(valid, reference.normalise(sorted_values, segment_groups, lo, scale), 0.0)
     if init == "quantile" and process_group is None:
-        params = gmm_ops.gmm2_quantile_init(flat_values, flat_groups, count, lo, scale, reg_covar, eps, name)
+        params = gmm_ops.gmm2_quantile_init(sorted_values, offsets, count, lo, scale, reg_covar, eps, name)
     elif init == "quantile":
-        params = reference.quantile_init(x, flat_groups, valid, count, n_groups, reg_covar, eps, reduce)
+        params = reference.quantile_init(x, segment_groups, valid, count, n_groups, reg_covar, eps, reduce)
     elif init == "kmeans":
-        params = reference.kmeans_init(x, flat_groups, valid, count, n_groups, reg_covar, eps, generator, reduce)
+        params = reference.kmeans_init(x, segment_groups, valid, count, n_groups, reg_covar, eps, generator, reduce)
     else:
         params = _explicit_init(init, n_groups, values.device)
     if process_group is not None:
-        fitted = reference.fit_em(x, flat_groups, valid, count, *params, n_groups=n_groups, max_iter=max_iter,
+        fitted = reference.fit_em(x, segment_groups, valid, count, *params, n_groups=n_groups, max_iter=max_iter,
                                   tol=tol, reg_covar=reg_covar, eps=eps, reduce=reduce)
     else:
-        fitted = gmm_ops.gmm2_em(flat_values, flat_groups, count, lo, scale, *params, max_iter, tol, reg_covar, eps,
+        fitted = gmm_ops.gmm2_em(sorted_values, offsets, count, lo, scale, *params, max_iter, tol, reg_covar, eps,
                                  name)
     weights, means, variances, log_likelihood, n_iter, converged = fitted
     flag = degenerate[:, None]
@@ -210,7 +201,8 @@ def gmm_posterior(values: torch.Tensor, groups: torch.Tensor, fit: GMM2Fit) -> t
     _checks.check_tensor("groups", groups)
     if not isinstance(fit, GMM2Fit):
         raise TypeError(f"fit must be a GMM2Fit, got {type(fit).__name__}")
-    _check_values(values, groups, fit.weights.size(0), "omit")
+    _check_values(values, groups)
+    gmm_ops.check_data(values, groups.long(), fit.weights.size(0), omit_nonfinite=True)
     flat_groups = groups.reshape(-1).long()
     x = reference.normalise(values.reshape(-1), flat_groups, fit.min, reference.range_scale(fit.min, fit.max))
     probability = reference.posterior(x, flat_groups, fit.weights, fit.means, fit.variances)

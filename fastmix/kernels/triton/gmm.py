@@ -108,7 +108,7 @@ def _gmm2_em_kernel(values_ptr, offsets_ptr, count_ptr, lo_ptr, scale_ptr, weigh
     tl.store(variances_ptr + 2 * g, v0)
     tl.store(variances_ptr + 2 * g + 1, v1)
     tl.store(n_iter_ptr + g, iterations)
-    tl.store(converged_ptr + g, done.to(tl.int8))
+    tl.store(converged_ptr + g, done.to(tl.uint8))
 
 
 def gmm2_em(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
@@ -117,7 +117,7 @@ def gmm2_em(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Ten
             reg_covar: float, eps: float) -> None:
     """Fits every group in place: ``weights``/``means``/``variances`` (G, 2) float64 hold the initial params.
 
-    ``sorted_values`` holds group g's values at ``offsets[g]:offsets[g + 1]``; ``converged`` is int8.
+    ``sorted_values`` holds group g's values at ``offsets[g]:offsets[g + 1]``; ``converged`` is uint8.
     """
     n_groups = count.size(0)
     constants = torch.tensor([tol, reg_covar, eps, LOG_2PI], dtype=torch.float64, device=count.device)
