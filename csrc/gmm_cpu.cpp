@@ -27,6 +27,7 @@ namespace fastmix {
 namespace {
 
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
+constexpr int64_t kSignBit = std::numeric_limits<int64_t>::min();
 
 // ---------------------------------------------------------------------------------------------------------------
 // Group order: the values of group g at sorted[offsets[g]:offsets[g + 1]].
@@ -207,7 +208,7 @@ FASTMIX_INLINE D splat(double x) {
 struct GroupConstants {
   double lo, scale, inv_scale;
   double split, shift[2];                                // quantile init (gmm.h split_shifts)
-  double slope[2], intercept[2], offset[2], mean[2];    // E-step, see EStepSums
+  double half_precision[2], offset[2], mean[2];         // E-step, see EStepSums
 };
 
 enum class Pass { kHistogram, kSplit, kEStep };
@@ -313,7 +314,8 @@ struct SplitSums {
 // exp(a) for a <= 0, within 1 ulp for a >= -708 (below, the result is clamped at exp(-708) ~ 3e-308, which adds
 // nothing next to the other component's 1): a = n ln2 + r, |r| <= ln2 / 2 (Cody-Waite, two-part ln2), e^r by the
 // degree-11 polynomial interpolating it at the Chebyshev nodes of that interval (relative error < 2e-17, computed
-// in 40-digit arithmetic), 2^n put in the exponent bits. Branch-free and IEEE-only (the 1.5 * 2^52 shifter rounds
+// in 40-digit arithmetic) evaluated as even + r odd in r^2 (two 5-step chains: the loop is latency-bound), 2^n put
+// in the exponent bits. Branch-free and IEEE-only (the 1.5 * 2^52 shifter rounds
 // to the nearest n without fast-math).
 template <int L>
 FASTMIX_INLINE typename Lanes<L>::D exp_nonpositive(typename Lanes<L>::D a) {
@@ -325,24 +327,25 @@ FASTMIX_INLINE typename Lanes<L>::D exp_nonpositive(typename Lanes<L>::D a) {
   const I n_bits = reinterpret_cast<I>(n);  // the low bits hold the integer n
   n -= kShifter;
   const D r = (a - n * 0.6931471803691238) - n * 1.9082149292705877e-10;  // ln2 = hi + lo, n * hi exact
-  D p = splat<D>(2.5110037605963777e-08);
-  p = p * r + 2.763263963904103e-07;
-  p = p * r + 2.755724091857897e-06;
-  p = p * r + 2.4801485482328494e-05;
-  p = p * r + 0.00019841269890047113;
-  p = p * r + 0.0013888888952314775;
-  p = p * r + 0.008333333333319601;
-  p = p * r + 0.0416666666664881;
-  p = p * r + 0.1666666666666668;
-  p = p * r + 0.5000000000000019;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
+  const D r2 = r * r;
+  D even = splat<D>(2.763263963904103e-07), odd = splat<D>(2.5110037605963777e-08);
+  even = even * r2 + 2.4801485482328494e-05;
+  odd = odd * r2 + 2.755724091857897e-06;
+  even = even * r2 + 0.0013888888952314775;
+  odd = odd * r2 + 0.00019841269890047113;
+  even = even * r2 + 0.0416666666664881;
+  odd = odd * r2 + 0.008333333333319601;
+  even = even * r2 + 0.5000000000000019;
+  odd = odd * r2 + 0.1666666666666668;
+  even = even * r2 + 1.0;
+  odd = odd * r2 + 1.0;
+  const D p = even + odd * r;
   const I two_to_n = (n_bits << 52) + (int64_t(1023) << 52);  // (n + 1023) in the exponent field
   return p * reinterpret_cast<D>(two_to_n);
 }
 
-// gmm::accumulate: log w_k N(x) = offset_k - q_k^2 with q_k = x slope_k - intercept_k (gmm::Prepared's z / sqrt 2).
-// log p(x) = top + log(1 + e) with e = exp(-|w1 - w0|): the tops are summed, the factors (1 + e) in [1, 2]
+// gmm::accumulate: log w_k N(x) = offset_k - d_k^2 / (2 var_k) with d_k = x - mu_k (gmm::Prepared's z^2 / 2); d_k
+// and d_k^2 also serve the sums around the means. log p(x) = top + log(1 + e) with e = exp(-|w1 - w0|): the tops are summed, the factors (1 + e) in [1, 2]
 // multiplied, and the product's log taken every kFactorsPerLog vectors (2^256 cannot overflow): one log per 256
 // values per lane instead of one per value.
 template <int L>
@@ -357,18 +360,20 @@ struct EStepSums {
 
   template <bool kMasked>
   FASTMIX_INLINE void add(D x, D keep) {
-    const D q0 = x * c.slope[0] - c.intercept[0];
-    const D q1 = x * c.slope[1] - c.intercept[1];
-    const D w0 = c.offset[0] - q0 * q0;
-    const D w1 = c.offset[1] - q1 * q1;
-    const D gap = w1 - w0;
+    D d[2], squares[2], w[2];
+    for (int k = 0; k < 2; ++k) {
+      d[k] = x - c.mean[k];
+      squares[k] = d[k] * d[k];
+      w[k] = c.offset[k] - c.half_precision[k] * squares[k];
+    }
+    const D gap = w[1] - w[0];
     const I one_on_top = gap > 0.0;
-    const D e = exp_nonpositive<L>(one_on_top ? -gap : gap);
+    const D e = exp_nonpositive<L>(reinterpret_cast<D>(reinterpret_cast<I>(gap) | kSignBit));  // exp(-|gap|)
     const D total = 1.0 + e;
     const D r_top = 1.0 / total;
     const D r_other = e * r_top;
     D r[2] = {one_on_top ? r_other : r_top, one_on_top ? r_top : r_other};
-    D top = one_on_top ? w1 : w0;
+    D top = one_on_top ? w[1] : w[0];
     D factor = total;
     if constexpr (kMasked) {
       r[0] *= keep;
@@ -379,11 +384,9 @@ struct EStepSums {
     log_p += top;
     product *= factor;
     for (int k = 0; k < 2; ++k) {
-      const D d = x - c.mean[k];
-      const D rd = r[k] * d;
       resp[k] += r[k];
-      shifted[k] += rd;
-      squared[k] += rd * d;
+      shifted[k] += r[k] * d[k];
+      squared[k] += r[k] * squares[k];
     }
     if (++factors == kFactorsPerLog) take_log();
   }
@@ -514,8 +517,7 @@ void em(const T* sorted, const int64_t* offsets, int64_t n_groups, const double*
     for (int64_t g = 0; g < n_groups; ++g) {
       const gmm::Prepared p = gmm::prepare(weights + 2 * g, means + 2 * g, variances + 2 * g);
       for (int k = 0; k < 2; ++k) {
-        constants[g].slope[k] = p.precision_chol[k] * M_SQRT1_2;
-        constants[g].intercept[k] = p.scaled_mean[k] * M_SQRT1_2;
+        constants[g].half_precision[k] = 0.5 / variances[2 * g + k];
         constants[g].offset[k] = p.offset[k];
         constants[g].mean[k] = p.mean[k];
       }
