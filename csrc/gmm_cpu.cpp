@@ -195,7 +195,6 @@ template <int L>
 struct Lanes {
   typedef double D __attribute__((vector_size(8 * L)));
   typedef int64_t I __attribute__((vector_size(8 * L)));
-  typedef float F __attribute__((vector_size(4 * L)));
   typedef int32_t I32 __attribute__((vector_size(4 * L)));
 };
 
@@ -218,9 +217,8 @@ FASTMIX_INLINE typename Lanes<L>::D load_lanes(const T* values, int64_t availabl
   typename Lanes<L>::D x{};
   if (available >= L) {
     if constexpr (std::is_same_v<T, float>) {
-      typename Lanes<L>::F raw;
-      std::memcpy(&raw, values, sizeof raw);
-      return __builtin_convertvector(raw, typename Lanes<L>::D);
+      for (int l = 0; l < L; ++l) x[l] = values[l];  // one vcvtps2pd (GCC splits __builtin_convertvector in two)
+      return x;
     } else {
       std::memcpy(&x, values, sizeof x);
       return x;
@@ -232,14 +230,21 @@ FASTMIX_INLINE typename Lanes<L>::D load_lanes(const T* values, int64_t availabl
 
 // sums.add<masked>(x, keep) over the block's normalised values: x = (v - lo) / scale exactly as
 // gmm::normalised when kDivide, else (v - lo) * (1 / scale) (within an ulp; the E-step's hot loop saves a division).
+// sums.flush() runs every Sums::kVectorsPerFlush vectors, outside the hot loop: a call in the hot loop (the E-step's
+// log) would make the compiler store every accumulator to memory on every iteration.
 template <int L, bool kDivide, typename T, typename Sums>
 FASTMIX_INLINE void run_lanes(const T* values, int64_t n, const GroupConstants& c, Sums& sums) {
   using D = typename Lanes<L>::D;
   auto normalise = [&c](D v) __attribute__((always_inline)) {
     return kDivide ? (v - c.lo) / c.scale : (v - c.lo) * c.inv_scale;
   };
+  const int64_t whole = n - n % L;
   int64_t i = 0;
-  for (; i + L <= n; i += L) sums.template add<false>(normalise(load_lanes<L>(values + i, L)), D{});
+  while (i < whole) {
+    const int64_t stop = std::min(whole, i + Sums::kVectorsPerFlush * L);
+    for (; i < stop; i += L) sums.template add<false>(normalise(load_lanes<L>(values + i, L)), D{});
+    sums.flush();
+  }
   if (i < n) {
     D keep{};  // 1 in the lanes holding values, 0 in the padding (multiplied in: GCC 12 miscompiles mask selects)
     for (int l = 0; l < n - i; ++l) keep[l] = 1.0;
@@ -251,6 +256,7 @@ FASTMIX_INLINE void run_lanes(const T* values, int64_t n, const GroupConstants& 
 template <int L>
 struct HistogramSums {
   using D = typename Lanes<L>::D;
+  static constexpr int64_t kVectorsPerFlush = int64_t(1) << 40;
   int32_t counts[L][gmm::kQuantileBins] = {};
 
   template <bool kMasked>
@@ -263,6 +269,8 @@ struct HistogramSums {
       if (!kMasked || keep[l] != 0.0) ++counts[l][bin[l]];
     }
   }
+
+  FASTMIX_INLINE void flush() {}
 
   FASTMIX_INLINE void store(double* histogram) const {
     for (int b = 0; b < gmm::kQuantileBins; ++b) {
@@ -278,6 +286,7 @@ template <int L>
 struct SplitSums {
   using D = typename Lanes<L>::D;
   using I = typename Lanes<L>::I;
+  static constexpr int64_t kVectorsPerFlush = int64_t(1) << 40;
   const GroupConstants c;  // a copy: the compiler need not reload it after every store to the sums
   D resp[2] = {}, shifted[2] = {}, squared[2] = {};
 
@@ -294,6 +303,8 @@ struct SplitSums {
       squared[k] += rd * d;
     }
   }
+
+  FASTMIX_INLINE void flush() {}
 
   FASTMIX_INLINE void store(double* stats) const { store_lanes(nullptr, resp, shifted, squared, stats); }
 
@@ -345,18 +356,17 @@ FASTMIX_INLINE typename Lanes<L>::D exp_nonpositive(typename Lanes<L>::D a) {
 }
 
 // gmm::accumulate: log w_k N(x) = offset_k - d_k^2 / (2 var_k) with d_k = x - mu_k (gmm::Prepared's z^2 / 2); d_k
-// and d_k^2 also serve the sums around the means. log p(x) = top + log(1 + e) with e = exp(-|w1 - w0|): the tops are summed, the factors (1 + e) in [1, 2]
-// multiplied, and the product's log taken every kFactorsPerLog vectors (2^256 cannot overflow): one log per 256
-// values per lane instead of one per value.
+// and d_k^2 also serve the sums around the means. log p(x) = top + log(1 + e) with e = exp(-|w1 - w0|): the tops
+// are summed, the factors (1 + e) in [1, 2] multiplied, and the product's log taken every kVectorsPerFlush vectors
+// (2^256 cannot overflow): one log per 256 values per lane instead of one per value.
 template <int L>
 struct EStepSums {
   using D = typename Lanes<L>::D;
   using I = typename Lanes<L>::I;
-  static constexpr int kFactorsPerLog = 256;
+  static constexpr int64_t kVectorsPerFlush = 256;
   const GroupConstants c;
   D log_p = {}, resp[2] = {}, shifted[2] = {}, squared[2] = {};
   D product = splat<D>(1.0);
-  int factors = 0;
 
   template <bool kMasked>
   FASTMIX_INLINE void add(D x, D keep) {
@@ -388,17 +398,15 @@ struct EStepSums {
       shifted[k] += r[k] * d[k];
       squared[k] += r[k] * squares[k];
     }
-    if (++factors == kFactorsPerLog) take_log();
   }
 
-  FASTMIX_INLINE void take_log() {
+  FASTMIX_INLINE void flush() {
     for (int l = 0; l < L; ++l) log_p[l] += std::log(product[l]);
     product = splat<D>(1.0);
-    factors = 0;
   }
 
   FASTMIX_INLINE void store(double* stats) {
-    take_log();
+    flush();
     SplitSums<L>::store_lanes(&log_p, resp, shifted, squared, stats);
   }
 };

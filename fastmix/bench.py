@@ -152,9 +152,15 @@ def plot(rows: list[dict], path: Path) -> bool:
     return True
 
 
-def main(quick: bool = False, out_dir: str | None = None) -> int:
+def main(quick: bool = False, out_dir: str | None = None, ops: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cases = all_cases(device, quick)
+    if ops:
+        known = sorted({case.op for case in cases})
+        unknown = [op for op in ops if op not in known]
+        if unknown:
+            raise SystemExit(f"--ops: unknown {', '.join(unknown)}; the ops are {', '.join(known)}")
+        cases = [case for case in cases if case.op in ops]
     rows = []
     for index, case in enumerate(cases, 1):
         print(f"[{index}/{len(cases)}] {case.op} {tuple(case.shape)} {str(case.dtype).replace('torch.', '')}", flush=True)
@@ -163,6 +169,7 @@ def main(quick: bool = False, out_dir: str | None = None) -> int:
     folder = Path(out_dir) if out_dir else Path.cwd() / "benchmarks" / "results"
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{meta['device'].replace(' ', '_').replace('/', '_')}-{meta['date'][:10]}"
+    stem += "".join(f"-{op}" for op in ops or [])
     (folder / f"{stem}.json").write_text(json.dumps({"machine": meta, "rows": rows}, indent=1))
     table = markdown_table(meta, rows)
     (folder / f"{stem}.md").write_text(table)
