@@ -24,7 +24,7 @@ __global__ void __launch_bounds__(kEmThreads) em_kernel(const T* sorted_values, 
     if (state.done) break;  // read by every thread after a barrier: the whole block leaves together
     if (thread == 0) prepared = prepare(state.weights, state.means, state.variances);
     __syncthreads();
-    thread_pass<T>(thread, sorted_values, offsets[g], offsets[g + 1], lo[g], scale[g], prepared,
+    thread_pass<T>(thread, sorted_values, offsets[g], offsets[g + 1], lo[g], 1.0 / scale[g], prepared,
                    partials + thread * kStats);
     __syncthreads();
     for (int stride = kEmThreads / 2; stride > 0; stride >>= 1) {

@@ -56,7 +56,8 @@ FASTMIX_HD void accumulate(double x, const Prepared& p, double* stats) {
   }
 }
 
-FASTMIX_HD double normalised(double value, double lo, double scale) { return (value - lo) / scale; }
+// Min-max normalisation as every backend computes it (reference.normalise): (value - min) * (1 / (max - min)).
+FASTMIX_HD double normalised(double value, double lo, double inv_scale) { return (value - lo) * inv_scale; }
 
 FASTMIX_HD bool is_finite(double value) { return fabs(value) < INFINITY; }  // false for NaN and +-inf
 
@@ -89,21 +90,14 @@ FASTMIX_HD bool m_step(const double* stats, double count, double reg_covar, doub
   return converged;
 }
 
-// The quantile init: values below ``split`` go to component 0, the rest to 1 (hard responsibilities), stats
-// taken around the midpoints of [0, split] and [split, 1]; then scikit-learn's initial M-step (w = nk / n).
+// The quantile init (reference.quantile_init): a 256-bin histogram of floor(256 x) clamped to [0, 255] gives the
+// split; values x >= split go to component 1, the others to 0 (hard responsibilities), stats taken around the
+// midpoints of [0, split] and [split, 1]; then scikit-learn's initial M-step (w = nk / n).
 constexpr int kQuantileBins = 256;
 
 FASTMIX_HD void split_shifts(double split, double* shifts) {
   shifts[0] = 0.5 * split;
   shifts[1] = 0.5 * (1.0 + split);
-}
-
-FASTMIX_HD void accumulate_split(double x, double split, const double* shifts, double* stats) {
-  const int k = x >= split ? 1 : 0;
-  const double d = x - shifts[k];
-  stats[1 + k] += 1.0;
-  stats[3 + k] += d;
-  stats[5 + k] += d * d;
 }
 
 FASTMIX_HD void split_params(const double* stats, double count, double reg_covar, double eps, double* weights,
@@ -125,10 +119,6 @@ FASTMIX_HD double split_point(const double* histogram, double count) {
   return static_cast<double>(below + 1) / kQuantileBins;
 }
 
-FASTMIX_HD int histogram_bin(double x) {
-  const double scaled = floor(x * kQuantileBins);
-  return scaled < 0.0 ? 0 : (scaled > kQuantileBins - 1 ? kQuantileBins - 1 : static_cast<int>(scaled));
-}
 
 // The CUDA kernel (gmm.cu): one block per group over the group's contiguous segment of the values sorted by group,
 // the whole fit in one launch. An iteration: each thread sums its strided share of the segment (thread_pass), a
@@ -159,12 +149,12 @@ FASTMIX_HD GroupState begin_group(int64_t g, const double* weights, const double
 }
 
 template <typename T>
-FASTMIX_HD void thread_pass(int thread, const T* sorted_values, int64_t start, int64_t end, double lo, double scale,
-                            const Prepared& prepared, double* own) {
+FASTMIX_HD void thread_pass(int thread, const T* sorted_values, int64_t start, int64_t end, double lo,
+                            double inv_scale, const Prepared& prepared, double* own) {
   for (int s = 0; s < kStats; ++s) own[s] = 0.0;
   for (int64_t i = start + thread; i < end; i += kEmThreads) {
     const double v = static_cast<double>(Traits<T>::load(sorted_values[i]));
-    if (is_finite(v)) accumulate(normalised(v, lo, scale), prepared, own);
+    if (is_finite(v)) accumulate(normalised(v, lo, inv_scale), prepared, own);
   }
 }
 

@@ -188,8 +188,9 @@ void group_range(const T* sorted, const int64_t* offsets, int64_t n_groups, doub
 
 // ---------------------------------------------------------------------------------------------------------------
 // The block passes, vectorised (GCC/Clang vector extensions): L values of one group at a time, float64 throughout,
-// the last partial vector zero-padded and masked. Each pass reproduces its gmm.h counterpart: histogram_bin,
-// accumulate_split, accumulate.
+// the last partial vector zero-padded and masked: the quantile init's histogram and hard split (gmm.h) and the E-step
+// (gmm::accumulate). Every pass normalises as gmm::normalised does, so the init's bins and split decisions are the
+// reference's bit for bit.
 
 template <int L>
 struct Lanes {
@@ -205,7 +206,7 @@ FASTMIX_INLINE D splat(double x) {
 
 // One group's constants for the block passes.
 struct GroupConstants {
-  double lo, scale, inv_scale;
+  double lo, inv_scale;
   double split, shift[2];                                // quantile init (gmm.h split_shifts)
   double half_precision[2], offset[2], mean[2];         // E-step, see EStepSums
 };
@@ -228,16 +229,13 @@ FASTMIX_INLINE typename Lanes<L>::D load_lanes(const T* values, int64_t availabl
   return x;
 }
 
-// sums.add<masked>(x, keep) over the block's normalised values: x = (v - lo) / scale exactly as
-// gmm::normalised when kDivide, else (v - lo) * (1 / scale) (within an ulp; the E-step's hot loop saves a division).
+// sums.add<masked>(x, keep) over the block's normalised values x = (v - lo) * (1 / scale) (gmm::normalised).
 // sums.flush() runs every Sums::kVectorsPerFlush vectors, outside the hot loop: a call in the hot loop (the E-step's
 // log) would make the compiler store every accumulator to memory on every iteration.
-template <int L, bool kDivide, typename T, typename Sums>
+template <int L, typename T, typename Sums>
 FASTMIX_INLINE void run_lanes(const T* values, int64_t n, const GroupConstants& c, Sums& sums) {
   using D = typename Lanes<L>::D;
-  auto normalise = [&c](D v) __attribute__((always_inline)) {
-    return kDivide ? (v - c.lo) / c.scale : (v - c.lo) * c.inv_scale;
-  };
+  auto normalise = [&c](D v) __attribute__((always_inline)) { return (v - c.lo) * c.inv_scale; };
   const int64_t whole = n - n % L;
   int64_t i = 0;
   while (i < whole) {
@@ -252,7 +250,8 @@ FASTMIX_INLINE void run_lanes(const T* values, int64_t n, const GroupConstants& 
   }
 }
 
-// gmm::histogram_bin counts, one histogram per lane (neighbouring values often share a bin: no store-to-load chain).
+// Counts of floor(256 x) clamped to [0, 255], one histogram per lane (neighbouring values often share a bin: no
+// store-to-load chain).
 template <int L>
 struct HistogramSums {
   using D = typename Lanes<L>::D;
@@ -281,7 +280,7 @@ struct HistogramSums {
   }
 };
 
-// gmm::accumulate_split: hard responsibilities (x >= split goes to component 1), around the init's shifts.
+// The init's hard split: x >= split goes to component 1, the rest to 0, stats around the shifts.
 template <int L>
 struct SplitSums {
   using D = typename Lanes<L>::D;
@@ -415,15 +414,15 @@ template <int L, typename T>
 FASTMIX_INLINE void run_pass(Pass pass, const T* values, int64_t n, const GroupConstants& c, double* out) {
   if (pass == Pass::kHistogram) {
     HistogramSums<L> sums;
-    run_lanes<L, true>(values, n, c, sums);
+    run_lanes<L>(values, n, c, sums);
     sums.store(out);
   } else if (pass == Pass::kSplit) {
     SplitSums<L> sums{c};
-    run_lanes<L, true>(values, n, c, sums);
+    run_lanes<L>(values, n, c, sums);
     sums.store(out);
   } else {
     EStepSums<L> sums{c};
-    run_lanes<L, false>(values, n, c, sums);
+    run_lanes<L>(values, n, c, sums);
     sums.store(out);
   }
 }
@@ -478,7 +477,6 @@ std::vector<GroupConstants> normalisation(int64_t n_groups, const double* lo, co
   std::vector<GroupConstants> constants(n_groups);
   for (int64_t g = 0; g < n_groups; ++g) {
     constants[g].lo = lo[g];
-    constants[g].scale = scale[g];
     constants[g].inv_scale = 1.0 / scale[g];
   }
   return constants;
@@ -561,7 +559,7 @@ void emulate_em(const T* sorted_values, const int64_t* offsets, int64_t n_groups
       if (state.done) break;
       const gmm::Prepared prepared = gmm::prepare(state.weights, state.means, state.variances);
       for (int thread = 0; thread < gmm::kEmThreads; ++thread) {
-        gmm::thread_pass<T>(thread, sorted_values, offsets[g], offsets[g + 1], lo[g], scale[g], prepared,
+        gmm::thread_pass<T>(thread, sorted_values, offsets[g], offsets[g + 1], lo[g], 1.0 / scale[g], prepared,
                             partials.data() + thread * gmm::kStats);
       }
       for (int stride = gmm::kEmThreads / 2; stride > 0; stride >>= 1) {

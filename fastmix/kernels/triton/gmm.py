@@ -41,7 +41,7 @@ def _gmm2_em_kernel(values_ptr, offsets_ptr, count_ptr, lo_ptr, scale_ptr, weigh
     end = tl.load(offsets_ptr + g + 1)
     count = tl.load(count_ptr + g)
     lo = tl.load(lo_ptr + g)
-    scale = tl.load(scale_ptr + g)
+    inv_scale = 1.0 / tl.load(scale_ptr + g)
     w0 = tl.load(weights_ptr + 2 * g)
     w1 = tl.load(weights_ptr + 2 * g + 1)
     m0 = tl.load(means_ptr + 2 * g)
@@ -69,7 +69,7 @@ def _gmm2_em_kernel(values_ptr, offsets_ptr, count_ptr, lo_ptr, scale_ptr, weigh
                 in_segment = offs < end
                 v = tl.load(values_ptr + offs, mask=in_segment, other=0.0).to(tl.float64)
                 ok = in_segment & (tl.abs(v) < float("inf"))  # false for NaN and +-inf
-                x = tl.where(ok, (v - lo) / scale, 0.0)
+                x = tl.where(ok, (v - lo) * inv_scale, 0.0)
                 z0 = x * p0 - m0 * p0
                 z1 = x * p1 - m1 * p1
                 a0 = offset0 - 0.5 * z0 * z0
