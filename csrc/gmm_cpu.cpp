@@ -19,6 +19,10 @@
 #include "gmm.h"
 #include "native.h"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #pragma GCC diagnostic ignored "-Wpsabi"  // vector arguments of always-inlined helpers: no ABI boundary is crossed
 
 #define FASTMIX_INLINE inline __attribute__((always_inline))
@@ -115,6 +119,21 @@ void sort_by_group(const T* values, const int64_t* groups, int64_t n, int64_t n_
     }
   }
   std::fill(sorted + offsets[n_groups], sorted + n, T{});  // the omitted values' places: defined, never read
+}
+
+// Asks for transparent huge pages over the 2 MB-aligned part of a fresh output buffer (where the kernel honours
+// such advice): its first touch then costs one page fault per 2 MB instead of one per 4 KB (~4 ms of 30 for the
+// 38 MB of values at 118,287 x 80). Advice only: nothing changes where it is not taken.
+void advise_huge_pages(void* buffer, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHugePage = uintptr_t(1) << 21;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(buffer) + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(buffer) + bytes) & ~(kHugePage - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)buffer;
+  (void)bytes;
+#endif
 }
 
 // Fixed blocks of the group segments: every statistic is summed per block, then per group in block order.
@@ -608,6 +627,7 @@ void gmm2_segments_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype,
                        uintptr_t hi) {
   dispatch_float(dtype, "gmm2_segments_cpu", [&](auto tag) {
     using T = decltype(tag);
+    advise_huge_pages(out<T>(sorted), n * sizeof(T));
     sort_by_group(in<T>(values), in<int64_t>(groups), n, n_groups, omit_nonfinite, out<T>(sorted),
                   out<int64_t>(offsets));
     group_range(in<T>(sorted), in<int64_t>(offsets), n_groups, out<double>(count), out<double>(lo), out<double>(hi));
