@@ -90,35 +90,9 @@ FASTMIX_HD bool m_step(const double* stats, double count, double reg_covar, doub
   return converged;
 }
 
-// The quantile init (reference.quantile_init): a 256-bin histogram of floor(256 x) clamped to [0, 255] gives the
-// split; values x >= split go to component 1, the others to 0 (hard responsibilities), stats taken around the
-// midpoints of [0, split] and [split, 1]; then scikit-learn's initial M-step (w = nk / n).
+// The quantile init's histogram: floor(256 x) clamped to [0, 255] (the split and the M-step are torch, see
+// fastmix/ops/gmm.py quantile_init).
 constexpr int kQuantileBins = 256;
-
-FASTMIX_HD void split_shifts(double split, double* shifts) {
-  shifts[0] = 0.5 * split;
-  shifts[1] = 0.5 * (1.0 + split);
-}
-
-FASTMIX_HD void split_params(const double* stats, double count, double reg_covar, double eps, double* weights,
-                             double* means, double* variances) {
-  const double n = count > 1.0 ? count : 1.0;
-  weights[0] = update_component(stats, 0, reg_covar, eps, means, variances) / n;
-  weights[1] = update_component(stats, 1, reg_covar, eps, means, variances) / n;
-}
-
-// The split point of a group from its histogram of normalised values: the upper edge of the bin where the
-// cumulative count reaches half the group.
-FASTMIX_HD double split_point(const double* histogram, double count) {
-  double cumulative = 0.0;
-  int below = 0;
-  for (int b = 0; b < kQuantileBins; ++b) {
-    cumulative += histogram[b];
-    if (cumulative < 0.5 * count) below = b + 1;
-  }
-  return static_cast<double>(below + 1) / kQuantileBins;
-}
-
 
 // The CUDA kernel (gmm.cu): one block per group over the group's contiguous segment of the values sorted by group,
 // the whole fit in one launch. An iteration: each thread sums its strided share of the segment (thread_pass), a

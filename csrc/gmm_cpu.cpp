@@ -1,8 +1,9 @@
 // The C++ CPU kernels of the two-component GMM EM (gmm.h), OpenMP-parallel:
 //   gmm2_segments_cpu       validates groups and values, takes per-group count/min/max, then copies the finite
 //                           values into group order (a stable parallel counting sort), once per fit;
-//   gmm2_quantile_init_cpu  and gmm2_em_cpu work on fixed blocks of one group's segment, each block's statistics
-//                           reduced in block order, so results do not depend on the thread count or the schedule.
+//   gmm2_histogram_cpu, gmm2_split_statistics_cpu (the quantile init's passes), gmm2_estep_cpu and gmm2_em_cpu
+//                           work on fixed blocks of one group's segment, each block's statistics reduced in block
+//                           order, so results do not depend on the thread count or the schedule.
 // The EM's E-step is explicitly vectorised (GCC/Clang vector extensions, float64 throughout, with an exp accurate to
 // 1 ulp); it is compiled for AVX-512, AVX2+FMA and the baseline ISA and the best one the CPU has runs (the
 // FASTMIX_CPU_ISA environment variable forces one). The lane count is fixed per ISA, so a fit is bitwise
@@ -503,28 +504,49 @@ std::vector<GroupConstants> normalisation(int64_t n_groups, const double* lo, co
 
 // ---------------------------------------------------------------------------------------------------------------
 
+// The quantile init's passes (the split and the M-step between and after them are torch, fastmix/ops/gmm.py):
+// per group, the histogram of floor(256 x) (G, 256), then the hard split's statistics around the shifts (G, 7).
 template <typename T>
-void quantile_init(const T* sorted, const int64_t* offsets, int64_t n_groups, const double* count, const double* lo,
-                   const double* scale, double reg_covar, double eps, double* weights, double* means,
-                   double* variances) {
-  const PassFn<T> run = pass_for_this_cpu<T>();
-  const std::vector<Block> blocks = blocks_of(offsets, n_groups);
+void quantile_histogram(const T* sorted, const int64_t* offsets, int64_t n_groups, const double* lo,
+                        const double* scale, double* histogram) {
+  per_group_pass(pass_for_this_cpu<T>(), Pass::kHistogram, sorted, blocks_of(offsets, n_groups), n_groups,
+                 normalisation(n_groups, lo, scale), nullptr, gmm::kQuantileBins, histogram);
+}
+
+template <typename T>
+void split_statistics(const T* sorted, const int64_t* offsets, int64_t n_groups, const double* lo,
+                      const double* scale, const double* split, const double* shifts, double* stats) {
   std::vector<GroupConstants> constants = normalisation(n_groups, lo, scale);
-  const int64_t bins = gmm::kQuantileBins;
-  std::vector<double> histogram(n_groups * bins);
-  per_group_pass(run, Pass::kHistogram, sorted, blocks, n_groups, constants, nullptr, bins, histogram.data());
   for (int64_t g = 0; g < n_groups; ++g) {
-    constants[g].split = gmm::split_point(histogram.data() + g * bins, count[g]);
-    gmm::split_shifts(constants[g].split, constants[g].shift);
+    constants[g].split = split[g];
+    constants[g].shift[0] = shifts[2 * g];
+    constants[g].shift[1] = shifts[2 * g + 1];
   }
-  std::vector<double> stats(n_groups * gmm::kStats);
-  per_group_pass(run, Pass::kSplit, sorted, blocks, n_groups, constants, nullptr, gmm::kStats, stats.data());
+  per_group_pass(pass_for_this_cpu<T>(), Pass::kSplit, sorted, blocks_of(offsets, n_groups), n_groups, constants,
+                 nullptr, gmm::kStats, stats);
+}
+
+// The E-step constants of every group (see EStepSums) from its current parameters.
+void set_estep_constants(int64_t n_groups, const double* weights, const double* means, const double* variances,
+                         std::vector<GroupConstants>& constants) {
   for (int64_t g = 0; g < n_groups; ++g) {
-    means[2 * g] = constants[g].shift[0];
-    means[2 * g + 1] = constants[g].shift[1];
-    gmm::split_params(stats.data() + g * gmm::kStats, count[g], reg_covar, eps, weights + 2 * g, means + 2 * g,
-                      variances + 2 * g);
+    const gmm::Prepared p = gmm::prepare(weights + 2 * g, means + 2 * g, variances + 2 * g);
+    for (int k = 0; k < 2; ++k) {
+      constants[g].half_precision[k] = 0.5 / variances[2 * g + k];
+      constants[g].offset[k] = p.offset[k];
+      constants[g].mean[k] = p.mean[k];
+    }
   }
+}
+
+// One E-step's statistics (gmm.h layout, around the given means) of every group: (G, kStats).
+template <typename T>
+void estep(const T* sorted, const int64_t* offsets, int64_t n_groups, const double* lo, const double* scale,
+           const double* weights, const double* means, const double* variances, double* stats) {
+  std::vector<GroupConstants> constants = normalisation(n_groups, lo, scale);
+  set_estep_constants(n_groups, weights, means, variances, constants);
+  per_group_pass(pass_for_this_cpu<T>(), Pass::kEStep, sorted, blocks_of(offsets, n_groups), n_groups, constants,
+                 nullptr, gmm::kStats, stats);
 }
 
 template <typename T>
@@ -539,14 +561,7 @@ void em(const T* sorted, const int64_t* offsets, int64_t n_groups, const double*
   std::vector<double> previous(n_groups, -kInfinity);
   int64_t n_active = n_groups;
   for (int64_t iteration = 0; iteration < max_iter && n_active > 0; ++iteration) {
-    for (int64_t g = 0; g < n_groups; ++g) {
-      const gmm::Prepared p = gmm::prepare(weights + 2 * g, means + 2 * g, variances + 2 * g);
-      for (int k = 0; k < 2; ++k) {
-        constants[g].half_precision[k] = 0.5 / variances[2 * g + k];
-        constants[g].offset[k] = p.offset[k];
-        constants[g].mean[k] = p.mean[k];
-      }
-    }
+    set_estep_constants(n_groups, weights, means, variances, constants);
     per_group_pass(run, Pass::kEStep, sorted, blocks, n_groups, constants, active.data(), gmm::kStats,
                    stats.data());
     for (int64_t g = 0; g < n_groups; ++g) {
@@ -634,14 +649,21 @@ void gmm2_segments_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype,
   });
 }
 
-void gmm2_quantile_init_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count,
-                            uintptr_t lo, uintptr_t scale, double reg_covar, double eps, uintptr_t weights,
-                            uintptr_t means, uintptr_t variances) {
-  dispatch_float(dtype, "gmm2_quantile_init_cpu", [&](auto tag) {
+void gmm2_histogram_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t lo,
+                        uintptr_t scale, uintptr_t histogram) {
+  dispatch_float(dtype, "gmm2_histogram_cpu", [&](auto tag) {
     using T = decltype(tag);
-    quantile_init(in<T>(sorted), in<int64_t>(offsets), n_groups, in<double>(count), in<double>(lo),
-                  in<double>(scale), reg_covar, eps, out<double>(weights), out<double>(means),
-                  out<double>(variances));
+    quantile_histogram(in<T>(sorted), in<int64_t>(offsets), n_groups, in<double>(lo), in<double>(scale),
+                       out<double>(histogram));
+  });
+}
+
+void gmm2_split_statistics_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t lo,
+                               uintptr_t scale, uintptr_t split, uintptr_t shifts, uintptr_t stats) {
+  dispatch_float(dtype, "gmm2_split_statistics_cpu", [&](auto tag) {
+    using T = decltype(tag);
+    split_statistics(in<T>(sorted), in<int64_t>(offsets), n_groups, in<double>(lo), in<double>(scale),
+                     in<double>(split), in<double>(shifts), out<double>(stats));
   });
 }
 
@@ -653,6 +675,15 @@ void gmm2_em_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_group
     em(in<T>(sorted), in<int64_t>(offsets), n_groups, in<double>(count), in<double>(lo), in<double>(scale),
        out<double>(weights), out<double>(means), out<double>(variances), out<double>(log_likelihood),
        out<int64_t>(n_iter), out<uint8_t>(converged), max_iter, tol, reg_covar, eps);
+  });
+}
+
+void gmm2_estep_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t lo, uintptr_t scale,
+                    uintptr_t weights, uintptr_t means, uintptr_t variances, uintptr_t stats) {
+  dispatch_float(dtype, "gmm2_estep_cpu", [&](auto tag) {
+    using T = decltype(tag);
+    estep(in<T>(sorted), in<int64_t>(offsets), n_groups, in<double>(lo), in<double>(scale), in<double>(weights),
+          in<double>(means), in<double>(variances), out<double>(stats));
   });
 }
 

@@ -16,16 +16,24 @@ void zeta_mix_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t weights, uint
 // Two-component GMM EM over groups (gmm_cpu.cpp), C++ with OpenMP. gmm2_segments_cpu validates (throws
 // std::invalid_argument, a ValueError in Python, on a group outside [0, n_groups), or on a value that is not finite
 // unless omit_nonfinite), takes per-group count/min/max and copies the finite values into group order: group g at
-// sorted[offsets[g]:offsets[g + 1]]. The init and the EM (in place on weights/means/variances) read those segments.
+// sorted[offsets[g]:offsets[g + 1]]. The passes below and the EM (in place on weights/means/variances) read those
+// segments.
 void gmm2_segments_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype, int64_t n_groups,
                        bool omit_nonfinite, uintptr_t sorted, uintptr_t offsets, uintptr_t count, uintptr_t lo,
                        uintptr_t hi);
-void gmm2_quantile_init_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count,
-                            uintptr_t lo, uintptr_t scale, double reg_covar, double eps, uintptr_t weights,
-                            uintptr_t means, uintptr_t variances);
+// The quantile init's passes: per group the histogram of floor(256 x) (G, 256), and the statistics (G, 7) of the
+// hard split at split[g] around shifts[g, 0:2].
+void gmm2_histogram_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t lo,
+                        uintptr_t scale, uintptr_t histogram);
+void gmm2_split_statistics_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t lo,
+                               uintptr_t scale, uintptr_t split, uintptr_t shifts, uintptr_t stats);
 void gmm2_em_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count, uintptr_t lo,
                  uintptr_t scale, uintptr_t weights, uintptr_t means, uintptr_t variances, uintptr_t log_likelihood,
                  uintptr_t n_iter, uintptr_t converged, int64_t max_iter, double tol, double reg_covar, double eps);
+// One E-step over every group's segment: stats (G, 7) float64 in gmm.h's layout, taken around the given means (the
+// distributed fit all-reduces them).
+void gmm2_estep_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t lo, uintptr_t scale,
+                    uintptr_t weights, uintptr_t means, uintptr_t variances, uintptr_t stats);
 // The instruction sets the vectorised GMM passes can run with on this CPU, best first ("avx512", "avx2",
 // "baseline"), and the one they run with: the best, or the one FASTMIX_CPU_ISA names.
 std::vector<std::string> gmm2_cpu_isas();

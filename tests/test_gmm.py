@@ -196,6 +196,22 @@ def test_every_cpu_isa_matches_reference_to_rounding(isa, dtype, monkeypatch):
             torch.testing.assert_close(a, e, rtol=rtol, atol=1e-15, equal_nan=True, msg=name)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_estep_statistics_match_reference(dtype):
+    """The single E-step the distributed fit all-reduces: the C++ pass against the reference's statistics."""
+    if _backend.unavailable_reason("cpu", "cpu"):
+        pytest.skip("fastmix._C is not built")
+    losses, groups = backend_case(dtype, rows=777, seed=16)
+    segments = gmm_ops.gmm2_segments(losses.reshape(-1), groups.reshape(-1), 18, True, "cpu")
+    sorted_values, offsets, count, lo, hi = segments
+    scale = torch.where(hi > lo, hi - lo, 1.0)
+    params = gmm_ops.quantile_init(sorted_values, offsets, count, lo, scale, 5e-4, 1e-7, "cpu")
+    stats = [gmm_ops.gmm2_estep(sorted_values, offsets, lo, scale, *params, backend)
+             for backend in ("reference", "cpu")]
+    torch.testing.assert_close(stats[1], stats[0], rtol=1e-13, atol=1e-12)
+    torch.testing.assert_close(stats[1][:, 1:3].sum(1), count)  # each value's responsibilities sum to 1
+
+
 def test_unknown_cpu_isa_is_refused(monkeypatch):
     if _native._C is None:
         pytest.skip("fastmix._C is not built")
@@ -214,7 +230,7 @@ def test_cuda_kernel_blocks_match_reference(dtype):
                                                                   "reference")
     scale = torch.where(hi > lo, hi - lo, 1.0)
     eps = torch.finfo(dtype).eps
-    init = gmm_ops.gmm2_quantile_init(sorted_values, offsets, count, lo, scale, 5e-4, eps, "reference")
+    init = gmm_ops.quantile_init(sorted_values, offsets, count, lo, scale, 5e-4, eps, "reference")
     expected = gmm_ops.gmm2_em(sorted_values, offsets, count, lo, scale, *init, 10, 1e-2, 5e-4, eps, "reference")
     weights, means, variances = (p.clone() for p in init)
     log_likelihood = torch.full((18, 10), math.nan, dtype=torch.float64)
@@ -353,10 +369,13 @@ def test_opcheck(backend):
               torch.full((3, 2), 0.05, dtype=torch.float64))
     torch.library.opcheck(gmm_ops.gmm2_em, (sorted_values, offsets, count, lo, scale, *params, 5, 1e-2, 5e-4, 2.2e-16,
                                             backend))
-    if backend != "triton":  # segments and init have no Triton kernels (the reference runs for them)
+    if backend != "triton":  # segments, init and the single E-step have no Triton kernels (the reference runs)
+        torch.library.opcheck(gmm_ops.gmm2_estep, (sorted_values, offsets, lo, scale, *params, backend))
         torch.library.opcheck(gmm_ops.gmm2_segments, (values, groups, 3, True, backend))
-        torch.library.opcheck(gmm_ops.gmm2_quantile_init, (sorted_values, offsets, count, lo, scale, 5e-4, 2.2e-16,
-                                                           backend))
+        split = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+        torch.library.opcheck(gmm_ops.gmm2_histogram, (sorted_values, offsets, lo, scale, backend))
+        torch.library.opcheck(gmm_ops.gmm2_split_statistics, (sorted_values, offsets, lo, scale, split,
+                                                              torch.stack([split / 2, (1 + split) / 2], 1), backend))
 
 
 def test_compiles_fullgraph():

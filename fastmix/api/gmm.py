@@ -120,9 +120,10 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
             GMM2Fit or a (weights, means, variances) tuple of (G, 2) tensors.
         backend: "cpu" (C++), "reference", "triton", "cuda", or None for the default.
         nan_policy: "raise" rejects NaN/inf values; "omit" ignores them.
-        process_group: a torch.distributed group over which the values are sharded: counts, min/max and the
-            sufficient statistics are all-reduced, so every rank gets the fit of the full data. This path runs the
-            reference EM (two all-reduces per iteration).
+        process_group: a torch.distributed group over which the values are sharded: counts, min/max, the init's
+            sums and each iteration's E-step statistics (one (G, 7) all-reduce) are summed over the ranks, so every
+            rank gets the fit of the full data. The passes run the "cpu" kernels on CPU tensors and the reference's
+            on GPU tensors; "kmeans" runs the reference.
 
     The kernels ("cpu", "triton", "cuda") take each iteration's statistics in one pass, around the current means
     (algebraically scikit-learn's two-pass variance; the reference does two passes). ``eps`` in ``nk + 10 eps`` is
@@ -151,27 +152,25 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
     sorted_values, offsets, count, lo, hi = gmm_ops.gmm2_segments(
         values.reshape(-1).contiguous(), groups.reshape(-1).long().contiguous(), n_groups, nan_policy == "omit", name)
     reduce = _reducer(process_group)
-    if process_group is not None or init == "kmeans":  # the reference's (x, groups, valid) view
-        segment_groups, valid = gmm_ops.segment_groups(offsets, sorted_values.numel())
     if process_group is not None:
-        count, lo, hi = reference.group_range(sorted_values, segment_groups, valid, n_groups, reduce)
+        count, lo, hi = reference.reduce_range(count, lo, hi, reduce)
     degenerate = (count < 2) | (hi == lo)
     if normalize == "none":
         lo, hi = torch.zeros_like(lo), torch.ones_like(hi)
     scale = reference.range_scale(lo, hi)
-    if process_group is not None or init == "kmeans":
-        x = torch.where(valid, reference.normalise(sorted_values, segment_groups, lo, scale), 0.0)
-    if init == "quantile" and process_group is None:
-        params = gmm_ops.gmm2_quantile_init(sorted_values, offsets, count, lo, scale, reg_covar, eps, name)
-    elif init == "quantile":
-        params = reference.quantile_init(x, segment_groups, valid, count, n_groups, reg_covar, eps, reduce)
+    if init == "quantile":
+        params = gmm_ops.quantile_init(sorted_values, offsets, count, lo, scale, reg_covar, eps, name, reduce)
     elif init == "kmeans":
+        x, segment_groups, valid = gmm_ops.normalised_segments(sorted_values, offsets, lo, scale)
         params = reference.kmeans_init(x, segment_groups, valid, count, n_groups, reg_covar, eps, generator, reduce)
     else:
         params = _explicit_init(init, n_groups, values.device)
     if process_group is not None:
-        fitted = reference.fit_em(x, segment_groups, valid, count, *params, n_groups=n_groups, max_iter=max_iter,
-                                  tol=tol, reg_covar=reg_covar, eps=eps, reduce=reduce)
+        def step(weights, means, variances):  # this rank's E-step statistics, summed over the ranks
+            stats = gmm_ops.gmm2_estep(sorted_values, offsets, lo, scale, weights, means, variances, name)
+            return reference.m_step_from_statistics(reduce(stats, "sum"), means, count, reg_covar, eps)
+
+        fitted = reference.em_loop(step, *params, n_groups=n_groups, max_iter=max_iter, tol=tol)
     else:
         fitted = gmm_ops.gmm2_em(sorted_values, offsets, count, lo, scale, *params, max_iter, tol, reg_covar, eps,
                                  name)

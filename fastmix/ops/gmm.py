@@ -1,13 +1,14 @@
-"""Two-component GMM custom ops (paper 001_*, eq. 6-8): ``fastmix::gmm2_segments``, ``fastmix::gmm2_quantile_init``,
-``fastmix::gmm2_em``.
+"""Two-component GMM custom ops (paper 001_*, eq. 6-8): ``fastmix::gmm2_segments``, ``gmm2_histogram`` and
+``gmm2_split_statistics`` (the quantile init's passes), ``gmm2_em``, ``gmm2_estep``.
 
 The fit is not differentiable (no autograd formula): its outputs are statistics of the data, used as constants by
 BalanceMix. ``gmm2_segments`` validates the data and puts the finite values in group order once per fit (group g
 at ``sorted_values[offsets[g]:offsets[g + 1]]``, zeros after ``offsets[G]`` in place of the omitted values); the
-init and the EM read those segments and normalise on the fly with the per-group ``lo`` and ``scale``. Backends: "cpu" (C++, OpenMP,
-vectorised E-step), "reference", and on CUDA tensors "triton" and "cuda" (one persistent launch per fit); segments
-and init run the reference (torch) there. The CUDA default is Triton: neither GPU kernel has been timed (nor the
-CUDA one run) on a GPU yet.
+init's passes, the EM and the single E-step (for the distributed fit) read those segments and normalise on
+the fly with the per-group ``lo`` and ``scale``. Backends: "cpu" (C++, OpenMP, vectorised passes), "reference",
+and on CUDA tensors "triton" and "cuda" (one persistent launch per fit); segments, init and the single E-step run
+the reference (torch) there. The CUDA default is Triton: neither GPU kernel has been timed (nor the CUDA one run)
+on a GPU yet.
 """
 
 from __future__ import annotations
@@ -49,8 +50,7 @@ def gmm2_segments(values: torch.Tensor, groups: torch.Tensor, n_groups: int, omi
         keys = torch.where(valid, groups, n_groups)  # omitted values sort after every group
         offsets = torch.zeros(n_groups + 1, dtype=torch.int64, device=values.device)
         offsets[1:] = torch.bincount(keys, minlength=n_groups + 1)[:n_groups].cumsum(0)
-        count, lo, hi = reference.group_range(values, groups.clamp(0, n_groups - 1), valid, n_groups,
-                                              reference.no_reduce)
+        count, lo, hi = reference.group_range(values, groups.clamp(0, n_groups - 1), valid, n_groups)
         sorted_values = values[torch.argsort(keys, stable=True)]
         held = torch.arange(values.numel(), device=values.device) < offsets[-1]
         return torch.where(held, sorted_values, 0.0), offsets, count, lo, hi
@@ -70,39 +70,90 @@ def _(values, groups, n_groups, omit_nonfinite, backend):
     return (torch.empty_like(values), offsets, *(_float64(n_groups, values.device) for _ in range(3)))
 
 
-def segment_groups(offsets: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reference's view of n segmented values: each position's group (int64) and whether it holds a value."""
-    positions = torch.arange(n, device=offsets.device)
-    groups = torch.searchsorted(offsets[1:], positions, right=True).clamp(max=offsets.numel() - 2)
-    return groups, positions < offsets[-1]
-
-
 def normalised_segments(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor):
-    """(x, groups, valid) for the reference: x the normalised values, 0 where no value is held."""
-    groups, valid = segment_groups(offsets, sorted_values.numel())
+    """The reference's view of segments: (x, groups, valid), all (n,): each position's normalised value (0 where
+    none is held), group and whether it holds a value."""
+    positions = torch.arange(sorted_values.numel(), device=sorted_values.device)
+    groups = torch.searchsorted(offsets[1:], positions, right=True).clamp(max=offsets.numel() - 2)
+    valid = positions < offsets[-1]
     return torch.where(valid, reference.normalise(sorted_values, groups, lo, scale), 0.0), groups, valid
 
 
-@torch.library.custom_op("fastmix::gmm2_quantile_init", mutates_args=())
-def gmm2_quantile_init(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
-                       scale: torch.Tensor, reg_covar: float, eps: float, backend: str
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The deterministic median-split init (reference.quantile_init): (weights, means, variances) (G, 2) float64."""
-    n_groups = count.size(0)
+@torch.library.custom_op("fastmix::gmm2_histogram", mutates_args=())
+def gmm2_histogram(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor,
+                   backend: str) -> torch.Tensor:
+    """The quantile init's (G, 256) float64 histogram of each group's ``floor(256 x)``
+    (reference.quantile_histogram)."""
+    n_groups = lo.size(0)
     if backend != "cpu":
         x, groups, valid = normalised_segments(sorted_values, offsets, lo, scale)
-        return reference.quantile_init(x, groups, valid, count, n_groups, reg_covar, eps, reference.no_reduce)
-    weights, means, variances = (_float64(n_groups, sorted_values.device, 2) for _ in range(3))
-    _native.native().gmm2_quantile_init_cpu(sorted_values.data_ptr(), offsets.data_ptr(),
-                                            _native.DTYPE_CODES[sorted_values.dtype], n_groups, count.data_ptr(),
-                                            lo.data_ptr(), scale.data_ptr(), reg_covar, eps, weights.data_ptr(),
-                                            means.data_ptr(), variances.data_ptr())
-    return weights, means, variances
+        return reference.quantile_histogram(x, groups, valid, n_groups)
+    histogram = _float64(n_groups, sorted_values.device, reference.QUANTILE_BINS)
+    _native.native().gmm2_histogram_cpu(sorted_values.data_ptr(), offsets.data_ptr(),
+                                        _native.DTYPE_CODES[sorted_values.dtype], n_groups, lo.data_ptr(),
+                                        scale.data_ptr(), histogram.data_ptr())
+    return histogram
 
 
-@gmm2_quantile_init.register_fake
-def _(sorted_values, offsets, count, lo, scale, reg_covar, eps, backend):
-    return tuple(_float64(count.size(0), sorted_values.device, 2) for _ in range(3))
+@gmm2_histogram.register_fake
+def _(sorted_values, offsets, lo, scale, backend):
+    return _float64(lo.size(0), sorted_values.device, reference.QUANTILE_BINS)
+
+
+@torch.library.custom_op("fastmix::gmm2_split_statistics", mutates_args=())
+def gmm2_split_statistics(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor,
+                          split: torch.Tensor, shifts: torch.Tensor, backend: str) -> torch.Tensor:
+    """The statistics (G, 7) of every group's hard split at ``split`` around ``shifts`` (reference.split_statistics)."""
+    n_groups = lo.size(0)
+    if backend != "cpu":
+        x, groups, valid = normalised_segments(sorted_values, offsets, lo, scale)
+        return reference.split_statistics(x, groups, valid, n_groups, split, shifts)
+    stats = _float64(n_groups, sorted_values.device, 7)
+    _native.native().gmm2_split_statistics_cpu(sorted_values.data_ptr(), offsets.data_ptr(),
+                                               _native.DTYPE_CODES[sorted_values.dtype], n_groups, lo.data_ptr(),
+                                               scale.data_ptr(), split.data_ptr(), shifts.data_ptr(),
+                                               stats.data_ptr())
+    return stats
+
+
+@gmm2_split_statistics.register_fake
+def _(sorted_values, offsets, lo, scale, split, shifts, backend):
+    return _float64(lo.size(0), sorted_values.device, 7)
+
+
+def quantile_init(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
+                  scale: torch.Tensor, reg_covar: float, eps: float, backend: str,
+                  reduce: reference.Reduce = reference.no_reduce):
+    """The deterministic median-split init: (weights, means, variances) (G, 2) float64. Two passes over the values
+    (the histogram, then the split's statistics), each summed over the ranks by ``reduce``; the rest is (G,)-sized."""
+    histogram = reduce(gmm2_histogram(sorted_values, offsets, lo, scale, backend), "sum")
+    split = reference.split_edges(histogram, count)
+    shifts = reference.split_shifts(split)
+    stats = reduce(gmm2_split_statistics(sorted_values, offsets, lo, scale, split, shifts, backend), "sum")
+    return reference.params_from_split_statistics(stats, shifts, count, reg_covar, eps)
+
+
+@torch.library.custom_op("fastmix::gmm2_estep", mutates_args=())
+def gmm2_estep(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor,
+               weights: torch.Tensor, means: torch.Tensor, variances: torch.Tensor, backend: str) -> torch.Tensor:
+    """One E-step's statistics of every group's segment, (G, 7) float64 around ``means``
+    (reference.estep_statistics); the distributed fit all-reduces them. "cpu" runs the C++ pass, the other
+    backends the reference."""
+    n_groups = lo.size(0)
+    if backend != "cpu":
+        x, groups, valid = normalised_segments(sorted_values, offsets, lo, scale)
+        return reference.estep_statistics(x, groups, valid, n_groups, weights, means, variances)
+    stats = _float64(n_groups, sorted_values.device, 7)
+    _native.native().gmm2_estep_cpu(sorted_values.data_ptr(), offsets.data_ptr(),
+                                    _native.DTYPE_CODES[sorted_values.dtype], n_groups, lo.data_ptr(),
+                                    scale.data_ptr(), weights.data_ptr(), means.data_ptr(), variances.data_ptr(),
+                                    stats.data_ptr())
+    return stats
+
+
+@gmm2_estep.register_fake
+def _(sorted_values, offsets, lo, scale, weights, means, variances, backend):
+    return _float64(lo.size(0), sorted_values.device, 7)
 
 
 @torch.library.custom_op("fastmix::gmm2_em", mutates_args=())

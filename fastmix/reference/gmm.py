@@ -25,7 +25,7 @@ def no_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
     return tensor
 
 
-def group_range(values: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, n_groups: int, reduce: Reduce):
+def group_range(values: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, n_groups: int):
     """Per-group (count, min, max) over the valid values; an empty group has min = max = 0."""
     x = values.double()
     count = torch.zeros(n_groups, dtype=torch.float64, device=x.device).index_add_(0, groups, valid.double())
@@ -33,7 +33,16 @@ def group_range(values: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor,
     hi = torch.full((n_groups,), -math.inf, dtype=torch.float64, device=x.device)
     lo = lo.scatter_reduce(0, groups, torch.where(valid, x, math.inf), "amin")
     hi = hi.scatter_reduce(0, groups, torch.where(valid, x, -math.inf), "amax")
-    count, lo, hi = reduce(count, "sum"), reduce(lo, "min"), reduce(hi, "max")
+    empty = count == 0
+    return count, torch.where(empty, 0.0, lo), torch.where(empty, 0.0, hi)
+
+
+def reduce_range(count: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, reduce: Reduce):
+    """Per-group (count, min, max) of the shards' union from each shard's group_range."""
+    held = count > 0
+    count = reduce(count.clone(), "sum")
+    lo = reduce(torch.where(held, lo, math.inf), "min")
+    hi = reduce(torch.where(held, hi, -math.inf), "max")
     empty = count == 0
     return count, torch.where(empty, 0.0, lo), torch.where(empty, 0.0, hi)
 
@@ -58,20 +67,38 @@ def hard_split_params(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor
     return nk / count.clamp(min=1)[:, None], means, variances
 
 
-def quantile_init(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, count: torch.Tensor, n_groups: int,
-                  reg_covar: float, eps: float, reduce: Reduce):
-    """Deterministic init: split each group at its median and take the initial M-step of the two halves.
-
-    The median is located on a 256-bin histogram of the normalised values in [0, 1]: the split point is the upper
-    edge of the bin where the cumulative count reaches half the group, so each half holds about half the values.
-    """
+def quantile_histogram(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """The quantile init's (G, 256) float64 histogram of ``floor(256 x)`` clamped to [0, 255]."""
     bins = (x * QUANTILE_BINS).floor().clamp(0, QUANTILE_BINS - 1).long()
-    flat = groups * QUANTILE_BINS + bins
     histogram = torch.zeros(n_groups * QUANTILE_BINS, dtype=torch.float64, device=x.device)
-    histogram = reduce(histogram.index_add_(0, flat, valid.double()), "sum").view(n_groups, QUANTILE_BINS)
+    return histogram.index_add_(0, groups * QUANTILE_BINS + bins, valid.double()).view(n_groups, QUANTILE_BINS)
+
+
+def split_edges(histogram: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Deterministic init, the median split: per group the upper edge of the bin where the cumulative count of its
+    256-bin histogram of normalised values reaches half the group, so each side holds about half the values."""
     below_half = histogram.cumsum(1) < (count / 2)[:, None]
-    split_edge = (below_half.sum(1) + 1).double() / QUANTILE_BINS
-    return hard_split_params(x, groups, valid, x >= split_edge[groups], count, n_groups, reg_covar, eps, reduce)
+    return (below_half.sum(1) + 1).double() / QUANTILE_BINS
+
+
+def split_shifts(split: torch.Tensor) -> torch.Tensor:
+    """(G, 2): the midpoints of [0, split] and [split, 1], around which the split's statistics are taken."""
+    return torch.stack([0.5 * split, 0.5 * (1.0 + split)], dim=1)
+
+
+def split_statistics(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, n_groups: int, split: torch.Tensor,
+                     shifts: torch.Tensor) -> torch.Tensor:
+    """The hard split's statistics (``estep_statistics``' layout, no log-likelihood): x >= split is component 1."""
+    upper = x >= split[groups]
+    resp = torch.stack([(~upper & valid).double(), (upper & valid).double()], dim=1)
+    return _group_statistics(torch.zeros_like(x), resp, x[:, None] - shifts[groups], groups, n_groups)
+
+
+def params_from_split_statistics(stats: torch.Tensor, shifts: torch.Tensor, count: torch.Tensor, reg_covar: float,
+                                 eps: float):
+    """scikit-learn's initial M-step of the two halves: (weights ``nk / n``, means, variances), all (G, 2)."""
+    nk, means, variances = component_update(stats, shifts, reg_covar, eps)
+    return nk / count.clamp(min=1)[:, None], means, variances
 
 
 def kmeans_init(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, count: torch.Tensor, n_groups: int,
@@ -126,29 +153,24 @@ def m_step(x: torch.Tensor, groups: torch.Tensor, resp: torch.Tensor, n_groups: 
     return nk, means, spread / nk + reg_covar
 
 
-def fit_em(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, count: torch.Tensor, weights, means,
-           variances, *, n_groups: int, max_iter: int, tol: float, reg_covar: float, eps: float,
-           reduce: Reduce = no_reduce):
-    """EM from the given (G, 2) params: (weights, means, variances, log_likelihood (G, max_iter), n_iter, converged).
+def em_loop(step: Callable, weights, means, variances, *, n_groups: int, max_iter: int, tol: float):
+    """scikit-learn's EM iterations from the given (G, 2) params, ``step(weights, means, variances)`` returning
+    the lower bound (G,) of the current params and the M-step's (weights, means, variances).
 
-    ``log_likelihood[g, t]`` is iteration t's lower bound, NaN after the group stopped. A fixed loop of
-    ``max_iter`` masked iterations: no host sync.
+    Returns (weights, means, variances, log_likelihood (G, max_iter), n_iter, converged): ``log_likelihood[g, t]``
+    is iteration t's lower bound, NaN after the group stopped. A fixed loop of ``max_iter`` masked iterations: no
+    host sync.
     """
-    device = x.device
     weights, means, variances = weights.double(), means.double(), variances.double()
+    device = weights.device
     log_likelihood = torch.full((n_groups, max_iter), math.nan, dtype=torch.float64, device=device)
     previous = torch.full((n_groups,), -math.inf, dtype=torch.float64, device=device)
     active = torch.ones(n_groups, dtype=torch.bool, device=device)
     n_iter = torch.zeros(n_groups, dtype=torch.int64, device=device)
     for iteration in range(max_iter):
-        weighted = log_weighted_densities(x, groups, weights, means, variances)
-        log_prob = torch.logsumexp(weighted, dim=1)
-        resp = (weighted - log_prob[:, None]).exp() * valid[:, None]
-        total = torch.zeros(n_groups, dtype=torch.float64, device=device).index_add_(0, groups, torch.where(valid, log_prob, 0.0))
-        lower_bound = reduce(total, "sum") / count.clamp(min=1)
-        nk, new_means, new_variances = m_step(x, groups, resp, n_groups, reg_covar, eps, reduce)
+        lower_bound, new_weights, new_means, new_variances = step(weights, means, variances)
         update = active[:, None]
-        weights = torch.where(update, nk / nk.sum(1, keepdim=True), weights)
+        weights = torch.where(update, new_weights, weights)
         means = torch.where(update, new_means, means)
         variances = torch.where(update, new_variances, variances)
         log_likelihood[:, iteration] = torch.where(active, lower_bound, math.nan)
@@ -157,6 +179,56 @@ def fit_em(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, count: to
         previous = lower_bound
         active = active & ~converged_now
     return weights, means, variances, log_likelihood, n_iter, ~active
+
+
+def fit_em(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, count: torch.Tensor, weights, means,
+           variances, *, n_groups: int, max_iter: int, tol: float, reg_covar: float, eps: float,
+           reduce: Reduce = no_reduce):
+    """EM from the given (G, 2) params with scikit-learn's two-pass M-step (see em_loop for the outputs)."""
+
+    def step(weights, means, variances):
+        weighted = log_weighted_densities(x, groups, weights, means, variances)
+        log_prob = torch.logsumexp(weighted, dim=1)
+        resp = (weighted - log_prob[:, None]).exp() * valid[:, None]
+        total = torch.zeros(n_groups, dtype=torch.float64, device=x.device).index_add_(
+            0, groups, torch.where(valid, log_prob, 0.0))
+        nk, new_means, new_variances = m_step(x, groups, resp, n_groups, reg_covar, eps, reduce)
+        return reduce(total, "sum") / count.clamp(min=1), nk / nk.sum(1, keepdim=True), new_means, new_variances
+
+    return em_loop(step, weights, means, variances, n_groups=n_groups, max_iter=max_iter, tol=tol)
+
+
+def estep_statistics(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, n_groups: int, weights, means,
+                     variances) -> torch.Tensor:
+    """One E-step's statistics per group, (G, 7) float64, taken around the given means ``mu_k`` (the layout of the
+    kernels, csrc/gmm.h): sum log p(x), sum r_k, sum r_k (x - mu_k), sum r_k (x - mu_k)^2."""
+    weighted = log_weighted_densities(x, groups, weights, means, variances)
+    log_prob = torch.logsumexp(weighted, dim=1)
+    resp = (weighted - log_prob[:, None]).exp() * valid[:, None]
+    return _group_statistics(torch.where(valid, log_prob, 0.0), resp, x[:, None] - means[groups], groups, n_groups)
+
+
+def _group_statistics(log_prob, resp, d, groups, n_groups: int) -> torch.Tensor:
+    """Per group: sum log_prob, sum r_k, sum r_k d_k, sum r_k d_k^2 (G, 7), from per-value (n,), (n, 2), (n, 2)."""
+    per_value = torch.cat([log_prob[:, None], resp, resp * d, resp * d.square()], dim=1)
+    return torch.zeros(n_groups, 7, dtype=torch.float64, device=d.device).index_add_(0, groups, per_value)
+
+
+def component_update(stats: torch.Tensor, centres: torch.Tensor, reg_covar: float, eps: float):
+    """(nk, means, variances) (G, 2) from statistics taken around ``centres``, as csrc/gmm.h's update_component:
+    ``nk = sum r + 10 eps``, the variance re-centred on the new mean, plus ``reg_covar``."""
+    resp_sum, shifted_sum, squared_sum = stats[:, 1:3], stats[:, 3:5], stats[:, 5:7]
+    nk = resp_sum + 10 * eps
+    means = (shifted_sum + centres * resp_sum) / nk
+    d = means - centres
+    spread = squared_sum - 2 * d * shifted_sum + d.square() * resp_sum
+    return nk, means, spread.clamp(min=0) / nk + reg_covar
+
+
+def m_step_from_statistics(stats: torch.Tensor, means, count: torch.Tensor, reg_covar: float, eps: float):
+    """The M-step from ``estep_statistics`` (around ``means``): (lower bound (G,), weights, means, variances)."""
+    nk, new_means, variances = component_update(stats, means, reg_covar, eps)
+    return stats[:, 0] / count.clamp(min=1), nk / nk.sum(1, keepdim=True), new_means, variances
 
 
 def posterior(x: torch.Tensor, groups: torch.Tensor, weights, means, variances) -> torch.Tensor:
