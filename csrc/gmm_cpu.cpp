@@ -4,9 +4,9 @@
 //   gmm2_histogram_cpu, gmm2_split_statistics_cpu (the quantile init's passes), gmm2_estep_cpu and gmm2_em_cpu
 //                           work on fixed blocks of one group's segment, each block's statistics reduced in block
 //                           order, so results do not depend on the thread count or the schedule.
-// The EM's E-step is explicitly vectorised (GCC/Clang vector extensions, float64 throughout, with an exp accurate to
-// 1 ulp); it is compiled for AVX-512, AVX2+FMA and the baseline ISA and the best one the CPU has runs (the
-// FASTMIX_CPU_ISA environment variable forces one). The lane count is fixed per ISA, so a fit is bitwise
+// The block passes (the init's histogram and split, the E-step) are explicitly vectorised (GCC/Clang vector
+// extensions, float64 throughout, the E-step's exp accurate to 1 ulp); they are compiled for AVX-512, AVX2+FMA and
+// the baseline ISA and the best one the CPU has runs (the FASTMIX_CPU_ISA environment variable forces one). The lane count is fixed per ISA, so a fit is bitwise
 // reproducible on one machine; across CPU kinds the sums' rounding differs in the last bits.
 #include <algorithm>
 #include <cmath>
