@@ -1,6 +1,7 @@
 """The build: the wheel's CUDA local version, the driver guard, and `python -m fastmix info`."""
 
 import importlib.metadata
+import os
 import subprocess
 import sys
 
@@ -49,3 +50,14 @@ def test_info_command_lists_every_backend():
     for backend in ("cuda@cuda", "triton@cuda", "reference@cuda", "cuda@cpu", "triton@cpu", "reference@cpu"):
         assert backend in result.stdout
     assert "native core fastmix._C" in result.stdout
+    if _native._C is not None:
+        assert f"vectorised CPU kernels (gmm): {_native._C.gmm2_cpu_isas()[0]}" in result.stdout
+
+
+def test_info_names_a_forced_cpu_isa_or_why_not():
+    if _native._C is None:
+        pytest.skip("fastmix._C is not built")
+    for isa, expected in (("baseline", "(gmm): baseline"), ("sse9", "FASTMIX_CPU_ISA=sse9 is not one this CPU runs")):
+        result = subprocess.run([sys.executable, "-m", "fastmix", "info"], capture_output=True, text=True, check=True,
+                                env={**os.environ, "FASTMIX_CPU_ISA": isa})
+        assert expected in result.stdout
