@@ -123,7 +123,7 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
         process_group: a torch.distributed group over which the values are sharded: counts, min/max, the init's
             sums and each iteration's E-step statistics (one (G, 7) all-reduce) are summed over the ranks, so every
             rank gets the fit of the full data. The passes run the "cpu" kernels on CPU tensors and the reference's
-            on GPU tensors; "kmeans" runs the reference.
+            on GPU tensors.
 
     The kernels ("cpu", "triton", "cuda") take each iteration's statistics in one pass, around the current means
     (algebraically scikit-learn's two-pass variance; the reference does two passes). ``eps`` in ``nk + 10 eps`` is
@@ -161,8 +161,7 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
     if init == "quantile":
         params = gmm_ops.quantile_init(sorted_values, offsets, count, lo, scale, reg_covar, eps, name, reduce)
     elif init == "kmeans":
-        x, segment_groups, valid = gmm_ops.normalised_segments(sorted_values, offsets, lo, scale)
-        params = reference.kmeans_init(x, segment_groups, valid, count, n_groups, reg_covar, eps, generator, reduce)
+        params = gmm_ops.kmeans_init(sorted_values, offsets, count, lo, scale, reg_covar, eps, generator, name, reduce)
     else:
         params = _explicit_init(init, n_groups, values.device)
     if process_group is not None:

@@ -133,6 +133,25 @@ def quantile_init(sorted_values: torch.Tensor, offsets: torch.Tensor, count: tor
     return reference.params_from_split_statistics(stats, shifts, count, reg_covar, eps)
 
 
+def kmeans_init(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
+                scale: torch.Tensor, reg_covar: float, eps: float, generator: torch.Generator | None, backend: str,
+                reduce: reference.Reduce = reference.no_reduce, iterations: int = 20):
+    """scikit-learn's default init in batched form: k-means++ seeds (reference.kmeans_seeds), ``iterations`` Lloyd
+    steps (a fixed count: no host sync), then the initial M-step of the two clusters. Each value goes to the nearer
+    centre, decided as ``x >= (c0 + c1) / 2`` for ordered centres (a tie goes up), so a Lloyd step is one
+    ``gmm2_split_statistics`` pass at the midpoints around the centres."""
+    x, groups, valid = normalised_segments(sorted_values, offsets, lo, scale)
+    centres = reference.kmeans_seeds(x, groups, valid, lo.size(0), generator, reduce)
+
+    def statistics(centres: torch.Tensor) -> torch.Tensor:
+        split = centres.mean(1)
+        return reduce(gmm2_split_statistics(sorted_values, offsets, lo, scale, split, centres, backend), "sum")
+
+    for _ in range(iterations):
+        centres = reference.lloyd_step(statistics(centres), centres)
+    return reference.params_from_split_statistics(statistics(centres), centres, count, reg_covar, eps)
+
+
 @torch.library.custom_op("fastmix::gmm2_estep", mutates_args=())
 def gmm2_estep(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor,
                weights: torch.Tensor, means: torch.Tensor, variances: torch.Tensor, backend: str) -> torch.Tensor:

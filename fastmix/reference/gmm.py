@@ -59,14 +59,6 @@ def normalise(values: torch.Tensor, groups: torch.Tensor, lo: torch.Tensor, scal
     return (values.double() - lo[groups]) * scale.reciprocal()[groups]
 
 
-def hard_split_params(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, upper: torch.Tensor,
-                      count: torch.Tensor, n_groups: int, reg_covar: float, eps: float, reduce: Reduce):
-    """scikit-learn's initial M-step from a hard assignment (``upper`` = component 1): weights ``nk / n``."""
-    resp = torch.stack([(~upper & valid).double(), (upper & valid).double()], dim=1)
-    nk, means, variances = m_step(x, groups, resp, n_groups, reg_covar, eps, reduce)
-    return nk / count.clamp(min=1)[:, None], means, variances
-
-
 def quantile_histogram(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, n_groups: int) -> torch.Tensor:
     """The quantile init's (G, 256) float64 histogram of ``floor(256 x)`` clamped to [0, 255]."""
     bins = (x * QUANTILE_BINS).floor().clamp(0, QUANTILE_BINS - 1).long()
@@ -101,15 +93,11 @@ def params_from_split_statistics(stats: torch.Tensor, shifts: torch.Tensor, coun
     return nk / count.clamp(min=1)[:, None], means, variances
 
 
-def kmeans_init(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, count: torch.Tensor, n_groups: int,
-                reg_covar: float, eps: float, generator: torch.Generator | None, reduce: Reduce, iterations: int = 20):
-    """scikit-learn's default init in batched form: k-means++ seeding, Lloyd steps, then the initial M-step.
-
-    Seeding picks the first centre uniformly and the second with probability proportional to the squared distance
-    (exponential races on the device, keyed by ``generator``); ``iterations`` Lloyd steps follow (a fixed count, so
-    no host sync). Not bit-compatible with scikit-learn's KMeans (its RNG differs); use explicit params for parity.
-    """
-    race = torch.empty_like(x).exponential_(generator=generator)
+def kmeans_seeds(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, n_groups: int,
+                 generator: torch.Generator | None, reduce: Reduce) -> torch.Tensor:
+    """k-means++ seeding of two centres per group, (G, 2) ordered: the first uniformly, the second with probability
+    proportional to the squared distance to the first, by exponential races on the device keyed by ``generator``
+    (no host sync). Not bit-compatible with scikit-learn's KMeans (its RNG differs)."""
 
     def race_winner(keys: torch.Tensor) -> torch.Tensor:
         keys = torch.where(valid, keys, math.inf)
@@ -120,18 +108,16 @@ def kmeans_init(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, coun
         hits = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, groups, won.double())
         return reduce(centre, "sum") / reduce(hits, "sum").clamp(min=1)
 
-    first = race_winner(race)
-    second_race = torch.empty_like(x).exponential_(generator=generator)
-    second = race_winner(second_race / (x - first[groups]).square())
-    centres = torch.stack([torch.minimum(first, second), torch.maximum(first, second)], dim=1)
-    for _ in range(iterations):
-        upper = (x - centres[groups, 1]).abs() < (x - centres[groups, 0]).abs()
-        resp = torch.stack([(~upper & valid).double(), (upper & valid).double()], dim=1)
-        sums = reduce(torch.zeros(n_groups, 2, dtype=x.dtype, device=x.device).index_add_(0, groups, resp * x[:, None]), "sum")
-        sizes = reduce(torch.zeros(n_groups, 2, dtype=x.dtype, device=x.device).index_add_(0, groups, resp), "sum")
-        centres = torch.where(sizes > 0, sums / sizes.clamp(min=1), centres)
-    upper = (x - centres[groups, 1]).abs() < (x - centres[groups, 0]).abs()
-    return hard_split_params(x, groups, valid, upper, count, n_groups, reg_covar, eps, reduce)
+    first = race_winner(torch.empty_like(x).exponential_(generator=generator))
+    second = race_winner(torch.empty_like(x).exponential_(generator=generator) / (x - first[groups]).square())
+    return torch.stack([torch.minimum(first, second), torch.maximum(first, second)], dim=1)
+
+
+def lloyd_step(stats: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """New (G, 2) centres from ``split_statistics`` at the centres' midpoint taken around the centres: each side's
+    mean, or the old centre where a side is empty."""
+    sizes = stats[:, 1:3]
+    return torch.where(sizes > 0, centres + stats[:, 3:5] / sizes.clamp(min=1), centres)
 
 
 def log_weighted_densities(x: torch.Tensor, groups: torch.Tensor, weights, means, variances) -> torch.Tensor:
