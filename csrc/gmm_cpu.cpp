@@ -526,6 +526,52 @@ void split_statistics(const T* sorted, const int64_t* offsets, int64_t n_groups,
                  nullptr, gmm::kStats, stats);
 }
 
+// The k-means++ seeding's race (reference.race_statistics): per group the smallest finite key, the sum of the
+// normalised values that hold it and their count, (G, 3); a weighted race divides each key by (x - centre[g])^2.
+template <typename T>
+void race(const T* sorted, const int64_t* offsets, int64_t n_groups, const double* lo, const double* scale,
+          const double* keys, const double* centre, double* out) {
+  const std::vector<Block> blocks = blocks_of(offsets, n_groups);
+  std::vector<double> partial(3 * blocks.size());
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t b = 0; b < static_cast<int64_t>(blocks.size()); ++b) {
+    const Block block = blocks[b];
+    const double inv_scale = 1.0 / scale[block.group];
+    double best = kInfinity, sum = 0.0, hits = 0.0;
+    for (int64_t i = block.begin; i < block.end; ++i) {
+      const double x = gmm::normalised(as_double(sorted[i]), lo[block.group], inv_scale);
+      const double d = centre == nullptr ? 1.0 : x - centre[block.group];
+      const double key = centre == nullptr ? keys[i] : keys[i] / (d * d);
+      if (!(key <= best) || !gmm::is_finite(key)) continue;
+      if (key < best) {
+        best = key;
+        sum = 0.0;
+        hits = 0.0;
+      }
+      sum += x;
+      hits += 1.0;
+    }
+    partial[3 * b] = best;
+    partial[3 * b + 1] = sum;
+    partial[3 * b + 2] = hits;
+  }
+  for (int64_t g = 0; g < n_groups; ++g) {
+    out[3 * g] = kInfinity;
+    out[3 * g + 1] = out[3 * g + 2] = 0.0;
+  }
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    double* own = out + 3 * blocks[b].group;
+    if (partial[3 * b] < own[0]) {
+      own[0] = partial[3 * b];
+      own[1] = own[2] = 0.0;
+    }
+    if (partial[3 * b] == own[0] && partial[3 * b + 2] > 0.0) {
+      own[1] += partial[3 * b + 1];
+      own[2] += partial[3 * b + 2];
+    }
+  }
+}
+
 // The E-step constants of every group (see EStepSums) from its current parameters.
 void set_estep_constants(int64_t n_groups, const double* weights, const double* means, const double* variances,
                          std::vector<GroupConstants>& constants) {
@@ -675,6 +721,15 @@ void gmm2_em_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_group
     em(in<T>(sorted), in<int64_t>(offsets), n_groups, in<double>(count), in<double>(lo), in<double>(scale),
        out<double>(weights), out<double>(means), out<double>(variances), out<double>(log_likelihood),
        out<int64_t>(n_iter), out<uint8_t>(converged), max_iter, tol, reg_covar, eps);
+  });
+}
+
+void gmm2_race_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t lo, uintptr_t scale,
+                   uintptr_t keys, uintptr_t centre, uintptr_t out_stats) {
+  dispatch_float(dtype, "gmm2_race_cpu", [&](auto tag) {
+    using T = decltype(tag);
+    race(in<T>(sorted), in<int64_t>(offsets), n_groups, in<double>(lo), in<double>(scale), in<double>(keys),
+         centre == 0 ? nullptr : in<double>(centre), out<double>(out_stats));
   });
 }
 

@@ -30,6 +30,10 @@ void gmm2_split_statistics_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, i
 void gmm2_em_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count, uintptr_t lo,
                  uintptr_t scale, uintptr_t weights, uintptr_t means, uintptr_t variances, uintptr_t log_likelihood,
                  uintptr_t n_iter, uintptr_t converged, int64_t max_iter, double tol, double reg_covar, double eps);
+// The k-means++ seeding's race over every group's segment: (G, 3) smallest finite key, sum and count of the values
+// holding it; keys (n,) float64, divided by (x - centre[g])^2 when centre is not 0 (a null pointer).
+void gmm2_race_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t lo, uintptr_t scale,
+                   uintptr_t keys, uintptr_t centre, uintptr_t out_stats);
 // One E-step over every group's segment: stats (G, 7) float64 in gmm.h's layout, taken around the given means (the
 // distributed fit all-reduces them).
 void gmm2_estep_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t lo, uintptr_t scale,

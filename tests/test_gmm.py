@@ -13,6 +13,7 @@ import torch
 import fastmix
 from fastmix import _backend, _native
 from fastmix.ops import gmm as gmm_ops
+from fastmix.reference import gmm as gmm_reference
 from helpers import assert_close, backend_params, compile_fullgraph
 from tolerances import SKLEARN_GMM_PARITY
 
@@ -347,6 +348,28 @@ def test_inits_are_deterministic_and_kmeans_follows_the_generator():
                                atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_kmeans_seeding_races_draw_uniformly_then_by_squared_distance(backend):
+    """k-means++ on 4000 groups of the values {0, 0.5, 1}: the first race picks each with probability 1/3; the second,
+    from a first centre at 0, picks 1 with probability 1 / 1.25, 0.5 with 0.25 / 1.25 and 0 never."""
+    n_groups = 4000
+    values = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64).repeat(n_groups)
+    segments = gmm_ops.gmm2_segments(values, torch.arange(n_groups).repeat_interleave(3), n_groups, False, backend)
+    sorted_values, offsets, count, lo, hi = segments
+    g = torch.Generator().manual_seed(0)
+    keys = torch.empty(values.numel(), dtype=torch.float64)
+
+    def winners(keys, centre):
+        stats = gmm_ops.gmm2_race(sorted_values, offsets, lo, hi - lo, keys, centre, backend)
+        return gmm_reference.race_winner(stats, gmm_reference.no_reduce)
+
+    first = winners(keys.uniform_(generator=g), None)
+    second = winners(keys.uniform_(generator=g).log_().neg_(), torch.zeros(n_groups, dtype=torch.float64))
+    for value, first_share, second_share in ((0.0, 1 / 3, 0.0), (0.5, 1 / 3, 0.2), (1.0, 1 / 3, 0.8)):
+        assert float((first == value).double().mean()) == pytest.approx(first_share, abs=0.03)
+        assert float((second == value).double().mean()) == pytest.approx(second_share, abs=0.03)
+
+
 def test_label_groups():
     labels = torch.tensor([[1, 0, 1], [0, 0, 1]])
     assert fastmix.label_groups(labels).tolist() == [[1, 2, 5], [0, 2, 5]]
@@ -374,6 +397,9 @@ def test_opcheck(backend):
         torch.library.opcheck(gmm_ops.gmm2_segments, (values, groups, 3, True, backend))
         split = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
         torch.library.opcheck(gmm_ops.gmm2_histogram, (sorted_values, offsets, lo, scale, backend))
+        keys = torch.rand(values.numel(), dtype=torch.float64)
+        for centre in (None, torch.full((3,), 0.3, dtype=torch.float64)):
+            torch.library.opcheck(gmm_ops.gmm2_race, (sorted_values, offsets, lo, scale, keys, centre, backend))
         torch.library.opcheck(gmm_ops.gmm2_split_statistics, (sorted_values, offsets, lo, scale, split,
                                                               torch.stack([split / 2, (1 + split) / 2], 1), backend))
 

@@ -79,20 +79,28 @@ def normalised_segments(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: 
     return torch.where(valid, reference.normalise(sorted_values, groups, lo, scale), 0.0), groups, valid
 
 
+def _segment_pass(backend: str, reference_pass, native_pass: str, columns: int, sorted_values: torch.Tensor,
+                  offsets: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, *extra: torch.Tensor | None):
+    """One pass over every group's segment, (G, columns) float64: the C++ kernel ``native_pass`` on "cpu", else
+    ``reference_pass(x, groups, valid, n_groups, *extra)`` on the reference's view."""
+    n_groups = lo.size(0)
+    if backend != "cpu":
+        return reference_pass(*normalised_segments(sorted_values, offsets, lo, scale), n_groups, *extra)
+    out = _float64(n_groups, sorted_values.device, columns)
+    pointers = [0 if tensor is None else tensor.data_ptr() for tensor in extra]
+    getattr(_native.native(), native_pass)(sorted_values.data_ptr(), offsets.data_ptr(),
+                                           _native.DTYPE_CODES[sorted_values.dtype], n_groups, lo.data_ptr(),
+                                           scale.data_ptr(), *pointers, out.data_ptr())
+    return out
+
+
 @torch.library.custom_op("fastmix::gmm2_histogram", mutates_args=())
 def gmm2_histogram(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor,
                    backend: str) -> torch.Tensor:
     """The quantile init's (G, 256) float64 histogram of each group's ``floor(256 x)``
     (reference.quantile_histogram)."""
-    n_groups = lo.size(0)
-    if backend != "cpu":
-        x, groups, valid = normalised_segments(sorted_values, offsets, lo, scale)
-        return reference.quantile_histogram(x, groups, valid, n_groups)
-    histogram = _float64(n_groups, sorted_values.device, reference.QUANTILE_BINS)
-    _native.native().gmm2_histogram_cpu(sorted_values.data_ptr(), offsets.data_ptr(),
-                                        _native.DTYPE_CODES[sorted_values.dtype], n_groups, lo.data_ptr(),
-                                        scale.data_ptr(), histogram.data_ptr())
-    return histogram
+    return _segment_pass(backend, reference.quantile_histogram, "gmm2_histogram_cpu", reference.QUANTILE_BINS,
+                         sorted_values, offsets, lo, scale)
 
 
 @gmm2_histogram.register_fake
@@ -104,16 +112,8 @@ def _(sorted_values, offsets, lo, scale, backend):
 def gmm2_split_statistics(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor,
                           split: torch.Tensor, shifts: torch.Tensor, backend: str) -> torch.Tensor:
     """The statistics (G, 7) of every group's hard split at ``split`` around ``shifts`` (reference.split_statistics)."""
-    n_groups = lo.size(0)
-    if backend != "cpu":
-        x, groups, valid = normalised_segments(sorted_values, offsets, lo, scale)
-        return reference.split_statistics(x, groups, valid, n_groups, split, shifts)
-    stats = _float64(n_groups, sorted_values.device, 7)
-    _native.native().gmm2_split_statistics_cpu(sorted_values.data_ptr(), offsets.data_ptr(),
-                                               _native.DTYPE_CODES[sorted_values.dtype], n_groups, lo.data_ptr(),
-                                               scale.data_ptr(), split.data_ptr(), shifts.data_ptr(),
-                                               stats.data_ptr())
-    return stats
+    return _segment_pass(backend, reference.split_statistics, "gmm2_split_statistics_cpu", 7, sorted_values, offsets,
+                         lo, scale, split, shifts)
 
 
 @gmm2_split_statistics.register_fake
@@ -133,6 +133,20 @@ def quantile_init(sorted_values: torch.Tensor, offsets: torch.Tensor, count: tor
     return reference.params_from_split_statistics(stats, shifts, count, reg_covar, eps)
 
 
+@torch.library.custom_op("fastmix::gmm2_race", mutates_args=())
+def gmm2_race(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor,
+              keys: torch.Tensor, centre: torch.Tensor | None, backend: str) -> torch.Tensor:
+    """The k-means++ seeding's race over every group's segment (reference.race_statistics), (G, 3) float64; keys
+    (n,) float64 at the segments' positions."""
+    return _segment_pass(backend, reference.race_statistics, "gmm2_race_cpu", 3, sorted_values, offsets, lo, scale,
+                         keys, centre)
+
+
+@gmm2_race.register_fake
+def _(sorted_values, offsets, lo, scale, keys, centre, backend):
+    return _float64(lo.size(0), sorted_values.device, 3)
+
+
 def kmeans_init(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
                 scale: torch.Tensor, reg_covar: float, eps: float, generator: torch.Generator | None, backend: str,
                 reduce: reference.Reduce = reference.no_reduce, iterations: int = 20):
@@ -140,8 +154,11 @@ def kmeans_init(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch
     steps (a fixed count: no host sync), then the initial M-step of the two clusters. Each value goes to the nearer
     centre, decided as ``x >= (c0 + c1) / 2`` for ordered centres (a tie goes up), so a Lloyd step is one
     ``gmm2_split_statistics`` pass at the midpoints around the centres."""
-    x, groups, valid = normalised_segments(sorted_values, offsets, lo, scale)
-    centres = reference.kmeans_seeds(x, groups, valid, lo.size(0), generator, reduce)
+
+    def race(keys: torch.Tensor, centre: torch.Tensor | None) -> torch.Tensor:
+        return gmm2_race(sorted_values, offsets, lo, scale, keys, centre, backend)
+
+    centres = reference.kmeans_seeds(race, sorted_values.numel(), sorted_values.device, generator, reduce)
 
     def statistics(centres: torch.Tensor) -> torch.Tensor:
         split = centres.mean(1)
@@ -158,16 +175,8 @@ def gmm2_estep(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Ten
     """One E-step's statistics of every group's segment, (G, 7) float64 around ``means``
     (reference.estep_statistics); the distributed fit all-reduces them. "cpu" runs the C++ pass, the other
     backends the reference."""
-    n_groups = lo.size(0)
-    if backend != "cpu":
-        x, groups, valid = normalised_segments(sorted_values, offsets, lo, scale)
-        return reference.estep_statistics(x, groups, valid, n_groups, weights, means, variances)
-    stats = _float64(n_groups, sorted_values.device, 7)
-    _native.native().gmm2_estep_cpu(sorted_values.data_ptr(), offsets.data_ptr(),
-                                    _native.DTYPE_CODES[sorted_values.dtype], n_groups, lo.data_ptr(),
-                                    scale.data_ptr(), weights.data_ptr(), means.data_ptr(), variances.data_ptr(),
-                                    stats.data_ptr())
-    return stats
+    return _segment_pass(backend, reference.estep_statistics, "gmm2_estep_cpu", 7, sorted_values, offsets, lo, scale,
+                         weights, means, variances)
 
 
 @gmm2_estep.register_fake

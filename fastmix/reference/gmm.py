@@ -93,23 +93,39 @@ def params_from_split_statistics(stats: torch.Tensor, shifts: torch.Tensor, coun
     return nk / count.clamp(min=1)[:, None], means, variances
 
 
-def kmeans_seeds(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, n_groups: int,
-                 generator: torch.Generator | None, reduce: Reduce) -> torch.Tensor:
-    """k-means++ seeding of two centres per group, (G, 2) ordered: the first uniformly, the second with probability
-    proportional to the squared distance to the first, by exponential races on the device keyed by ``generator``
-    (no host sync). Not bit-compatible with scikit-learn's KMeans (its RNG differs)."""
+def race_statistics(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, n_groups: int, keys: torch.Tensor,
+                    centre: torch.Tensor | None) -> torch.Tensor:
+    """One shard's part of a race: per group the smallest finite key, the sum of the values holding it and their
+    count, (G, 3); with ``centre`` each key is divided by ``(x - centre[g])^2``."""
+    if centre is not None:
+        keys = keys / (x - centre[groups]).square()
+    keys = torch.where(valid, keys, math.inf)
+    best = torch.full((n_groups,), math.inf, dtype=x.dtype, device=x.device).scatter_reduce(0, groups, keys, "amin")
+    won = (keys == best[groups]) & torch.isfinite(keys)
+    sums = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, groups, torch.where(won, x, 0.0))
+    hits = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, groups, won.double())
+    return torch.stack([best, sums, hits], dim=1)
 
-    def race_winner(keys: torch.Tensor) -> torch.Tensor:
-        keys = torch.where(valid, keys, math.inf)
-        best = torch.full((n_groups,), math.inf, dtype=x.dtype, device=x.device).scatter_reduce(0, groups, keys, "amin")
-        best = reduce(best, "min")
-        won = (keys == best[groups]) & torch.isfinite(keys)
-        centre = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, groups, torch.where(won, x, 0.0))
-        hits = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, groups, won.double())
-        return reduce(centre, "sum") / reduce(hits, "sum").clamp(min=1)
 
-    first = race_winner(torch.empty_like(x).exponential_(generator=generator))
-    second = race_winner(torch.empty_like(x).exponential_(generator=generator) / (x - first[groups]).square())
+def race_winner(stats: torch.Tensor, reduce: Reduce) -> torch.Tensor:
+    """The winning value of each group's race over all shards from their ``race_statistics`` (the mean of tied
+    winners; 0 where no key is finite)."""
+    best = reduce(stats[:, 0].clone(), "min")
+    held = stats[:, 0] == best
+    sums = reduce(torch.where(held, stats[:, 1], 0.0), "sum")
+    return sums / reduce(torch.where(held, stats[:, 2], 0.0), "sum").clamp(min=1)
+
+
+def kmeans_seeds(race: Callable, n: int, device: torch.device, generator: torch.Generator | None,
+                 reduce: Reduce) -> torch.Tensor:
+    """k-means++ seeding of two centres per group, (G, 2) ordered, by races on the device keyed by ``generator`` (no
+    host sync; ``race(keys, centre)`` gives a shard's ``race_statistics`` of n keys): the first centre is the value
+    with the smallest uniform key, a uniform choice; the second the value with the smallest ``E / d^2``, E
+    exponential (``-log U``) and d the distance to the first, a choice with probability proportional to ``d^2``.
+    Not bit-compatible with scikit-learn's KMeans (its RNG differs)."""
+    keys = torch.empty(n, dtype=torch.float64, device=device)
+    first = race_winner(race(keys.uniform_(generator=generator), None), reduce)
+    second = race_winner(race(keys.uniform_(generator=generator).log_().neg_(), first), reduce)
     return torch.stack([torch.minimum(first, second), torch.maximum(first, second)], dim=1)
 
 
