@@ -145,13 +145,19 @@ def log_weighted_densities(x: torch.Tensor, groups: torch.Tensor, weights, means
     return log_density + weights.log()[groups]
 
 
-def m_step(x: torch.Tensor, groups: torch.Tensor, resp: torch.Tensor, n_groups: int, reg_covar: float, eps: float,
-           reduce: Reduce):
+def responsibilities(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, weights, means, variances):
+    """The E-step: (log p(x) (n,), responsibilities (n, 2), 0 where not valid)."""
+    weighted = log_weighted_densities(x, groups, weights, means, variances)
+    log_prob = torch.logsumexp(weighted, dim=1)
+    return log_prob, (weighted - log_prob[:, None]).exp() * valid[:, None]
+
+
+def m_step(x: torch.Tensor, groups: torch.Tensor, resp: torch.Tensor, n_groups: int, reg_covar: float, eps: float):
     """scikit-learn's M-step: (``nk = sum r + 10 eps``, means, two-pass variances + ``reg_covar``), all (G, 2)."""
     zeros = torch.zeros(n_groups, 2, dtype=torch.float64, device=x.device)
-    nk = reduce(zeros.index_add(0, groups, resp), "sum") + 10 * eps
-    means = reduce(zeros.index_add(0, groups, resp * x[:, None]), "sum") / nk
-    spread = reduce(zeros.index_add(0, groups, resp * (x[:, None] - means[groups]).square()), "sum")
+    nk = zeros.index_add(0, groups, resp) + 10 * eps
+    means = zeros.index_add(0, groups, resp * x[:, None]) / nk
+    spread = zeros.index_add(0, groups, resp * (x[:, None] - means[groups]).square())
     return nk, means, spread / nk + reg_covar
 
 
@@ -184,18 +190,15 @@ def em_loop(step: Callable, weights, means, variances, *, n_groups: int, max_ite
 
 
 def fit_em(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, count: torch.Tensor, weights, means,
-           variances, *, n_groups: int, max_iter: int, tol: float, reg_covar: float, eps: float,
-           reduce: Reduce = no_reduce):
+           variances, *, n_groups: int, max_iter: int, tol: float, reg_covar: float, eps: float):
     """EM from the given (G, 2) params with scikit-learn's two-pass M-step (see em_loop for the outputs)."""
 
     def step(weights, means, variances):
-        weighted = log_weighted_densities(x, groups, weights, means, variances)
-        log_prob = torch.logsumexp(weighted, dim=1)
-        resp = (weighted - log_prob[:, None]).exp() * valid[:, None]
+        log_prob, resp = responsibilities(x, groups, valid, weights, means, variances)
         total = torch.zeros(n_groups, dtype=torch.float64, device=x.device).index_add_(
             0, groups, torch.where(valid, log_prob, 0.0))
-        nk, new_means, new_variances = m_step(x, groups, resp, n_groups, reg_covar, eps, reduce)
-        return reduce(total, "sum") / count.clamp(min=1), nk / nk.sum(1, keepdim=True), new_means, new_variances
+        nk, new_means, new_variances = m_step(x, groups, resp, n_groups, reg_covar, eps)
+        return total / count.clamp(min=1), nk / nk.sum(1, keepdim=True), new_means, new_variances
 
     return em_loop(step, weights, means, variances, n_groups=n_groups, max_iter=max_iter, tol=tol)
 
@@ -204,9 +207,7 @@ def estep_statistics(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor,
                      variances) -> torch.Tensor:
     """One E-step's statistics per group, (G, 7) float64, taken around the given means ``mu_k`` (the layout of the
     kernels, csrc/gmm.h): sum log p(x), sum r_k, sum r_k (x - mu_k), sum r_k (x - mu_k)^2."""
-    weighted = log_weighted_densities(x, groups, weights, means, variances)
-    log_prob = torch.logsumexp(weighted, dim=1)
-    resp = (weighted - log_prob[:, None]).exp() * valid[:, None]
+    log_prob, resp = responsibilities(x, groups, valid, weights, means, variances)
     return _group_statistics(torch.where(valid, log_prob, 0.0), resp, x[:, None] - means[groups], groups, n_groups)
 
 
