@@ -16,6 +16,21 @@ constexpr int64_t kTile = int64_t(kThreads) * kColumnsPerThread;  // columns per
 // shuffled partner run together and the second read is served by L2.
 inline Grid grid(int64_t rows, int64_t features) { return {rows * ((features + kTile - 1) / kTile), kThreads}; }
 
+// Where a thread of that grid works: its row, the row's sample in its flow block, and its first column (then every
+// kThreads-th, kColumnsPerThread of them).
+struct Cell {
+  int64_t rows, row, sample, column0;
+};
+
+FASTMIX_HD Cell cell(int64_t block, int thread, int64_t batch, int64_t flow_size) {
+  Cell c;
+  c.rows = batch * flow_size;
+  c.row = block % c.rows;
+  c.sample = c.row % batch;
+  c.column0 = (block / c.rows) * kTile + thread;
+  return c;
+}
+
 // out[r] = z[r] and out[rows + r] = p z[r] + (1 - p) z[partner] (eq. 2), partner = perm[r % batch] in r's flow
 // block; without keep_original only the mix, at out[r]. z[r] is loaded once for both halves.
 template <typename T>
@@ -24,10 +39,7 @@ FASTMIX_HD void forward_thread(int64_t block, int thread, const T* z, int64_t z_
                                int64_t out_row_stride, int64_t batch, int64_t flow_size, int64_t features,
                                bool keep_original) {
   using Acc = typename Traits<T>::acc;
-  const int64_t rows = batch * flow_size;
-  const int64_t row = block % rows;
-  const int64_t column0 = (block / rows) * kTile + thread;
-  const int64_t sample = row % batch;
+  const auto [rows, row, sample, column0] = cell(block, thread, batch, flow_size);
   const T* own = z + row * z_row_stride;
   const T* partner = z + (row - sample + perm[sample]) * z_row_stride;
   T* mixed = out + (keep_original ? rows + row : row) * out_row_stride;
@@ -51,10 +63,7 @@ FASTMIX_HD void backward_thread(int64_t block, int thread, const T* grad, int64_
                                 int64_t grad_z_row_stride, int64_t batch, int64_t flow_size, int64_t features,
                                 bool keep_original) {
   using Acc = typename Traits<T>::acc;
-  const int64_t rows = batch * flow_size;
-  const int64_t row = block % rows;
-  const int64_t column0 = (block / rows) * kTile + thread;
-  const int64_t sample = row % batch;
+  const auto [rows, row, sample, column0] = cell(block, thread, batch, flow_size);
   const int64_t source_sample = inverse[sample];
   const T* mixed = grad + (keep_original ? rows : 0) * grad_row_stride;
   const T* own = mixed + row * grad_row_stride;
