@@ -14,20 +14,30 @@ def _elementwise_bce(z, t):
 
 
 @triton.jit
+def _label_block(numel, classes, BLOCK: tl.constexpr):
+    """This program's BLOCK labels of the (B, K) grid: (flat index, in-range mask, row, column)."""
+    idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    return idx, idx < numel, idx // classes, idx % classes
+
+
+@triton.jit
+def _load_labels(ptr, stride0, stride1, row, col, mask, dtype: tl.constexpr):
+    """A strided (B, K) operand at (row, col), 0 outside the mask, converted to ``dtype``."""
+    return tl.load(ptr + row * stride0 + col * stride1, mask=mask, other=0.0).to(dtype)
+
+
+@triton.jit
 def _balancemix_loss_forward_kernel(logits_ptr, logits_s0, logits_s1, targets_ptr, targets_s0, targets_s1,
                                     weights_ptr, weights_s0, weights_s1, partials_ptr, numel, classes,
                                     HAS_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr):
     """One program per BLOCK labels of the (B, K) grid: writes its sum of w * BCE to partials[program]."""
-    idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = idx < numel
-    row = idx // classes
-    col = idx % classes
+    _, mask, row, col = _label_block(numel, classes, BLOCK)
     acc_dtype = partials_ptr.dtype.element_ty
-    z = tl.load(logits_ptr + row * logits_s0 + col * logits_s1, mask=mask, other=0.0).to(acc_dtype)
-    t = tl.load(targets_ptr + row * targets_s0 + col * targets_s1, mask=mask, other=0.0).to(acc_dtype)
+    z = _load_labels(logits_ptr, logits_s0, logits_s1, row, col, mask, acc_dtype)
+    t = _load_labels(targets_ptr, targets_s0, targets_s1, row, col, mask, acc_dtype)
     loss = _elementwise_bce(z, t)
     if HAS_WEIGHTS:
-        loss *= tl.load(weights_ptr + row * weights_s0 + col * weights_s1, mask=mask, other=0.0).to(acc_dtype)
+        loss *= _load_labels(weights_ptr, weights_s0, weights_s1, row, col, mask, acc_dtype)
     loss = tl.where(mask, loss, 0.0)
     tl.store(partials_ptr + tl.program_id(0), tl.sum(loss, axis=0))
 
@@ -37,17 +47,14 @@ def _balancemix_loss_backward_kernel(grad_out_ptr, logits_ptr, logits_s0, logits
                                      targets_s1, weights_ptr, weights_s0, weights_s1, grad_ptr, numel, classes,
                                      inv_batch, HAS_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr):
     """grad_logits[b, k] = grad_out * w_bk (sigmoid(z_bk) - t_bk) / B, written densely in the logits' dtype."""
-    idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = idx < numel
-    row = idx // classes
-    col = idx % classes
+    idx, mask, row, col = _label_block(numel, classes, BLOCK)
     acc_dtype = grad_out_ptr.dtype.element_ty
-    z = tl.load(logits_ptr + row * logits_s0 + col * logits_s1, mask=mask, other=0.0).to(acc_dtype)
-    t = tl.load(targets_ptr + row * targets_s0 + col * targets_s1, mask=mask, other=0.0).to(acc_dtype)
+    z = _load_labels(logits_ptr, logits_s0, logits_s1, row, col, mask, acc_dtype)
+    t = _load_labels(targets_ptr, targets_s0, targets_s1, row, col, mask, acc_dtype)
     scale = tl.load(grad_out_ptr) * inv_batch
     grad = (tl.sigmoid(z) - t) * scale
     if HAS_WEIGHTS:
-        grad *= tl.load(weights_ptr + row * weights_s0 + col * weights_s1, mask=mask, other=0.0).to(acc_dtype)
+        grad *= _load_labels(weights_ptr, weights_s0, weights_s1, row, col, mask, acc_dtype)
     tl.store(grad_ptr + idx, grad.to(grad_ptr.dtype.element_ty), mask=mask)
 
 
