@@ -95,3 +95,12 @@ def assert_compiled_matches_eager(step, args, device: str, seed: int = 5):
     want = step(*args)
     for g, w in zip(got, want):
         assert_close(g, w, torch.float32)
+
+
+def assert_rejected_untouched(call, error, match: str, *inputs: torch.Tensor):
+    """``call(*inputs)`` raises ``error`` matching ``match`` and leaves every input as it was."""
+    before = [tensor.detach().clone() for tensor in inputs]
+    with pytest.raises(error, match=match):
+        call(*inputs)
+    for tensor, saved in zip(inputs, before):
+        assert torch.equal(tensor.detach(), saved)
