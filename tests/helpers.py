@@ -104,3 +104,14 @@ def assert_rejected_untouched(call, error, match: str, *inputs: torch.Tensor):
         call(*inputs)
     for tensor, saved in zip(inputs, before):
         assert torch.equal(tensor.detach(), saved)
+
+
+def gradcheck_input(layout: str, device: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """Tiny float64 input for gradcheck (which evaluates the op twice per element), requiring grad, as a dense
+    "nchw" tensor, "channels_last", or a "spatial_slice" (the last dimension's [1:3])."""
+    base = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    if layout == "channels_last":
+        base = base.to(memory_format=torch.channels_last)
+    elif layout == "spatial_slice":
+        base = base[:, :, :, 1:3]
+    return base.to(device).requires_grad_()

@@ -9,7 +9,7 @@ from fastmix import _native
 from fastmix.ops import flow as flow_ops
 from fastmix.reference import flow as reference
 from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, assert_rejected_untouched, backend_params,
-                     compile_fullgraph, make_batch, make_labels)
+                     compile_fullgraph, gradcheck_input, make_batch, make_labels)
 
 BATCHES = (1, 2, 3, 7, 64)
 
@@ -72,16 +72,6 @@ def test_gradient_is_eq3_by_hand(backend, device, keep_original, flow_size, per_
     assert_close(grad_z, by_hand, torch.float64)
 
 
-def small_float64(layout, device, batch=3):
-    """Tiny inputs for gradcheck, which evaluates the op twice per input element."""
-    base = torch.randn(batch, 2, 1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    if layout == "channels_last":
-        base = base.to(memory_format=torch.channels_last)
-    elif layout == "spatial_slice":
-        base = base[:, :, :, 1:3]
-    return base.to(device).requires_grad_()
-
-
 @pytest.mark.parametrize("backend,device", backend_params())
 @pytest.mark.parametrize("layout,keep_original",
                          [("nchw", True), ("channels_last", True), ("spatial_slice", True), ("nchw", False)])
@@ -89,7 +79,7 @@ def test_gradcheck_float64(backend, device, layout, keep_original):
     """With the original flow kept, autograd must give half the true Jacobian (eq. 3): ``out - out.detach() / 2``
     has the values ``M z / 2``, whose true Jacobian is what the op's halved backward claims. Plain mixup
     (keep_original=False) is checked as is."""
-    z = small_float64(layout, device, batch=4)
+    z = gradcheck_input(layout, device, (4, 2, 1, 3))
 
     def mixed(z):
         out, _ = fastmix.flow_mix(z, keep_original=keep_original, per_sample=True, flow_size=2,
@@ -102,7 +92,7 @@ def test_gradcheck_float64(backend, device, layout, keep_original):
 
 def test_gradcheck_fails_without_the_halving():
     """The straight-through check above can fail: the reference without its hook is rejected."""
-    z = small_float64("nchw", "cpu")
+    z = gradcheck_input("nchw", "cpu", (3, 2, 1, 3))
     lam, perm = torch.tensor([0.3, 0.6, 0.8], dtype=torch.float64), torch.tensor([2, 0, 1])
 
     def unhalved(z):

@@ -9,7 +9,7 @@ import fastmix
 from fastmix.ops import zeta as zeta_ops
 from fastmix.reference import zeta as reference
 from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, assert_compiled_matches_eager,
-                     assert_rejected_untouched, backend_params, make_batch, make_labels)
+                     assert_rejected_untouched, backend_params, gradcheck_input, make_batch, make_labels)
 
 BATCHES = (1, 2, 3, 7, 32, 130)
 
@@ -129,20 +129,10 @@ def test_batch_of_one_is_identity(backend, device):
     assert torch.equal(y_mixed, torch.tensor([[0.0, 0.0, 1.0]], device=device))
 
 
-def small_float64(layout, device):
-    """Tiny inputs for gradcheck, which evaluates the op twice per input element."""
-    base = torch.randn(3, 2, 2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    if layout == "channels_last":
-        base = base.to(memory_format=torch.channels_last)
-    elif layout == "spatial_slice":
-        base = base[:, :, :, 1:3]
-    return base.to(device).requires_grad_()
-
-
 @pytest.mark.parametrize("backend,device", backend_params())
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "spatial_slice"])
 def test_gradcheck_float64(backend, device, layout):
-    x = small_float64(layout, device)
+    x = gradcheck_input(layout, device, (3, 2, 2, 4))
     y = make_labels("soft", 3, 2, device).double().requires_grad_()
 
     def mixed(x, y):
