@@ -1,5 +1,5 @@
 // Shared by the CUDA kernels and the C++ CPU code: storage types, dtype codes, conversions.
-// Torch-free on purpose (see DESIGN.md, "The native core").
+// Torch-free on purpose (see docs/design.md, "The native core").
 #pragma once
 #include <cmath>
 #include <cstdint>

@@ -14,8 +14,8 @@ TOLERANCES = {
 }
 
 
-# fastmix.fit_gmm2 vs scikit-learn's GaussianMixture from the same initial parameters, float64: the issue's
-# 1e-4 relative (both run the same float64 EM; the sums are ordered differently, and EM amplifies that a little).
+# fastmix.fit_gmm2 vs scikit-learn's GaussianMixture from the same initial parameters, float64: 1e-4
+# relative (both run the same float64 EM; the sums are ordered differently, and EM amplifies that a little).
 SKLEARN_GMM_PARITY = {"atol": 1e-10, "rtol": 1e-4}
 
 

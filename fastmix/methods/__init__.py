@@ -1,1 +1,1 @@
-"""Training-side logic of the papers that is not a kernel (DESIGN.md): samplers, label management, targets."""
+"""Training-side logic of the papers that is not a kernel (docs/design.md): samplers, label management, targets."""
