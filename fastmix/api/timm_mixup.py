@@ -95,6 +95,9 @@ class Mixup:
         count = self._draw_count(batch)
         alphas = [alpha for alpha in (self.cutmix_alpha, self.mixup_alpha) if alpha > 0]  # CutMix's first
         cutmix_on = self.cutmix_alpha > 0
+        if cutmix_on:  # checked before anything is drawn
+            height_dim, width_dim = mix.spatial_dims(x, self.layout)
+            height, width = x.size(height_dim), x.size(width_dim)
         box_draws = mix.box_draws(self.cutmix_minmax) if cutmix_on else 0
         first_beta_draw = _FIRST_BOX_DRAW + box_draws
         uniform = torch.rand((first_beta_draw + 2 * len(alphas), count), dtype=torch.float64, device=device,
@@ -110,8 +113,6 @@ class Mixup:
             lam = lams[0]
             cutmix = mixed if cutmix_on else torch.zeros_like(mixed)
         if cutmix_on:
-            height_dim, width_dim = mix.spatial_dims(x, self.layout)
-            height, width = x.size(height_dim), x.size(width_dim)
             boxes = mix.sample_boxes(lam, height, width, self.cutmix_minmax, generator,
                                      uniform[_FIRST_BOX_DRAW:first_beta_draw].T) * cutmix[:, None]
             if self.correct_lam or self.cutmix_minmax is not None:
