@@ -26,6 +26,8 @@ class MixParams(NamedTuple):
     boxes: (B, 4) int32 ``(y0, y1, x0, x1)``, half-open, the region of sample i taken from its partner; empty
         ``(0, 0, 0, 0)`` for samples mixed by Mixup.
     cutmix: (B,) bool, True where sample i was mixed by CutMix.
+
+    Where one draw serves the whole batch (``per_sample=False``, timm's "batch" mode) these are expanded views of it.
     """
 
     lam: torch.Tensor
@@ -56,8 +58,8 @@ def check_inplace(x: torch.Tensor) -> None:
     if x.requires_grad:
         raise ValueError("inplace=True cannot write into an x that requires grad; use inplace=False")
     extent = 0  # the largest offset reachable through the dims seen so far (innermost first)
-    for size, stride in sorted(((size, stride) for size, stride in zip(x.shape, x.stride()) if size > 1),
-                               key=lambda dim: dim[1]):
+    dims = [(size, stride) for size, stride in zip(x.shape, x.stride()) if size > 1] if x.numel() else []
+    for size, stride in sorted(dims, key=lambda dim: dim[1]):
         if stride <= extent:
             raise ValueError(f"inplace=True cannot write into an x whose elements share memory (an expanded or "
                              f"overlapping view: shape {tuple(x.shape)}, strides {x.stride()}); use inplace=False")
@@ -98,7 +100,7 @@ def sample_boxes(lam: torch.Tensor, height: int, width: int, minmax, generator,
     Without ``minmax`` (timm ``rand_bbox``): sides ``cut_h = int(H sqrt(1 - lam))``, ``cut_w = int(W sqrt(1 - lam))``
     (in float64), centre ``(cy, cx)`` uniform over the pixels, ``y0 = clip(cy - cut_h // 2)``,
     ``y1 = clip(cy + (cut_h + 1) // 2)`` and the same for x, clipped to the image: an unclipped box has exactly the
-    drawn sides (timm before 1.0.29 used ``cut // 2`` on both ends, one pixel short for odd sides). With
+    drawn sides (older timm releases used ``cut // 2`` on both ends, one pixel short for odd sides). With
     ``minmax = (lo, hi)`` (timm ``rand_bbox_minmax``): sides uniform integers in ``[int(S lo), int(S hi))`` drawn
     independently, origin uniform over every position that keeps the box inside.
     ``uniform``: (N, ``box_draws(minmax)``) float64 uniforms in [0, 1) taken from the caller's one draw; drawn here
