@@ -154,9 +154,10 @@ class FastCollateMixup(Mixup):
 
     Returns ``(images uint8 (B, C, H, W), targets float32 (B, K))`` on the CPU. Mode "half" (timm's): elem
     parameters for the first B/2 samples, each mixed with sample B-1-i, and only those B/2 samples and targets are
-    returned. ``mixup_enabled = False`` (set by timm's ``PrefetchLoader`` and train loop) stops mixing; targets are
-    still smoothed. Differences from timm beyond those of ``Mixup``: odd batches work (in "half" mode the middle
-    sample is left out), and the samples' arrays are never modified.
+    returned. ``mixup_enabled = False`` stops mixing; targets are still smoothed. timm's ``PrefetchLoader`` forwards
+    its ``mixup_enabled`` only to timm's own class (an ``isinstance`` check), so with timm's loader set it on this
+    object (``loader.loader.collate_fn``) when mixing should stop. Differences from timm beyond those of ``Mixup``:
+    odd batches work (in "half" mode the middle sample is left out), and the samples' arrays are never modified.
     """
 
     MODES = ("batch", "pair", "elem", "half")
