@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 
+import numpy as np
 import torch
+
+# Above this many elements a (B, K) label tensor cannot be indexed with int32 offsets (and would not fit in memory).
+MAX_LABEL_ELEMENTS = 2**31 - 1
 
 
 def check_tensor(name: str, value) -> torch.Tensor:
@@ -26,8 +31,29 @@ def check_batch_input(name: str, x, *, min_dim: int = 2, allow_uint8: bool = Fal
     return x
 
 
+def _is_real(value) -> bool:
+    """A Python or numpy real number (``np.float32(0.8)``, ``np.int64(3)``), never a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def check_bool(name: str, value) -> bool:
+    """A flag: a Python bool or a numpy bool (not 0/1, not a tensor, not None)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def check_int(name: str, value, minimum: int) -> int:
+    """A Python or numpy integer >= ``minimum`` (bools refused), as a Python int."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
 def check_positive_finite(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_real(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
@@ -36,7 +62,7 @@ def check_positive_finite(name: str, value) -> float:
 
 def check_real(name: str, value, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> float:
     """A finite real number in the interval from ``low`` to ``high`` (open ends as flagged; an infinite end is open)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_real(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     high_open = high_open or math.isinf(high)
     inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
@@ -93,8 +119,11 @@ def labels_to_float(y, batch: int, device: torch.device, num_classes: int | None
         raise ValueError(f"integer labels y must have shape (B,), got shape {tuple(y.shape)}")
     if num_classes is None:
         raise ValueError("num_classes is required when y holds integer class indices")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    check_on_device(((y >= 0) & (y < num_classes)).all(), f"y holds class indices outside [0, {num_classes})")
+    num_classes = check_int("num_classes", num_classes, 1)
+    if batch * num_classes > MAX_LABEL_ELEMENTS:
+        raise ValueError(f"num_classes={num_classes} with a batch of {batch} needs a ({batch}, {num_classes}) label "
+                         f"tensor, more than {MAX_LABEL_ELEMENTS} elements")
+    index = y.long().clamp(0, num_classes - 1)
+    check_on_device((index == y).all(), f"y holds class indices outside [0, {num_classes})")
     one_hot = torch.zeros(batch, num_classes, dtype=torch.float32, device=device)
-    return one_hot.scatter_(1, y.long().clamp(0, num_classes - 1).unsqueeze(1), 1.0)
+    return one_hot.scatter_(1, index.unsqueeze(1), 1.0)

@@ -115,3 +115,14 @@ def gradcheck_input(layout: str, device: str, shape: tuple[int, ...]) -> torch.T
     elif layout == "spatial_slice":
         base = base[:, :, :, 1:3]
     return base.to(device).requires_grad_()
+
+
+def seeded(device, seed: int = 0) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def with_cpu_kernel(params):
+    """``params`` plus the "cpu" backend (the CUDA body run by C++ over its grid), skipped when _C is not built."""
+    reason = _backend.unavailable_reason("cpu", "cpu")
+    marks = [pytest.mark.skip(reason=reason)] if reason else []
+    return [*params, pytest.param("cpu", "cpu", id="cpu-cpu", marks=marks)]

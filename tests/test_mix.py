@@ -151,12 +151,13 @@ def test_kept_area_lambda_is_the_mask_pixel_count(backend, device, minmax, per_s
 
 
 def timm_rand_bbox(height, width, lam, centre_y, centre_x):
-    """timm ``rand_bbox`` for a given centre: sides int(side * sqrt(1 - lam)), clip(c -/+ cut // 2, 0, side)."""
+    """timm 1.0.31 ``rand_bbox`` for a given centre: sides int(side * sqrt(1 - lam)),
+    clip(c - cut // 2, 0, side) and clip(c + (cut + 1) // 2, 0, side)."""
     ratio = (1 - lam) ** 0.5
     cut_h, cut_w = int(height * ratio), int(width * ratio)
     clip = lambda v, side: min(max(v, 0), side)  # noqa: E731
-    return (clip(centre_y - cut_h // 2, height), clip(centre_y + cut_h // 2, height),
-            clip(centre_x - cut_w // 2, width), clip(centre_x + cut_w // 2, width))
+    return (clip(centre_y - cut_h // 2, height), clip(centre_y + (cut_h + 1) // 2, height),
+            clip(centre_x - cut_w // 2, width), clip(centre_x + (cut_w + 1) // 2, width))
 
 
 def test_boxes_follow_timms_rand_bbox():

@@ -1,28 +1,16 @@
-"""``fastmix.Mixup`` against timm's documented formulas and statistics (timm itself does not install here)."""
+"""``fastmix.Mixup`` / ``fastmix.FastCollateMixup`` against timm 1.0.31's formulas, statistics, argument order and
+training-loop use (timm itself does not install here)."""
 
+import numpy as np
 import pytest
 import torch
 
 import fastmix
-from fastmix import _backend
 from fastmix.reference import mix as reference
-from helpers import assert_close, backend_params, make_batch, make_labels
+from helpers import assert_close, backend_params, make_batch, make_labels, seeded, with_cpu_kernel
 
 MODES = ("batch", "pair", "elem")
-
-
-def with_cpu_kernel(params):
-    """``params`` plus the "cpu" backend (the CUDA body run by C++ over its grid), skipped when _C is not built."""
-    reason = _backend.unavailable_reason("cpu", "cpu")
-    marks = [pytest.mark.skip(reason=reason)] if reason else []
-    return [*params, pytest.param("cpu", "cpu", id="cpu-cpu", marks=marks)]
-
-
 BACKENDS = with_cpu_kernel(backend_params())
-
-
-def seeded(device, seed=0):
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def timm_mix(x, params, mode):
@@ -72,7 +60,7 @@ def test_output_equals_timms_for_the_drawn_parameters(backend, device, mode, bat
     mixer = fastmix.Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.8, mode=mode, num_classes=5,
                           generator=seeded(device, batch), backend=backend)
     kinds = set()
-    for _ in range(6):
+    for _ in range(12):
         x_mixed, y_mixed, params = mixer(x, y, return_params=True)
         assert_close(x_mixed, timm_mix(x, params, mode), torch.float32)
         assert_close(y_mixed, timm_target(y, 5, params.lam, 0.1), torch.float32)
@@ -186,6 +174,8 @@ def test_inplace_and_seeded_reproducibility():
         ({"mixup_alpha": 0.0}, ValueError, "must enable a mixer"),
         ({"layout": "HWC"}, ValueError, "layout must be"),
         ({"prob": "1"}, TypeError, "prob must be a real number"),
+        ({"num_classes": 0}, ValueError, "num_classes must be >= 1"),
+        ({"num_classes": 10.0}, TypeError, "num_classes must be an int"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -216,3 +206,129 @@ def test_fast_collate_mixes_uint8_samples_like_mixup():
     assert target.dtype == torch.float32 and torch.equal(target, expected[1])
     with pytest.raises(TypeError, match="uint8 images"):
         collate([(image.float(), 0) for image in images])
+
+
+def smoothed_multi_hot(target, smoothing):
+    """timm 1.0.31 ``mixup_target(multi_label=True)``: every label moves towards 0.5, ``y (1 - s) + s / 2``."""
+    return target.float() * (1 - smoothing) + 0.5 * smoothing
+
+
+def test_arguments_in_timms_positional_order():
+    """timm 1.0.31: (mixup_alpha, cutmix_alpha, cutmix_minmax, prob, switch_prob, mode, correct_lam,
+    label_smoothing, num_classes, multi_label), the same for FastCollateMixup."""
+    for cls in (fastmix.Mixup, fastmix.FastCollateMixup):
+        mixer = cls(0.8, 0.5, (0.2, 0.6), 0.9, 0.4, "pair", False, 0.2, 7, True)
+        assert (mixer.mixup_alpha, mixer.cutmix_alpha, mixer.cutmix_minmax, mixer.mix_prob, mixer.switch_prob,
+                mixer.mode, mixer.correct_lam, mixer.label_smoothing, mixer.num_classes, mixer.multi_label) == (
+                    0.8, 1.0, (0.2, 0.6), 0.9, 0.4, "pair", False, 0.2, 7, True)
+        assert mixer.mixup_enabled is True
+        default = cls()
+        assert (default.mixup_alpha, default.cutmix_alpha, default.label_smoothing, default.num_classes,
+                default.multi_label) == (1.0, 0.0, 0.1, 1000, False)
+    with pytest.raises(TypeError):
+        fastmix.Mixup(0.8, 0.5, None, 0.9, 0.4, "pair", False, 0.2, 7, True, "NHWC")  # layout is keyword-only
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_multi_label_targets_are_timms(mode):
+    x = make_batch("nchw", 6, torch.float32, "cpu")
+    target = (torch.rand(6, 5, generator=seeded("cpu", 3)) < 0.4).to(torch.int64)
+    mixer = fastmix.Mixup(0.8, 1.0, None, 1.0, 0.5, mode, True, 0.2, 5, True, generator=seeded("cpu"))
+    x_mixed, y_mixed, params = mixer(x, target, return_params=True)
+    y1 = smoothed_multi_hot(target, 0.2)
+    assert_close(y_mixed, params.lam[:, None] * y1 + (1 - params.lam[:, None]) * y1.flip(0), torch.float32)
+    assert_close(x_mixed, timm_mix(x, params, mode), torch.float32)
+    mixer.mixup_enabled = False
+    unmixed = mixer(x, target.bool())[1]
+    assert_close(unmixed, torch.where(target.bool(), 0.9, 0.1), torch.float32, "0 -> s/2, 1 -> 1 - s/2")
+    with pytest.raises(ValueError, match=r"multi_label=True takes dense labels y of shape \(B, K\)"):
+        mixer(x, torch.zeros(6, dtype=torch.int64))
+    with pytest.raises(ValueError, match="y has 4 classes but num_classes=5"):
+        mixer(x, torch.zeros(6, 4))
+
+
+def uint8_samples(count, seed=0):
+    """``count`` (uint8 CHW image, int label) samples, numpy arrays and tensors alternating, labels all distinct."""
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.randint(0, 256, (3, 8, 6), generator=g, dtype=torch.uint8) for _ in range(count)]
+    return [(image.numpy() if i % 2 else image, i) for i, image in enumerate(images)]
+
+
+@pytest.mark.parametrize("batch", [12, 13])
+def test_fast_collate_half_mode(batch):
+    """timm's "half": elem parameters for the first B/2 samples, each mixed with sample B-1-i; B/2 samples and
+    targets come back, the targets mixed from the full batch's labels."""
+    samples = uint8_samples(batch)
+    args = (0.8, 1.0, None, 1.0, 0.5, "half", True, 0.1, batch)
+    x, target = fastmix.FastCollateMixup(*args, generator=seeded("cpu", 4))(samples)
+    images = torch.stack([torch.as_tensor(image) for image, _ in samples])
+    params = fastmix.FastCollateMixup(*args, generator=seeded("cpu", 4)).sample(images)
+    half = batch // 2
+    assert x.shape == (half, 3, 8, 6) and x.dtype == torch.uint8 and target.shape == (half, batch)
+    assert (params.lam[half:] == 1).all() and not params.cutmix[half:].any()
+    assert (params.lam[:half] < 1).all() and params.cutmix[:half].any() and not params.cutmix[:half].all()
+    expected = reference.store(timm_mix(images.float(), params, "elem"), torch.uint8)[:half]
+    assert torch.equal(x, expected)
+    assert_close(target, timm_target(torch.arange(batch), batch, params.lam, 0.1)[:half], torch.float32)
+
+
+def test_fast_collate_mixup_enabled_and_multi_label():
+    samples = uint8_samples(4)
+    images = torch.stack([torch.as_tensor(image) for image, _ in samples])
+    collate = fastmix.FastCollateMixup(num_classes=4, generator=seeded("cpu"))
+    collate.mixup_enabled = False  # what timm's PrefetchLoader.mixup_enabled setter writes
+    x, target = collate(samples)
+    assert torch.equal(x, images)
+    assert_close(target, timm_target(torch.arange(4), 4, torch.ones(4), 0.1), torch.float32)
+    multi_hot = [np.array([1, 0, 1]), np.array([0, 0, 1]), np.array([1, 1, 0]), np.array([0, 1, 0])]
+    collate = fastmix.FastCollateMixup(cutmix_alpha=1.0, mode="pair", num_classes=3, multi_label=True,
+                                       generator=seeded("cpu"))
+    labelled = [(image, label) for (image, _), label in zip(samples, multi_hot)]
+    x, target = collate(labelled)
+    params = fastmix.FastCollateMixup(cutmix_alpha=1.0, mode="pair", num_classes=3, multi_label=True,
+                                      generator=seeded("cpu")).sample(images)
+    y1 = smoothed_multi_hot(torch.tensor(np.stack(multi_hot)), 0.1)
+    assert_close(target, params.lam[:, None] * y1 + (1 - params.lam[:, None]) * y1.flip(0), torch.float32)
+
+
+class LabelledImages(torch.utils.data.Dataset):
+    """uint8 CHW images (numpy, as timm's datasets give them to a fast-collate loader) with labels i % 4."""
+
+    def __init__(self, count):
+        self.images = torch.randint(0, 256, (count, 3, 32, 32), generator=seeded("cpu", 9), dtype=torch.uint8)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index].numpy(), index % 4
+
+
+def mixed_rows(target, num_classes, smoothing):
+    """Rows of a target batch that are not a smoothed one-hot (every batch's partners hold other labels)."""
+    on = 1 - smoothing + smoothing / num_classes
+    return int((target.max(dim=1).values < on - 1e-6).sum())
+
+
+def test_timm_training_loop_with_mixup_off_epoch():
+    """timm's train.py shape: ``mixup_args`` by keyword into FastCollateMixup (the prefetcher path) and, in timm's
+    positional order, into Mixup (the plain path); from ``--mixup-off-epoch 1`` on, ``mixup_enabled = False``."""
+    mixup_args = dict(mixup_alpha=0.8, cutmix_alpha=1.0, cutmix_minmax=None, prob=1.0, switch_prob=0.5,
+                      mode="batch", label_smoothing=0.1, num_classes=4)
+    collate = fastmix.FastCollateMixup(**mixup_args, generator=seeded("cpu", 1))
+    loader = torch.utils.data.DataLoader(LabelledImages(40), batch_size=4, collate_fn=collate, drop_last=True)
+    mixup_fn = fastmix.Mixup(0.8, 1.0, None, 1.0, 0.5, "elem", True, 0.1, 4, generator=seeded("cpu", 2))
+    plain = torch.utils.data.DataLoader(LabelledImages(40), batch_size=4, drop_last=True)
+    mixed_batches, mixed_plain = [], []
+    for epoch in range(3):
+        if epoch >= 1:
+            loader.collate_fn.mixup_enabled = False
+            mixup_fn.mixup_enabled = False
+        mixed_batches.append(sum(mixed_rows(target, 4, 0.1) > 0 for _, target in loader))
+        count = 0
+        for images, labels in plain:
+            _, target = mixup_fn(images.float() / 255, labels)
+            count += mixed_rows(target, 4, 0.1) > 0
+        mixed_plain.append(count)
+    assert mixed_batches == [10, 0, 0]
+    assert mixed_plain == [10, 0, 0]
