@@ -88,7 +88,7 @@ class Settings:
 
 def settings(quick: bool, device: torch.device) -> Settings:
     if quick:
-        return Settings(True, min_rounds=5, max_rounds=15, case_budget_s=0.3, min_sample_s=0.002, image_side=64,
+        return Settings(True, min_rounds=5, max_rounds=10, case_budget_s=0.2, min_sample_s=0.001, image_side=64,
                         gmm_rows=2_000, gmm_labels=16)
     return Settings(False, min_rounds=10, max_rounds=50, case_budget_s=3.0, min_sample_s=0.01, image_side=224,
                     gmm_rows=118_287 if device.type == "cuda" else 20_000, gmm_labels=80)
@@ -244,12 +244,14 @@ def thread_counts(device: torch.device) -> list[int]:
     return [torch.get_num_threads()] if device.type == "cuda" else sorted({1, torch.get_num_threads()})
 
 
-def run_case(case: Case, device: torch.device, s: Settings, threads: int) -> list[dict]:
-    """Times the case's providers and its floor interleaved; one row per provider, the floor first."""
+def run_case(case: Case, device: torch.device, s: Settings, threads: int, counts: dict[str, int] | None = None
+             ) -> list[dict]:
+    """Times the case's providers and its floor interleaved; one row per provider, the floor first. ``counts``:
+    the ops per call of each provider when already counted (they do not depend on the threads)."""
     providers = {FLOOR: case.floor, **case.providers}
     with thread_limit(threads):
         times, host = interleaved_samples(providers, device, s)
-        counts = {name: ops_per_call(fn) for name, fn in providers.items()}
+    counts = counts or {name: ops_per_call(fn) for name, fn in providers.items()}
     summary = summarise(times)
     return [{"op": case.op, "shape": list(case.shape), "dtype": str(case.dtype).removeprefix("torch."),
              "threads": threads, "provider": name, **summary[name], "ops_per_call": counts[name],
@@ -347,7 +349,7 @@ def markdown_table(meta: dict, rows: list[dict]) -> str:
             below_floor = True
         cells = [r["op"], "x".join(map(str, r["shape"])), r["dtype"], str(r["threads"]), r["provider"],
                  _interval(r["median_ms"] * 1e3, r["p20_ms"] * 1e3, r["p80_ms"] * 1e3, ".1f"), floor_cell,
-                 "" if r["provider"] == REFERENCE else _interval(r["vs_reference"], r["vs_reference_p20"],
+                 "" if r["provider"] in (FLOOR, REFERENCE) else _interval(r["vs_reference"], r["vs_reference_p20"],
                                                                  r["vs_reference_p80"], ".2f"),
                  str(r["ops_per_call"])] + ([f"{r['host_us']:.1f}" if r["host_us"] is not None else ""] if host else [])
         lines.append("| " + " | ".join(cells) + " |")
@@ -367,8 +369,9 @@ def markdown_table(meta: dict, rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> bool:
-    """One panel per op: the cases (shape, dtype, threads) on a categorical axis, one marker per provider with its
-    p20-p80 error bar, no line between different cases. False without matplotlib."""
+    """One panel per op: the cases (shape, dtype, threads) on a categorical axis, one marker per provider (one colour
+    per provider in every panel) with its p20-p80 error bar, no line between different cases. False without
+    matplotlib."""
     try:
         import matplotlib
 
@@ -377,6 +380,8 @@ def plot(rows: list[dict], path: Path) -> bool:
     except ImportError:
         return False
     ops = list(dict.fromkeys(r["op"] for r in rows))
+    palette = plt.get_cmap("tab20").colors
+    colours = {name: palette[k % len(palette)] for k, name in enumerate(dict.fromkeys(r["provider"] for r in rows))}
     columns = min(3, len(ops))
     height = -(-len(ops) // columns)
     fig, axes = plt.subplots(height, columns, figsize=(6 * columns, 4 * height), squeeze=False)
@@ -394,7 +399,8 @@ def plot(rows: list[dict], path: Path) -> bool:
             median = np.array([r["median_ms"] * 1e3 for r in mine])
             low = median - np.array([r["p20_ms"] * 1e3 for r in mine])
             high = np.array([r["p80_ms"] * 1e3 for r in mine]) - median
-            ax.errorbar(xs, median, yerr=[low, high], fmt="o", linestyle="none", capsize=2, label=provider)
+            ax.errorbar(xs, median, yerr=[low, high], fmt="o", linestyle="none", capsize=2, label=provider,
+                        color=colours[provider])
         ax.set_xticks(range(len(cases)), [f"{shape}\n{dtype}, {threads} thr" for shape, dtype, threads in cases],
                       fontsize=7)
         ax.set(title=op, ylabel="median us (bars: p20-p80)", yscale="log")
@@ -430,10 +436,12 @@ def main(quick: bool = False, out_dir: str | None = None, ops: list[str] | None 
     rows = []
     threads = thread_counts(device)
     for index, case in enumerate(cases, 1):
+        counts = None
         for count in threads:
             print(f"[{index}/{len(cases)}] {case.op} {tuple(case.shape)} {str(case.dtype).removeprefix('torch.')} "
                   f"{count} thread(s)", flush=True)
-            rows.extend(run_case(case, device, s, count))
+            rows.extend(run_case(case, device, s, count, counts))
+            counts = {row["provider"]: row["ops_per_call"] for row in rows[-len(case.providers) - 1:]}
     meta = machine(device, s)
     stem = output_stem(meta["device"], datetime.datetime.now(), quick)
     written = write_report(meta, rows, output_folder(out_dir), stem)
