@@ -78,12 +78,18 @@ class Settings:
     gmm_labels: int
     batches: tuple = (32, 128)
 
-    def describe(self) -> str:
-        run = "quick run (--quick)" if self.quick else "full run"
-        return (f"{run}: batches {', '.join(map(str, self.batches))}; images 3 x {self.image_side} x "
-                f"{self.image_side}; fit_gmm2 on {self.gmm_rows} rows x {self.gmm_labels} labels; {self.min_rounds}-"
-                f"{self.max_rounds} interleaved rounds per case (more while under {self.case_budget_s:g} s); "
-                f"a sample lasts >= {self.min_sample_s * 1e3:g} ms")
+    def sizes(self) -> str:
+        return (f"batches {', '.join(map(str, self.batches))}; images 3 x {self.image_side} x {self.image_side}; "
+                f"fit_gmm2 on {self.gmm_rows} rows x {self.gmm_labels} labels; {self.min_rounds}-{self.max_rounds} "
+                f"interleaved rounds per case (more while under {self.case_budget_s:g} s); a sample lasts >= "
+                f"{self.min_sample_s * 1e3:g} ms")
+
+
+def describe(s: Settings, device: torch.device) -> str:
+    """What the run timed; for a quick run, also what the full run times instead."""
+    if not s.quick:
+        return f"full run: {s.sizes()}"
+    return f"quick run (--quick): {s.sizes()}. The full run: {settings(False, device).sizes()}"
 
 
 def settings(quick: bool, device: torch.device) -> Settings:
@@ -292,7 +298,7 @@ def machine(device: torch.device, s: Settings | None = None) -> dict:
         "torch": report["torch"], "triton": report["triton"], "cuda": report["torch_cuda"],
         "native": report["native"], "commit": commit, "peers": peers.versions(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings": dataclasses.asdict(s) if s else None, "run": s.describe() if s else None,
+        "settings": dataclasses.asdict(s) if s else None, "run": describe(s, device) if s else None,
     }
 
 
@@ -422,17 +428,25 @@ def write_report(meta: dict, rows: list[dict], folder: Path, stem: str) -> list[
     return written
 
 
+def select(cases: list[Case], ops: list[str]) -> list[Case]:
+    """The cases of the named ops; a name also selects the ops it starts (``Mixup`` selects ``Mixup elem cutmix``)."""
+    def chosen(case: Case, name: str) -> bool:
+        return case.op == name or case.op.startswith(name + " ")
+
+    unknown = [name for name in ops if not any(chosen(case, name) for case in cases)]
+    if unknown:
+        known = ", ".join(dict.fromkeys(case.op for case in cases))
+        raise SystemExit(f"--ops: unknown {', '.join(unknown)}; the ops are {known}")
+    return [case for case in cases if any(chosen(case, name) for name in ops)]
+
+
 def main(quick: bool = False, out_dir: str | None = None, ops: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     s = settings(quick, device)
     cases = all_cases(device, s)
     if ops:
-        known = list(dict.fromkeys(case.op for case in cases))
-        unknown = [op for op in ops if op not in known]
-        if unknown:
-            raise SystemExit(f"--ops: unknown {', '.join(unknown)}; the ops are {', '.join(known)}")
-        cases = [case for case in cases if case.op in ops]
-    print(s.describe(), flush=True)
+        cases = select(cases, ops)
+    print(describe(s, device), flush=True)
     rows = []
     threads = thread_counts(device)
     for index, case in enumerate(cases, 1):

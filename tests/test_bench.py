@@ -151,3 +151,24 @@ def test_every_case_runs_its_providers_and_explains_them(module):
         for name, provider in case.providers.items():
             provider()
             assert case.notes.get(name) or bench.PROVIDER_NOTES.get(name), f"{case.op}: {name} has no legend"
+
+
+def test_ops_are_selected_by_name_or_by_the_family_they_start():
+    def case(op):
+        return bench.Case(op, (1,), torch.float32, {}, lambda: None)
+
+    cases = [case("mixup"), case("Mixup batch mixup"), case("Mixup elem cutmix"), case("fit_gmm2")]
+    assert [c.op for c in bench.select(cases, ["Mixup"])] == ["Mixup batch mixup", "Mixup elem cutmix"]
+    assert [c.op for c in bench.select(cases, ["mixup", "fit_gmm2"])] == ["mixup", "fit_gmm2"]
+    with pytest.raises(SystemExit, match="unknown Mix"):
+        bench.select(cases, ["Mix"])
+
+
+def test_a_quick_run_says_what_it_changed():
+    device = torch.device("cpu")
+    quick, full = bench.settings(True, device), bench.settings(False, device)
+    text = bench.describe(quick, device)
+    assert text.startswith("quick run")
+    assert f"3 x {quick.image_side} x {quick.image_side}" in text and f"3 x {full.image_side} x {full.image_side}" in text
+    assert f"{full.gmm_rows} rows" in text and quick.image_side < full.image_side
+    assert bench.describe(full, device).startswith("full run")
