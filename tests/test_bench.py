@@ -6,6 +6,7 @@ import datetime
 import json
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -172,3 +173,49 @@ def test_a_quick_run_says_what_it_changed():
     assert f"3 x {quick.image_side} x {quick.image_side}" in text and f"3 x {full.image_side} x {full.image_side}" in text
     assert f"{full.gmm_rows} rows" in text and quick.image_side < full.image_side
     assert bench.describe(full, device).startswith("full run")
+
+
+def test_timm_like_batch_mixup_follows_timm_draw_order_and_mixes_in_place():
+    from fastmix.benchcases.peers import TimmLikeMixup
+
+    x, y = torch.rand(4, 3, 5, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 3])
+    original = x.clone()
+    np.random.seed(3)
+    np.random.random_sample()  # the prob gate
+    lam = np.random.beta(1.0, 1.0)
+    np.random.seed(3)
+    out, target = TimmLikeMixup(mode="batch", label_smoothing=0.0, num_classes=4)(x, y)
+    assert out is x  # in place, as timm
+    torch.testing.assert_close(out, lam * original + (1 - lam) * original.flip(0))
+    assert target[0, 0] == pytest.approx(lam) and target[0, 3] == pytest.approx(1 - lam)
+
+
+def test_timm_like_pair_cutmix_swaps_one_box_both_ways_and_targets_sum_to_one():
+    from fastmix.benchcases.peers import TimmLikeMixup
+
+    x = torch.arange(6.0).view(6, 1, 1, 1).expand(6, 2, 8, 8).contiguous()
+    np.random.seed(0)
+    out, target = TimmLikeMixup(mixup_alpha=0.0, cutmix_alpha=1.0, mode="pair", num_classes=6)(
+        x.clone(), torch.arange(6))
+    for i in range(3):
+        j = 5 - i
+        from_partner = out[i] == j
+        assert torch.equal(from_partner, out[j] == i)  # the same box both ways
+        assert torch.all((out[i] == i) | from_partner)
+        kept = 1 - from_partner[0].float().mean()
+        own = target[i, i] - 0.1 / 6  # label smoothing 0.1: on = 1 - 0.1 + 0.1/K, off = 0.1/K
+        assert own / 0.9 == pytest.approx(float(kept))
+    torch.testing.assert_close(target.sum(1), torch.ones(6))
+
+
+def test_timm_like_fast_collate_returns_uint8_pixels_of_the_pair():
+    from fastmix.benchcases.peers import TimmLikeFastCollateMixup
+
+    images = [np.full((3, 6, 6), 10 * k, dtype=np.uint8) for k in range(4)]
+    np.random.seed(1)
+    out, target = TimmLikeFastCollateMixup(mixup_alpha=0.0, cutmix_alpha=1.0, mode="elem", num_classes=4)(
+        [(image, k) for k, image in enumerate(images)])
+    assert out.dtype == torch.uint8 and out.shape == (4, 3, 6, 6)
+    for i in range(4):
+        assert set(out[i].unique().tolist()) <= {10 * i, 10 * (3 - i)}
+    torch.testing.assert_close(target.sum(1), torch.ones(4))

@@ -67,15 +67,16 @@ class TimmLikeMixup:
         self.mode, self.correct_lam, self.smoothing, self.classes = mode, correct_lam, label_smoothing, num_classes
 
     def _draw_mixer(self, count: int | None):
-        """(lam, use_cutmix) as numpy arrays of ``count`` draws, or scalars for ``count=None`` (batch mode)."""
+        """(lam, use_cutmix) as numpy arrays of ``count`` draws, or scalars for ``count=None`` (batch mode: one
+        Beta draw with the chosen mixer's alpha; per-element modes draw both Betas and select)."""
         both = self.mixup_alpha > 0 and self.cutmix_alpha > 0
         use_cutmix = (np.random.random_sample(count) < self.switch_prob if both
                       else np.full(count or (), self.cutmix_alpha > 0))
-        if both:
+        if both and count is not None:
             lam = np.where(use_cutmix, np.random.beta(self.cutmix_alpha, self.cutmix_alpha, size=count),
                            np.random.beta(self.mixup_alpha, self.mixup_alpha, size=count))
         else:
-            alpha = self.cutmix_alpha if self.cutmix_alpha > 0 else self.mixup_alpha
+            alpha = self.cutmix_alpha if np.all(use_cutmix) else self.mixup_alpha
             lam = np.random.beta(alpha, alpha, size=count)
         return lam, use_cutmix
 
