@@ -21,7 +21,8 @@ _ROWS: dict[int, dict] = {}  # run_case times all the providers of a case at onc
 
 
 def case_id(case: bench.Case, provider: str) -> str:
-    return f"{case.op.replace(' ', '_')}-{'x'.join(map(str, case.shape))}-{str(case.dtype).removeprefix('torch.')}-{provider}"
+    shape, dtype = "x".join(map(str, case.shape)), str(case.dtype).removeprefix("torch.")
+    return f"{case.op.replace(' ', '_')}-{shape}-{dtype}-{provider}"
 
 
 @pytest.mark.parametrize("case,provider", [pytest.param(case, provider, id=case_id(case, provider))

@@ -170,7 +170,8 @@ def test_a_quick_run_says_what_it_changed():
     quick, full = bench.settings(True, device), bench.settings(False, device)
     text = bench.describe(quick, device)
     assert text.startswith("quick run")
-    assert f"3 x {quick.image_side} x {quick.image_side}" in text and f"3 x {full.image_side} x {full.image_side}" in text
+    for side in (quick.image_side, full.image_side):
+        assert f"3 x {side} x {side}" in text
     assert f"{full.gmm_rows} rows" in text and quick.image_side < full.image_side
     assert bench.describe(full, device).startswith("full run")
 

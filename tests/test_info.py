@@ -20,6 +20,10 @@ def logits():
     return torch.randn(2, 3, requires_grad=True)
 
 
+def gmm_data():
+    return torch.rand(8, 1), torch.zeros(8, 1, dtype=torch.long)
+
+
 CALLS = {
     "zeta_mixup": lambda: fastmix.zeta_mixup(*x_y(), num_classes=3),
     "mixup": lambda: fastmix.mixup(*x_y(), num_classes=3),
@@ -33,10 +37,8 @@ CALLS = {
     "lamix_loss": lambda: fastmix.lamix_loss(logits(), logits(), torch.tensor([0, 1]), torch.rand(2),
                                              torch.tensor([1, 0])),
     "balancemix_loss": lambda: fastmix.balancemix_loss(logits(), torch.rand(2, 3)),
-    "fit_gmm2": lambda: fastmix.fit_gmm2(torch.rand(8, 1), torch.zeros(8, 1, dtype=torch.long), n_groups=1),
-    "gmm_posterior": lambda: fastmix.gmm_posterior(torch.rand(8, 1), torch.zeros(8, 1, dtype=torch.long),
-                                                   fastmix.fit_gmm2(torch.rand(8, 1), torch.zeros(8, 1, dtype=torch.long),
-                                                                    n_groups=1, backend="reference")),
+    "fit_gmm2": lambda: fastmix.fit_gmm2(*gmm_data(), n_groups=1),
+    "gmm_posterior": lambda: fastmix.gmm_posterior(*gmm_data(), fastmix.fit_gmm2(*gmm_data(), n_groups=1, backend="reference")),
 }
 
 

@@ -1,6 +1,6 @@
-"""BalanceMix GMM cases: ``fit_gmm2`` on per-label losses (rows x K labels, 2K GMMs; MS-COCO has K = 80) per backend vs the reference
-vs a scikit-learn loop (one GaussianMixture per group, the noisy-label literature's practice), and
-``gmm_posterior`` (eq. 8) of a batch's losses vs scikit-learn's ``predict_proba`` per group.
+"""BalanceMix GMM cases: ``fit_gmm2`` on per-label losses (rows x K labels, 2K GMMs; MS-COCO has K = 80) per
+backend vs the reference vs a scikit-learn loop (one GaussianMixture per group, the noisy-label literature's
+practice), and ``gmm_posterior`` (eq. 8) of a batch's losses vs scikit-learn's ``predict_proba`` per group.
 
 Every fit runs exactly 10 EM iterations per group (tol=0), so the work is fixed; scikit-learn's time includes its
 k-means init, fastmix's its quantile init. The losses are float32, as a training loop produces them. The
@@ -26,7 +26,8 @@ def synthetic_losses(rows: int, classes: int, device: torch.device, seed: int = 
     """BCE-like losses of a multi-label set: 5% positives with spread-out losses, negatives mostly near zero."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.rand(rows, classes, generator=g) < 0.05
-    losses = torch.where(labels, torch.rand(rows, classes, generator=g) * 3, torch.rand(rows, classes, generator=g) ** 4)
+    positive, negative = torch.rand(rows, classes, generator=g), torch.rand(rows, classes, generator=g)
+    losses = torch.where(labels, positive * 3, negative ** 4)
     return losses.to(device), fastmix.label_groups(labels).to(device)
 
 

@@ -1,11 +1,11 @@
 """The peer libraries' mixers, for timing beside fastmix: the real library when it imports, else a copy of its code
 path written from its documented behaviour (labelled "-like" with the version it follows).
 
-timm 1.0.x (``timm.data.Mixup`` / ``FastCollateMixup``): numpy's global RNG on the host; batch mode mixes x in place
-(``mul_``/``add_`` with the flipped batch, or one box pasted from it); elem and pair modes clone x and loop in Python
-over the samples; targets are smoothed one-hots mixed with the flipped batch's. ``FastCollateMixup`` mixes the uint8
-numpy images of a DataLoader batch one by one (float32 math, ``np.rint``) into a uint8 tensor.
-torchvision 0.2x v2 ``MixUp`` / ``CutMix``: one lam per batch from torch's Beta, partners by ``roll(1, 0)``, out of
+timm 1.0.16-1.0.28 (``timm.data.Mixup`` / ``FastCollateMixup``): numpy's global RNG on the host; batch mode mixes x
+in place (``mul_``/``add_`` with the flipped batch, or one box pasted from it); elem and pair modes clone x and loop
+in Python over the samples; targets are smoothed one-hots mixed with the flipped batch's. ``FastCollateMixup`` mixes
+the uint8 numpy images of a DataLoader batch one by one (float32 math, ``np.rint``) into a uint8 tensor.
+torchvision v2 ``MixUp`` / ``CutMix``: one lam per batch from torch's Beta, partners by ``roll(1, 0)``, out of
 place, one-hot float32 labels. kornia ``RandomMixUpV2`` / ``RandomCutMixV2`` are used only when installed.
 """
 
@@ -17,8 +17,8 @@ import importlib.metadata
 import numpy as np
 import torch
 
-TIMM_VERSION = "1.0.x"
-TORCHVISION_VERSION = "0.2x v2"
+TIMM_VERSION = "1.0.16-1.0.28"
+TORCHVISION_VERSION = "transforms.v2 (2026)"
 
 
 def versions() -> dict[str, str | None]:
@@ -59,7 +59,7 @@ def timm_target(target: torch.Tensor, classes: int, lam, smoothing: float) -> to
 
 
 class TimmLikeMixup:
-    """A copy of timm 1.0.x's ``Mixup`` code path (modes batch, pair, elem), host numpy draws and all."""
+    """A copy of timm 1.0.16-1.0.28's ``Mixup`` code path (modes batch, pair, elem), host numpy draws and all."""
 
     def __init__(self, mixup_alpha=1.0, cutmix_alpha=0.0, prob=1.0, switch_prob=0.5, mode="batch",
                  correct_lam=True, label_smoothing=0.1, num_classes=1000):
@@ -152,7 +152,8 @@ class TimmLikeMixup:
 
 
 class TimmLikeFastCollateMixup(TimmLikeMixup):
-    """A copy of timm 1.0.x's ``FastCollateMixup`` (batch and elem modes) on (uint8 CHW numpy image, label) items."""
+    """A copy of timm 1.0.16-1.0.28's ``FastCollateMixup`` (batch and elem modes) on (uint8 CHW numpy image, label)
+    items."""
 
     def _paste_or_blend(self, own: np.ndarray, partner: np.ndarray, lam: float, use_cutmix: bool, box) -> np.ndarray:
         if use_cutmix:
