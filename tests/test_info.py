@@ -38,7 +38,8 @@ CALLS = {
                                              torch.tensor([1, 0])),
     "balancemix_loss": lambda: fastmix.balancemix_loss(logits(), torch.rand(2, 3)),
     "fit_gmm2": lambda: fastmix.fit_gmm2(*gmm_data(), n_groups=1),
-    "gmm_posterior": lambda: fastmix.gmm_posterior(*gmm_data(), fastmix.fit_gmm2(*gmm_data(), n_groups=1, backend="reference")),
+    "gmm_posterior": lambda: fastmix.gmm_posterior(*gmm_data(),
+                                                   fastmix.fit_gmm2(*gmm_data(), n_groups=1, backend="reference")),
 }
 
 
