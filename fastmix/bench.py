@@ -376,7 +376,7 @@ def markdown_table(meta: dict, rows: list[dict]) -> str:
 
 def plot(rows: list[dict], path: Path) -> bool:
     """One panel per op: the cases (shape, dtype, threads) on a categorical axis, one marker per provider (one colour
-    per provider in every panel) with its p20-p80 error bar, no line between different cases. False without
+    and shape per provider in every panel) with its p20-p80 error bar, no line between different cases. False without
     matplotlib."""
     try:
         import matplotlib
@@ -386,8 +386,9 @@ def plot(rows: list[dict], path: Path) -> bool:
     except ImportError:
         return False
     ops = list(dict.fromkeys(r["op"] for r in rows))
-    palette = plt.get_cmap("tab20").colors
-    colours = {name: palette[k % len(palette)] for k, name in enumerate(dict.fromkeys(r["provider"] for r in rows))}
+    palette, markers = plt.get_cmap("tab10").colors, "os^D"
+    styles = {name: (palette[k % len(palette)], markers[k // len(palette) % len(markers)])
+              for k, name in enumerate(dict.fromkeys(r["provider"] for r in rows))}
     columns = min(3, len(ops))
     height = -(-len(ops) // columns)
     fig, axes = plt.subplots(height, columns, figsize=(6 * columns, 4 * height), squeeze=False)
@@ -405,8 +406,9 @@ def plot(rows: list[dict], path: Path) -> bool:
             median = np.array([r["median_ms"] * 1e3 for r in mine])
             low = median - np.array([r["p20_ms"] * 1e3 for r in mine])
             high = np.array([r["p80_ms"] * 1e3 for r in mine]) - median
-            ax.errorbar(xs, median, yerr=[low, high], fmt="o", linestyle="none", capsize=2, label=provider,
-                        color=colours[provider])
+            colour, marker = styles[provider]
+            ax.errorbar(xs, median, yerr=[low, high], fmt=marker, linestyle="none", capsize=2, label=provider,
+                        color=colour)
         ax.set_xticks(range(len(cases)), [f"{shape}\n{dtype}, {threads} thr" for shape, dtype, threads in cases],
                       fontsize=7)
         ax.set(title=op, ylabel="median us (bars: p20-p80)", yscale="log")
