@@ -309,7 +309,7 @@ def output_folder(out_dir: str | None) -> Path:
 
 
 def output_stem(device_name: str, when: datetime.datetime, quick: bool) -> str:
-    """``<device>-<YYYYmmdd-HHMMSS>[-quick]``: file-name-safe, one per run."""
+    """``<device>-<YYYYmmdd-HHMMSS>[-quick]`` (the report's UTC date): file-name-safe, one per run."""
     device = re.sub(r"[^A-Za-z0-9.+-]+", "_", device_name).strip("_")
     return f"{device}-{when:%Y%m%d-%H%M%S}" + ("-quick" if quick else "")
 
@@ -459,7 +459,7 @@ def main(quick: bool = False, out_dir: str | None = None, ops: list[str] | None 
             rows.extend(run_case(case, device, s, count, counts))
             counts = {row["provider"]: row["ops_per_call"] for row in rows[-len(case.providers) - 1:]}
     meta = machine(device, s)
-    stem = output_stem(meta["device"], datetime.datetime.now(), quick)
+    stem = output_stem(meta["device"], datetime.datetime.fromisoformat(meta["date"]), quick)
     written = write_report(meta, rows, output_folder(out_dir), stem)
     print(markdown_table(meta, rows))
     print("wrote " + ", ".join(map(str, written)) + ("" if len(written) == 3 else " (no plot: pip install matplotlib)"))
