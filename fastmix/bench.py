@@ -93,6 +93,7 @@ def describe(s: Settings, device: torch.device) -> str:
 
 
 def settings(quick: bool, device: torch.device) -> Settings:
+    """The quick or the full run's settings on ``device`` (the full GMM fit has MS-COCO's size on a GPU)."""
     if quick:
         return Settings(True, min_rounds=5, max_rounds=10, case_budget_s=0.2, min_sample_s=0.001, image_side=64,
                         gmm_rows=2_000, gmm_labels=16)
