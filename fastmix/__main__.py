@@ -9,12 +9,17 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastmix")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("info", help="versions, the native build and which backends are available")
-    bench = commands.add_parser("bench", help="time every op on this machine and write benchmarks/results/")
-    bench.add_argument("--quick", action="store_true", help="fewer sizes and repetitions")
-    bench.add_argument("--out", default=None, help="output folder (default: benchmarks/results)")
+    commands.add_parser("info", help="versions, the native build, which backends are available, and per op its "
+                                     "backends and the default on CPU and CUDA tensors")
+    bench = commands.add_parser("bench", help="time every public op against its reference, peers and a copy floor; "
+                                              "write JSON, Markdown and PNG reports")
+    bench.add_argument("--quick", action="store_true",
+                       help="smaller images and GMM data, fewer rounds (the report says what it changed)")
+    bench.add_argument("--out", default=None, metavar="DIR",
+                       help="output folder, created (default: ./fastmix-bench-results); files are named "
+                            "<device>-<YYYYmmdd-HHMMSS>[-quick].json/.md/.png")
     bench.add_argument("--ops", nargs="+", default=None, metavar="OP",
-                       help="time only these ops (e.g. fit_gmm2); the files are named after them")
+                       help="time only these ops, e.g. fit_gmm2 or Mixup (every Mixup mode) or 'Mixup elem cutmix'")
     args = parser.parse_args(argv)
     if args.command == "info":
         from fastmix._info import format_info, info

@@ -1,4 +1,5 @@
-"""``fastmix.info()`` / ``python -m fastmix info``: versions, the native build and every backend's availability."""
+"""``fastmix.info()`` / ``python -m fastmix info``: versions, the native build, every backend's availability, and per
+op its backends and the one that runs by default on CPU and on CUDA tensors."""
 
 from __future__ import annotations
 
@@ -8,6 +9,46 @@ import torch
 
 from fastmix import _backend, _native
 from fastmix._version import __version__
+
+
+BACKEND_NOTATION = ("cuda = the CUDA kernels of fastmix._C; triton = the Triton kernels; cpu = the C++ CPU kernels of "
+                    "fastmix._C; reference = pure PyTorch (also the tests' oracle). 'default on CPU/CUDA' is what runs "
+                    "on CPU/CUDA tensors without backend= (FASTMIX_BACKEND overrides it process-wide); a backend "
+                    "named with backend= must be available, never a silent fallback. '-' : the op is plain PyTorch "
+                    "ops, with no backend choice.")
+
+
+def op_backends() -> dict[str, tuple[tuple, str | None, str | None]]:
+    """Public op -> (its backends, its default on CUDA tensors, its default on CPU tensors), as each public call
+    passes them to ``_backend.resolve`` (tests/test_info.py checks that they match)."""
+    from fastmix.ops import gmm as gmm_ops
+    from fastmix.ops import mix as mix_ops
+
+    mix_backends, fused_losses = mix_ops.BACKENDS, _backend.NO_NATIVE_KERNEL
+    return {
+        "zeta_mixup": (_backend.DEFAULT_SUPPORTED, "triton", "reference"),
+        "mixup": (mix_backends, "cuda", "cpu"),
+        "cutmix": (mix_backends, "cuda", "reference"),
+        "Mixup, FastCollateMixup": (mix_backends, "cuda", "cpu"),
+        "lamix_inputs": (mix_backends, "cuda", "cpu"),
+        "flow_mix": (_backend.DEFAULT_SUPPORTED, "cuda", "reference"),
+        "lumix_lambda": ((), None, None),
+        "lumix_loss": (fused_losses, "triton", "reference"),
+        "lamix_loss": (fused_losses, "triton", "reference"),
+        "balancemix_loss": (fused_losses, "triton", "reference"),
+        "fit_gmm2": (gmm_ops.BACKENDS, gmm_ops.CUDA_DEFAULT, "cpu"),
+        "gmm_posterior": ((), None, None),
+    }
+
+
+def _default_backend(device: str, supported: tuple, cuda_default: str, cpu_default: str) -> str:
+    """The backend that runs without backend= on ``device`` tensors here, or why none can."""
+    if device == "cuda" and not torch.cuda.is_available():
+        return f"{cuda_default} (no CUDA device here)"
+    try:
+        return _backend.resolve(None, torch.device(device), cuda_default, cpu_default, supported)
+    except (ValueError, RuntimeError, StopIteration) as error:
+        return f"none ({error or 'no backend available'})"
 
 
 def _cpu_isa(C) -> str | None:
@@ -48,6 +89,10 @@ def info() -> dict:
         for name in _backend.BACKENDS:
             reason = _backend.unavailable_reason(name, device)
             backends[f"{name}@{device}"] = {"available": not reason, "reason": reason}
+    ops = {op: {"backends": list(supported),
+                "default_cpu": _default_backend("cpu", supported, cuda_default, cpu_default) if supported else None,
+                "default_cuda": _default_backend("cuda", supported, cuda_default, cpu_default) if supported else None}
+           for op, (supported, cuda_default, cpu_default) in op_backends().items()}
     return {
         "fastmix": __version__,
         "python": platform.python_version(),
@@ -57,6 +102,7 @@ def info() -> dict:
         "gpu": gpu,
         "native": native,
         "backends": backends,
+        "ops": ops,
     }
 
 
@@ -77,4 +123,9 @@ def format_info(report: dict) -> str:
         lines.append(f"  vectorised CPU kernels (gmm): {native['cpu_isa']}")
     for key, state in report["backends"].items():
         lines.append(f"  {key:<18} {'yes' if state['available'] else 'no '}  {state['reason']}")
+    lines.append("ops: backends | default on CPU tensors | default on CUDA tensors")
+    for op, state in report["ops"].items():
+        lines.append(f"  {op:<24} {', '.join(state['backends']) or '-':<30} | {state['default_cpu'] or '-':<10} | "
+                     f"{state['default_cuda'] or '-'}")
+    lines.append(f"  ({BACKEND_NOTATION})")
     return "\n".join(lines)

@@ -1,65 +1,92 @@
-"""BalanceMix GMM cases: fit_gmm2 on per-label losses (N x K, 2K GMMs) per backend vs the reference vs a
-scikit-learn loop (one GaussianMixture per group, the noisy-label literature's practice; CPU, when installed).
+"""BalanceMix GMM cases: ``fit_gmm2`` on per-label losses (rows x K labels, 2K GMMs; MS-COCO has K = 80) per
+backend vs the reference vs a scikit-learn loop (one GaussianMixture per group, the noisy-label literature's
+practice), and ``gmm_posterior`` (eq. 8) of a batch's losses vs scikit-learn's ``predict_proba`` per group.
 
-Every provider runs exactly 10 EM iterations per group (tol=0), so the work is fixed; scikit-learn's time includes
-its k-means init, fastmix's its quantile init. The losses are float32, as a training loop produces them.
+Every fit runs exactly 10 EM iterations per group (tol=0), so the work is fixed; scikit-learn's time includes its
+k-means init, fastmix's its quantile init. The losses are float32, as a training loop produces them. The
+scikit-learn providers run on the CPU and appear only when scikit-learn is installed.
 """
 
 from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 
 import fastmix
-from fastmix import _backend
-from fastmix.bench import Case
+from fastmix.bench import Case, backend_providers, copy_floor
 from fastmix.ops import gmm as gmm_ops
 
-CLASSES = 80
 ITERATIONS = 10
+SKLEARN_NOTE = "scikit-learn {}: one GaussianMixture(2, max_iter=10, tol=0, reg_covar=5e-4) per group, in a loop"
 
 
-def synthetic_losses(rows: int, device: torch.device):
+def synthetic_losses(rows: int, classes: int, device: torch.device, seed: int = 0):
     """BCE-like losses of a multi-label set: 5% positives with spread-out losses, negatives mostly near zero."""
-    g = torch.Generator().manual_seed(0)
-    labels = torch.rand(rows, CLASSES, generator=g) < 0.05
-    losses = torch.where(labels, torch.rand(rows, CLASSES, generator=g) * 3, torch.rand(rows, CLASSES, generator=g) ** 4)
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.rand(rows, classes, generator=g) < 0.05
+    positive, negative = torch.rand(rows, classes, generator=g), torch.rand(rows, classes, generator=g)
+    losses = torch.where(labels, positive * 3, negative ** 4)
     return losses.to(device), fastmix.label_groups(labels).to(device)
 
 
-def sklearn_loop(losses: torch.Tensor, groups: torch.Tensor):
-    """The per-group scikit-learn fits a training loop runs today, or None without scikit-learn."""
+def normalised_groups(losses: torch.Tensor, groups: torch.Tensor) -> list[np.ndarray]:
+    """Each group's losses min-max normalised, as (n, 1) arrays for scikit-learn."""
+    out = []
+    for group in range(2 * losses.size(1)):
+        v = losses[groups == group].cpu().double().numpy()
+        out.append(((v - v.min()) / (v.max() - v.min()))[:, None])
+    return out
+
+
+def sklearn_fits(per_group: list[np.ndarray]):
+    from sklearn.mixture import GaussianMixture
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [GaussianMixture(2, max_iter=ITERATIONS, tol=0.0, reg_covar=5e-4).fit(x) for x in per_group]
+
+
+def sklearn_posterior(models, losses: torch.Tensor, groups: torch.Tensor, fit: fastmix.GMM2Fit) -> torch.Tensor:
+    """Eq. 8 with scikit-learn: per group, normalise with the fit's min/max, then ``predict_proba`` of the
+    small-mean component."""
+    values, group_ids = losses.cpu().double().numpy().ravel(), groups.cpu().numpy().ravel()
+    low, high = fit.min.cpu().numpy(), fit.max.cpu().numpy()
+    out = np.ones_like(values)
+    for group, model in enumerate(models):
+        mine = group_ids == group
+        if not mine.any():
+            continue
+        x = (values[mine] - low[group]) / (high[group] - low[group])
+        out[mine] = model.predict_proba(x[:, None])[:, int(np.argmin(model.means_[:, 0]))]
+    return torch.from_numpy(out).view(losses.shape)
+
+
+def cases(device: torch.device, s) -> list[Case]:
+    losses, groups = synthetic_losses(s.gmm_rows, s.gmm_labels, device)
+    n_groups = 2 * s.gmm_labels
+    providers = backend_providers(lambda b: fastmix.fit_gmm2(losses, groups, n_groups=n_groups, max_iter=ITERATIONS,
+                                                             tol=0.0, backend=b), device, gmm_ops.BACKENDS)
+    notes, models = {}, None
     try:
-        from sklearn.mixture import GaussianMixture
+        import sklearn
     except ImportError:
-        return None
-    per_group = []
-    for group in range(2 * CLASSES):
-        v = losses[groups == group].cpu().numpy()
-        per_group.append(((v - v.min()) / (v.max() - v.min()))[:, None])
-
-    def run():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return [GaussianMixture(2, max_iter=ITERATIONS, tol=0.0, reg_covar=5e-4).fit(x) for x in per_group]
-
-    return run
-
-
-def cases(device: torch.device, quick: bool) -> list[Case]:
-    rows = 118_287 if device.type == "cuda" or not quick else 5_000
-    losses, groups = synthetic_losses(rows, device)
-    providers = {}
-    for backend in gmm_ops.BACKENDS:
-        if not _backend.unavailable_reason(backend, device.type):
-            name = "reference" if backend == "reference" else f"fastmix-{backend}"
-            providers[name] = (lambda b=backend: fastmix.fit_gmm2(losses, groups, n_groups=2 * CLASSES,
-                                                                  max_iter=ITERATIONS, tol=0.0, backend=b))
-    loop = sklearn_loop(losses, groups)
-    if loop is not None:
-        providers["sklearn-loop"] = loop
-    copy_target = torch.empty_like(losses)
-    return [Case("fit_gmm2", tuple(losses.shape), losses.dtype, providers,
-                 floor=lambda: copy_target.copy_(losses), bytes_moved=2 * losses.numel() * losses.element_size(),
-                 extra={"groups": 2 * CLASSES, "iterations": ITERATIONS})]
+        sklearn = None
+    if sklearn is not None:
+        per_group = normalised_groups(losses, groups)
+        models = sklearn_fits(per_group)
+        providers["sklearn-loop"] = lambda: sklearn_fits(per_group)
+        notes["sklearn-loop"] = SKLEARN_NOTE.format(sklearn.__version__)
+    out = [Case("fit_gmm2", tuple(losses.shape), losses.dtype, providers, copy_floor(losses), notes,
+                extra={"groups": n_groups, "iterations": ITERATIONS})]
+    fit = fastmix.fit_gmm2(losses, groups, n_groups=n_groups, max_iter=ITERATIONS, tol=0.0)
+    for batch in s.batches:
+        batch_losses, batch_groups = synthetic_losses(batch, s.gmm_labels, device, seed=batch)
+        providers = {"fastmix": lambda v=batch_losses, g=batch_groups: fastmix.gmm_posterior(v, g, fit)}
+        if models is not None:
+            providers["sklearn-loop"] = lambda v=batch_losses, g=batch_groups: sklearn_posterior(models, v, g, fit)
+        out.append(Case("gmm_posterior", tuple(batch_losses.shape), batch_losses.dtype, providers,
+                        copy_floor(batch_losses), {"sklearn-loop": "scikit-learn: predict_proba of the small-mean "
+                                                                   "component, one GaussianMixture per group"}))
+    return out

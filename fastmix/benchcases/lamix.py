@@ -1,4 +1,5 @@
-"""LaMix benchmark cases: the fused target-and-loss (forward + backward) vs the reference vs the paper's formula."""
+"""LaMix cases: ``lamix_inputs`` (eq. 4) and the fused target-and-loss (forward + backward) vs the reference vs
+the paper's formula."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ import torch
 
 import fastmix
 from fastmix import _backend
-from fastmix.bench import Case
+from fastmix.bench import Case, backend_providers, bytes_floor, copy_floor
+from fastmix.benchcases import gradient_step, image_batch
+from fastmix.ops.mix import BACKENDS as MIX_BACKENDS
+
+CLASSES = 1000
+
+
+def paper_inputs(x: torch.Tensor, generator: torch.Generator):
+    """Eq. 4 as written: a random permutation, then 0.5 x + 0.5 x[perm]."""
+    perm = torch.randperm(x.size(0), generator=generator, device=x.device)
+    return 0.5 * x + 0.5 * x[perm], perm
 
 
 def paper_loss(logits, target_logits, y, lam, partner, beta):
@@ -17,43 +28,32 @@ def paper_loss(logits, target_logits, y, lam, partner, beta):
     return torch.nn.functional.cross_entropy(logits.float(), target)
 
 
-def providers_for(backends, logits, target_logits, y, lam, partner) -> dict:
-    """Forward and backward to both logits per provider, without accumulating into ``.grad``."""
-    def full_step(loss_fn):
-        return lambda: torch.autograd.grad(loss_fn(), (logits, target_logits))
+def batch_cases(batch: int, device: torch.device, image_side: int) -> list[Case]:
+    generator = torch.Generator(device=device).manual_seed(0)
+    x = image_batch(batch, image_side, device)
+    providers = backend_providers(lambda b: fastmix.lamix_inputs(x, generator=generator, backend=b), device,
+                                  MIX_BACKENDS)
+    providers["paper"] = lambda: paper_inputs(x, generator)
+    inputs = Case("lamix_inputs", tuple(x.shape), x.dtype, providers, copy_floor(x),
+                  {"paper": "eq. 4 as written: randperm, then 0.5 x + 0.5 x[perm]"})
 
-    providers = {}
-    for backend in backends:
-        name = "reference" if backend == "reference" else f"fastmix-{backend}"
-        providers[name] = full_step(
-            lambda b=backend: fastmix.lamix_loss(logits, target_logits, y, lam, partner, backend=b))
-    providers["paper"] = full_step(lambda: paper_loss(logits, target_logits, y, lam, partner, 0.5))
-    return providers
+    logits = torch.randn(batch, CLASSES, device=device, generator=generator).requires_grad_()
+    target_logits = torch.randn(batch, CLASSES, device=device, generator=generator).requires_grad_()
+    y = torch.randint(0, CLASSES, (batch,), device=device, generator=generator)
+    lam = torch.rand(batch, device=device, generator=generator)
+    partner = torch.randperm(batch, device=device, generator=generator)
+    providers = backend_providers(
+        lambda b: torch.autograd.grad(fastmix.lamix_loss(logits, target_logits, y, lam, partner, backend=b),
+                                      (logits, target_logits)), device, _backend.NO_NATIVE_KERNEL)
+    providers["paper"] = gradient_step(lambda: paper_loss(logits, target_logits, y, lam, partner, 0.5),
+                                       logits, target_logits)
+    # Must move: read both logits (B, K), write both gradients, read the labels' rows.
+    bytes_moved = 4 * logits.numel() * logits.element_size() + logits.numel() * 4
+    loss = Case("lamix_loss fwd+bwd", (batch, CLASSES), logits.dtype, providers, bytes_floor(bytes_moved, device),
+                {"paper": "eq. 2, 9-11 as written with autograd: the (B, K) target, then soft-label cross-entropy"},
+                extra={"mode": "forward+backward"})
+    return [inputs, loss]
 
 
-def cases(device: torch.device, quick: bool) -> list[Case]:
-    dtypes = (torch.float32, torch.bfloat16) if device.type == "cuda" else (torch.float32,)
-    # The Triton interpreter's timings on CPU mean nothing, so CPU runs time the reference and the paper's formula.
-    backends = [b for b in ("triton", "reference")
-                if device.type == "cuda" or b == "reference"
-                if not _backend.unavailable_reason(b, device.type)]
-    out = []
-    for batch in (128, 1024):
-        for classes in (100, 1000):
-            for dtype in dtypes:
-                generator = torch.Generator(device=device).manual_seed(0)
-                logits = torch.randn(batch, classes, device=device, dtype=dtype, generator=generator).requires_grad_()
-                target_logits = torch.randn(batch, classes, device=device, dtype=dtype,
-                                            generator=generator).requires_grad_()
-                y = torch.randint(0, classes, (batch,), device=device, generator=generator)
-                lam = torch.rand(batch, device=device, generator=generator)
-                partner = torch.randperm(batch, device=device, generator=generator)
-                providers = providers_for(backends, logits, target_logits, y, lam, partner)
-                # Must move: read both logits (B, K), write both gradients, read the labels' rows.
-                bytes_moved = 4 * batch * classes * logits.element_size() + batch * classes * 4
-                source = torch.empty(bytes_moved // 2, dtype=torch.uint8, device=device)
-                copy_target = torch.empty_like(source)
-                out.append(Case("lamix_loss", (batch, classes), dtype, providers,
-                                floor=lambda d=copy_target, s=source: d.copy_(s), bytes_moved=bytes_moved,
-                                extra={"mode": "forward+backward"}))
-    return out
+def cases(device: torch.device, s) -> list[Case]:
+    return [case for batch in s.batches for case in batch_cases(batch, device, s.image_side)]

@@ -1,8 +1,8 @@
-"""Per-sample Mixup/CutMix benchmark cases: fastmix per backend vs the reference vs the peers' loops.
+"""Mixup/CutMix cases: ``fastmix.mixup``, ``fastmix.cutmix``, ``fastmix.Mixup`` in every mode and mixer, and
+``fastmix.FastCollateMixup`` on uint8 batches, against the reference and the peers (timm, torchvision, kornia).
 
-The peers are written from their documented behaviour (timm and torchvision do not install beside this torch):
-timm's "elem" mode (numpy draws on the host, a Python loop over the samples, flip partners) and torchvision v2
-(one lam per batch, ``roll(1, 0)`` partners, a copy).
+The timm providers mutate x in place, as timm does: they run on a work copy made once, so the timing has no clone
+that timm would not do. fastmix returns new tensors (its default).
 """
 
 from __future__ import annotations
@@ -11,76 +11,77 @@ import numpy as np
 import torch
 
 import fastmix
-from fastmix import _backend
-from fastmix.bench import Case
+from fastmix.bench import Case, backend_providers, copy_floor, timed_backends
+from fastmix.benchcases import image_batch, peers
+from fastmix.ops.mix import BACKENDS
+
+CLASSES = 1000
+MIXERS = {"mixup": {"mixup_alpha": 1.0, "cutmix_alpha": 0.0},
+          "cutmix": {"mixup_alpha": 0.0, "cutmix_alpha": 1.0},
+          "mixup+cutmix": {"mixup_alpha": 0.8, "cutmix_alpha": 1.0}}  # timm's ImageNet recipe
 
 
-def timm_elem_mixup(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    """timm ``_mix_elem`` for Mixup: host Beta draws, then ``x[i] = x[i] lam_i + x_orig[j] (1 - lam_i)`` per i."""
-    batch = x.size(0)
-    lam = np.random.beta(alpha, alpha, size=batch).astype(np.float32)
-    x_orig = x.clone()
-    for i in range(batch):
-        j = batch - 1 - i
-        if lam[i] != 1.0:
-            x[i] = x[i] * lam[i] + x_orig[j] * (1 - lam[i])
-    return x
+def labels(batch: int, device: torch.device) -> torch.Tensor:
+    return torch.randint(0, CLASSES, (batch,), device=device, generator=torch.Generator(device=device).manual_seed(1))
 
 
-def timm_elem_cutmix(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    """timm ``_mix_elem`` for CutMix: host Beta draw and ``rand_bbox`` per sample, then a per-sample paste."""
-    batch, height, width = x.size(0), x.size(-2), x.size(-1)
-    x_orig = x.clone()
-    for i in range(batch):
-        j = batch - 1 - i
-        ratio = np.sqrt(1 - np.random.beta(alpha, alpha))
-        cut_h, cut_w = int(height * ratio), int(width * ratio)
-        cy, cx = np.random.randint(0, height), np.random.randint(0, width)
-        y0, y1 = np.clip(cy - cut_h // 2, 0, height), np.clip(cy + cut_h // 2, 0, height)
-        x0, x1 = np.clip(cx - cut_w // 2, 0, width), np.clip(cx + cut_w // 2, 0, width)
-        x[i][:, y0:y1, x0:x1] = x_orig[j][:, y0:y1, x0:x1]
-    return x
+def function_case(op: str, batch: int, device: torch.device, image_side: int) -> Case:
+    """``fastmix.mixup`` / ``fastmix.cutmix`` (per-sample lam, random partners) vs torchvision, kornia, timm elem."""
+    fn = {"mixup": fastmix.mixup, "cutmix": fastmix.cutmix}[op]
+    x, y = image_batch(batch, image_side, device), labels(batch, device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    providers = backend_providers(lambda b: fn(x, y, num_classes=CLASSES, generator=generator, backend=b), device,
+                                  BACKENDS)
+    notes = {}
+    torchvision_name, torchvision, notes[torchvision_name] = peers.torchvision_mixer(op, CLASSES)
+    providers[torchvision_name] = lambda: torchvision(x, y)
+    kornia = peers.kornia_mixer(op)
+    if kornia is not None:
+        kornia_name, kornia_mixer, notes[kornia_name] = kornia
+        providers[kornia_name] = lambda: kornia_mixer(x, y)
+    timm_name, timm, note = peers.timm_mixup(mode="elem", label_smoothing=0.0, num_classes=CLASSES, **MIXERS[op])
+    work = x.clone()
+    providers[f"{timm_name}-elem"] = lambda: timm(work, y)
+    notes[f"{timm_name}-elem"] = note + ", mode='elem' (one lam per sample, like fastmix's default)"
+    return Case(op, tuple(x.shape), x.dtype, providers, copy_floor(x), notes)
 
 
-def torchvision_mixup(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    """torchvision v2 MixUp: one lam per batch, partner ``roll(1, 0)``, written into the rolled copy."""
-    lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    return x.roll(1, 0).mul_(1.0 - lam).add_(x.mul(lam))
+def mixup_class_case(mode: str, mixer: str, batch: int, device: torch.device, image_side: int) -> Case:
+    """``fastmix.Mixup`` in one mode with one mixer vs timm's Mixup with the same arguments."""
+    alphas = MIXERS[mixer]
+    x, y = image_batch(batch, image_side, device), labels(batch, device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    mixers = {b: fastmix.Mixup(mode=mode, num_classes=CLASSES, generator=generator, backend=b, **alphas)
+              for b in timed_backends(device, BACKENDS)}
+    providers = backend_providers(lambda b: mixers[b](x, y), device, BACKENDS)
+    timm_name, timm, note = peers.timm_mixup(mode=mode, num_classes=CLASSES, **alphas)
+    work = x.clone()
+    providers[timm_name] = lambda: timm(work, y)
+    return Case(f"Mixup {mode} {mixer}", tuple(x.shape), x.dtype, providers, copy_floor(x), {timm_name: note},
+                extra={"mode": mode, "mixer": mixer})
 
 
-def torchvision_cutmix(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    """torchvision v2 CutMix: one lam and one box per batch, pasted into a clone from ``roll(1, 0)``."""
-    height, width = x.shape[-2:]
-    lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    r_x, r_y = torch.randint(width, (1,)), torch.randint(height, (1,))
-    half_w, half_h = int(0.5 * width * (1 - lam) ** 0.5), int(0.5 * height * (1 - lam) ** 0.5)
-    x0, y0 = int(torch.clamp(r_x - half_w, min=0)), int(torch.clamp(r_y - half_h, min=0))
-    x1, y1 = int(torch.clamp(r_x + half_w, max=width)), int(torch.clamp(r_y + half_h, max=height))
-    out = x.clone()
-    out[..., y0:y1, x0:x1] = x.roll(1, 0)[..., y0:y1, x0:x1]
-    return out
+def collate_case(mode: str, batch: int, image_side: int) -> Case:
+    """``fastmix.FastCollateMixup`` on a DataLoader batch of (uint8 CHW numpy image, int label) vs timm's, on the
+    CPU (a collate_fn runs in the loader's workers)."""
+    cpu = torch.device("cpu")
+    x = image_batch(batch, image_side, cpu, torch.uint8)
+    items = [(image, int(label)) for image, label in zip(x.numpy(), labels(batch, cpu))]
+    kwargs = dict(mode=mode, num_classes=CLASSES, **MIXERS["mixup+cutmix"])
+    generator = torch.Generator().manual_seed(0)
+    collates = {b: fastmix.FastCollateMixup(generator=generator, backend=b, **kwargs)
+                for b in timed_backends(cpu, ("cpu", "reference"))}
+    providers = backend_providers(lambda b: collates[b](items), cpu, ("cpu", "reference"))
+    timm_name, timm, note = peers.timm_fast_collate(**kwargs)
+    providers[timm_name] = lambda: timm(items)
+    stacked = torch.from_numpy(np.stack([image for image, _ in items]))
+    return Case(f"FastCollateMixup {mode}", tuple(x.shape), torch.uint8, providers, copy_floor(stacked),
+                {timm_name: note}, extra={"mode": mode})
 
 
-def cases(device: torch.device, quick: bool) -> list[Case]:
-    batches = ((32,) if quick else (32, 256)) if device.type == "cuda" else ((4,) if quick else (4, 16))
-    out = []
-    for op, fn, timm_loop, torchvision_fn in (("mixup", fastmix.mixup, timm_elem_mixup, torchvision_mixup),
-                                              ("cutmix", fastmix.cutmix, timm_elem_cutmix, torchvision_cutmix)):
-        for batch in batches:
-            for dtype in (torch.float32, torch.uint8):
-                x = torch.randn(batch, 3, 224, 224, device=device).mul(60).add(128).clamp(0, 255).to(dtype)
-                y = torch.randint(0, 1000, (batch,), device=device)
-                generator = torch.Generator(device=device).manual_seed(0)
-                providers = {}
-                for backend in ("cuda", "triton", "cpu", "reference"):
-                    if not _backend.unavailable_reason(backend, device.type):
-                        name = "reference" if backend == "reference" else f"fastmix-{backend}"
-                        providers[name] = (lambda b=backend, f=fn, x=x, y=y, g=generator: f(
-                            x, y, num_classes=1000, generator=g, backend=b))
-                providers["timm-elem"] = lambda t=timm_loop, x=x: t(x.clone())
-                if not (op == "mixup" and dtype == torch.uint8):  # torchvision's MixUp fails on uint8
-                    providers["torchvision"] = lambda t=torchvision_fn, x=x: t(x)
-                copy_target = torch.empty_like(x)
-                out.append(Case(op, tuple(x.shape), dtype, providers, floor=lambda d=copy_target, s=x: d.copy_(s),
-                                bytes_moved=2 * x.numel() * x.element_size()))
-    return out
+def cases(device: torch.device, s) -> list[Case]:
+    side = s.image_side
+    return [*(function_case(op, batch, device, side) for op in ("mixup", "cutmix") for batch in s.batches),
+            *(mixup_class_case(mode, mixer, batch, device, side)
+              for mode in ("batch", "pair", "elem") for mixer in MIXERS for batch in s.batches),
+            *(collate_case(mode, batch, side) for mode in ("batch", "elem") for batch in s.batches)]

@@ -1,4 +1,4 @@
-"""zeta-mixup benchmark cases: fastmix per backend vs the reference vs the paper's pipeline (Appendix B)."""
+"""zeta-mixup cases: fastmix per backend vs the reference vs the paper's pipeline (Appendix B, Listing A1)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import torch
 
 import fastmix
 from fastmix import _backend
-from fastmix.bench import Case
+from fastmix.bench import Case, backend_providers, copy_floor
+from fastmix.benchcases import image_batch
+
+CLASSES = 1000
+GAMMA = 2.8
 
 
 def paper_weights(batch: int, gamma: float) -> np.ndarray:
@@ -27,23 +31,18 @@ def paper_pipeline(x: torch.Tensor, y_onehot: torch.Tensor, gamma: float):
     return torch.einsum("ijkl,pi->pjkl", x, weights), torch.einsum("pq,qj->pj", weights, y_onehot.to(x.dtype))
 
 
-def cases(device: torch.device, quick: bool) -> list[Case]:
-    batches = ((32,) if quick else (32, 128, 256)) if device.type == "cuda" else ((8,) if quick else (8, 32))
-    dtypes = (torch.float32, torch.bfloat16)
-    out = []
-    for batch in batches:
-        for dtype in dtypes:
-            x = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
-            y = torch.randint(0, 1000, (batch,), device=device)
-            y_onehot = torch.nn.functional.one_hot(y, 1000)
-            generator = torch.Generator(device=device).manual_seed(0)
-            providers = {}
-            for backend in ("cuda", "triton", "reference"):
-                if not _backend.unavailable_reason(backend, device.type):
-                    name = "reference" if backend == "reference" else f"fastmix-{backend}"
-                    providers[name] = (lambda b=backend: fastmix.zeta_mixup(x, y, num_classes=1000, generator=generator, backend=b))
-            providers["paper"] = lambda: paper_pipeline(x, y_onehot, 2.8)
-            copy_target = torch.empty_like(x)
-            out.append(Case("zeta_mixup", tuple(x.shape), dtype, providers, floor=lambda d=copy_target, s=x: d.copy_(s),
-                            bytes_moved=2 * x.numel() * x.element_size()))
-    return out
+def batch_case(batch: int, device: torch.device, image_side: int) -> Case:
+    x = image_batch(batch, image_side, device)
+    y = torch.randint(0, CLASSES, (batch,), device=device)
+    y_onehot = torch.nn.functional.one_hot(y, CLASSES)
+    generator = torch.Generator(device=device).manual_seed(0)
+    providers = backend_providers(
+        lambda b: fastmix.zeta_mixup(x, y, num_classes=CLASSES, gamma=GAMMA, generator=generator, backend=b), device,
+        _backend.DEFAULT_SUPPORTED)
+    providers["paper"] = lambda: paper_pipeline(x, y_onehot, GAMMA)
+    return Case("zeta_mixup", tuple(x.shape), x.dtype, providers, copy_floor(x),
+                {"paper": "the paper's code (Appendix B, Listing A1): numpy weights on the host, einsum"})
+
+
+def cases(device: torch.device, s) -> list[Case]:
+    return [batch_case(batch, device, s.image_side) for batch in s.batches]
