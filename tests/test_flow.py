@@ -367,3 +367,23 @@ def test_native_backward_body(dtype, batch, flow_size, features, keep_original):
     expected = reference.flow_mix_backward(grad_rows.double(), lam.double(), perm, flow_size, keep_original)
     assert_close(grad_z_rows, expected, dtype)
     assert torch.all(grad_z[:, features:] == 7.0), "wrote past the row"
+
+
+@native
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_native_half_conversions_round_like_torch(dtype):
+    """Mixing row i with a zero row at weight p_i = scale_i makes the body's float->half/bf16 store round exactly
+    like torch's cast of the fp32 product (common.h's conversions, shared by every CUDA kernel)."""
+    g = torch.Generator().manual_seed(0)
+    scale = torch.tensor([1.0, 1e-4, 3e-8, 6e4, 7e4, 1.0 + 2 ** -11, 1e-40])
+    values = torch.cat([torch.randn(4000, generator=g), torch.tensor([0.0, 6.1e-5, 65504.0, 2.0 ** -24])])
+    n = len(scale)
+    z = torch.cat([values.to(dtype).expand(n, -1), torch.zeros(n, values.numel(), dtype=dtype)])
+    lam = torch.cat([scale, torch.ones(n)])
+    perm = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    out = torch.empty_like(z)
+    _native._C.flow_forward_emulate(z.data_ptr(), z.stride(0), lam.data_ptr(), perm.data_ptr(), out.data_ptr(),
+                                    out.stride(0), 2 * n, 1, z.size(1), False, _native.DTYPE_CODES[dtype])
+    expected = (z[:n].float() * scale[:, None]).to(dtype)
+    same = out[:n].view(torch.int16) == expected.view(torch.int16)
+    assert same.all(), f"{int((~same).sum())} conversions differ"
