@@ -19,9 +19,11 @@ from fastmix import _layout
 from fastmix.reference import zeta as reference
 
 BACKENDS = ("triton", "reference")
-# Columns per fp32 chunk on the PyTorch path for fp16/bf16/uint8 x: converting the whole of x to fp32 first would
-# write and re-read a 2-4x larger copy; a chunk stays in cache (timed on CPU against 2k-32k columns).
-_CHUNK_COLUMNS = 8192
+# Columns per fp32 chunk on the PyTorch path for fp16/bf16/uint8 x: converting the whole of x to fp32 first writes
+# and re-reads a 2-4x larger copy (2-2.5x slower, timed on a 2-core Xeon at (32 | 128, 3, 224, 224); 2k-8k columns
+# alike within noise, 16k slower). One GEMM with the weights rounded to bf16/fp16 ran ~1.5x faster still but rounds W to 8 (11)
+# bits, which breaks the tolerance table where a row's terms cancel; W = W_hi + W_lo in two such GEMMs was no faster.
+_CHUNK_COLUMNS = 4096
 
 
 @functools.lru_cache(maxsize=256)
