@@ -180,7 +180,8 @@ def test_opcheck(backend, device):
         torch.library.opcheck(zeta_ops.zeta_weights, (keys, 2.8, True, backend))
     keys = torch.rand(7, 7, device=device)
     weights = reference.zeta_weights(keys, 2.8, True)
-    samples = [(layout, torch.float32, weights) for layout in ("nchw", "channels_last", "channel_slice", "spatial_slice")]
+    layouts = ("nchw", "channels_last", "channel_slice", "spatial_slice")
+    samples = [(layout, torch.float32, weights) for layout in layouts]
     samples.append(("nchw", torch.float64, weights.double().t()))  # non-contiguous weights
     for layout, dtype, w in samples:
         x = make_batch(layout, 7, dtype, device).requires_grad_()

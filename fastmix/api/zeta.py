@@ -32,9 +32,10 @@ def zeta_mixup(
             and dimension order (channels_last in, channels_last out). Accumulation is fp32 (fp64 for fp64); uint8
             results saturate to [0, 255] and round half to even. Non-finite values follow that fp32 (fp64) sum on
             every backend: an inf in sample i gives inf in every output row (all weights are > 0), NaN (or +inf
-            meeting -inf in a column) gives NaN.
+            meeting -inf in a column) gives NaN. Triton with fp16 x drops weights below fp16's range (2^-25).
         y: int class indices (B,) with ``num_classes``, or float one-hot/soft/multi-hot labels (B, K).
-        gamma: the p-series exponent, > 0: a Python or numpy number or a 0-d tensor (read on the host). For ``gamma >= 1.72865`` one sample dominates each row (Theorem 1).
+        gamma: the p-series exponent, > 0: a Python or numpy number or a 0-d tensor (read on the host). For
+            ``gamma >= 1.72865`` one sample dominates each row (Theorem 1).
         self_dominant: sample p takes rank 1 in its own row (``W[p, p] = 1/C``) and ranks 2..B go to the other
             samples at random, as in the authors' code; False draws each row's permutation freely (eq. 3 as
             written). Must be a bool.

@@ -1,28 +1,27 @@
 """zeta-mixup custom ops: ``fastmix::zeta_weights`` and ``fastmix::zeta_mix`` (paper 002_*, eq. 2-3).
 
 Backends: "triton" (the default on CUDA tensors) and "reference" (PyTorch, the default on CPU tensors). There is
-no CUDA C++ kernel: ``W @ x`` is a GEMM with K = B, and the Triton kernel reads each (64-row block, column tile) of
-x once with tensor-core dots, about 4 reads of x at B = 256 (ordered so repeats hit L2). The hand-written CUDA
-kernel it replaced kept 16 output rows per thread and re-read x ceil(B/16) times (16 at B = 256: ~1.4 ms of
-traffic at (256, 3, 224, 224) bf16 on an H200, against a 51 us floor) and spilled in fp64; a tiled CUDA GEMM
-would duplicate the Triton kernel.
+no CUDA C++ kernel, by the bytes each moves: ``W @ x`` is a GEMM with K = B, and the Triton kernel reads x once
+per 64-row block of W, with tensor-core dots, ordered so that repeats hit L2: 4 reads at B = 256, 308 MB for a
+(256, 3, 224, 224) bf16 x of 77 MB. The CUDA kernel it replaced kept 16 output rows per thread and read x
+ceil(B/16) times, 16 reads (1.2 GB) at B = 256, and spilled in fp64; making it a tiled tensor-core GEMM would
+have duplicated the Triton kernel.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 
-from fastmix import _layout
+from fastmix import _checks, _layout
 from fastmix.reference import zeta as reference
 
 BACKENDS = ("triton", "reference")
-# Columns per fp32 chunk on the PyTorch path for fp16/bf16/uint8 x: converting the whole of x to fp32 first writes
-# and re-reads a 2-4x larger copy (2-2.5x slower, timed on a 2-core Xeon at (32 | 128, 3, 224, 224); 2k-8k columns
-# alike within noise, 16k slower). One GEMM with the weights rounded to bf16/fp16 ran ~1.5x faster still but rounds W to 8 (11)
-# bits, which breaks the tolerance table where a row's terms cancel; W = W_hi + W_lo in two such GEMMs was no faster.
+# Columns per fp32 chunk on the PyTorch path for fp16/bf16/uint8 x. Timed on a 2-core Xeon at (32 | 128, 3, 224,
+# 224): converting the whole of x to fp32 first (a 2-4x larger copy written and re-read) is 2-2.5x slower; 2k-8k
+# columns are alike within noise, 16k slower. One GEMM with W rounded to bf16/fp16 ran ~1.5x faster still, but W to
+# 8 (11) bits breaks the tolerance table where a row's terms cancel; W_hi + W_lo in two such GEMMs was no faster.
 _CHUNK_COLUMNS = 4096
 
 
@@ -47,8 +46,7 @@ def _check_weights_args(keys: torch.Tensor, gamma: float, backend: str) -> None:
         raise TypeError(f"keys must be float32 or float64, got {keys.dtype}")
     if keys.dim() != 2 or keys.size(0) != keys.size(1):
         raise ValueError(f"keys must be a square (B, B) matrix, got shape {tuple(keys.shape)}")
-    if not (math.isfinite(gamma) and gamma > 0):
-        raise ValueError(f"gamma must be a finite number > 0, got {gamma}")
+    _checks.check_positive_finite("gamma", gamma)
     _check_backend(backend)
 
 

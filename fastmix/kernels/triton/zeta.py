@@ -50,8 +50,10 @@ def _zeta_mix_kernel(x_ptr, x_row_stride, w_ptr, out_ptr, out_row_stride, batch,
     keep ~fp32 precision while x is read in its own dtype once per row block; uint8 runs the same way in fp16
     (0..255 are exact there). The W_lo product takes non-finite x as 0: the W_hi product already carries every
     +-inf and NaN, and a W_lo of exactly 0 would otherwise turn an inf into NaN (0 x inf) where the fp32 sum has
-    inf. ``HALF_DOT=False`` runs the same two products in fp32: Triton's CPU interpreter computes bf16 dots wrongly,
-    so tests use that path. uint8 results saturate to [0, 255] and round half to even.
+    inf. fp16 cannot hold a weight below 2^-25 (B^-gamma / C at large B and gamma, e.g. B = 64 with gamma >= 4.5),
+    so such a weight counts as 0 here, infinities in its column included. ``HALF_DOT=False`` runs the same two
+    products in fp32: Triton's CPU interpreter computes bf16 dots wrongly, so tests use that path. uint8 results
+    saturate to [0, 255] and round half to even.
     """
     # Row blocks vary fastest, so the programs that re-read a column tile of x run together (L2 hits).
     row_blocks = tl.cdiv(batch, BLOCK_P)
