@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from fastmix import _checks, _layout, _native
+from fastmix import _backend, _checks, _layout, _native
 from fastmix.reference import flow as reference
 
-BACKENDS = ("cuda", "triton", "reference")
+BACKENDS = _backend.DEFAULT_SUPPORTED
 
 
 def _output_rows(rows: int, keep_original: bool) -> int:

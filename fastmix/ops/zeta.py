@@ -14,10 +14,10 @@ import functools
 
 import torch
 
-from fastmix import _checks, _layout
+from fastmix import _backend, _checks, _layout
 from fastmix.reference import zeta as reference
 
-BACKENDS = ("triton", "reference")
+BACKENDS = _backend.NO_NATIVE_KERNEL
 # Columns per fp32 chunk on the PyTorch path for fp16/bf16/uint8 x. Timed on a 2-core Xeon at (32 | 128, 3, 224,
 # 224): converting the whole of x to fp32 first (a 2-4x larger copy written and re-read) is 2-2.5x slower; 2k-8k
 # columns are alike within noise, 16k slower. One GEMM with W rounded to bf16/fp16 ran ~1.5x faster still, but W to
