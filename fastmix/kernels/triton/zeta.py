@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 # 1.5 * 2^23: adding then subtracting it rounds an fp32 value of magnitude < 2^22 to the nearest integer, ties to
-# even (the hardware's rounding mode), on a GPU and under the interpreter alike.
+# even (the default IEEE rounding mode), on a GPU and under the interpreter alike.
 _ROUND_HALF_EVEN = tl.constexpr(12582912.0)
 
 
