@@ -17,8 +17,6 @@ PYBIND11_MODULE(_C, m) {
   m.attr("cuda_archs") = FASTMIX_CUDA_ARCHS;
   m.def("cuda_driver_version", &fastmix::cuda_driver_version);
   m.def("cuda_device_count", &fastmix::cuda_device_count);
-  m.def("zeta_weights_cuda", &fastmix::zeta_weights_cuda, py::call_guard<py::gil_scoped_release>());
-  m.def("zeta_mix_cuda", &fastmix::zeta_mix_cuda, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_em_cuda", &fastmix::gmm2_em_cuda, py::call_guard<py::gil_scoped_release>());
   m.def("flow_forward_cuda", &fastmix::flow_forward_cuda, py::call_guard<py::gil_scoped_release>());
   m.def("flow_backward_cuda", &fastmix::flow_backward_cuda, py::call_guard<py::gil_scoped_release>());
@@ -28,8 +26,6 @@ PYBIND11_MODULE(_C, m) {
   m.attr("cuda_build_version") = 0;
   m.attr("cuda_archs") = "";
 #endif
-  m.def("zeta_weights_emulate", &fastmix::zeta_weights_emulate, py::call_guard<py::gil_scoped_release>());
-  m.def("zeta_mix_emulate", &fastmix::zeta_mix_emulate, py::call_guard<py::gil_scoped_release>());
   m.def("flow_forward_emulate", &fastmix::flow_forward_emulate, py::call_guard<py::gil_scoped_release>());
   m.def("flow_backward_emulate", &fastmix::flow_backward_emulate, py::call_guard<py::gil_scoped_release>());
   m.def("pair_mix_emulate", &fastmix::pair_mix_emulate, py::call_guard<py::gil_scoped_release>());

@@ -29,6 +29,7 @@ void launch_forward(uintptr_t z, int64_t z_row_stride, uintptr_t lam, uintptr_t 
                     int64_t out_row_stride, int64_t batch, int64_t flow_size, int64_t features, bool keep_original,
                     cudaStream_t stream) {
   const Grid g = grid(batch * flow_size, features);
+  if (g.blocks == 0) return;  // no rows or no features: a zero-size grid is cudaErrorInvalidConfiguration
   forward_kernel<T><<<g.blocks, g.threads, 0, stream>>>(
       reinterpret_cast<const T*>(z), z_row_stride, reinterpret_cast<const typename Traits<T>::acc*>(lam),
       reinterpret_cast<const int64_t*>(perm), reinterpret_cast<T*>(out), out_row_stride, batch, flow_size, features,
@@ -40,6 +41,7 @@ void launch_backward(uintptr_t grad, int64_t grad_row_stride, uintptr_t lam, uin
                      int64_t grad_z_row_stride, int64_t batch, int64_t flow_size, int64_t features, bool keep_original,
                      cudaStream_t stream) {
   const Grid g = grid(batch * flow_size, features);
+  if (g.blocks == 0) return;  // no rows or no features: a zero-size grid is cudaErrorInvalidConfiguration
   backward_kernel<T><<<g.blocks, g.threads, 0, stream>>>(
       reinterpret_cast<const T*>(grad), grad_row_stride, reinterpret_cast<const typename Traits<T>::acc*>(lam),
       reinterpret_cast<const int64_t*>(inverse), reinterpret_cast<T*>(grad_z), grad_z_row_stride, batch, flow_size,

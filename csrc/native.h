@@ -7,12 +7,6 @@
 
 namespace fastmix {
 
-// C++ emulation of the CUDA launch grids (zeta_cpu.cpp): the same per-thread bodies, run on host memory.
-void zeta_weights_emulate(uintptr_t keys, uintptr_t weights, int64_t batch, double gamma, double norm,
-                          bool self_dominant, int dtype);
-void zeta_mix_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t weights, uintptr_t out, int64_t out_row_stride,
-                      int64_t batch, int64_t features, int dtype);
-
 // Two-component GMM EM over groups (gmm_cpu.cpp), C++ with OpenMP. gmm2_segments_cpu validates (throws
 // std::invalid_argument, a ValueError in Python, on a group outside [0, n_groups), or on a value that is not finite
 // unless omit_nonfinite), takes per-group count/min/max and copies the finite values into group order: group g at
@@ -66,10 +60,6 @@ void flow_backward_emulate(uintptr_t grad, int64_t grad_row_stride, uintptr_t la
 void check_launch(const char* what);  // raises std::runtime_error on a pending CUDA error
 int cuda_driver_version();            // cudaDriverGetVersion, 0 when no driver is installed
 int cuda_device_count();              // 0 when no device or no driver
-void zeta_weights_cuda(uintptr_t keys, uintptr_t weights, int64_t batch, double gamma, double norm,
-                       bool self_dominant, int dtype, uintptr_t stream);
-void zeta_mix_cuda(uintptr_t x, int64_t x_row_stride, uintptr_t weights, uintptr_t out, int64_t out_row_stride,
-                   int64_t batch, int64_t features, int dtype, uintptr_t stream);
 void pair_mix_cuda(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
                    int64_t features, uintptr_t self_boxes, uintptr_t self_weights, uintptr_t seg_boxes,
                    uintptr_t seg_weights, uintptr_t sources, uintptr_t offsets, int64_t height, int64_t width,

@@ -126,3 +126,29 @@ def with_cpu_kernel(params):
     reason = _backend.unavailable_reason("cpu", "cpu")
     marks = [pytest.mark.skip(reason=reason)] if reason else []
     return [*params, pytest.param("cpu", "cpu", id="cpu-cpu", marks=marks)]
+
+
+def weighted_sum_ieee(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``sum_i W[p, i] x[i]`` over the batch dim in float64 with IEEE's non-finite rules, from the finite sum and
+    masks: +-inf where an infinity has nonzero weight, NaN where a NaN does or +inf meets -inf."""
+    w = weights.detach().double().cpu()
+    v = x.detach().double().cpu().flatten(1)
+    out = w @ torch.where(v.isfinite(), v, 0.0)
+
+    def weighted(mask):
+        return ((w != 0).double() @ mask.double()) > 0
+
+    pos, neg = weighted(v == float("inf")), weighted(v == float("-inf"))
+    out[pos] = float("inf")
+    out[neg] = float("-inf")
+    out[weighted(v.isnan()) | (pos & neg)] = float("nan")
+    return out.view(w.size(0), *x.shape[1:])
+
+
+def assert_close_nonfinite(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, msg: str = ""):
+    """NaN exactly where expected, the same infinities, the finite values within the tolerance table."""
+    a = actual.detach().double().cpu()
+    e = expected.detach().double().cpu()
+    assert torch.equal(a.isnan(), e.isnan()), f"{msg} NaN at {(a.isnan() != e.isnan()).nonzero()[:5].tolist()}"
+    assert_close(a.nan_to_num(0.0, float("inf"), float("-inf")), e.nan_to_num(0.0, float("inf"), float("-inf")),
+                 dtype, msg)

@@ -1,5 +1,6 @@
 """Flow-Mixup (paper 000_*): parity with the reference, eq. 2-3 by hand, stacked modules, custom ops, bad input."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -8,8 +9,9 @@ import fastmix
 from fastmix import _native
 from fastmix.ops import flow as flow_ops
 from fastmix.reference import flow as reference
-from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, assert_rejected_untouched, backend_params,
-                     compile_fullgraph, gradcheck_input, make_batch, make_labels)
+from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, assert_close_nonfinite,
+                     assert_rejected_untouched, backend_params, compile_fullgraph, gradcheck_input, make_batch,
+                     make_labels, weighted_sum_ieee)
 
 BATCHES = (1, 2, 3, 7, 64)
 
@@ -36,6 +38,61 @@ def eq3_by_hand(grad, lam, perm, batch, flow_size, keep_original):
             grad_z[f * batch + i] += lam[i] * mixed[f * batch + i]
             grad_z[f * batch + perm[i]] += (1 - lam[i]) * mixed[f * batch + i]
     return (grad[:rows] + grad_z) / 2 if keep_original else grad_z
+
+
+def mixing_matrix(lam, perm, flow_size, keep_original):
+    """The (output rows, input rows) matrix of eq. 2, entry by entry: z' = M z."""
+    batch = len(perm)
+    rows = batch * flow_size
+    mixed = torch.zeros(rows, rows, dtype=torch.float64)
+    for f in range(flow_size):
+        for i in range(batch):
+            mixed[f * batch + i, f * batch + i] += lam[i]
+            mixed[f * batch + i, f * batch + perm[i]] += 1 - lam[i]
+    return torch.cat([torch.eye(rows, dtype=torch.float64), mixed]) if keep_original else mixed
+
+
+def with_non_finite(values):
+    """A copy of a (rows >= 6, ...) batch with +-inf, NaN, and +inf and -inf in the same column of two rows."""
+    values = values.contiguous().clone()
+    flat = values.view(values.size(0), -1)
+    flat[0, 0], flat[1, 1], flat[2, 2] = float("inf"), float("-inf"), float("nan")
+    flat[3, 3], flat[4, 3], flat[5, 4], flat[1, 4] = float("inf"), float("-inf"), float("inf"), float("inf")
+    return values
+
+
+@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("dtype", [*FLOAT_DTYPES, torch.float64])
+@pytest.mark.parametrize("keep_original", [True, False])
+def test_non_finite_values_follow_eq2_and_eq3(backend, device, dtype, keep_original):
+    """Every backend evaluates p a + (1 - p) b as written, forward and backward: +-inf stays +-inf unless it meets
+    the other infinity or NaN (a lerp would give NaN for inf mixed with inf)."""
+    z = with_non_finite(make_batch("nchw", 8, dtype, device)).requires_grad_()
+    out, params = fastmix.flow_mix(z, keep_original=keep_original, per_sample=True, flow_size=2,
+                                   generator=seeded(device, 7), backend=backend)
+    matrix = mixing_matrix(params.lam.tolist(), params.perm.tolist(), 2, keep_original)
+    assert_close_nonfinite(out, weighted_sum_ieee(matrix, z), dtype, "z'")
+    grad = with_non_finite(torch.randn(out.shape, generator=torch.Generator().manual_seed(8)).to(device, dtype))
+    (grad_z,) = torch.autograd.grad(out, z, grad)
+    halved = matrix / 2 if keep_original else matrix
+    assert_close_nonfinite(grad_z, weighted_sum_ieee(halved.t(), grad), dtype, "grad_z")
+
+
+@pytest.mark.parametrize("backend,device", backend_params())
+def test_empty_samples(backend, device):
+    z = torch.randn(6, 0, 4, device=device, requires_grad=True)
+    out, params = fastmix.flow_mix(z, flow_size=2, generator=seeded(device), backend=backend)
+    assert out.shape == (12, 0, 4) and params.perm.shape == (3,)
+    (grad_z,) = torch.autograd.grad(out, z, torch.ones_like(out))
+    assert grad_z.shape == z.shape
+
+
+def test_numpy_and_tensor_arguments():
+    z = make_batch("features", 4, torch.float32, "cpu")
+    expected, _ = fastmix.flow_mix(z, alpha=2.0, generator=seeded("cpu"))
+    for alpha in (np.float32(2.0), np.int64(2), torch.tensor(2.0)):
+        out, _ = fastmix.flow_mix(z, alpha=alpha, keep_original=np.bool_(True), generator=seeded("cpu"))
+        assert torch.equal(out, expected), type(alpha)
 
 
 @pytest.mark.parametrize("backend,device", backend_params())
@@ -236,12 +293,18 @@ def test_seeded_generator_reproduces(backend, device):
 def test_opcheck(backend, device):
     lam = torch.tensor([0.2, 0.7, 0.5], device=device)
     perm = torch.tensor([1, 2, 0], device=device)
-    for layout in ("nchw", "channels_last"):
+    strided_lam = torch.tensor([9.0, 0.2, 9.0, 0.7, 9.0, 0.5], device=device)[1::2]  # offset and stride 2
+    strided_perm = torch.tensor([[1, 7], [2, 7], [0, 7]], device=device, dtype=torch.int32)[:, 0]
+    samples = [("nchw", lam, perm), ("channels_last", lam, perm), ("channel_slice", strided_lam, strided_perm),
+               ("spatial_slice", strided_lam, perm)]
+    for layout, p, q in samples:
         for keep_original in (True, False):
             z = make_batch(layout, 6, torch.float32, device).requires_grad_()
-            torch.library.opcheck(flow_ops.flow_mix, (z, lam, perm, 2, keep_original, backend))
+            torch.library.opcheck(flow_ops.flow_mix, (z, p, q, 2, keep_original, backend))
             grad = make_batch(layout, 12 if keep_original else 6, torch.float32, device).requires_grad_()
-            torch.library.opcheck(flow_ops.flow_mix_backward, (grad, lam, perm, 2, keep_original, backend))
+            torch.library.opcheck(flow_ops.flow_mix_backward, (grad, p, q, 2, keep_original, backend))
+    offset_z = make_batch("nchw", 8, torch.float32, device)[2:].requires_grad_()  # a batch slice: storage offset
+    torch.library.opcheck(flow_ops.flow_mix, (offset_z, lam, perm, 2, True, backend))
 
 
 @pytest.mark.parametrize("backend,device", backend_params())
@@ -308,6 +371,22 @@ def test_torch_compile_network(backend, device):
          r"outside \[0, 4\)"),
         (lambda z, y: fastmix.flow_mix_labels(y, (0.5, y)), TypeError, "params must be the FlowMixParams"),
         (lambda z, y: fastmix.FlowMixup(alpha=0), ValueError, "alpha must be"),
+        (lambda z, y: fastmix.flow_mix(z, alpha=torch.ones(2)), TypeError, "alpha must be a real number or a 0-d"),
+        (lambda z, y: fastmix.FlowMixup(per_sample=0), TypeError, "per_sample must be a bool"),
+        (lambda z, y: flow_ops.flow_mix(z, torch.full((3,), 0.5), torch.tensor([0, 0, 1]), 2, True, "reference"),
+         ValueError, "perm must be a permutation"),
+        (lambda z, y: flow_ops.flow_mix(z, torch.full((3,), 0.5), torch.tensor([0, 1, 3]), 2, True, "triton"),
+         ValueError, "perm must be a permutation"),
+        (lambda z, y: flow_ops.flow_mix(z, torch.full((3,), 0.5), torch.tensor([0, 1, 2]), 3, True, "reference"),
+         ValueError, "z must hold 9 rows"),
+        (lambda z, y: flow_ops.flow_mix(z, torch.full((3, 1), 0.5), torch.tensor([0, 1, 2]), 2, True, "reference"),
+         TypeError, "lam must be a 1-D"),
+        (lambda z, y: flow_ops.flow_mix(z, torch.full((3,), 0.5), torch.tensor([0.0, 1, 2]), 2, True, "reference"),
+         TypeError, "perm must be an int32/int64"),
+        (lambda z, y: flow_ops.flow_mix_backward(z, torch.full((3,), 0.5), torch.tensor([0, 1, 2]), 2, True, "cuda"),
+         ValueError, "grad must hold 12 rows"),
+        (lambda z, y: flow_ops.flow_mix(z, torch.full((3,), 0.5), torch.tensor([0, 1, 2]), 2, True, "cpu"),
+         ValueError, "backend must be one of"),
         (lambda z, y: fastmix.FlowMixup(previous=nn.Identity()), TypeError, "previous must be a FlowMixup"),
     ],
 )
@@ -367,3 +446,48 @@ def test_native_backward_body(dtype, batch, flow_size, features, keep_original):
     expected = reference.flow_mix_backward(grad_rows.double(), lam.double(), perm, flow_size, keep_original)
     assert_close(grad_z_rows, expected, dtype)
     assert torch.all(grad_z[:, features:] == 7.0), "wrote past the row"
+
+
+@native
+@pytest.mark.parametrize("dtype", NATIVE_DTYPES)
+@pytest.mark.parametrize("keep_original", [True, False])
+def test_native_bodies_non_finite(dtype, keep_original):
+    """The CUDA bodies follow eq. 2 and eq. 3 as written for +-inf and NaN, like the other backends."""
+    batch, features = 6, 300
+    z_rows, lam, perm = native_inputs(dtype, batch, 1, features, batch)
+    z_rows = with_non_finite(z_rows)
+    rows_out = 2 * batch if keep_original else batch
+    out = torch.empty(rows_out, features, dtype=dtype)
+    _native._C.flow_forward_emulate(z_rows.data_ptr(), z_rows.stride(0), lam.data_ptr(), perm.data_ptr(),
+                                    out.data_ptr(), out.stride(0), batch, 1, features, keep_original,
+                                    _native.DTYPE_CODES[dtype])
+    matrix = mixing_matrix(lam.tolist(), perm.tolist(), 1, keep_original)
+    assert_close_nonfinite(out, weighted_sum_ieee(matrix, z_rows), dtype, "z'")
+    grad = with_non_finite(torch.randn(rows_out, features, generator=torch.Generator().manual_seed(2)).to(dtype))
+    inverse = perm.argsort()
+    grad_z = torch.empty(batch, features, dtype=dtype)
+    _native._C.flow_backward_emulate(grad.data_ptr(), grad.stride(0), lam.data_ptr(), inverse.data_ptr(),
+                                     grad_z.data_ptr(), grad_z.stride(0), batch, 1, features, keep_original,
+                                     _native.DTYPE_CODES[dtype])
+    halved = matrix / 2 if keep_original else matrix
+    assert_close_nonfinite(grad_z, weighted_sum_ieee(halved.t(), grad), dtype, "grad_z")
+
+
+@native
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_native_half_conversions_round_like_torch(dtype):
+    """Mixing row i with a zero row at weight p_i = scale_i makes the body's float->half/bf16 store round exactly
+    like torch's cast of the fp32 product (common.h's conversions, shared by every CUDA kernel)."""
+    g = torch.Generator().manual_seed(0)
+    scale = torch.tensor([1.0, 1e-4, 3e-8, 6e4, 7e4, 1.0 + 2 ** -11, 1e-40])
+    values = torch.cat([torch.randn(4000, generator=g), torch.tensor([0.0, 6.1e-5, 65504.0, 2.0 ** -24])])
+    n = len(scale)
+    z = torch.cat([values.to(dtype).expand(n, -1), torch.zeros(n, values.numel(), dtype=dtype)])
+    lam = torch.cat([scale, torch.ones(n)])
+    perm = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    out = torch.empty_like(z)
+    _native._C.flow_forward_emulate(z.data_ptr(), z.stride(0), lam.data_ptr(), perm.data_ptr(), out.data_ptr(),
+                                    out.stride(0), 2 * n, 1, z.size(1), False, _native.DTYPE_CODES[dtype])
+    expected = (z[:n].float() * scale[:, None]).to(dtype)
+    same = out[:n].view(torch.int16) == expected.view(torch.int16)
+    assert same.all(), f"{int((~same).sum())} conversions differ"

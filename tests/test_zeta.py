@@ -2,16 +2,21 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 import fastmix
+from fastmix.kernels.triton import zeta as triton_zeta
 from fastmix.ops import zeta as zeta_ops
 from fastmix.reference import zeta as reference
-from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, assert_compiled_matches_eager,
-                     assert_rejected_untouched, backend_params, gradcheck_input, make_batch, make_labels)
+from tolerances import tolerance
+from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, assert_close_nonfinite,
+                     assert_compiled_matches_eager, assert_rejected_untouched, backend_params, gradcheck_input,
+                     make_batch, make_labels, weighted_sum_ieee)
 
 BATCHES = (1, 2, 3, 7, 32, 130)
+BACKENDS = zeta_ops.BACKENDS
 
 
 def seeded(device, seed=0):
@@ -23,7 +28,7 @@ def reference_weights(batch, device, dtype=torch.float32, seed=0, gamma=2.8, sel
     return reference.zeta_weights(keys, gamma, self_dominant)
 
 
-@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -44,7 +49,7 @@ def test_parity_with_reference(backend, device, dtype, batch, layout):
     assert_close(y_mixed, expected_weights @ one_hot, torch.float32, "y_mixed")
 
 
-@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
 @pytest.mark.parametrize("label_kind", LABEL_KINDS)
 def test_labels_are_mixed_with_the_same_weights(backend, device, label_kind):
     x = make_batch("features", 9, torch.float32, device)
@@ -60,7 +65,7 @@ def test_labels_are_mixed_with_the_same_weights(backend, device, label_kind):
         assert_close(y_mixed.sum(1), torch.ones(9), torch.float32)
 
 
-@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
 @pytest.mark.parametrize("gamma", [1.0, 2.8, 6.0])
 def test_rows_are_the_p_series(backend, device, gamma):
     batch = 17
@@ -77,7 +82,7 @@ def test_rows_are_the_p_series(backend, device, gamma):
     assert torch.equal(weights.cpu().argmax(1), torch.arange(batch)), "the diagonal is each row's maximum"
 
 
-@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
 def test_free_permutations_move_the_top_weight(backend, device):
     batch = 16
     x = make_batch("features", batch, torch.float32, device)
@@ -97,7 +102,7 @@ def test_theorem_1_dominance_threshold():
     assert reference.p_series(4096, 1.6, torch.float64, "cpu")[0] < reference.p_series(4096, 1.6, torch.float64, "cpu")[1:].sum()
 
 
-@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
 @pytest.mark.parametrize("gamma", [0.5, 2.8, 4.0])
 def test_theorem_2_two_samples_is_mixup(backend, device, gamma):
     x = make_batch("nchw", 2, torch.float64, device)
@@ -110,7 +115,7 @@ def test_theorem_2_two_samples_is_mixup(backend, device, gamma):
     assert_close(y_mixed.double(), torch.tensor([[lam, 1 - lam], [1 - lam, lam]], dtype=torch.float64), torch.float32)
 
 
-@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
 def test_seeded_generator_reproduces(backend, device):
     x = make_batch("nchw", 8, torch.float32, device)
     y = make_labels("soft", 8, 4, device)
@@ -121,7 +126,7 @@ def test_seeded_generator_reproduces(backend, device):
     assert not torch.equal(first[0], other[0])
 
 
-@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
 def test_batch_of_one_is_identity(backend, device):
     x = make_batch("nchw", 1, torch.float32, device)
     x_mixed, y_mixed = fastmix.zeta_mixup(x, torch.tensor([2], device=device), num_classes=3, backend=backend)
@@ -129,7 +134,7 @@ def test_batch_of_one_is_identity(backend, device):
     assert torch.equal(y_mixed, torch.tensor([[0.0, 0.0, 1.0]], device=device))
 
 
-@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "spatial_slice"])
 def test_gradcheck_float64(backend, device, layout):
     x = gradcheck_input(layout, device, (3, 2, 2, 4))
@@ -142,7 +147,7 @@ def test_gradcheck_float64(backend, device, layout):
     assert torch.autograd.gradgradcheck(mixed, (x, y))
 
 
-@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
 def test_gradient_is_weights_transposed(backend, device):
     x = make_batch("channels_last", 6, torch.float32, device).requires_grad_()
     x_mixed, _, weights = fastmix.zeta_mixup(x, torch.zeros(6, 2, device=device), generator=seeded(device),
@@ -152,17 +157,116 @@ def test_gradient_is_weights_transposed(backend, device):
     assert_close(x.grad, reference.zeta_mix(grad, weights.t()), torch.float32)
 
 
-@pytest.mark.parametrize("backend,device", backend_params())
+def strided_keys(batch, device, dtype=torch.float32):
+    """Contiguous, transposed and offset (sliced out of a wider matrix) keys."""
+    wide = torch.rand(batch + 2, 2 * batch + 3, generator=seeded("cpu", batch), dtype=dtype).to(device)
+    square = wide[:batch, :batch].contiguous()
+    return {"contiguous": square, "transposed": square.t(), "offset": wide[1:batch + 1, 3:2 * batch + 3:2]}
+
+
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [1, 5, 70])
+def test_weights_op_takes_strided_keys(backend, device, dtype, batch):
+    for name, keys in strided_keys(batch, device, dtype).items():
+        weights = zeta_ops.zeta_weights(keys, 2.8, True, backend)
+        assert weights.is_contiguous() and weights.dtype == dtype, name
+        assert_close(weights, reference.zeta_weights(keys.contiguous(), 2.8, True), dtype, name)
+
+
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
 def test_opcheck(backend, device):
+    for keys in strided_keys(7, device).values():
+        torch.library.opcheck(zeta_ops.zeta_weights, (keys, 2.8, True, backend))
     keys = torch.rand(7, 7, device=device)
-    torch.library.opcheck(zeta_ops.zeta_weights, (keys, 2.8, True, backend))
     weights = reference.zeta_weights(keys, 2.8, True)
-    for layout in ("nchw", "channels_last"):
-        x = make_batch(layout, 7, torch.float32, device).requires_grad_()
-        torch.library.opcheck(zeta_ops.zeta_mix, (x, weights, backend))
+    layouts = ("nchw", "channels_last", "channel_slice", "spatial_slice")
+    samples = [(layout, torch.float32, weights) for layout in layouts]
+    samples.append(("nchw", torch.float64, weights.double().t()))  # non-contiguous weights
+    for layout, dtype, w in samples:
+        x = make_batch(layout, 7, dtype, device).requires_grad_()
+        torch.library.opcheck(zeta_ops.zeta_mix, (x, w, backend))
+    x8 = (make_batch("nchw", 7, torch.float32, device) * 40 + 128).clamp(0, 255).to(torch.uint8)
+    torch.library.opcheck(zeta_ops.zeta_mix, (x8[1:7:2], weights[:3, :3].contiguous(), backend))
 
 
-@pytest.mark.parametrize("backend,device", backend_params())
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
+def test_uint8_matches_the_fp32_mix_rounded(backend, device):
+    """Every uint8 output is the fp32 mix rounded half to even: exactly where the fp64 value is clear of a
+    half-integer by the fp32 tolerance, else one of its two neighbours."""
+    x = (make_batch("channels_last", 9, torch.float32, device) * 60 + 128).clamp(0, 255).round().to(torch.uint8)
+    x_mixed, _, weights = fastmix.zeta_mixup(x, torch.zeros(9, 2, device=device), generator=seeded(device),
+                                             backend=backend, return_weights=True)
+    assert x_mixed.dtype == torch.uint8 and x_mixed.is_contiguous(memory_format=torch.channels_last)
+    exact = weighted_sum_ieee(weights, x)
+    got = x_mixed.cpu().double()
+    assert torch.all((got == exact.floor()) | (got == exact.ceil()))
+    fp32 = tolerance(torch.float32)
+    clear = (exact - exact.floor() - 0.5).abs() > fp32["atol"] + fp32["rtol"] * exact.abs()
+    assert torch.equal(got[clear], torch.round(exact[clear]))
+
+
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
+def test_uint8_rounds_half_to_even_and_saturates(backend, device):
+    values = torch.arange(0, 256, dtype=torch.uint8, device=device)
+    x = torch.stack([values, values.roll(1)])  # exact halves (a + b) / 2 for odd a + b
+    halves = zeta_ops.zeta_mix(x, torch.full((2, 2), 0.5, device=device), backend)
+    sums = values.long() + values.roll(1).long()
+    expected = torch.tensor([round(s / 2) for s in sums.tolist()], dtype=torch.uint8)  # Python rounds half to even
+    assert torch.equal(halves.cpu(), expected.expand(2, -1))
+    scaled = zeta_ops.zeta_mix(x, torch.tensor([[2.0, 0.0], [0.0, -1.0]], device=device), backend)
+    assert torch.equal(scaled[0].cpu(), (2 * values.long()).clamp(max=255).to(torch.uint8))
+    assert torch.equal(scaled[1].cpu(), torch.zeros(256, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
+@pytest.mark.parametrize("dtype", [*FLOAT_DTYPES, torch.float64])
+def test_non_finite_values_follow_the_weighted_sum(backend, device, dtype):
+    """+-inf gives +-inf in every row (all weights > 0), NaN or +inf meeting -inf gives NaN: the fp32 sum's
+    values, also for fp16/bf16, whose Triton path splits the weights into two products."""
+    x = make_batch("nchw", 7, dtype, device)
+    x[0, 0, 0, 0] = float("inf")
+    x[1, 0, 0, 1] = float("-inf")
+    x[2, 1, 2, 3] = float("nan")
+    x[3, 2, 5, 5] = float("inf")
+    x[4, 2, 5, 5] = float("-inf")
+    x[5, 2, 7, 1] = float("inf")
+    x[6, 2, 7, 1] = float("inf")
+    x_mixed, _, weights = fastmix.zeta_mixup(x, torch.zeros(7, 2, device=device), generator=seeded(device),
+                                             backend=backend, return_weights=True)
+    assert_close_nonfinite(x_mixed, weighted_sum_ieee(weights, x), dtype)
+    assert torch.isinf(x_mixed[:, 0, 0, 0]).all() and torch.isnan(x_mixed[:, 2, 5, 5]).all()
+
+
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
+def test_empty_samples(backend, device):
+    x = torch.randn(4, 0, 3, device=device)
+    x_mixed, y_mixed = fastmix.zeta_mixup(x, torch.tensor([0, 1, 2, 0], device=device), num_classes=3,
+                                          backend=backend)
+    assert x_mixed.shape == (4, 0, 3) and y_mixed.shape == (4, 3)
+    assert_close(y_mixed.sum(1), torch.ones(4), torch.float32)
+
+
+def test_gamma_as_numpy_or_tensor_is_the_same_number():
+    x = make_batch("nchw", 5, torch.float32, "cpu")
+    y = torch.tensor([0, 1, 2, 0, 1])
+    expected = fastmix.zeta_mixup(x, y, gamma=2.5, num_classes=3, generator=seeded("cpu"), return_weights=True)[2]
+    for gamma in (np.float32(2.5), np.float64(2.5), torch.tensor(2.5), torch.tensor(2.5, dtype=torch.float64)):
+        weights = fastmix.zeta_mixup(x, y, gamma=gamma, num_classes=3, generator=seeded("cpu"), return_weights=True)[2]
+        assert torch.equal(weights, expected), type(gamma)
+    assert fastmix.ZetaMixup(gamma=np.int64(3), self_dominant=np.bool_(False)).gamma == 3.0
+
+
+def test_weights_kernel_constants_are_exact_in_fp32():
+    """On a GPU the Triton kernel sees Python floats as fp32: -gamma and C go in as fp32 (hi, lo) pairs whose sum
+    keeps them to float64 precision."""
+    for value in (-2.8, -1.0 / 3.0, 1.2050325, 7.123456789012345e-3, -100.0):
+        hi, lo = triton_zeta._fp32_pair(value)
+        assert float(np.float32(hi)) == hi and float(np.float32(lo)) == lo
+        assert abs((hi + lo) - value) <= 2 ** -46 * abs(value)
+
+
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
 def test_torch_compile_fullgraph(backend, device):
     def step(x, y):
         x_mixed, y_mixed = fastmix.zeta_mixup(x, y, num_classes=5, backend=backend)
@@ -206,6 +310,23 @@ def test_module_mixes_only_in_training():
         (lambda x, y: fastmix.zeta_mixup(x, y, num_classes=4, generator=1), TypeError, "generator must be"),
         (lambda x, y: fastmix.zeta_mixup(x.numpy(), y, num_classes=4), TypeError, "x must be a torch.Tensor"),
         (lambda x, y: fastmix.zeta_mixup(x, y.to("meta"), num_classes=4), ValueError, "y is on meta"),
+        (lambda x, y: fastmix.zeta_mixup(x, y, num_classes=4, self_dominant=1), TypeError,
+         "self_dominant must be a bool"),
+        (lambda x, y: fastmix.zeta_mixup(x, y, num_classes=4, self_dominant=None), TypeError,
+         "self_dominant must be a bool"),
+        (lambda x, y: fastmix.zeta_mixup(x, y, gamma=torch.tensor([2.0]), num_classes=4), TypeError,
+         "gamma must be a real number or a 0-d"),
+        (lambda x, y: fastmix.zeta_mixup(x, y, gamma=torch.tensor(-1.0), num_classes=4), ValueError, "gamma must be"),
+        (lambda x, y: fastmix.zeta_mixup(x, y, gamma=np.bool_(True), num_classes=4), TypeError, "gamma must be"),
+        (lambda x, y: fastmix.zeta_mixup(x.to(torch.int8), y, num_classes=4), TypeError, "floating-point or uint8"),
+        (lambda x, y: zeta_ops.zeta_weights(x[0, 0, :3], 2.8, True, "reference"), ValueError, "square"),
+        (lambda x, y: zeta_ops.zeta_weights(x[0, 0, :3, :3].half(), 2.8, True, "triton"), TypeError,
+         "keys must be float32 or float64"),
+        (lambda x, y: zeta_ops.zeta_weights(x[0, 0, :3, :3], 0.0, True, "reference"), ValueError, "gamma must be"),
+        (lambda x, y: zeta_ops.zeta_mix(x, torch.eye(6, dtype=torch.float64), "reference"), TypeError,
+         "weights must be torch.float32"),
+        (lambda x, y: zeta_ops.zeta_mix(x, torch.eye(5), "reference"), ValueError, r"weights must be \(B, B\)"),
+        (lambda x, y: zeta_ops.zeta_mix(x, torch.eye(6), "cuda"), ValueError, "backend must be one of"),
     ],
 )
 def test_bad_input(call, error, match):
@@ -214,5 +335,5 @@ def test_bad_input(call, error, match):
 
 def test_unavailable_backend_is_an_error_not_a_fallback():
     x = torch.randn(4, 3)
-    with pytest.raises(RuntimeError, match="backend 'cuda' is not available for cpu tensors"):
-        fastmix.zeta_mixup(x, torch.zeros(4, 2), backend="cuda")
+    with pytest.raises(ValueError, match=r"backend must be one of \('triton', 'reference'\)"):
+        fastmix.zeta_mixup(x, torch.zeros(4, 2), backend="cuda")  # zeta-mixup has no CUDA C++ kernel

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from fastmix import _backend, _checks, _random
+from fastmix.api import _args
 from fastmix.ops import flow as flow_ops
 from fastmix.reference import flow as reference
 
@@ -30,12 +31,6 @@ class FlowMixParams(NamedTuple):
         return 2 * self.flow_size if self.keep_original else self.flow_size
 
 
-def _check_flag(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
-
-
 def flow_mix(
     z: torch.Tensor,
     *,
@@ -54,6 +49,9 @@ def flow_mix(
     that flows back through the mixing, halved so its magnitude stays that of one flow.
     ``keep_original=False`` (the paper's Op=False) is plain mixup: ``z' = z_mixed``, ``grad = grad_m``.
 
+    Non-finite z follows eq. 2 as written on every backend: +-inf stays +-inf where the partner is finite or the
+    same infinity, NaN or +inf meeting -inf gives NaN; the backward follows eq. 3 the same way.
+
     Choices where the paper is open: eq. 2 draws one ``p`` per mixing call, the default here; ``per_sample=True``
     draws ``p_i`` per sample i instead. The paper shuffles "(z_copy, y)" into two mini-copies; here the first copy
     keeps its order and the second is shuffled, so the mixed flow stays aligned with the original one.
@@ -61,7 +59,8 @@ def flow_mix(
     Args:
         z: (flow_size * B, ...) floating features, batch first, any trailing shape and memory format; the output
             keeps z's dtype and dimension order. Mixing math is fp32 (fp64 for fp64 z).
-        alpha: the Beta concentration, > 0 (3.0 in the paper's experiments).
+        alpha: the Beta concentration, > 0 (3.0 in the paper's experiments): a Python or numpy number or a 0-d
+            tensor (read on the host).
         keep_original: the original flow goes forward (output flow size doubles); False gives plain mixup.
         per_sample: one ``p`` per sample instead of one per call.
         flow_size: how many flow blocks of B samples z holds, one after another along dim 0 (2 after one Mixing
@@ -73,9 +72,9 @@ def flow_mix(
         ``z_out`` ((2 if keep_original else 1) * flow_size * B, ...) and the ``FlowMixParams`` drawn.
     """
     _checks.check_batch_input("z", z)
-    alpha = _checks.check_positive_finite("alpha", alpha)
-    keep_original = _check_flag("keep_original", keep_original)
-    per_sample = _check_flag("per_sample", per_sample)
+    alpha = _args.positive_number("alpha", alpha)
+    keep_original = _args.check_flag("keep_original", keep_original)
+    per_sample = _args.check_flag("per_sample", per_sample)
     if isinstance(flow_size, bool) or not isinstance(flow_size, int) or flow_size < 1:
         raise ValueError(f"flow_size must be a positive int, got {flow_size!r}")
     if z.size(0) % flow_size:
@@ -125,9 +124,9 @@ class FlowMixup(nn.Module):
         super().__init__()
         if previous is not None and not isinstance(previous, FlowMixup):
             raise TypeError(f"previous must be a FlowMixup or None, got {type(previous).__name__}")
-        self.alpha = _checks.check_positive_finite("alpha", alpha)
-        self.keep_original = _check_flag("keep_original", keep_original)
-        self.per_sample = _check_flag("per_sample", per_sample)
+        self.alpha = _args.positive_number("alpha", alpha)
+        self.keep_original = _args.check_flag("keep_original", keep_original)
+        self.per_sample = _args.check_flag("per_sample", per_sample)
         self.backend = backend
         self._previous = (previous,) if previous is not None else ()  # a sibling in the network, not a child
         self.params: FlowMixParams | None = None

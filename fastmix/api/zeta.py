@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from fastmix import _backend, _checks
+from fastmix.api import _args
 from fastmix.ops import zeta as zeta_ops
 
 
@@ -27,31 +28,36 @@ def zeta_mixup(
     (eq. 2) over the batch dim.
 
     Args:
-        x: (B, ...) floating tensor, any trailing shape and memory format; the output keeps x's dtype and
-            dimension order (channels_last in, channels_last out). Accumulation is fp32 (fp64 for fp64).
+        x: (B, ...) floating or uint8 tensor, any trailing shape and memory format; the output keeps x's dtype
+            and dimension order (channels_last in, channels_last out). Accumulation is fp32 (fp64 for fp64); uint8
+            results saturate to [0, 255] and round half to even. Non-finite values follow that fp32 (fp64) sum on
+            every backend: an inf in sample i gives inf in every output row (all weights are > 0), NaN (or +inf
+            meeting -inf in a column) gives NaN. Triton with fp16 x drops weights below fp16's range (2^-25).
         y: int class indices (B,) with ``num_classes``, or float one-hot/soft/multi-hot labels (B, K).
-        gamma: the p-series exponent, > 0. For ``gamma >= 1.72865`` one sample dominates each row (Theorem 1).
+        gamma: the p-series exponent, > 0: a Python or numpy number or a 0-d tensor (read on the host). For
+            ``gamma >= 1.72865`` one sample dominates each row (Theorem 1).
         self_dominant: sample p takes rank 1 in its own row (``W[p, p] = 1/C``) and ranks 2..B go to the other
             samples at random, as in the authors' code; False draws each row's permutation freely (eq. 3 as
-            written).
+            written). Must be a bool.
         generator: the torch.Generator (on x's device) that draws the permutations; all drawing is on the device.
-        backend: "cuda", "triton", "reference", or None for the default: Triton on CUDA tensors (its tensor-core
-            path suits B up to 256; not yet timed against the CUDA kernel on a GPU), the reference on CPU.
+        backend: "triton", "reference", or None for the default: Triton on CUDA tensors, the reference (PyTorch:
+            one GEMM written straight into the output, the fastest measured on CPU) on CPU tensors. There is no
+            CUDA C++ kernel (see ``fastmix.ops.zeta``).
         return_weights: also return ``W`` (float32; float64 for float64 x).
 
     Returns:
         ``x_mixed`` like x; ``y_mixed`` float32 (B, K) (float64 for float64 labels). Gradients flow to x
         (``W^T @ grad``) and to float y.
     """
-    _checks.check_batch_input("x", x)
-    gamma = _checks.check_positive_finite("gamma", gamma)
+    _checks.check_batch_input("x", x, allow_uint8=True)
+    gamma = _args.positive_number("gamma", gamma)
+    self_dominant = _args.check_flag("self_dominant", self_dominant)
     batch = x.size(0)
     labels = _checks.labels_to_float(y, batch, x.device, num_classes)
     _checks.check_generator(generator, x.device)
-    name = _backend.resolve(backend, x.device, cuda_default="triton")
-    weight_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    keys = torch.rand((batch, batch), generator=generator, device=x.device, dtype=weight_dtype)
-    weights = zeta_ops.zeta_weights(keys, gamma, bool(self_dominant), name)
+    name = _backend.resolve(backend, x.device, cuda_default="triton", supported=zeta_ops.BACKENDS)
+    keys = torch.rand((batch, batch), generator=generator, device=x.device, dtype=zeta_ops.accumulate_dtype(x.dtype))
+    weights = zeta_ops.zeta_weights(keys, gamma, self_dominant, name)
     x_mixed = zeta_ops.zeta_mix(x, weights, name)
     y_mixed = weights.to(labels.dtype) @ labels
     return (x_mixed, y_mixed, weights) if return_weights else (x_mixed, y_mixed)
@@ -63,9 +69,9 @@ class ZetaMixup(nn.Module):
     def __init__(self, gamma: float = 2.8, num_classes: int | None = None, self_dominant: bool = True,
                  backend: str | None = None):
         super().__init__()
-        self.gamma = _checks.check_positive_finite("gamma", gamma)
+        self.gamma = _args.positive_number("gamma", gamma)
         self.num_classes = num_classes
-        self.self_dominant = self_dominant
+        self.self_dominant = _args.check_flag("self_dominant", self_dominant)
         self.backend = backend
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None):

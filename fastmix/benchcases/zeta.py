@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 import fastmix
-from fastmix import _backend
+from fastmix.ops import zeta as zeta_ops
 from fastmix.bench import Case, backend_providers, copy_floor
 from fastmix.benchcases import image_batch
 
@@ -38,7 +38,7 @@ def batch_case(batch: int, device: torch.device, image_side: int) -> Case:
     generator = torch.Generator(device=device).manual_seed(0)
     providers = backend_providers(
         lambda b: fastmix.zeta_mixup(x, y, num_classes=CLASSES, gamma=GAMMA, generator=generator, backend=b), device,
-        _backend.DEFAULT_SUPPORTED)
+        zeta_ops.BACKENDS)
     providers["paper"] = lambda: paper_pipeline(x, y_onehot, GAMMA)
     return Case("zeta_mixup", tuple(x.shape), x.dtype, providers, copy_floor(x),
                 {"paper": "the paper's code (Appendix B, Listing A1): numpy weights on the host, einsum"})

@@ -9,25 +9,58 @@ from __future__ import annotations
 
 import torch
 
-from fastmix import _layout, _native
+from fastmix import _backend, _checks, _layout, _native
 from fastmix.reference import flow as reference
+
+BACKENDS = _backend.DEFAULT_SUPPORTED
 
 
 def _output_rows(rows: int, keep_original: bool) -> int:
     return 2 * rows if keep_original else rows
 
 
+def _check_args(name: str, values: torch.Tensor, expected_rows: int, lam: torch.Tensor, perm: torch.Tensor,
+                flow_size: int, backend: str) -> None:
+    """Shapes, dtypes and devices of an op's arguments (what a fake tensor has too); ``expected_rows`` is what
+    ``values`` must hold given ``flow_size`` and B = ``perm.numel()``."""
+    if not values.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {values.dtype}")
+    if not lam.is_floating_point() or lam.dim() != 1:
+        raise TypeError(f"lam must be a 1-D floating-point tensor, got {lam.dtype} of shape {tuple(lam.shape)}")
+    if perm.dtype not in (torch.int32, torch.int64) or perm.shape != lam.shape:
+        raise TypeError(f"perm must be an int32/int64 tensor shaped like lam {tuple(lam.shape)}, got {perm.dtype} "
+                        f"of shape {tuple(perm.shape)}")
+    if flow_size < 1 or values.dim() < 1 or values.size(0) != expected_rows:
+        raise ValueError(f"{name} must hold {expected_rows} rows for flow_size={flow_size} and B={perm.numel()}, "
+                         f"got shape {tuple(values.shape)}")
+    if lam.device != values.device or perm.device != values.device:
+        raise ValueError(f"lam ({lam.device}) and perm ({perm.device}) must be on {name}'s device {values.device}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
 def _kernel_params(lam: torch.Tensor, perm: torch.Tensor, dtype: torch.dtype):
-    """p in the kernels' accumulation dtype (fp32, fp64 for fp64 data) and the shuffle as int64, contiguous."""
-    return lam.to(torch.float64 if dtype == torch.float64 else torch.float32).contiguous(), perm.long().contiguous()
+    """p in the kernels' accumulation dtype (fp32, fp64 for fp64 data) and the shuffle as int64, both contiguous,
+    after checking (asynchronously on a GPU) that perm is a permutation of 0..B-1: the kernels index with it and
+    the backward inverts it."""
+    perm = perm.long().contiguous()
+    _checks.check_on_device((perm.sort().values == torch.arange(perm.numel(), device=perm.device)).all(),
+                            "perm must be a permutation of 0..B-1")
+    return lam.to(torch.float64 if dtype == torch.float64 else torch.float32).contiguous(), perm
 
 
 @torch.library.custom_op("fastmix::flow_mix", mutates_args=())
 def flow_mix(z: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor, flow_size: int, keep_original: bool,
              backend: str) -> torch.Tensor:
     """The Mixing module's output in z's dtype and dimension order; the kernels load each z row once for both
-    halves (its second read, as another row's shuffled partner, is meant to hit L2)."""
+    halves (its second read, as another row's shuffled partner, is meant to hit L2).
+
+    Every backend evaluates ``p z[i] + (1 - p) z[perm[i]]`` as written, in fp32 (fp64 for fp64 z): +-inf stays
+    +-inf where the partner is finite or the same infinity; NaN, or +inf meeting -inf, gives NaN.
+    """
+    _check_args("z", z, flow_size * perm.numel(), lam, perm, flow_size, backend)
     out = _layout.empty_like_rows(z, batch=_output_rows(z.size(0), keep_original))
+    lam, perm = _kernel_params(lam, perm, z.dtype)
     if backend == "reference":
         if keep_original:
             out[:z.size(0)].copy_(z)
@@ -35,7 +68,6 @@ def flow_mix(z: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor, flow_size: 
         return out
     z_rows = _layout.rows_view(z)
     out_rows = _layout.rows_view(out)
-    lam, perm = _kernel_params(lam, perm, z.dtype)
     if backend == "triton":
         from fastmix.kernels.triton import flow as triton_flow
 
@@ -52,8 +84,7 @@ def flow_mix(z: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor, flow_size: 
 
 @flow_mix.register_fake
 def _(z, lam, perm, flow_size, keep_original, backend):
-    torch._check(lam.dim() == 1 and perm.dim() == 1 and lam.size(0) == perm.size(0))
-    torch._check(z.size(0) == flow_size * perm.size(0))
+    _check_args("z", z, flow_size * perm.numel(), lam, perm, flow_size, backend)
     return _layout.empty_like_rows(z, batch=_output_rows(z.size(0), keep_original))
 
 
@@ -61,15 +92,17 @@ def _(z, lam, perm, flow_size, keep_original, backend):
 def flow_mix_backward(grad: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor, flow_size: int,
                       keep_original: bool, backend: str) -> torch.Tensor:
     """``0.5 * (g0 + p g1 + (1 - p_q) g1[q])`` per flow block, q = perm^-1 (eq. 3); ``g1`` terms alone without
-    the original flow. Every output element is written by one thread: no atomics, deterministic."""
+    the original flow. Every output element is written by one thread: no atomics, deterministic. Non-finite
+    gradients follow that sum as written, as in ``flow_mix``."""
     rows = flow_size * perm.numel()
+    _check_args("grad", grad, _output_rows(rows, keep_original), lam, perm, flow_size, backend)
     grad_z = _layout.empty_like_rows(grad, batch=rows)
+    lam, perm = _kernel_params(lam, perm, grad.dtype)
     if backend == "reference":
         grad_z.copy_(reference.flow_mix_backward(grad, lam, perm, flow_size, keep_original))
         return grad_z
     grad_rows = _layout.rows_view(grad)
     grad_z_rows = _layout.rows_view(grad_z)
-    lam, perm = _kernel_params(lam, perm, grad.dtype)
     inverse = torch.empty_like(perm).scatter_(0, perm, torch.arange(perm.numel(), device=perm.device))
     if backend == "triton":
         from fastmix.kernels.triton import flow as triton_flow
@@ -88,8 +121,7 @@ def flow_mix_backward(grad: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor,
 @flow_mix_backward.register_fake
 def _(grad, lam, perm, flow_size, keep_original, backend):
     rows = flow_size * perm.size(0)
-    torch._check(lam.dim() == 1 and perm.dim() == 1 and lam.size(0) == perm.size(0))
-    torch._check(grad.size(0) == _output_rows(rows, keep_original))
+    _check_args("grad", grad, _output_rows(rows, keep_original), lam, perm, flow_size, backend)
     return _layout.empty_like_rows(grad, batch=rows)
 
 

@@ -1,4 +1,12 @@
-"""zeta-mixup custom ops: ``fastmix::zeta_weights`` and ``fastmix::zeta_mix`` (paper 002_*, eq. 2-3)."""
+"""zeta-mixup custom ops: ``fastmix::zeta_weights`` and ``fastmix::zeta_mix`` (paper 002_*, eq. 2-3).
+
+Backends: "triton" (the default on CUDA tensors) and "reference" (PyTorch, the default on CPU tensors). There is
+no CUDA C++ kernel, by the bytes each moves: ``W @ x`` is a GEMM with K = B, and the Triton kernel reads x once
+per 64-row block of W, with tensor-core dots, ordered so that repeats hit L2: 4 reads at B = 256, 308 MB for a
+(256, 3, 224, 224) bf16 x of 77 MB. The CUDA kernel it replaced kept 16 output rows per thread and read x
+ceil(B/16) times, 16 reads (1.2 GB) at B = 256, and spilled in fp64; making it a tiled tensor-core GEMM would
+have duplicated the Triton kernel.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,15 @@ import functools
 
 import torch
 
-from fastmix import _layout, _native
+from fastmix import _backend, _checks, _layout
 from fastmix.reference import zeta as reference
+
+BACKENDS = _backend.NO_NATIVE_KERNEL
+# Columns per fp32 chunk on the PyTorch path for fp16/bf16/uint8 x. Timed on a 2-core Xeon at (32 | 128, 3, 224,
+# 224): converting the whole of x to fp32 first (a 2-4x larger copy written and re-read) is 2-2.5x slower; 2k-8k
+# columns are alike within noise, 16k slower. One GEMM with W rounded to bf16/fp16 ran ~1.5x faster still, but W to
+# 8 (11) bits breaks the tolerance table where a row's terms cancel; W_hi + W_lo in two such GEMMs was no faster.
+_CHUNK_COLUMNS = 4096
 
 
 @functools.lru_cache(maxsize=256)
@@ -16,55 +31,95 @@ def p_series_norm(batch: int, gamma: float) -> float:
     return float(sum(n ** -gamma for n in range(1, batch + 1)))
 
 
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The weights' and accumulation dtype for x of ``dtype``: float64 for float64, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def _check_weights_args(keys: torch.Tensor, gamma: float, backend: str) -> None:
+    if keys.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"keys must be float32 or float64, got {keys.dtype}")
+    if keys.dim() != 2 or keys.size(0) != keys.size(1):
+        raise ValueError(f"keys must be a square (B, B) matrix, got shape {tuple(keys.shape)}")
+    _checks.check_positive_finite("gamma", gamma)
+    _check_backend(backend)
+
+
+def _check_mix_args(x: torch.Tensor, weights: torch.Tensor, backend: str) -> None:
+    if not (x.is_floating_point() or x.dtype == torch.uint8):
+        raise TypeError(f"x must be a floating-point or uint8 tensor, got {x.dtype}")
+    if x.dim() < 1:
+        raise ValueError("x must have a batch dim")
+    if weights.dtype != accumulate_dtype(x.dtype):
+        raise TypeError(f"weights must be {accumulate_dtype(x.dtype)} for {x.dtype} x, got {weights.dtype}")
+    if weights.shape != (x.size(0), x.size(0)):
+        raise ValueError(f"weights must be (B, B) = ({x.size(0)}, {x.size(0)}), got {tuple(weights.shape)}")
+    if weights.device != x.device:
+        raise ValueError(f"weights are on {weights.device} but x is on {x.device}")
+    _check_backend(backend)
+
+
 @torch.library.custom_op("fastmix::zeta_weights", mutates_args=())
 def zeta_weights(keys: torch.Tensor, gamma: float, self_dominant: bool, backend: str) -> torch.Tensor:
-    """The (B, B) weight matrix from uniform keys, in the keys' dtype (float32 or float64)."""
+    """The (B, B) weight matrix, contiguous, from uniform keys of any strides, in the keys' dtype (fp32/fp64)."""
+    _check_weights_args(keys, gamma, backend)
     if backend == "reference":
-        return reference.zeta_weights(keys, gamma, self_dominant)
-    batch = keys.size(0)
-    norm = p_series_norm(batch, gamma)
-    if backend == "triton":
-        from fastmix.kernels.triton import zeta as triton_zeta
+        return reference.zeta_weights(keys, gamma, self_dominant).contiguous()
+    from fastmix.kernels.triton import zeta as triton_zeta
 
-        return triton_zeta.zeta_weights(keys, gamma, norm, self_dominant)
-    weights = torch.empty_like(keys)
-    with torch.cuda.device(keys.device):
-        _native.native().zeta_weights_cuda(keys.data_ptr(), weights.data_ptr(), batch, gamma, norm, self_dominant,
-                                           _native.DTYPE_CODES[keys.dtype], _native.stream_handle(keys.device))
-    return weights
+    return triton_zeta.zeta_weights(keys, gamma, p_series_norm(keys.size(0), gamma), self_dominant)
 
 
 @zeta_weights.register_fake
 def _(keys, gamma, self_dominant, backend):
-    return torch.empty_like(keys)
+    _check_weights_args(keys, gamma, backend)
+    return keys.new_empty(keys.shape)
+
+
+def _mix_with_torch(x_rows: torch.Tensor, weights: torch.Tensor, out_rows: torch.Tensor) -> None:
+    """``W @ x`` by torch.mm written straight into the output: in one GEMM where x is in the weights' dtype, else
+    in fp32 (per column chunk on a CPU, where a chunk stays in cache; in one piece on a GPU, saving launches),
+    stored rounded to x's dtype (uint8: saturated, rounded half to even)."""
+    if x_rows.dtype == weights.dtype:
+        torch.mm(weights, x_rows, out=out_rows)
+        return
+    chunk = _CHUNK_COLUMNS if x_rows.device.type == "cpu" else max(x_rows.size(1), 1)
+    for start in range(0, x_rows.size(1), chunk):
+        mixed = torch.mm(weights, x_rows[:, start:start + chunk].to(weights.dtype))
+        if x_rows.dtype == torch.uint8:
+            mixed = mixed.clamp_(0, 255).round_()
+        out_rows[:, start:start + chunk].copy_(mixed)
 
 
 @torch.library.custom_op("fastmix::zeta_mix", mutates_args=())
 def zeta_mix(x: torch.Tensor, weights: torch.Tensor, backend: str) -> torch.Tensor:
-    """``W @ x`` over the batch dim for any trailing shape; the output keeps x's dtype and dimension order."""
+    """``W @ x`` over the batch dim for any trailing shape; the output keeps x's dtype and dimension order.
+
+    Non-finite x follows the fp32 (fp64) sum on every backend: +-inf gives +-inf in each row it has weight in,
+    NaN (or +inf meeting -inf) gives NaN there.
+    """
+    _check_mix_args(x, weights, backend)
     out = _layout.empty_like_rows(x)
     x_rows = _layout.rows_view(x)
     out_rows = _layout.rows_view(out)
-    if backend == "reference":
-        out_rows.copy_(reference.zeta_mix(x_rows, weights))
-        return out
     weights = weights.contiguous()
-    if backend == "triton":
+    if backend == "reference":
+        _mix_with_torch(x_rows, weights, out_rows)
+    else:
         from fastmix.kernels.triton import zeta as triton_zeta
 
         triton_zeta.zeta_mix(x_rows, weights, out_rows)
-        return out
-    batch, features = x_rows.shape
-    with torch.cuda.device(x.device):
-        _native.native().zeta_mix_cuda(x_rows.data_ptr(), x_rows.stride(0), weights.data_ptr(), out_rows.data_ptr(),
-                                       out_rows.stride(0), batch, features, _native.DTYPE_CODES[x.dtype],
-                                       _native.stream_handle(x.device))
     return out
 
 
 @zeta_mix.register_fake
 def _(x, weights, backend):
-    torch._check(weights.dim() == 2 and weights.size(0) == x.size(0) and weights.size(1) == x.size(0))
+    _check_mix_args(x, weights, backend)
     return _layout.empty_like_rows(x)
 
 

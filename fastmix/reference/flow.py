@@ -11,10 +11,14 @@ import torch
 
 
 def mix_blocks(z: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor, flow_size: int) -> torch.Tensor:
-    """``z_mixed[f, i] = p_i z[f, i] + (1 - p_i) z[f, perm_i]`` for every flow block f, in lam's precision."""
+    """``z_mixed[f, i] = p_i z[f, i] + (1 - p_i) z[f, perm_i]`` for every flow block f, in lam's precision.
+
+    Evaluated as written (not as a lerp, which gives NaN for inf mixed with the same inf), so +-inf stays +-inf
+    where the partner is finite or the same infinity, and NaN comes only from NaN or +inf meeting -inf.
+    """
     blocks = z.to(lam.dtype).unflatten(0, (flow_size, perm.numel()))
     weight = lam.view(1, -1, *([1] * (z.dim() - 1)))
-    return torch.lerp(blocks[:, perm], blocks, weight).flatten(0, 1).to(z.dtype)
+    return (weight * blocks + (1 - weight) * blocks[:, perm]).flatten(0, 1).to(z.dtype)
 
 
 def flow_mix(z: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor, flow_size: int,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from fastmix.reference.mix import store
+
 
 def p_series(batch: int, gamma: float, dtype: torch.dtype, device) -> torch.Tensor:
     """``n^-gamma / C`` for n = 1..batch, ``C = sum_n n^-gamma`` (eq. 3), computed in float64."""
@@ -26,5 +28,6 @@ def zeta_weights(keys: torch.Tensor, gamma: float, self_dominant: bool) -> torch
 
 
 def zeta_mix(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``W @ x`` over the batch dim (eq. 2) in the weights' precision, output in x's dtype."""
-    return torch.tensordot(weights, x.to(weights.dtype), dims=([1], [0])).to(x.dtype)
+    """``W @ x`` over the batch dim (eq. 2) in the weights' precision, output in x's dtype (uint8 saturated and
+    rounded half to even)."""
+    return store(torch.tensordot(weights, x.to(weights.dtype), dims=([1], [0])), x.dtype)

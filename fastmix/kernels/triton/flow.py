@@ -67,6 +67,8 @@ def flow_mix_forward(z_rows: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor
                      keep_original: bool) -> None:
     """Writes the Mixing module's output rows into ``out_rows``; lam (B,) float, perm (B,) int64, contiguous."""
     rows, features = z_rows.shape
+    if rows == 0 or features == 0:  # an empty grid is an invalid launch on a GPU
+        return
     _flow_mix_forward_kernel[_grid(rows, features)](
         z_rows, z_rows.stride(0), lam, perm, out_rows, out_rows.stride(0), perm.numel(), rows, features,
         KEEP_ORIGINAL=keep_original, BLOCK=BLOCK_F, num_warps=4)
@@ -76,6 +78,8 @@ def flow_mix_backward(grad_rows: torch.Tensor, lam: torch.Tensor, inverse: torch
                       keep_original: bool) -> None:
     """Writes the gradient to z into ``grad_z_rows``; ``inverse`` is perm^-1 (B,) int64, contiguous."""
     rows, features = grad_z_rows.shape
+    if rows == 0 or features == 0:
+        return
     _flow_mix_backward_kernel[_grid(rows, features)](
         grad_rows, grad_rows.stride(0), lam, inverse, grad_z_rows, grad_z_rows.stride(0), inverse.numel(), rows,
         features, KEEP_ORIGINAL=keep_original, BLOCK=BLOCK_F, num_warps=4)
