@@ -23,10 +23,11 @@ def op_backends() -> dict[str, tuple[tuple, str | None, str | None]]:
     passes them to ``_backend.resolve`` (tests/test_info.py checks that they match)."""
     from fastmix.ops import gmm as gmm_ops
     from fastmix.ops import mix as mix_ops
+    from fastmix.ops import zeta as zeta_ops
 
     mix_backends, fused_losses = mix_ops.BACKENDS, _backend.NO_NATIVE_KERNEL
     return {
-        "zeta_mixup": (_backend.DEFAULT_SUPPORTED, "triton", "reference"),
+        "zeta_mixup": (zeta_ops.BACKENDS, "triton", "reference"),
         "mixup": (mix_backends, "cuda", "cpu"),
         "cutmix": (mix_backends, "cuda", "reference"),
         "Mixup, FastCollateMixup": (mix_backends, "cuda", "cpu"),
