@@ -4,7 +4,7 @@
 import importlib.metadata
 import importlib.util
 import os
-import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -175,4 +175,6 @@ def test_clang_builds_sass_and_ptx_against_the_cuda_12_tree(build_wheels, tmp_pa
     archs = build_wheels.parse_architectures(listing["--list-elf"], listing["--list-ptx"])
     assert archs == "SASS sm_80,sm_90; PTX sm_90"
     elf = subprocess.run([cuobjdump, "--dump-elf", str(obj)], capture_output=True, text=True, check=True).stdout
-    assert f"toolkit={build_wheels.tree_release(tree).replace('.', '')}" in elf  # the tree's ptxas, not another one
+    # each cubin names the ptxas that wrote it ("toolkit=129", or "toolkit=12.9" in the newer ELF ABI): the tree's
+    stamps = {major + "." + minor for major, minor in re.findall(r"toolkit=(\d+?)\.?(\d)\b", elf)}
+    assert stamps == {build_wheels.tree_release(tree)}
