@@ -64,6 +64,9 @@ FASTMIX_HD void mix_thread(int64_t block, int thread, const T* x, int64_t x_row_
       acc[r] += weights[p * batch + i] * xv;
     }
   }
+#ifdef __CUDA_ARCH__
+#pragma unroll  // clang keeps acc in registers only if every loop over it unrolls (else 64 B of local memory)
+#endif
   for (int r = 0; r < kMixRows && p0 + r < batch; ++r) out[(p0 + r) * out_row_stride + f] = Traits<T>::store(acc[r]);
 }
 

@@ -162,16 +162,42 @@ def parse_architectures(elf_listing: str, ptx_listing: str) -> str:
     return f"SASS {','.join(sass) or 'none'}; PTX {','.join(virtual) or 'none'}"
 
 
-def architectures(wheel: Path, cuobjdump: str | None) -> str:
-    """The SASS and PTX targets inside the wheel's native module."""
+def parse_stack_frames(resource_usage: str) -> dict[str, dict[str, int]]:
+    """``cuobjdump --dump-resource-usage`` output as {kernel: {arch: bytes}} for the kernels with a stack frame.
+
+    A stack frame is local memory: spills, or an array the compiler could not keep in registers. nvcc and clang
+    differ there (clang keeps an array in registers only where every loop over it unrolls), so the report names them.
+    """
+    frames, arch, kernel = {}, "?", "?"
+    for line in resource_usage.splitlines():
+        if match := re.match(r"arch = (sm_\d+)", line):
+            arch = match.group(1)
+        elif match := re.match(r"\s*Function (\S+):$", line):
+            kernel = match.group(1)
+        elif (match := re.search(r"\bSTACK:(\d+)", line)) and int(match.group(1)):
+            frames.setdefault(kernel, {})[arch] = int(match.group(1))
+    return frames
+
+
+def device_code_report(wheel: Path, cuobjdump: str | None) -> str:
+    """The SASS and PTX targets inside the wheel's native module, and its kernels with a stack frame."""
     if cuobjdump is None:
         return "(cuobjdump not found)"
     with zipfile.ZipFile(wheel) as archive, tempfile.TemporaryDirectory() as tmp:
         module = next(n for n in archive.namelist() if n.startswith("fastmix/_C"))
         path = archive.extract(module, tmp)
-        elf = subprocess.run([cuobjdump, "--list-elf", path], capture_output=True, text=True).stdout
-        ptx = subprocess.run([cuobjdump, "--list-ptx", path], capture_output=True, text=True).stdout
-    return parse_architectures(elf, ptx)
+        dump = {flag: subprocess.run([cuobjdump, flag, path], capture_output=True, text=True).stdout
+                for flag in ("--list-elf", "--list-ptx", "--dump-resource-usage")}
+    frames = parse_stack_frames(dump["--dump-resource-usage"])
+    demangle = ["c++filt"] if shutil.which("c++filt") else ["cat"]
+    names = subprocess.run(demangle, input="\n".join(frames), capture_output=True, text=True).stdout.split("\n")
+    stacks = "; ".join(
+        f"{name.split('(')[0].removeprefix('void ')} ("
+        + ", ".join(f"{arch} {size} B" for arch, size in sorted(frames[kernel].items(), key=lambda a: int(a[0][3:])))
+        + ")"
+        for kernel, name in zip(frames, names)
+    )
+    return f"{parse_architectures(dump['--list-elf'], dump['--list-ptx'])}; stack frames: {stacks or 'none'}"
 
 
 def auditwheel(wheel: Path, repair: bool, out: Path) -> tuple[Path, str]:
@@ -260,7 +286,7 @@ def main() -> int:
         print(f"building the {toolchain or 'CPU only'} wheel ...", flush=True)
         wheel = build_wheel(sdist, out, toolchain, args.archs)
         wheel, tag = auditwheel(wheel, args.repair, out)
-        archs = architectures(wheel, find_cuobjdump([toolchain, *toolchains])) if toolchain else "no CUDA"
+        archs = device_code_report(wheel, find_cuobjdump([toolchain, *toolchains])) if toolchain else "no CUDA"
         print(f"  {wheel.name}  {wheel.stat().st_size / 1e6:.2f} MB  {archs}  platform: {tag}", flush=True)
         if args.smoke:
             smoke_test(wheel, toolchain.release if toolchain else None)

@@ -107,6 +107,34 @@ def test_architectures_from_cuobjdump_listings(build_wheels):
     assert build_wheels.parse_architectures("", "") == "SASS none; PTX none"
 
 
+def test_stack_frames_from_the_resource_usage_dump(build_wheels):
+    dump = """
+Fatbin elf code:
+================
+arch = sm_80
+identifier = zeta-sm_80-d87213.o
+
+Resource usage:
+ Common:
+  GLOBAL:0
+ Function _ZN7fastmix4zeta10mix_kernelIfEEvPKT_:
+  REG:32 STACK:0 SHARED:0 LOCAL:0 CONSTANT[0]:408 TEXTURE:0 SURFACE:0 SAMPLER:0
+ Function _ZN7fastmix4zeta10mix_kernelINS_4HalfEEEvPKT_:
+  REG:32 STACK:64 SHARED:0 LOCAL:0 CONSTANT[0]:408 TEXTURE:0 SURFACE:0 SAMPLER:0
+
+Fatbin elf code:
+================
+arch = sm_90
+
+Resource usage:
+ Function _ZN7fastmix4zeta10mix_kernelINS_4HalfEEEvPKT_:
+  REG:32 STACK:48 SHARED:0 LOCAL:0 CONSTANT[0]:584 TEXTURE:0 SURFACE:0 SAMPLER:0
+"""
+    half_kernel = "_ZN7fastmix4zeta10mix_kernelINS_4HalfEEEvPKT_"
+    assert build_wheels.parse_stack_frames(dump) == {half_kernel: {"sm_80": 64, "sm_90": 48}}
+    assert build_wheels.parse_stack_frames(dump.replace("STACK:64", "STACK:0").replace("STACK:48", "STACK:0")) == {}
+
+
 def test_cuda_tree_detection(build_wheels, tmp_path):
     for name, header in (("cuda-12.9", "#define CUDA_VERSION 12090\n"), ("cuda-12.4", "#define CUDA_VERSION 12040\n")):
         (tmp_path / name / "include").mkdir(parents=True)
@@ -170,11 +198,11 @@ def test_clang_builds_sass_and_ptx_against_the_cuda_12_tree(build_wheels, tmp_pa
          str(SCRIPTS.parent / "csrc" / "zeta.cu"), "-o", str(obj)],
         check=True, capture_output=True,
     )
-    listing = {flag: subprocess.run([cuobjdump, flag, str(obj)], capture_output=True, text=True, check=True).stdout
-               for flag in ("--list-elf", "--list-ptx")}
-    archs = build_wheels.parse_architectures(listing["--list-elf"], listing["--list-ptx"])
-    assert archs == "SASS sm_80,sm_90; PTX sm_90"
-    elf = subprocess.run([cuobjdump, "--dump-elf", str(obj)], capture_output=True, text=True, check=True).stdout
+    dump = {flag: subprocess.run([cuobjdump, flag, str(obj)], capture_output=True, text=True, check=True).stdout
+            for flag in ("--list-elf", "--list-ptx", "--dump-resource-usage", "--dump-elf")}
+    assert build_wheels.parse_architectures(dump["--list-elf"], dump["--list-ptx"]) == "SASS sm_80,sm_90; PTX sm_90"
+    assert build_wheels.parse_stack_frames(dump["--dump-resource-usage"]) == {}  # accumulators stay in registers
+    elf = dump["--dump-elf"]
     # each cubin names the ptxas that wrote it ("toolkit=129", or "toolkit=12.9" in the newer ELF ABI): the tree's
     stamps = {major + "." + minor for major, minor in re.findall(r"toolkit=(\d+?)\.?(\d)\b", elf)}
     assert stamps == {build_wheels.tree_release(tree)}
