@@ -147,12 +147,11 @@ def find_cuobjdump(toolchains: list[Toolchain]) -> str | None:
 
     Any recent cuobjdump lists the images of older toolkits' fat binaries.
     """
-    beside = [toolchain.cuda_home / "bin" / "cuobjdump" for toolchain in toolchains]
-    triton = importlib.util.find_spec("triton")
-    bundled = Path(triton.origin).parent / "backends" / "nvidia" / "bin" / "cuobjdump" if triton else None
-    found = [path for path in beside if path.exists()] + [shutil.which("cuobjdump")]
-    found.append(bundled if bundled and bundled.exists() else None)
-    return next((str(path) for path in found if path), None)
+    candidates = [toolchain.cuda_home / "bin" / "cuobjdump" for toolchain in toolchains]
+    candidates.append(shutil.which("cuobjdump"))
+    if triton := importlib.util.find_spec("triton"):
+        candidates.append(Path(triton.origin).parent / "backends" / "nvidia" / "bin" / "cuobjdump")
+    return next((str(path) for path in candidates if path and Path(path).exists()), None)
 
 
 def parse_architectures(elf_listing: str, ptx_listing: str) -> str:
@@ -179,6 +178,17 @@ def parse_stack_frames(resource_usage: str) -> dict[str, dict[str, int]]:
     return frames
 
 
+def describe_stack_frames(frames: dict[str, dict[str, int]]) -> str:
+    """``"fastmix::zeta::mix_kernel<fastmix::Half> (sm_80 64 B, sm_90 64 B); ..."`` (demangled), or ``"none"``."""
+    demangle = ["c++filt"] if shutil.which("c++filt") else ["cat"]
+    names = subprocess.run(demangle, input="\n".join(frames), capture_output=True, text=True).stdout.split("\n")
+    described = []
+    for kernel, name in zip(frames, names):
+        sizes = sorted(frames[kernel].items(), key=lambda item: int(item[0][3:]))
+        described.append(f"{name.split('(')[0].removeprefix('void ')} ({', '.join(f'{a} {b} B' for a, b in sizes)})")
+    return "; ".join(described) or "none"
+
+
 def device_code_report(wheel: Path, cuobjdump: str | None) -> str:
     """The SASS and PTX targets inside the wheel's native module, and its kernels with a stack frame."""
     if cuobjdump is None:
@@ -188,16 +198,8 @@ def device_code_report(wheel: Path, cuobjdump: str | None) -> str:
         path = archive.extract(module, tmp)
         dump = {flag: subprocess.run([cuobjdump, flag, path], capture_output=True, text=True).stdout
                 for flag in ("--list-elf", "--list-ptx", "--dump-resource-usage")}
-    frames = parse_stack_frames(dump["--dump-resource-usage"])
-    demangle = ["c++filt"] if shutil.which("c++filt") else ["cat"]
-    names = subprocess.run(demangle, input="\n".join(frames), capture_output=True, text=True).stdout.split("\n")
-    stacks = "; ".join(
-        f"{name.split('(')[0].removeprefix('void ')} ("
-        + ", ".join(f"{arch} {size} B" for arch, size in sorted(frames[kernel].items(), key=lambda a: int(a[0][3:])))
-        + ")"
-        for kernel, name in zip(frames, names)
-    )
-    return f"{parse_architectures(dump['--list-elf'], dump['--list-ptx'])}; stack frames: {stacks or 'none'}"
+    architectures = parse_architectures(dump["--list-elf"], dump["--list-ptx"])
+    return f"{architectures}; stack frames: {describe_stack_frames(parse_stack_frames(dump['--dump-resource-usage']))}"
 
 
 def auditwheel(wheel: Path, repair: bool, out: Path) -> tuple[Path, str]:
