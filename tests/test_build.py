@@ -206,3 +206,27 @@ def test_clang_builds_sass_and_ptx_against_the_cuda_12_tree(build_wheels, tmp_pa
     # each cubin names the ptxas that wrote it ("toolkit=129", or "toolkit=12.9" in the newer ELF ABI): the tree's
     stamps = {major + "." + minor for major, minor in re.findall(r"toolkit=(\d+?)\.?(\d)\b", elf)}
     assert stamps == {build_wheels.tree_release(tree)}
+
+
+def setup_version(env: dict) -> subprocess.CompletedProcess:
+    """`python setup.py --version` (the package version with its +cuXYZ) under the given build environment."""
+    if not (SCRIPTS.parent / "setup.py").exists():
+        pytest.skip("setup.py is not beside these tests (a smoke run against an installed wheel)")
+    clean = {k: v for k, v in os.environ.items() if k not in ("CUDACXX", "CUDA_HOME", "FASTMIX_BUILD_CUDA")}
+    return subprocess.run([sys.executable, "setup.py", "--version"], capture_output=True, text=True,
+                          cwd=SCRIPTS.parent, env=clean | env)
+
+
+def test_setup_names_a_clang_cuda_build_by_its_cuda_tree(build_wheels, tmp_path):
+    rejected = setup_version({"CUDACXX": str(tmp_path / "no-such-compiler")})
+    assert rejected.returncode != 0 and "is not an executable" in rejected.stderr
+    assert setup_version({"FASTMIX_BUILD_CUDA": "0"}).stdout.split()[-1] == __version__
+    clang = build_wheels.find_clang()
+    trees = build_wheels.find_cuda_trees(SCRIPTS.parent / ".cuda12")
+    if clang is None or not trees:
+        pytest.skip("needs a clang++ and a CUDA tree (python scripts/cuda12_toolkit.py)")
+    without_tree = setup_version({"CUDACXX": clang})
+    assert without_tree.returncode != 0 and "set CUDA_HOME" in without_tree.stderr
+    release = build_wheels.tree_release(trees[-1])
+    version = setup_version({"CUDACXX": clang, "CUDA_HOME": str(trees[-1])}).stdout.split()[-1]
+    assert version == f"{__version__}+cu{release.replace('.', '')}"
