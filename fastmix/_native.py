@@ -21,18 +21,20 @@ def cuda_unavailable_reason_for(
 ) -> str:
     """Why the CUDA backend cannot run given these facts, or ``""`` when it can.
 
-    Versions are CUDA's integers (13000 for 13.0). A driver older than the toolkit that built the
-    kernels cannot load them, so that is reported instead of failing at the first launch.
+    Versions are CUDA's integers (13000 for 13.0). A driver of an older major version than the toolkit
+    that built the kernels cannot load them, so that is reported instead of failing at the first launch;
+    any driver of the same major version can (CUDA's minor version compatibility: the static runtime
+    and SASS for each listed architecture).
     """
     if not built_with_cuda:
         return "fastmix._C was built without CUDA (no nvcc at build time, or FASTMIX_BUILD_CUDA=0)"
     if driver_version == 0:
         return "no CUDA driver is installed"
-    if driver_version < build_version:
+    if driver_version // 1000 < build_version // 1000:
         return (
             f"the CUDA driver supports CUDA {format_cuda_version(driver_version)}, older than the CUDA "
             f"{format_cuda_version(build_version)} these kernels were built with: update the driver or "
-            "install a wheel built for an older CUDA"
+            f"install a wheel built for CUDA {driver_version // 1000}.x"
         )
     if device_count == 0:
         return "no CUDA device is visible"
