@@ -60,6 +60,17 @@ def check_positive_finite(name: str, value) -> float:
     return float(value)
 
 
+def check_positive_scalar(name: str, value) -> float:
+    """Like ``check_positive_finite``, also taking a 0-d real tensor (read on the host: for a CUDA tensor that waits
+    for its value)."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 0 or value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must be a real number or a 0-d real tensor, got a {value.dtype} tensor of "
+                            f"shape {tuple(value.shape)}")
+        value = value.item()
+    return check_positive_finite(name, value)
+
+
 def check_real(name: str, value, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> float:
     """A finite real number in the interval from ``low`` to ``high`` (open ends as flagged; an infinite end is open)."""
     if not _is_real(value):

@@ -11,13 +11,9 @@ from fastmix.ops import flow as flow_ops
 from fastmix.reference import flow as reference
 from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, assert_close_nonfinite,
                      assert_rejected_untouched, backend_params, compile_fullgraph, gradcheck_input, make_batch,
-                     make_labels, weighted_sum_ieee)
+                     make_labels, seeded, weighted_sum_ieee)
 
 BATCHES = (1, 2, 3, 7, 64)
-
-
-def seeded(device, seed=0):
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def reference_with_grad(z, params, grad):

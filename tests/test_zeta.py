@@ -13,14 +13,10 @@ from fastmix.reference import zeta as reference
 from tolerances import tolerance
 from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, assert_close_nonfinite,
                      assert_compiled_matches_eager, assert_rejected_untouched, backend_params, gradcheck_input,
-                     make_batch, make_labels, weighted_sum_ieee)
+                     make_batch, make_labels, seeded, weighted_sum_ieee)
 
 BATCHES = (1, 2, 3, 7, 32, 130)
 BACKENDS = zeta_ops.BACKENDS
-
-
-def seeded(device, seed=0):
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def reference_weights(batch, device, dtype=torch.float32, seed=0, gamma=2.8, self_dominant=True):

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from fastmix import _backend, _checks, _random
-from fastmix.api import _args
 from fastmix.ops import flow as flow_ops
 from fastmix.reference import flow as reference
 
@@ -72,9 +71,9 @@ def flow_mix(
         ``z_out`` ((2 if keep_original else 1) * flow_size * B, ...) and the ``FlowMixParams`` drawn.
     """
     _checks.check_batch_input("z", z)
-    alpha = _args.positive_number("alpha", alpha)
-    keep_original = _args.check_flag("keep_original", keep_original)
-    per_sample = _args.check_flag("per_sample", per_sample)
+    alpha = _checks.check_positive_scalar("alpha", alpha)
+    keep_original = _checks.check_bool("keep_original", keep_original)
+    per_sample = _checks.check_bool("per_sample", per_sample)
     if isinstance(flow_size, bool) or not isinstance(flow_size, int) or flow_size < 1:
         raise ValueError(f"flow_size must be a positive int, got {flow_size!r}")
     if z.size(0) % flow_size:
@@ -124,9 +123,9 @@ class FlowMixup(nn.Module):
         super().__init__()
         if previous is not None and not isinstance(previous, FlowMixup):
             raise TypeError(f"previous must be a FlowMixup or None, got {type(previous).__name__}")
-        self.alpha = _args.positive_number("alpha", alpha)
-        self.keep_original = _args.check_flag("keep_original", keep_original)
-        self.per_sample = _args.check_flag("per_sample", per_sample)
+        self.alpha = _checks.check_positive_scalar("alpha", alpha)
+        self.keep_original = _checks.check_bool("keep_original", keep_original)
+        self.per_sample = _checks.check_bool("per_sample", per_sample)
         self.backend = backend
         self._previous = (previous,) if previous is not None else ()  # a sibling in the network, not a child
         self.params: FlowMixParams | None = None

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from fastmix import _backend, _checks
-from fastmix.api import _args
 from fastmix.ops import zeta as zeta_ops
 
 
@@ -50,8 +49,8 @@ def zeta_mixup(
         (``W^T @ grad``) and to float y.
     """
     _checks.check_batch_input("x", x, allow_uint8=True)
-    gamma = _args.positive_number("gamma", gamma)
-    self_dominant = _args.check_flag("self_dominant", self_dominant)
+    gamma = _checks.check_positive_scalar("gamma", gamma)
+    self_dominant = _checks.check_bool("self_dominant", self_dominant)
     batch = x.size(0)
     labels = _checks.labels_to_float(y, batch, x.device, num_classes)
     _checks.check_generator(generator, x.device)
@@ -69,9 +68,9 @@ class ZetaMixup(nn.Module):
     def __init__(self, gamma: float = 2.8, num_classes: int | None = None, self_dominant: bool = True,
                  backend: str | None = None):
         super().__init__()
-        self.gamma = _args.positive_number("gamma", gamma)
+        self.gamma = _checks.check_positive_scalar("gamma", gamma)
         self.num_classes = num_classes
-        self.self_dominant = _args.check_flag("self_dominant", self_dominant)
+        self.self_dominant = _checks.check_bool("self_dominant", self_dominant)
         self.backend = backend
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None):
