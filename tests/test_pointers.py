@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fastmix import _native
-from helpers import assert_close
+from helpers import assert_close, make_batch
 
 pytestmark = pytest.mark.skipif(_native._C is None, reason="fastmix._C is not built")
 CPU = torch.device("cpu")
@@ -67,3 +67,62 @@ def test_plain_tensors_must_be_contiguous_and_scalars_pass_through():
     norm = 1 + 2 ** -2.0 + 3 ** -2.0
     _native.launch("zeta_weights_emulate", CPU, keys, weights, 3, 2.0, norm, True, 0)
     assert_close(weights.sum(dim=1), torch.ones(3), torch.float32)  # the rows of W sum to 1 (eq. 3)
+
+
+class _CudaKernelsOnCpu:
+    """fastmix._C with each ``*_cuda`` kernel answered by its CPU body (``*_emulate``: the same arguments, less the
+    stream, which ``launch`` adds on CUDA devices only)."""
+
+    def __getattr__(self, name):
+        return getattr(_native._C, name.replace("_cuda", "_emulate"))
+
+
+@pytest.fixture
+def cuda_call_sites_on_cpu(monkeypatch):
+    """The ops' "cuda" branches run on CPU tensors: their argument wiring is checked without a GPU."""
+    monkeypatch.setattr(_native, "native", _CudaKernelsOnCpu)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zeta_cuda_call_sites(cuda_call_sites_on_cpu, dtype):
+    from fastmix.ops import zeta as zeta_ops
+
+    keys = torch.rand(7, 7, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    weights = zeta_ops.zeta_weights(keys, 2.8, True, "cuda")
+    assert_close(weights, zeta_ops.zeta_weights(keys, 2.8, True, "reference"), dtype)
+    x = make_batch("channel_slice", 7, dtype, "cpu")
+    assert_close(zeta_ops.zeta_mix(x, weights, "cuda"), zeta_ops.zeta_mix(x, weights, "reference"), dtype)
+
+
+@pytest.mark.parametrize("keep_original", [True, False])
+def test_flow_cuda_call_sites(cuda_call_sites_on_cpu, keep_original):
+    from fastmix.ops import flow as flow_ops
+
+    g = torch.Generator().manual_seed(1)
+    z = make_batch("channels_last", 10, torch.float32, "cpu")  # flow_size 2, 5 samples
+    lam, perm = torch.rand(5, generator=g), torch.randperm(5, generator=g)
+    out = flow_ops.flow_mix(z, lam, perm, 2, keep_original, "cuda")
+    assert_close(out, flow_ops.flow_mix(z, lam, perm, 2, keep_original, "reference"), torch.float32)
+    grad = torch.randn(out.shape, generator=g)
+    assert_close(flow_ops.flow_mix_backward(grad, lam, perm, 2, keep_original, "cuda"),
+                 flow_ops.flow_mix_backward(grad, lam, perm, 2, keep_original, "reference"), torch.float32)
+
+
+def test_pair_mix_cuda_call_site(cuda_call_sites_on_cpu):
+    from fastmix.ops import mix as mix_ops
+
+    g = torch.Generator().manual_seed(2)
+    x = make_batch("spatial_slice", 6, torch.float16, "cpu")
+    lam, partner = torch.rand(6, generator=g), torch.randperm(6, generator=g)
+    assert_close(mix_ops.mixup_pairs(x, lam, partner, "cuda"), mix_ops.mixup_pairs(x, lam, partner, "reference"),
+                 torch.float16)
+
+
+def test_cutmix_pairs_cuda_call_site(cuda_call_sites_on_cpu):
+    from fastmix.ops import mix as mix_ops
+
+    x = make_batch("channels_last", 4, torch.bfloat16, "cpu")  # (4, 3, 12, 10)
+    boxes = torch.tensor([[0, 12, 0, 10], [2, 7, 3, 9], [0, 0, 0, 0], [5, 12, 0, 4]], dtype=torch.int32)
+    partner = torch.tensor([1, 0, 3, 2])
+    assert_close(mix_ops.cutmix_pairs(x, boxes, partner, 2, 3, "cuda"),
+                 mix_ops.cutmix_pairs(x, boxes, partner, 2, 3, "reference"), torch.bfloat16)

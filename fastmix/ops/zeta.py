@@ -28,9 +28,8 @@ def zeta_weights(keys: torch.Tensor, gamma: float, self_dominant: bool, backend:
 
         return triton_zeta.zeta_weights(keys, gamma, norm, self_dominant)
     weights = torch.empty_like(keys)
-    with torch.cuda.device(keys.device):
-        _native.native().zeta_weights_cuda(keys.data_ptr(), weights.data_ptr(), batch, gamma, norm, self_dominant,
-                                           _native.DTYPE_CODES[keys.dtype], _native.stream_handle(keys.device))
+    _native.launch("zeta_weights_cuda", keys.device, _native.Buffer(keys, numel=batch * batch), weights, batch, gamma,
+                   norm, self_dominant, _native.DTYPE_CODES[keys.dtype])
     return weights
 
 
@@ -55,10 +54,9 @@ def zeta_mix(x: torch.Tensor, weights: torch.Tensor, backend: str) -> torch.Tens
         triton_zeta.zeta_mix(x_rows, weights, out_rows)
         return out
     batch, features = x_rows.shape
-    with torch.cuda.device(x.device):
-        _native.native().zeta_mix_cuda(x_rows.data_ptr(), x_rows.stride(0), weights.data_ptr(), out_rows.data_ptr(),
-                                       out_rows.stride(0), batch, features, _native.DTYPE_CODES[x.dtype],
-                                       _native.stream_handle(x.device))
+    _native.launch("zeta_mix_cuda", x.device, _native.Buffer(x_rows, x.dtype, rows=True),
+                   _native.Buffer(weights, numel=batch * batch), _native.Buffer(out_rows, x.dtype, rows=True), batch,
+                   features, _native.DTYPE_CODES[x.dtype])
     return out
 
 
