@@ -112,7 +112,8 @@ def launch(kernel: str, device: torch.device, *args):
     for argument, value in enumerate(args):
         if isinstance(value, torch.Tensor):
             value = Buffer(value)
-        native_args.extend(_kernel_arguments(kernel, device, argument, value) if isinstance(value, Buffer) else (value,))
+        is_buffer = isinstance(value, Buffer)
+        native_args.extend(_kernel_arguments(kernel, device, argument, value) if is_buffer else (value,))
     function = getattr(native(), kernel)
     if device.type != "cuda":
         return function(*native_args)

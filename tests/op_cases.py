@@ -16,14 +16,15 @@ BATCH, CLASSES = 6, 10
 @dataclasses.dataclass(frozen=True)
 class OpCase:
     """``call(inputs, backend, generator)`` runs the public call on ``make_inputs(device, dtype, batch, classes)``
-    and returns the tensor whose backward is counted (None for an op without gradients). ``backends``: the
-    backends it can be forced to."""
+    and returns the tensor whose backward is counted (None for an op without gradients, ``differentiable=False``).
+    ``backends``: the backends it can be forced to."""
 
     name: str
     make_inputs: Callable[[torch.device], dict]
     call: Callable[[dict, str | None, torch.Generator | None], torch.Tensor | None]
     backends: tuple[str, ...]
     forward_budget: int = 3
+    differentiable: bool = True
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -65,8 +66,8 @@ def _gmm_values(device: torch.device, dtype=torch.float64, batch: int = 80, clas
 
 def _timm_mixup(mode: str) -> Callable:
     def call(inputs, backend, generator):
-        mixer = fastmix.Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, mode=mode, num_classes=inputs["classes"], generator=generator,
-                              backend=backend)
+        mixer = fastmix.Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, mode=mode, num_classes=inputs["classes"],
+                              generator=generator, backend=backend)
         return mixer(inputs["x"], inputs["y"])[0]
 
     return call
@@ -92,7 +93,8 @@ CASES = (
     OpCase("flow_mix", _features, lambda i, b, g: fastmix.flow_mix(i["z"], generator=g, backend=b)[0],
            ("cuda", "triton", "reference")),
     OpCase("lumix_lambda", _logits, lambda i, b, g: fastmix.lumix_lambda(0.7, i["logits"], i["y_a"], i["y_b"],
-                                                                         generator=g), ("reference",)),
+                                                                         generator=g),
+           ("reference",), differentiable=False),
     OpCase("lumix_loss", _logits, lambda i, b, g: fastmix.lumix_loss(i["logits"], i["y_a"], i["y_b"], i["lam"],
                                                                      backend=b), LOSS_BACKENDS),
     OpCase("lamix_inputs", _images, lambda i, b, g: fastmix.lamix_inputs(i["x"], generator=g, backend=b)[0],
@@ -103,5 +105,6 @@ CASES = (
     OpCase("balancemix_loss", _logits, lambda i, b, g: fastmix.balancemix_loss(i["logits"], i["targets"],
                                                                                i["weights"], backend=b),
            LOSS_BACKENDS),
-    OpCase("fit_gmm2", _gmm_values, _fit_gmm2, ("cuda", "triton", "reference", "cpu"), forward_budget=10),
+    OpCase("fit_gmm2", _gmm_values, _fit_gmm2, ("cuda", "triton", "reference", "cpu"), forward_budget=10,
+           differentiable=False),
 )

@@ -52,7 +52,7 @@ def test_captured_op_replays_with_fresh_draws(case):
 
 @pytest.mark.parametrize("case,which", [
     pytest.param(case, which, id=f"{case.name}-{which}", marks=_sync_marks(case, which))
-    for case in CASES for which in ("forward", "backward")])
+    for case in CASES for which in (("forward", "backward") if case.differentiable else ("forward",))])
 def test_no_host_sync_on_the_gpu(case, which):
     inputs = case.make_inputs(torch.device("cuda"))
     case.call(inputs, None, None)  # warm-up: kernel compiles and lazy initialisation may synchronise
@@ -62,9 +62,6 @@ def test_no_host_sync_on_the_gpu(case, which):
     try:
         out = case.call(inputs, None, None)
         if which == "backward":
-            if out is None or not out.requires_grad:
-                pytest.skip(f"{case.name} has no backward")
-            grad = torch.ones_like(out)
-            out.backward(grad)
+            out.backward(torch.ones_like(out))
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -21,7 +21,7 @@ from kernel_launches import count_launches
 from op_cases import CASES
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
-                                reason="counts the Triton path, which runs on CPU tensors only under TRITON_INTERPRET=1")
+                                reason="counts the Triton path: CPU tensors need TRITON_INTERPRET=1")
 BACKWARD_BUDGET = 2
 # (op, pass) -> launches measured on the commit that added the entry; update it when an op gets closer.
 OVER_BUDGET = {
@@ -82,7 +82,8 @@ def _run(case):
     generator = torch.Generator().manual_seed(0)
     with count_launches() as forward:
         out = case.call(inputs, _backend(case), generator)
-    if out is None or not out.requires_grad:
+    assert (out is not None and out.requires_grad) == case.differentiable
+    if not case.differentiable:
         return forward, None
     grad = torch.randn_like(out)
     with count_launches() as backward:
@@ -93,8 +94,7 @@ def _run(case):
 def _params(kind: str):
     params = []
     for case in CASES:
-        passes = ("forward", "backward") if case.name not in ("lumix_lambda", "fit_gmm2") else ("forward",)
-        for which in passes:
+        for which in ("forward", "backward") if case.differentiable else ("forward",):
             table = OVER_BUDGET if kind == "launches" else SYNCS
             found = table.get((case.name, which))
             what = f"{found} launches" if kind == "launches" else found

@@ -5,7 +5,8 @@ as JIT functions, then runs every public op (tests/op_cases.py) over a grid of d
 backend on CPU tensors, each launch turned into a compile-only warm-up for each target (a stand-in driver names the
 target), so each kernel is specialised exactly as a launch on that GPU would specialise it (argument types,
 alignment, constexprs, num_warps), and compiled by Triton's bundled ptxas; cuobjdump reads each cubin's registers
-and stack frame; for a kernel with a stack frame, ptxas -v tells spills from local arrays. Prints one JSON line per compiled specialisation.
+and stack frame; for a kernel with a stack frame, ptxas -v tells spills from local arrays. Prints one JSON line
+per compiled specialisation.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def compile_all(capabilities: list[int]) -> list[Compiled]:
         for dtype, batch, classes in SIZES[FAMILY.get(case.name, "images")]:
             inputs = case.make_inputs(device, dtype, batch, classes)
             out = case.call(inputs, "triton", torch.Generator().manual_seed(0))
-            if out is not None and out.requires_grad:
+            if case.differentiable:
                 out.backward(torch.ones_like(out))
     return list(compiled.values())
 
