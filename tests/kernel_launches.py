@@ -23,8 +23,9 @@ aten = torch.ops.aten
 # No kernel runs on a GPU for these: allocation, views, metadata.
 FREE_OPS = {aten.empty.memory_format, aten.empty_strided.default, aten.empty_like.default, aten.new_empty.default,
             aten.new_empty_strided.default, aten._unsafe_view.default, aten._reshape_alias.default,
-            aten.detach.default, aten.alias.default, aten.sym_size.int, aten.sym_stride.int, aten.sym_numel.default,
-            aten.sym_storage_offset.default, aten.is_same_size.default, aten.set_.source_Storage_storage_offset}
+            aten.detach.default, aten.detach_.default, aten.alias.default, aten.sym_size.int, aten.sym_stride.int,
+            aten.sym_numel.default, aten.sym_storage_offset.default, aten.is_same_size.default,
+            aten.set_.source_Storage_storage_offset}
 # Ops that wait for the GPU (a value read back on the host, or an output size that depends on the data) or copy
 # host data to the device.
 SYNC_OPS = {aten._local_scalar_dense.default, aten.nonzero.default, aten.nonzero_static.default,

@@ -28,13 +28,13 @@ needs_interpreter = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1"
 BACKWARD_BUDGET = 2
 # (op, pass) -> launches measured on the commit that added the entry; update it when an op gets closer.
 OVER_BUDGET = {
-    ("zeta_mixup", "forward"): 12, ("mixup", "forward"): 32, ("mixup", "backward"): 14, ("cutmix", "forward"): 64,
+    ("zeta_mixup", "forward"): 12, ("mixup", "forward"): 32, ("mixup", "backward"): 14, ("cutmix", "forward"): 63,
     ("cutmix", "backward"): 12, ("Mixup-batch", "forward"): 92, ("Mixup-batch", "backward"): 10,
     ("Mixup-pair", "forward"): 93, ("Mixup-pair", "backward"): 10, ("Mixup-elem", "forward"): 87,
     ("Mixup-elem", "backward"): 10, ("flow_mix", "forward"): 14, ("flow_mix", "backward"): 3,
     ("lumix_lambda", "forward"): 38, ("lumix_loss", "forward"): 12, ("lumix_loss", "backward"): 4,
     ("lamix_inputs", "forward"): 7, ("lamix_inputs", "backward"): 14, ("lamix_loss", "forward"): 12,
-    ("lamix_loss", "backward"): 4, ("balancemix_loss", "backward"): 3, ("fit_gmm2", "forward"): 125,
+    ("lamix_loss", "backward"): 4, ("balancemix_loss", "backward"): 3, ("fit_gmm2", "forward"): 124,
 }
 # (op, pass) -> the syncs found; same rule.
 SYNCS = {
