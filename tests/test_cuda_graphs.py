@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import assert_close
 from op_cases import CASES
 from test_launches import SYNCS
 
@@ -27,6 +28,7 @@ def _sync_marks(case, which: str):
 @pytest.mark.parametrize("case", [pytest.param(case, id=case.name, marks=_sync_marks(case, "forward"))
                                   for case in CASES])
 def test_captured_op_replays_with_fresh_draws(case):
+    torch.manual_seed(0)  # replays draw from the default generator's advancing offsets: reproducible
     inputs = _detached_inputs(case)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -45,7 +47,8 @@ def test_captured_op_replays_with_fresh_draws(case):
         return
     assert all(torch.isfinite(replay.float()).all() for replay in replays)
     if case.name in DETERMINISTIC:
-        assert all(torch.equal(replay, eager) for replay in replays)
+        for replay in replays:
+            assert_close(replay, eager)
     else:
         assert not torch.equal(replays[0], replays[1]), "the replays drew the same random numbers"
 
