@@ -1,4 +1,4 @@
-"""``python -m fastmix info`` and ``python -m fastmix bench``."""
+"""``python -m fastmix info``, ``python -m fastmix bench`` and ``python -m fastmix validate``."""
 
 from __future__ import annotations
 
@@ -20,12 +20,19 @@ def main(argv: list[str] | None = None) -> int:
                             "<device>-<YYYYmmdd-HHMMSS>[-quick].json/.md/.png")
     bench.add_argument("--ops", nargs="+", default=None, metavar="OP",
                        help="time only these ops, e.g. fit_gmm2 or Mixup (every Mixup mode) or 'Mixup elem cutmix'")
+    validate = commands.add_parser("validate", help="the first GPU run: GPU tests, sync/graph/compile checks, "
+                                                    "benchmarks (CPU-checkable parts only without a GPU)")
+    validate.add_argument("--out", default=None, help="output folder (default: benchmarks/results/<gpu>-<time>)")
     args = parser.parse_args(argv)
     if args.command == "info":
         from fastmix._info import format_info, info
 
         print(format_info(info()))
         return 0
+    if args.command == "validate":
+        from fastmix import validate as validate_module
+
+        return validate_module.main(out_dir=args.out)
     from fastmix import bench as bench_module
 
     return bench_module.main(quick=args.quick, out_dir=args.out, ops=args.ops)

@@ -1,6 +1,6 @@
-"""Backend selection: ``backend=`` per call, else ``FASTMIX_BACKEND``, else the per-op default.
+"""Backend selection: ``backend=`` per call (strict), else ``FASTMIX_BACKEND`` where it applies, else the op's default.
 
-An unavailable backend asked for by name raises; there is no silent fallback.
+An unavailable backend asked for by ``backend=`` raises; there is no silent fallback from an explicit choice.
 """
 
 from __future__ import annotations
@@ -38,8 +38,14 @@ def _triton_unavailable_reason(device_type: str) -> str:
 _REASONS: dict[tuple[str, str], str] = {}
 
 
+@torch.compiler.assume_constant_result
 def unavailable_reason(backend: str, device_type: str) -> str:
-    """Why ``backend`` cannot run on tensors of ``device_type``, or ``""`` when it can."""
+    """Why ``backend`` cannot run on tensors of ``device_type``, or ``""`` when it can.
+
+    torch.compile runs this eagerly while tracing and keeps the answer as a constant: the lookup calls into
+    fastmix._C (driver version, device count) and imports triton, none of which can be traced, and even the first
+    call of a process may happen inside a compiled region.
+    """
     key = (backend, device_type)
     if key not in _REASONS:
         _REASONS[key] = _find_unavailable_reason(backend, device_type)
@@ -62,24 +68,37 @@ def _find_unavailable_reason(backend: str, device_type: str) -> str:
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
+def preferred_backend() -> str | None:
+    """The process-wide preference ``FASTMIX_BACKEND`` (None when unset); a name outside BACKENDS raises."""
+    name = os.environ.get("FASTMIX_BACKEND") or None
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"FASTMIX_BACKEND must be one of {BACKENDS} or unset, got {name!r}")
+    return name
+
+
 def resolve(backend: str | None, device: torch.device, cuda_default: str = "cuda", cpu_default: str = "reference",
             supported: tuple = DEFAULT_SUPPORTED) -> str:
     """The backend that runs an op on ``device``.
 
-    ``cuda_default`` is the op's fastest backend on CUDA tensors per the benchmarks; when it is not
-    available there (e.g. a wheel without CUDA kernels), the next available of BACKENDS runs. CPU tensors
-    run ``cpu_default`` ("cpu" for an op with a C++ kernel, when fastmix._C is built), else the reference
-    (vectorised PyTorch). ``supported`` lists the op's backends.
+    ``backend`` (per call) is strict: a name outside ``supported`` (the op's backends) raises a ValueError, an
+    unavailable one a RuntimeError. Without it, ``FASTMIX_BACKEND`` is a preference, taken where the op supports
+    that backend and it is available for ``device``, so one setting serves a whole program; elsewhere the op's
+    default runs. The default on CUDA tensors is ``cuda_default``, the op's fastest backend per the benchmarks,
+    or, when that is not available (e.g. a wheel without CUDA kernels), the next available of ``supported``; on
+    other tensors ``cpu_default`` ("cpu" for an op with a C++ kernel, when fastmix._C is built), else the
+    reference (vectorised PyTorch).
     """
-    name = backend if backend is not None else os.environ.get("FASTMIX_BACKEND") or None
-    if name is None:
-        if device.type != "cuda":
-            return cpu_default if not unavailable_reason(cpu_default, device.type) else "reference"
-        preference = (cuda_default, *(b for b in supported if b != cuda_default))
-        return next(b for b in preference if not unavailable_reason(b, "cuda"))
-    if name not in supported:
-        raise ValueError(f"backend must be one of {supported} or None, got {name!r}")
-    reason = unavailable_reason(name, device.type)
-    if reason:
-        raise RuntimeError(f"fastmix backend {name!r} is not available for {device.type} tensors: {reason}")
-    return name
+    if backend is not None:
+        if backend not in supported:
+            raise ValueError(f"backend must be one of {supported} or None, got {backend!r}")
+        reason = unavailable_reason(backend, device.type)
+        if reason:
+            raise RuntimeError(f"fastmix backend {backend!r} is not available for {device.type} tensors: {reason}")
+        return backend
+    preferred = preferred_backend()
+    if preferred in supported and not unavailable_reason(preferred, device.type):
+        return preferred
+    if device.type != "cuda":
+        return cpu_default if not unavailable_reason(cpu_default, device.type) else "reference"
+    preference = (cuda_default, *(b for b in supported if b != cuda_default))
+    return next(b for b in preference if not unavailable_reason(b, "cuda"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 try:
@@ -63,6 +65,62 @@ def native():
     if _C is None:
         raise RuntimeError(native_unavailable_reason())
     return _C
+
+
+@dataclasses.dataclass(frozen=True)
+class Buffer:
+    """A tensor handed to a native kernel by ``launch``, with what the kernel assumes about it.
+
+    ``dtype``: the dtype the kernel reads or writes (None: any). ``numel``: the element count it accesses
+    (None: not checked). ``rows``: a 2-D view with unit column stride (``_layout.rows_view``), passed as two
+    arguments, pointer and row stride; otherwise the tensor must be contiguous and is passed as its pointer.
+    """
+
+    tensor: torch.Tensor
+    dtype: torch.dtype | None = None
+    numel: int | None = None
+    rows: bool = False
+
+
+def _kernel_arguments(kernel: str, device: torch.device, argument: int, buffer: Buffer) -> tuple[int, ...]:
+    tensor = buffer.tensor
+    where = f"fastmix._C.{kernel} argument {argument}"
+    if tensor.device != device:
+        raise ValueError(f"{where} is on {tensor.device}, the kernel runs on {device}")
+    if buffer.dtype is not None and tensor.dtype != buffer.dtype:
+        raise TypeError(f"{where} must be {buffer.dtype}, got {tensor.dtype}")
+    if buffer.numel is not None and tensor.numel() != buffer.numel:
+        raise ValueError(f"{where} must hold {buffer.numel} elements, got {tensor.numel()}")
+    if buffer.rows:
+        if tensor.dim() != 2 or (tensor.size(1) > 1 and tensor.stride(1) != 1):
+            raise ValueError(f"{where} must be 2-D rows with unit column stride, got shape {tuple(tensor.shape)} "
+                             f"strides {tensor.stride()}")
+        return tensor.data_ptr(), tensor.stride(0)
+    if not tensor.is_contiguous():
+        raise ValueError(f"{where} must be contiguous, got shape {tuple(tensor.shape)} strides {tensor.stride()}")
+    return (tensor.data_ptr(),)
+
+
+def launch(kernel: str, device: torch.device, *args):
+    """Call ``fastmix._C.<kernel>`` with ``args``, every tensor in them replaced by its checked data pointer.
+
+    The one path from a tensor to a native kernel: a plain tensor or a ``Buffer`` must be on ``device``, of its
+    stated dtype and size, and contiguous (or rows, passed with their row stride); a failed check raises before
+    anything runs. ``args`` keeps every tensor alive until the call returns, so no pointer outlives its memory
+    while the kernel is queued (later frees are ordered after it on the stream by torch's allocator). On a CUDA
+    device the call runs with that device current and gets the caller's current stream as its last argument.
+    """
+    native_args = []
+    for argument, value in enumerate(args):
+        if isinstance(value, torch.Tensor):
+            value = Buffer(value)
+        is_buffer = isinstance(value, Buffer)
+        native_args.extend(_kernel_arguments(kernel, device, argument, value) if is_buffer else (value,))
+    function = getattr(native(), kernel)
+    if device.type != "cuda":
+        return function(*native_args)
+    with torch.cuda.device(device):
+        return function(*native_args, stream_handle(device))
 
 
 def stream_handle(device: torch.device) -> int:

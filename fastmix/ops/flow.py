@@ -73,12 +73,10 @@ def flow_mix(z: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor, flow_size: 
 
         triton_flow.flow_mix_forward(z_rows, lam, perm, out_rows, keep_original)
         return out
-    features = z_rows.size(1)
-    with torch.cuda.device(z.device):
-        _native.native().flow_forward_cuda(z_rows.data_ptr(), z_rows.stride(0), lam.data_ptr(), perm.data_ptr(),
-                                           out_rows.data_ptr(), out_rows.stride(0), perm.numel(), flow_size,
-                                           features, keep_original, _native.DTYPE_CODES[z.dtype],
-                                           _native.stream_handle(z.device))
+    _native.launch("flow_forward_cuda", z.device, _native.Buffer(z_rows, z.dtype, rows=True),
+                   _native.Buffer(lam, numel=perm.numel()), _native.Buffer(perm, torch.int64),
+                   _native.Buffer(out_rows, z.dtype, rows=True), perm.numel(), flow_size, z_rows.size(1),
+                   keep_original, _native.DTYPE_CODES[z.dtype])
     return out
 
 
@@ -109,12 +107,10 @@ def flow_mix_backward(grad: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor,
 
         triton_flow.flow_mix_backward(grad_rows, lam, inverse, grad_z_rows, keep_original)
         return grad_z
-    features = grad_z_rows.size(1)
-    with torch.cuda.device(grad.device):
-        _native.native().flow_backward_cuda(grad_rows.data_ptr(), grad_rows.stride(0), lam.data_ptr(),
-                                            inverse.data_ptr(), grad_z_rows.data_ptr(), grad_z_rows.stride(0),
-                                            perm.numel(), flow_size, features, keep_original,
-                                            _native.DTYPE_CODES[grad.dtype], _native.stream_handle(grad.device))
+    _native.launch("flow_backward_cuda", grad.device, _native.Buffer(grad_rows, grad.dtype, rows=True),
+                   _native.Buffer(lam, numel=perm.numel()), _native.Buffer(inverse, torch.int64),
+                   _native.Buffer(grad_z_rows, grad.dtype, rows=True), perm.numel(), flow_size, grad_z_rows.size(1),
+                   keep_original, _native.DTYPE_CODES[grad.dtype])
     return grad_z
 
 

@@ -56,18 +56,14 @@ def _launch(x, self_boxes, self_weights, seg_boxes, seg_weights, sources, offset
                             height, width, h_div, w_div, has_box)
         return out
     batch, features = x_rows.shape
-    if backend == "cpu":
-        _native.native().pair_mix_emulate(
-            x_rows.data_ptr(), x_rows.stride(0), out_rows.data_ptr(), out_rows.stride(0), batch, features,
-            self_boxes.data_ptr(), self_weights.data_ptr(), seg_boxes.data_ptr(), seg_weights.data_ptr(),
-            sources.data_ptr(), offsets.data_ptr(), height, width, h_div, w_div, has_box, _native.DTYPE_CODES[x.dtype])
-        return out
-    with torch.cuda.device(x.device):
-        _native.native().pair_mix_cuda(
-            x_rows.data_ptr(), x_rows.stride(0), out_rows.data_ptr(), out_rows.stride(0), batch, features,
-            self_boxes.data_ptr(), self_weights.data_ptr(), seg_boxes.data_ptr(), seg_weights.data_ptr(),
-            sources.data_ptr(), offsets.data_ptr(), height, width, h_div, w_div, has_box, _native.DTYPE_CODES[x.dtype],
-            _native.stream_handle(x.device))
+    segments = sources.numel()
+    _native.launch(
+        "pair_mix_emulate" if backend == "cpu" else "pair_mix_cuda", x.device,
+        _native.Buffer(x_rows, x.dtype, rows=True), _native.Buffer(out_rows, x.dtype, rows=True), batch, features,
+        _native.Buffer(self_boxes, torch.int32, batch * 4), _native.Buffer(self_weights, weight_dtype, batch * 2),
+        _native.Buffer(seg_boxes, torch.int32, segments * 4), _native.Buffer(seg_weights, weight_dtype, segments * 2),
+        _native.Buffer(sources, torch.int64), _native.Buffer(offsets, torch.int64, batch + 1), height, width, h_div,
+        w_div, has_box, _native.DTYPE_CODES[x.dtype])
     return out
 
 

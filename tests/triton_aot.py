@@ -1,0 +1,169 @@
+"""Compiles every Triton kernel specialisation the public ops launch, ahead of time for real GPUs, without a GPU.
+
+Run as a script with TRITON_INTERPRET unset (``python tests/triton_aot.py 80 90``): it imports the Triton kernels
+as JIT functions, then runs every public op (tests/op_cases.py) over a grid of dtypes and sizes with the Triton
+backend on CPU tensors, each launch turned into a compile-only warm-up for each target (a stand-in driver names the
+target), so each kernel is specialised exactly as a launch on that GPU would specialise it (argument types,
+alignment, constexprs, num_warps), and compiled by Triton's bundled ptxas; cuobjdump reads each cubin's registers
+and stack frame; for a kernel with a stack frame, ptxas -v tells spills from local arrays. Prints one JSON line
+per compiled specialisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import pathlib
+import pkgutil
+import re
+import subprocess
+import sys
+import tempfile
+
+# Kernels compile as JIT functions only when the interpreter is off at import time.
+assert os.environ.get("TRITON_INTERPRET", "0") != "1", "run with TRITON_INTERPRET unset"
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton import knobs  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.runtime.driver import driver  # noqa: E402
+from triton.runtime.jit import JITFunction  # noqa: E402
+
+import fastmix.kernels.triton  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from op_cases import CASES  # noqa: E402
+
+# Shared memory per SM (bytes) and the register file, for the occupancy estimate.
+SHARED_PER_SM = {80: 164 * 1024, 90: 228 * 1024}
+REGISTERS_PER_SM, MAX_WARPS_PER_SM = 65536, 64
+# (dtype, batch, classes) per op family: every dtype the ops accept, batch sizes that pick different blocks, and
+# the class counts of ImageNet-1k and ImageNet-21k for the losses.
+SIZES = {
+    "images": [(dtype, batch, 10) for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+               for batch in (6, 256)],
+    "logits": [(dtype, 64, classes) for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+               for classes in (10, 1000, 21843)],
+    "gmm": [(torch.float64, batch, 3) for batch in (80, 5000)] + [(torch.float32, 80, 3)],
+}
+FAMILY = {"flow_mix": "images", "lumix_loss": "logits", "lamix_loss": "logits", "balancemix_loss": "logits",
+          "fit_gmm2": "gmm"}
+
+
+class _CompileOnlyDriver:
+    """A driver that names a GPU target: JIT functions specialise and compile for it, and launch nothing."""
+
+    def __init__(self, capability: int):
+        self.capability = capability
+
+    def get_current_target(self):
+        return GPUTarget("cuda", self.capability, 32)
+
+    def get_current_device(self):
+        return self.capability  # one specialisation cache per target
+
+    def get_current_stream(self, device=None):
+        return 0
+
+
+@dataclasses.dataclass
+class Compiled:
+    kernel: str
+    capability: int
+    signature: dict
+    constexprs: dict
+    num_warps: int
+    num_stages: int
+    shared: int
+    registers: int = -1
+    local_bytes: int = -1
+    stack_bytes: int = -1
+    spill_bytes: int = 0
+    occupancy: float = 0.0
+
+
+def _resource_usage(cubin: bytes) -> tuple[int, int, int]:
+    """(registers, local memory bytes, stack bytes) per thread of the kernel in ``cubin``, from the cuobjdump that
+    Triton ships. Triton kernels have no local arrays, so local memory means register spills."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = pathlib.Path(folder) / "kernel.cubin"
+        path.write_bytes(cubin)
+        report = subprocess.run([knobs.nvidia.cuobjdump.path, "--dump-resource-usage", str(path)],
+                                capture_output=True, text=True, check=True).stdout
+    usage = dict(re.findall(r"\b(REG|STACK|LOCAL):(\d+)", report))
+    return int(usage["REG"]), int(usage["LOCAL"]), int(usage["STACK"])
+
+
+def _spill_bytes(ptx: str, capability: int) -> int:
+    """Bytes of register spill stores per thread, from Triton's ptxas run again with -v on the kernel's PTX (only
+    for kernels with a stack frame, which is either spills or a local array)."""
+    from triton.backends.nvidia import compiler as nvidia
+
+    arch = re.search(r"^\.target\s+(\S+)", ptx, re.M).group(1)
+    with tempfile.TemporaryDirectory() as folder:
+        path = pathlib.Path(folder) / "kernel.ptx"
+        path.write_text(ptx)
+        log = subprocess.run([nvidia.get_ptxas(capability).path, "-v", f"--gpu-name={arch}", str(path), "-o",
+                              str(path.with_suffix(".cubin"))], capture_output=True, text=True, check=True).stderr
+    return int(re.search(r"(\d+) bytes spill stores", log).group(1))
+
+
+def _occupancy(registers: int, num_warps: int, shared: int, capability: int) -> float:
+    """Resident warps per SM over the maximum, limited by registers (allocated per warp in units of 256) and shared
+    memory."""
+    per_warp = -(-registers * 32 // 256) * 256
+    blocks = min(REGISTERS_PER_SM // max(per_warp * num_warps, 1), MAX_WARPS_PER_SM // num_warps,
+                 SHARED_PER_SM[capability] // shared if shared else 32, 32)
+    return blocks * num_warps / MAX_WARPS_PER_SM
+
+
+def compile_all(capabilities: list[int]) -> list[Compiled]:
+    for module in pkgutil.iter_modules(fastmix.kernels.triton.__path__):
+        importlib.import_module(f"fastmix.kernels.triton.{module.name}")
+    os.environ["TRITON_INTERPRET"] = "1"  # lets the Triton backend take CPU tensors; the kernels stay JIT functions
+    compiled: dict[tuple, Compiled] = {}
+    compile_function = triton.compile
+
+    def recording_compile(src, target=None, options=None):
+        kernel = compile_function(src, target=target, options=options)
+        key = (target.arch, kernel.hash)
+        if key not in compiled:
+            metadata = kernel.metadata
+            constexprs = {".".join(src.fn.arg_names[i] if n == 0 else str(i) for n, i in enumerate(path)): value
+                          for path, value in src.constants.items()}
+            entry = Compiled(src.fn.__name__, target.arch, {k: v for k, v in src.signature.items()
+                                                            if v != "constexpr"}, constexprs, metadata.num_warps,
+                             metadata.num_stages, metadata.shared)
+            entry.registers, entry.local_bytes, entry.stack_bytes = _resource_usage(kernel.asm["cubin"])
+            if entry.stack_bytes or entry.local_bytes:
+                entry.spill_bytes = _spill_bytes(kernel.asm["ptx"], target.arch)
+            entry.occupancy = _occupancy(entry.registers, entry.num_warps, entry.shared, target.arch)
+            compiled[key] = entry
+        return kernel
+
+    run = JITFunction.run
+
+    def compile_only(self, *args, grid, warmup, **kwargs):
+        self.compile = recording_compile
+        for capability in capabilities:
+            driver.set_active(_CompileOnlyDriver(capability))
+            run(self, *args, grid=grid, warmup=True, **kwargs)
+
+    JITFunction.run = compile_only
+    device = torch.device("cpu")
+    for case in CASES:
+        if "triton" not in case.backends:
+            continue
+        for dtype, batch, classes in SIZES[FAMILY.get(case.name, "images")]:
+            inputs = case.make_inputs(device, dtype, batch, classes)
+            out = case.call(inputs, "triton", torch.Generator().manual_seed(0))
+            if case.differentiable:
+                out.backward(torch.ones_like(out))
+    return list(compiled.values())
+
+
+if __name__ == "__main__":
+    for entry in compile_all([int(arg) for arg in sys.argv[1:]]):
+        print(json.dumps(dataclasses.asdict(entry), default=str))
