@@ -1,13 +1,236 @@
-// CPU emulation of the pair-mix CUDA launch grid: the body from mix.h over every (block, thread).
+// Per-sample Mixup/CutMix on the CPU (paper 003, eq. 1), C++ with OpenMP:
+//   mix_pairs_cpu     the unified pair mix at the memory floor: out[i, e] = x[p[i], e] inside box i, else
+//                     w[i] x[i, e] + (1 - w[i]) x[p[i], e]; out of place, or in place when out == x;
+//   pair_mix_emulate  the CUDA kernel's per-thread body (mix.h) over its launch grid, which tests the CUDA index
+//                     arithmetic without a GPU and runs the general pair mix (the gradients).
+//
+// mix_pairs_cpu splits each canonical row into lines: one line per coordinate of the outer spatial dim (the box's
+// rows lie in a line as one contiguous run per repetition of the inner spatial dim), or fixed chunks without a box.
+// A line is at most three runs per repetition (own values, partner's box, own values): a run is a memcpy (weight 1
+// or 0, or inside the box) or one vectorised lerp, so every element is read once from one or two inputs.
+#include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <vector>
 #include "mix.h"
 #include "native.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace fastmix {
+namespace {
+
+constexpr int64_t kChunk = 8192;             // elements per line without a box
+constexpr int64_t kParallelMin = 1 << 15;    // fewer elements than this run on one thread
+
+// The line structure of a canonical row (see the file comment).
+struct Lines {
+  int64_t length;      // elements per line (the last chunk of a row without a box may be shorter)
+  int64_t count;       // lines per row
+  int64_t outer_size;  // line l lies at outer coordinate l % outer_size
+  int64_t period;      // the inner spatial dim repeats every `period` elements of a line
+  int64_t inner_div;   // elements per inner coordinate
+  int outer_lo, inner_lo;  // where the outer/inner range starts in a box (y0, y1, x0, x1); the end follows it
+  bool has_box;
+};
+
+Lines make_lines(int64_t features, int64_t height, int64_t width, int64_t h_div, int64_t w_div, bool has_box) {
+  if (!has_box) {
+    const int64_t length = std::max<int64_t>(1, std::min(features, kChunk));
+    return {length, (features + length - 1) / length, 1, length, 1, 0, 0, false};
+  }
+  const bool height_outer = w_div * width <= h_div;  // the inner dim's span nests in one outer step
+  const int64_t outer_div = height_outer ? h_div : w_div;
+  const int64_t inner_div = height_outer ? w_div : h_div;
+  const int64_t outer_size = height_outer ? height : width;
+  const int64_t inner_size = height_outer ? width : height;
+  return {outer_div, features / outer_div, outer_size, inner_div * inner_size, inner_div,
+          height_outer ? 0 : 2, height_outer ? 2 : 0, true};
+}
+
+// Element range [lo, hi) of box `box` inside each period of line l, or lo == hi when the line misses the box.
+struct Run {
+  int64_t lo, hi;
+};
+
+Run box_run(const int32_t* box, const Lines& g, int64_t line) {
+  if (!g.has_box) return {0, 0};
+  const int64_t outer = line % g.outer_size;
+  if (outer < box[g.outer_lo] || outer >= box[g.outer_lo + 1]) return {0, 0};
+  return {box[g.inner_lo] * g.inner_div, box[g.inner_lo + 1] * g.inner_div};
+}
 
 template <typename T>
-static void emulate_pair_mix(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride,
+void copy(T* dst, const T* src, int64_t n) {
+  if (dst != src && n > 0) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(T));
+}
+
+// uint8: saturate, then round half to even with the float32 magic number 1.5 * 2^23 (exact below 2^22).
+inline uint8_t store_uint8(float v) {
+  v = v < 0.f ? 0.f : (v > 255.f ? 255.f : v);
+  return static_cast<uint8_t>((v + 12582912.f) - 12582912.f);
+}
+
+#if defined(__SSE2__)
+// 16 uint8 lanes of w a + v b: widen to float32, mix, saturate, convert with the default rounding mode (to nearest
+// even), narrow with saturating packs. Written with SSE2 intrinsics: the compiler does not vectorise the scalar form.
+inline void lerp_uint8x16(uint8_t* dst, const uint8_t* a, const uint8_t* b, __m128 w, __m128 v) {
+  const __m128i zero = _mm_setzero_si128();
+  const __m128i a8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
+  const __m128i b8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+  const __m128i a16[2] = {_mm_unpacklo_epi8(a8, zero), _mm_unpackhi_epi8(a8, zero)};
+  const __m128i b16[2] = {_mm_unpacklo_epi8(b8, zero), _mm_unpackhi_epi8(b8, zero)};
+  __m128i packed[2];
+  for (int half = 0; half < 2; ++half) {
+    __m128i rounded[2];
+    for (int quarter = 0; quarter < 2; ++quarter) {
+      const __m128i a32 = quarter ? _mm_unpackhi_epi16(a16[half], zero) : _mm_unpacklo_epi16(a16[half], zero);
+      const __m128i b32 = quarter ? _mm_unpackhi_epi16(b16[half], zero) : _mm_unpacklo_epi16(b16[half], zero);
+      __m128 mixed = _mm_add_ps(_mm_mul_ps(w, _mm_cvtepi32_ps(a32)), _mm_mul_ps(v, _mm_cvtepi32_ps(b32)));
+      mixed = _mm_min_ps(_mm_max_ps(mixed, _mm_setzero_ps()), _mm_set1_ps(255.f));
+      rounded[quarter] = _mm_cvtps_epi32(mixed);
+    }
+    packed[half] = _mm_packs_epi32(rounded[0], rounded[1]);
+  }
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(packed[0], packed[1]));
+}
+#endif
+
+// dst = w a + v b as two rounded products and a rounded sum in the accumulation type (no fused multiply-add:
+// this build targets the baseline ISA), bit-exact with the reference's weighted sum.
+template <typename T, typename Acc>
+void lerp(T* dst, const T* a, const T* b, int64_t n, Acc w, Acc v) {
+  if constexpr (std::is_same_v<T, uint8_t>) {
+    int64_t k = 0;
+#if defined(__SSE2__)
+    for (; k + 16 <= n; k += 16) lerp_uint8x16(dst + k, a + k, b + k, _mm_set1_ps(w), _mm_set1_ps(v));
+#endif
+    for (; k < n; ++k) dst[k] = store_uint8(w * static_cast<float>(a[k]) + v * static_cast<float>(b[k]));
+  } else {
+#pragma omp simd
+    for (int64_t k = 0; k < n; ++k) dst[k] = Traits<T>::store(w * Traits<T>::load(a[k]) + v * Traits<T>::load(b[k]));
+  }
+}
+
+// Elements outside the box: w a + (1 - w) b, where a zero weight skips its input (a copy, or nothing in place).
+template <typename T, typename Acc>
+void outside(T* dst, const T* a, const T* b, int64_t n, Acc w) {
+  if (n <= 0) return;
+  if (w == Acc(1)) {
+    copy(dst, a, n);
+  } else if (w == Acc(0)) {
+    copy(dst, b, n);
+  } else {
+    lerp(dst, a, b, n, w, Acc(1) - w);
+  }
+}
+
+// One line of one sample: `own` and `partner` point at the line's first element in their rows.
+template <typename T, typename Acc>
+void mix_line(T* dst, const T* own, const T* partner, int64_t n, Acc w, Run run, int64_t period) {
+  if (run.lo >= run.hi) {
+    outside(dst, own, partner, n, w);
+    return;
+  }
+  for (int64_t s = 0; s < n; s += period) {
+    outside(dst + s, own + s, partner + s, run.lo, w);
+    copy(dst + s + run.lo, partner + s + run.lo, run.hi - run.lo);
+    outside(dst + s + run.hi, own + s + run.hi, partner + s + run.hi, period - run.hi, w);
+  }
+}
+
+// Whether sample i reads its partner in line l (otherwise in place leaves the line as it is).
+template <typename Acc>
+bool reads_partner(Acc w, Run run) {
+  return w != Acc(1) || run.lo < run.hi;
+}
+
+// In place, x[i] may be overwritten only after every sample that reads it. The order: samples nobody still to come
+// reads first (Kahn's order on the partner graph), then the cycles that remain (each of length >= 2), one after
+// the other. A cycle's last member reads a copy of the first one's line, saved before the first one is written.
+struct InplaceOrder {
+  std::vector<int64_t> samples;
+  std::vector<int64_t> cycle_end;  // per position: where the cycle it starts ends (-1 if it starts none)
+  std::vector<char> closes;        // per position: the last member of a cycle (reads the saved line)
+};
+
+InplaceOrder inplace_order(const int64_t* partner, int64_t batch) {
+  InplaceOrder o;
+  std::vector<int64_t> readers(batch, 0);
+  for (int64_t i = 0; i < batch; ++i) {
+    if (partner[i] != i) ++readers[partner[i]];
+  }
+  std::vector<char> done(batch, 0);
+  for (int64_t i = 0; i < batch; ++i) {
+    for (int64_t j = i; !done[j] && readers[j] == 0;) {  // j is read by nobody still to come: write it
+      done[j] = 1;
+      o.samples.push_back(j);
+      if (partner[j] == j) break;
+      j = partner[j];
+      --readers[j];
+    }
+  }
+  o.cycle_end.assign(batch, -1);
+  o.closes.assign(batch, 0);
+  for (int64_t i = 0; i < batch; ++i) {
+    if (done[i]) continue;
+    const int64_t first = static_cast<int64_t>(o.samples.size());
+    for (int64_t j = i; !done[j]; j = partner[j]) {
+      done[j] = 1;
+      o.samples.push_back(j);
+    }
+    const int64_t last = static_cast<int64_t>(o.samples.size()) - 1;
+    o.cycle_end[first] = last;
+    o.closes[last] = 1;
+  }
+  return o;
+}
+
+template <typename T>
+void mix_pairs(T* x, int64_t x_row_stride, T* out, int64_t out_row_stride, int64_t batch, int64_t features,
+               const typename Traits<T>::acc* weight, const int32_t* boxes, const int64_t* partner, const Lines& g) {
+  const bool parallel = batch * features >= kParallelMin;
+  auto line_size = [&](int64_t l) { return std::min(g.length, features - l * g.length); };
+  auto run_of = [&](int64_t i, int64_t l) { return boxes ? box_run(boxes + 4 * i, g, l) : Run{0, 0}; };
+  if (x != out) {
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t t = 0; t < batch * g.count; ++t) {
+      const int64_t i = t / g.count, l = t % g.count, start = l * g.length;
+      mix_line(out + i * out_row_stride + start, x + i * x_row_stride + start, x + partner[i] * x_row_stride + start,
+               line_size(l), weight[i], run_of(i, l), g.period);
+    }
+    return;
+  }
+  const InplaceOrder order = inplace_order(partner, batch);
+#pragma omp parallel if (parallel)
+  {
+    std::vector<T> saved(static_cast<size_t>(g.length));
+#pragma omp for schedule(static)
+    for (int64_t l = 0; l < g.count; ++l) {
+      const int64_t start = l * g.length, n = line_size(l);
+      for (int64_t k = 0; k < batch; ++k) {
+        const int64_t i = order.samples[k];
+        T* own = x + i * x_row_stride + start;
+        const int64_t end = order.cycle_end[k];
+        if (end >= 0) {
+          const int64_t last = order.samples[end];
+          if (reads_partner(weight[last], run_of(last, l))) copy(saved.data(), static_cast<const T*>(own), n);
+        }
+        const Run run = run_of(i, l);
+        if (!reads_partner(weight[i], run)) continue;
+        const T* source = order.closes[k] ? saved.data() : x + partner[i] * x_row_stride + start;
+        mix_line(own, own, source, n, weight[i], run, g.period);
+      }
+    }
+  }
+}
+
+template <typename T>
+void emulate_pair_mix(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride,
                              int64_t batch, int64_t features, uintptr_t self_boxes, uintptr_t self_weights,
                              uintptr_t seg_boxes, uintptr_t seg_weights, uintptr_t sources, uintptr_t offsets,
                              const mix::Geometry& g) {
@@ -23,6 +246,31 @@ static void emulate_pair_mix(uintptr_t x, int64_t x_row_stride, uintptr_t out, i
                               reinterpret_cast<const int64_t*>(offsets), g);
     }
   }
+}
+
+}  // namespace
+
+void mix_pairs_cpu(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
+                   int64_t features, uintptr_t weight, uintptr_t boxes, uintptr_t partner, int64_t height,
+                   int64_t width, int64_t h_div, int64_t w_div, bool has_box, int dtype) {
+  // The Python op checks these first (with messages naming the argument); this guard keeps a direct call from
+  // reading out of bounds.
+  const auto* partners = reinterpret_cast<const int64_t*>(partner);
+  const auto* box = reinterpret_cast<const int32_t*>(boxes);
+  for (int64_t i = 0; i < batch; ++i) {
+    if (partners[i] < 0 || partners[i] >= batch) throw std::invalid_argument("mix_pairs_cpu: partner out of range");
+    if (has_box && !(0 <= box[4 * i] && box[4 * i] <= box[4 * i + 1] && box[4 * i + 1] <= height &&
+                     0 <= box[4 * i + 2] && box[4 * i + 2] <= box[4 * i + 3] && box[4 * i + 3] <= width)) {
+      throw std::invalid_argument("mix_pairs_cpu: box outside the image");
+    }
+  }
+  const Lines g = make_lines(features, height, width, h_div, w_div, has_box);
+  dispatch_dtype<true>(dtype, "mix_pairs_cpu", [&](auto tag) {
+    using T = decltype(tag);
+    using Acc = typename Traits<T>::acc;
+    mix_pairs<T>(reinterpret_cast<T*>(x), x_row_stride, reinterpret_cast<T*>(out), out_row_stride, batch, features,
+                 reinterpret_cast<const Acc*>(weight), has_box ? box : nullptr, partners, g);
+  });
 }
 
 void pair_mix_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,

@@ -66,3 +66,19 @@ def native():
 def stream_handle(device: torch.device) -> int:
     """The raw handle of the caller's current CUDA stream on ``device`` (never the default stream)."""
     return torch.cuda.current_stream(device).cuda_stream
+
+
+def pointer(name: str, tensor: torch.Tensor, dtype: torch.dtype, device: torch.device) -> int:
+    """The data pointer of ``tensor`` for a native kernel, which reads it as rows (any stride between rows, the
+    rest dense) of ``dtype`` on ``device``; a ValueError naming ``name`` otherwise. Keep ``tensor`` alive (in a
+    named local) until the kernel returns."""
+    if tensor.dtype != dtype or tensor.device != device:
+        raise ValueError(f"{name} must be a {dtype} tensor on {device} for the native kernel, got {tensor.dtype} on "
+                         f"{tensor.device}")
+    expected = 1
+    for size, stride in zip(reversed(tensor.shape[1:]), reversed(tensor.stride()[1:])):
+        if size > 1 and stride != expected:
+            raise ValueError(f"{name} must be dense after its first dim for the native kernel, got strides "
+                             f"{tensor.stride()} for shape {tuple(tensor.shape)}")
+        expected *= size
+    return tensor.data_ptr()
