@@ -17,8 +17,8 @@
 #include "mix.h"
 #include "native.h"
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
 #endif
 
 namespace fastmix {
@@ -26,6 +26,15 @@ namespace {
 
 constexpr int64_t kChunk = 8192;             // elements per line without a box
 constexpr int64_t kParallelMin = 1 << 15;    // fewer elements than this run on one thread
+
+// The instruction sets of the uint8 lerp: the one the GMM passes pick (gmm2_cpu_isa: the best this CPU has, or
+// the one FASTMIX_CPU_ISA names).
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+Isa uint8_isa() {
+  const std::string isa = gmm2_cpu_isa();
+  return isa == "avx512" ? Isa::kAvx512 : (isa == "avx2" ? Isa::kAvx2 : Isa::kBaseline);
+}
 
 // The line structure of a canonical row (see the file comment).
 struct Lines {
@@ -36,12 +45,13 @@ struct Lines {
   int64_t inner_div;   // elements per inner coordinate
   int outer_lo, inner_lo;  // where the outer/inner range starts in a box (y0, y1, x0, x1); the end follows it
   bool has_box;
+  Isa isa;   // the uint8 lerp's instruction set
 };
 
 Lines make_lines(int64_t features, int64_t height, int64_t width, int64_t h_div, int64_t w_div, bool has_box) {
   if (!has_box) {
     const int64_t length = std::max<int64_t>(1, std::min(features, kChunk));
-    return {length, (features + length - 1) / length, 1, length, 1, 0, 0, false};
+    return {length, (features + length - 1) / length, 1, length, 1, 0, 0, false, uint8_isa()};
   }
   const bool height_outer = w_div * width <= h_div;  // the inner dim's span nests in one outer step
   const int64_t outer_div = height_outer ? h_div : w_div;
@@ -49,7 +59,7 @@ Lines make_lines(int64_t features, int64_t height, int64_t width, int64_t h_div,
   const int64_t outer_size = height_outer ? height : width;
   const int64_t inner_size = height_outer ? width : height;
   return {outer_div, features / outer_div, outer_size, inner_div * inner_size, inner_div,
-          height_outer ? 0 : 2, height_outer ? 2 : 0, true};
+          height_outer ? 0 : 2, height_outer ? 2 : 0, true, uint8_isa()};
 }
 
 // Element range [lo, hi) of box `box` inside each period of line l, or lo == hi when the line misses the box.
@@ -75,7 +85,7 @@ inline uint8_t store_uint8(float v) {
   return static_cast<uint8_t>((v + 12582912.f) - 12582912.f);
 }
 
-#if defined(__SSE2__)
+#if defined(__x86_64__)
 // 16 uint8 lanes of w a + v b: widen to float32, mix, saturate, convert with the default rounding mode (to nearest
 // even), narrow with saturating packs. Written with SSE2 intrinsics: the compiler does not vectorise the scalar form.
 inline void lerp_uint8x16(uint8_t* dst, const uint8_t* a, const uint8_t* b, __m128 w, __m128 v) {
@@ -98,15 +108,54 @@ inline void lerp_uint8x16(uint8_t* dst, const uint8_t* a, const uint8_t* b, __m1
   }
   _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(packed[0], packed[1]));
 }
+
+// The AVX2 form of lerp_uint8x16 (without FMA, so the products stay rounded apart): twice the lanes per instruction.
+__attribute__((target("avx2"))) void lerp_uint8_avx2(uint8_t* dst, const uint8_t* a, const uint8_t* b, int64_t n,
+                                                     float w, float v) {
+  const __m256 w8 = _mm256_set1_ps(w), v8 = _mm256_set1_ps(v), zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.f);
+  for (int64_t k = 0; k + 16 <= n; k += 16) {
+    __m256i rounded[2];
+    for (int half = 0; half < 2; ++half) {
+      const __m128i a8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a + k + 8 * half));
+      const __m128i b8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + k + 8 * half));
+      __m256 mixed = _mm256_add_ps(_mm256_mul_ps(w8, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(a8))),
+                                   _mm256_mul_ps(v8, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b8))));
+      rounded[half] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(mixed, zero), top));
+    }
+    // packs works per 128-bit lane: reorder the quarters to the first half's 8 values, then the second's.
+    const __m256i words = _mm256_permute4x64_epi64(_mm256_packs_epi32(rounded[0], rounded[1]), 0xD8);
+    const __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k), bytes);
+  }
+}
+
+// The AVX-512 form: 16 lanes per instruction, and a saturating narrow to bytes.
+__attribute__((target("avx512f"))) void lerp_uint8_avx512(uint8_t* dst, const uint8_t* a, const uint8_t* b,
+                                                           int64_t n, float w, float v) {
+  const __m512 w16 = _mm512_set1_ps(w), v16 = _mm512_set1_ps(v), zero = _mm512_setzero_ps();
+  const __m512 top = _mm512_set1_ps(255.f);
+  for (int64_t k = 0; k + 16 <= n; k += 16) {
+    const __m128i a16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + k));
+    const __m128i b16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + k));
+    const __m512 mixed = _mm512_add_ps(_mm512_mul_ps(w16, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(a16))),
+                                       _mm512_mul_ps(v16, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b16))));
+    const __m512i rounded = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(mixed, zero), top));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k), _mm512_cvtusepi32_epi8(rounded));
+  }
+}
 #endif
 
 // dst = w a + v b as two rounded products and a rounded sum in the accumulation type (no fused multiply-add:
 // this build targets the baseline ISA), bit-exact with the reference's weighted sum.
 template <typename T, typename Acc>
-void lerp(T* dst, const T* a, const T* b, int64_t n, Acc w, Acc v) {
+void lerp(T* dst, const T* a, const T* b, int64_t n, Acc w, Acc v, Isa isa) {
   if constexpr (std::is_same_v<T, uint8_t>) {
     int64_t k = 0;
-#if defined(__SSE2__)
+#if defined(__x86_64__)
+    if (isa != Isa::kBaseline) {
+      (isa == Isa::kAvx512 ? lerp_uint8_avx512 : lerp_uint8_avx2)(dst, a, b, n, w, v);
+      k = n / 16 * 16;
+    }
     for (; k + 16 <= n; k += 16) lerp_uint8x16(dst + k, a + k, b + k, _mm_set1_ps(w), _mm_set1_ps(v));
 #endif
     for (; k < n; ++k) dst[k] = store_uint8(w * static_cast<float>(a[k]) + v * static_cast<float>(b[k]));
@@ -118,28 +167,28 @@ void lerp(T* dst, const T* a, const T* b, int64_t n, Acc w, Acc v) {
 
 // Elements outside the box: w a + (1 - w) b, where a zero weight skips its input (a copy, or nothing in place).
 template <typename T, typename Acc>
-void outside(T* dst, const T* a, const T* b, int64_t n, Acc w) {
+void outside(T* dst, const T* a, const T* b, int64_t n, Acc w, Isa isa) {
   if (n <= 0) return;
   if (w == Acc(1)) {
     copy(dst, a, n);
   } else if (w == Acc(0)) {
     copy(dst, b, n);
   } else {
-    lerp(dst, a, b, n, w, Acc(1) - w);
+    lerp(dst, a, b, n, w, Acc(1) - w, isa);
   }
 }
 
 // One line of one sample: `own` and `partner` point at the line's first element in their rows.
 template <typename T, typename Acc>
-void mix_line(T* dst, const T* own, const T* partner, int64_t n, Acc w, Run run, int64_t period) {
+void mix_line(T* dst, const T* own, const T* partner, int64_t n, Acc w, Run run, const Lines& g) {
   if (run.lo >= run.hi) {
-    outside(dst, own, partner, n, w);
+    outside(dst, own, partner, n, w, g.isa);
     return;
   }
-  for (int64_t s = 0; s < n; s += period) {
-    outside(dst + s, own + s, partner + s, run.lo, w);
+  for (int64_t s = 0; s < n; s += g.period) {
+    outside(dst + s, own + s, partner + s, run.lo, w, g.isa);
     copy(dst + s + run.lo, partner + s + run.lo, run.hi - run.lo);
-    outside(dst + s + run.hi, own + s + run.hi, partner + s + run.hi, period - run.hi, w);
+    outside(dst + s + run.hi, own + s + run.hi, partner + s + run.hi, g.period - run.hi, w, g.isa);
   }
 }
 
@@ -201,7 +250,7 @@ void mix_pairs(T* x, int64_t x_row_stride, T* out, int64_t out_row_stride, int64
     for (int64_t t = 0; t < batch * g.count; ++t) {
       const int64_t i = t / g.count, l = t % g.count, start = l * g.length;
       mix_line(out + i * out_row_stride + start, x + i * x_row_stride + start, x + partner[i] * x_row_stride + start,
-               line_size(l), weight[i], run_of(i, l), g.period);
+               line_size(l), weight[i], run_of(i, l), g);
     }
     return;
   }
@@ -223,7 +272,7 @@ void mix_pairs(T* x, int64_t x_row_stride, T* out, int64_t out_row_stride, int64
         const Run run = run_of(i, l);
         if (!reads_partner(weight[i], run)) continue;
         const T* source = order.closes[k] ? saved.data() : x + partner[i] * x_row_stride + start;
-        mix_line(own, own, source, n, weight[i], run, g.period);
+        mix_line(own, own, source, n, weight[i], run, g);
       }
     }
   }

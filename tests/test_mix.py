@@ -200,9 +200,19 @@ def test_lambda_is_beta_distributed(alpha):
     assert ((lam >= 0) & (lam <= 1)).all()
 
 
-@pytest.mark.parametrize("backend,device", BACKENDS)
-def test_uint8_rounds_half_to_even_and_saturates(backend, device):
-    """37 columns: the C++ kernel's 16-lane vector path and its scalar tail both see every case."""
+def with_cpu_isas(params):
+    """``params`` with the "cpu" backend once per instruction set its uint8 lerp can run with on this CPU."""
+    isas = _native._C.gmm2_cpu_isas() if _native._C is not None else []
+    return [pytest.param(*p.values, None, id=p.id, marks=p.marks) for p in params if p.values[0] != "cpu"] + \
+        [pytest.param("cpu", "cpu", isa, id=f"cpu-{isa}") for isa in isas]
+
+
+@pytest.mark.parametrize("backend,device,isa", with_cpu_isas(BACKENDS))
+def test_uint8_rounds_half_to_even_and_saturates(backend, device, isa, monkeypatch):
+    """37 columns: the C++ kernel's 16-lane vector path (in each instruction set) and its scalar tail see every
+    case."""
+    if isa is not None:
+        monkeypatch.setenv("FASTMIX_CPU_ISA", isa)
     x = torch.tensor([1, 2, 3, 200, 0, 255], dtype=torch.uint8, device=device).view(6, 1).expand(6, 37).contiguous()
     partner = torch.tensor([1, 2, 1, 4, 3, 5], device=device)
     halves = mix_ops.mixup_pairs(x, torch.full((6,), 0.5, device=device), partner, backend)
