@@ -7,7 +7,9 @@
 // mix_pairs_cpu splits each canonical row into lines: one line per coordinate of the outer spatial dim (the box's
 // rows lie in a line as one contiguous run per repetition of the inner spatial dim), or fixed chunks without a box.
 // A line is at most three runs per repetition (own values, partner's box, own values): a run is a memcpy (weight 1
-// or 0, or inside the box) or one vectorised lerp, so every element is read once from one or two inputs.
+// or 0, or inside the box) or one vectorised lerp, so every element is read once from one or two inputs; lines
+// that miss the box merge into one run. Tasks are blocks of whole lines of one sample (about 64 KiB), so that a
+// batch of one uses every core.
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -24,8 +26,9 @@
 namespace fastmix {
 namespace {
 
-constexpr int64_t kChunk = 8192;             // elements per line without a box
-constexpr int64_t kParallelMin = 1 << 15;    // fewer elements than this run on one thread
+constexpr int64_t kChunk = 4096;          // elements per line without a box
+constexpr int64_t kBlockBytes = 1 << 16;  // a task: whole lines of one sample, about this many bytes
+constexpr int64_t kParallelMin = 1 << 15;  // fewer elements than this run on one thread
 
 // The instruction sets of the uint8 lerp: the one the GMM passes pick (gmm2_cpu_isa: the best this CPU has, or
 // the one FASTMIX_CPU_ISA names).
@@ -192,15 +195,39 @@ void mix_line(T* dst, const T* own, const T* partner, int64_t n, Acc w, Run run,
   }
 }
 
-// Whether sample i reads its partner in line l (otherwise in place leaves the line as it is).
+// Lines [l0, l1) of one sample, pointers at line l0's first element in their rows. Consecutive lines that miss the
+// box are one run: one memcpy or one lerp, however short the lines (a uint8 NCHW line is 224 bytes).
+template <typename T, typename Acc>
+void mix_block(T* dst, const T* own, const T* partner, int64_t l0, int64_t l1, int64_t features, Acc w,
+               const int32_t* box, const Lines& g) {
+  const int64_t origin = l0 * g.length;
+  int64_t plain = origin;  // where the pending run of lines that miss the box starts
+  for (int64_t l = l0; box && l < l1; ++l) {
+    const Run run = box_run(box, g, l);
+    if (run.lo >= run.hi) continue;
+    const int64_t start = l * g.length;
+    outside(dst + (plain - origin), own + (plain - origin), partner + (plain - origin), start - plain, w, g.isa);
+    mix_line(dst + (start - origin), own + (start - origin), partner + (start - origin), g.length, w, run, g);
+    plain = start + g.length;
+  }
+  const int64_t end = std::min(l1 * g.length, features);
+  outside(dst + (plain - origin), own + (plain - origin), partner + (plain - origin), end - plain, w, g.isa);
+}
+
+// Whether a sample reads its partner in lines [l0, l1) (otherwise in place leaves them as they are).
 template <typename Acc>
-bool reads_partner(Acc w, Run run) {
-  return w != Acc(1) || run.lo < run.hi;
+bool reads_partner(Acc w, const int32_t* box, int64_t l0, int64_t l1, const Lines& g) {
+  if (w != Acc(1)) return true;
+  for (int64_t l = l0; box && l < l1; ++l) {
+    const Run run = box_run(box, g, l);
+    if (run.lo < run.hi) return true;
+  }
+  return false;
 }
 
 // In place, x[i] may be overwritten only after every sample that reads it. The order: samples nobody still to come
 // reads first (Kahn's order on the partner graph), then the cycles that remain (each of length >= 2), one after
-// the other. A cycle's last member reads a copy of the first one's line, saved before the first one is written.
+// the other. A cycle's last member reads a copy of the first one's lines, saved before the first one is written.
 struct InplaceOrder {
   std::vector<int64_t> samples;
   std::vector<int64_t> cycle_end;  // per position: where the cycle it starts ends (-1 if it starts none)
@@ -243,36 +270,38 @@ template <typename T>
 void mix_pairs(T* x, int64_t x_row_stride, T* out, int64_t out_row_stride, int64_t batch, int64_t features,
                const typename Traits<T>::acc* weight, const int32_t* boxes, const int64_t* partner, const Lines& g) {
   const bool parallel = batch * features >= kParallelMin;
-  auto line_size = [&](int64_t l) { return std::min(g.length, features - l * g.length); };
-  auto run_of = [&](int64_t i, int64_t l) { return boxes ? box_run(boxes + 4 * i, g, l) : Run{0, 0}; };
+  const int64_t per_block = std::max<int64_t>(1, kBlockBytes / static_cast<int64_t>(sizeof(T)) / g.length);
+  const int64_t blocks = (g.count + per_block - 1) / per_block;
+  auto box_of = [&](int64_t i) { return boxes ? boxes + 4 * i : nullptr; };
   if (x != out) {
 #pragma omp parallel for schedule(static) if (parallel)
-    for (int64_t t = 0; t < batch * g.count; ++t) {
-      const int64_t i = t / g.count, l = t % g.count, start = l * g.length;
-      mix_line(out + i * out_row_stride + start, x + i * x_row_stride + start, x + partner[i] * x_row_stride + start,
-               line_size(l), weight[i], run_of(i, l), g);
+    for (int64_t t = 0; t < batch * blocks; ++t) {
+      const int64_t i = t / blocks, l0 = t % blocks * per_block, l1 = std::min(l0 + per_block, g.count);
+      const int64_t start = l0 * g.length;
+      mix_block(out + i * out_row_stride + start, x + i * x_row_stride + start, x + partner[i] * x_row_stride + start,
+                l0, l1, features, weight[i], box_of(i), g);
     }
     return;
   }
   const InplaceOrder order = inplace_order(partner, batch);
 #pragma omp parallel if (parallel)
   {
-    std::vector<T> saved(static_cast<size_t>(g.length));
+    std::vector<T> saved(static_cast<size_t>(per_block * g.length));
 #pragma omp for schedule(static)
-    for (int64_t l = 0; l < g.count; ++l) {
-      const int64_t start = l * g.length, n = line_size(l);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t l0 = b * per_block, l1 = std::min(l0 + per_block, g.count);
+      const int64_t start = l0 * g.length, n = std::min(l1 * g.length, features) - start;
       for (int64_t k = 0; k < batch; ++k) {
         const int64_t i = order.samples[k];
         T* own = x + i * x_row_stride + start;
         const int64_t end = order.cycle_end[k];
         if (end >= 0) {
           const int64_t last = order.samples[end];
-          if (reads_partner(weight[last], run_of(last, l))) copy(saved.data(), static_cast<const T*>(own), n);
+          if (reads_partner(weight[last], box_of(last), l0, l1, g)) copy(saved.data(), static_cast<const T*>(own), n);
         }
-        const Run run = run_of(i, l);
-        if (!reads_partner(weight[i], run)) continue;
+        if (!reads_partner(weight[i], box_of(i), l0, l1, g)) continue;
         const T* source = order.closes[k] ? saved.data() : x + partner[i] * x_row_stride + start;
-        mix_line(own, own, source, n, weight[i], run, g);
+        mix_block(own, own, source, l0, l1, features, weight[i], box_of(i), g);
       }
     }
   }
