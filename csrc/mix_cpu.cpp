@@ -214,24 +214,38 @@ void mix_block(T* dst, const T* own, const T* partner, int64_t l0, int64_t l1, i
   outside(dst + (plain - origin), own + (plain - origin), partner + (plain - origin), end - plain, w, g.isa);
 }
 
-// Whether a sample reads its partner in lines [l0, l1) (otherwise in place leaves them as they are).
-template <typename Acc>
-bool reads_partner(Acc w, const int32_t* box, int64_t l0, int64_t l1, const Lines& g) {
-  if (w != Acc(1)) return true;
+// Copies into `saved` (laid out like the block) what a sample with weight w and box `box` reads from its partner
+// `source` in lines [l0, l1): the whole block, or for w = 1 only the box's runs. Returns whether it reads anything
+// (otherwise in place leaves the sample's lines as they are); a null `saved` only asks.
+template <typename T, typename Acc>
+bool save_reads(T* saved, const T* source, int64_t l0, int64_t l1, int64_t features, Acc w, const int32_t* box,
+                const Lines& g) {
+  const int64_t origin = l0 * g.length;
+  if (w != Acc(1)) {
+    if (saved) copy(saved, source, std::min(l1 * g.length, features) - origin);
+    return true;
+  }
+  bool reads = false;
   for (int64_t l = l0; box && l < l1; ++l) {
     const Run run = box_run(box, g, l);
-    if (run.lo < run.hi) return true;
+    if (run.lo >= run.hi) continue;
+    reads = true;
+    if (!saved) return true;
+    for (int64_t s = l * g.length - origin; s < (l + 1) * g.length - origin; s += g.period) {
+      copy(saved + s + run.lo, source + s + run.lo, run.hi - run.lo);
+    }
   }
-  return false;
+  return reads;
 }
 
 // In place, x[i] may be overwritten only after every sample that reads it. The order: samples nobody still to come
 // reads first (Kahn's order on the partner graph), then the cycles that remain (each of length >= 2), one after
-// the other. A cycle's last member reads a copy of the first one's lines, saved before the first one is written.
+// the other. A cycle's last member reads a copy of what it reads of the first one (for a CutMix sample only its
+// box), saved before the first one is written.
 struct InplaceOrder {
   std::vector<int64_t> samples;
   std::vector<int64_t> cycle_end;  // per position: where the cycle it starts ends (-1 if it starts none)
-  std::vector<char> closes;        // per position: the last member of a cycle (reads the saved line)
+  std::vector<char> closes;        // per position: the last member of a cycle (reads the saved copy)
 };
 
 InplaceOrder inplace_order(const int64_t* partner, int64_t batch) {
@@ -290,16 +304,16 @@ void mix_pairs(T* x, int64_t x_row_stride, T* out, int64_t out_row_stride, int64
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t l0 = b * per_block, l1 = std::min(l0 + per_block, g.count);
-      const int64_t start = l0 * g.length, n = std::min(l1 * g.length, features) - start;
+      const int64_t start = l0 * g.length;
       for (int64_t k = 0; k < batch; ++k) {
         const int64_t i = order.samples[k];
         T* own = x + i * x_row_stride + start;
         const int64_t end = order.cycle_end[k];
-        if (end >= 0) {
+        if (end >= 0) {  // the cycle's last member reads this sample: save what it reads
           const int64_t last = order.samples[end];
-          if (reads_partner(weight[last], box_of(last), l0, l1, g)) copy(saved.data(), static_cast<const T*>(own), n);
+          save_reads(saved.data(), static_cast<const T*>(own), l0, l1, features, weight[last], box_of(last), g);
         }
-        if (!reads_partner(weight[i], box_of(i), l0, l1, g)) continue;
+        if (!save_reads<T>(nullptr, nullptr, l0, l1, features, weight[i], box_of(i), g)) continue;
         const T* source = order.closes[k] ? saved.data() : x + partner[i] * x_row_stride + start;
         mix_block(own, own, source, l0, l1, features, weight[i], box_of(i), g);
       }

@@ -365,11 +365,12 @@ def test_opcheck(backend, device):
     lam = torch.rand(7, device=device)
     partner = torch.tensor([6, 5, 4, 3, 2, 1, 0], device=device)
     boxes = torch.tensor([[0, 4, 2, 9]] * 7, dtype=torch.int32, device=device)
-    for layout in ("nchw", "channels_last"):
+    for layout in ("nchw", "channels_last", "channel_slice", "spatial_slice"):
         x = make_input(layout, 7, torch.float32, device).requires_grad_()
         torch.library.opcheck(mix_ops.mix_pairs, (x, lam, boxes, partner, -1, -1, backend))
         torch.library.opcheck(mix_ops.mix_pairs, (x, lam, boxes, partner, 2, 3, backend))
-        torch.library.opcheck(mix_ops.mix_pairs_inplace, (x.detach().clone(), lam, boxes, partner, 2, 3, backend))
+        inplace = make_input(layout, 7, torch.float32, device)  # a view into a wider tensor for the slices
+        torch.library.opcheck(mix_ops.mix_pairs_inplace, (inplace, lam, boxes, partner, 2, 3, backend))
         structure = mix_ops.transpose(*mix_ops._pairs_structure(torch.ones_like(lam), boxes, partner, x.dtype))
         torch.library.opcheck(mix_ops.pair_mix, (x, *structure, 2, 3, backend))
 

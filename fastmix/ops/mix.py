@@ -201,9 +201,9 @@ def _mix_pairs_cpu(x_rows, out_rows, x, weight, boxes, partner, height_dim, widt
     _native.native().mix_pairs_cpu(
         _native.pointer("x", x_rows, x.dtype, x.device), x_rows.stride(0),
         _native.pointer("out", out_rows, x.dtype, x.device), out_rows.stride(0), *x_rows.shape,
-        _native.pointer("weight", weight, weight_dtype, x.device), _native.pointer("boxes", boxes, torch.int32, x.device),
-        _native.pointer("partner", partner, torch.int64, x.device), height, width, h_div, w_div, height_dim >= 0,
-        _native.DTYPE_CODES[x.dtype])
+        _native.pointer("weight", weight, weight_dtype, x.device),
+        _native.pointer("boxes", boxes, torch.int32, x.device), _native.pointer("partner", partner, torch.int64, x.device),
+        height, width, h_div, w_div, height_dim >= 0, _native.DTYPE_CODES[x.dtype])
 
 
 def _mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend):
