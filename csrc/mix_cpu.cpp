@@ -48,7 +48,7 @@ struct Lines {
   int64_t inner_div;   // elements per inner coordinate
   int outer_lo, inner_lo;  // where the outer/inner range starts in a box (y0, y1, x0, x1); the end follows it
   bool has_box;
-  Isa isa;   // the uint8 lerp's instruction set
+  Isa isa;  // the uint8 lerp's instruction set
 };
 
 Lines make_lines(int64_t features, int64_t height, int64_t width, int64_t h_div, int64_t w_div, bool has_box) {

@@ -685,3 +685,12 @@ def test_native_pointer_check():
         _native.pointer("x", x[:, :, 1:4], torch.float32, x.device)
     with pytest.raises(ValueError, match="x must be a torch.float64 tensor on cpu"):
         _native.pointer("x", x, torch.float64, x.device)
+
+
+@pytest.mark.parametrize("backend,device", with_cpu_kernel([pytest.param("reference", "cpu", id="reference-cpu")]))
+def test_inplace_into_an_expanded_batch_is_refused(backend, device):
+    """Samples sharing memory (an expanded batch) cannot take different results: refused as torch's copy_ does."""
+    x = torch.rand(1, 3, 4, 4).expand(3, 3, 4, 4)
+    args = (torch.rand(3), torch.zeros(3, 4, dtype=torch.int32), torch.tensor([2, 1, 0]), 2, 3, backend)
+    with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+        mix_ops.mix_pairs_inplace(x, *args)

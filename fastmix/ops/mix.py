@@ -262,9 +262,10 @@ def mix_pairs_inplace(x: torch.Tensor, weight: torch.Tensor, boxes: torch.Tensor
                       height_dim: int, width_dim: int, backend: str) -> None:
     """``mix_pairs`` written into x (no gradient). The C++ kernel writes each sample after every sample that reads
     it (a cycle of partners saves one line of its first member), touching only what changes: a CutMix sample's box.
-    Other backends, and an x whose samples are not dense blocks, mix out of place and copy back."""
+    Other backends, and an x whose samples are not separate dense blocks, mix out of place and copy back."""
     check_pairs(x, weight, boxes, partner, height_dim, width_dim)
-    if backend == "cpu" and _layout._dense_rows(x):
+    separate_rows = x.size(0) == 1 or abs(x.stride(0)) >= x[0].numel()  # not an expanded batch (copy_ rejects it)
+    if backend == "cpu" and _layout._dense_rows(x) and separate_rows:
         x_rows = _layout.rows_view(x)
         _mix_pairs_cpu(x_rows, x_rows, x, weight, boxes, partner, height_dim, width_dim)
     else:
