@@ -135,8 +135,8 @@ def prepare(x, y, num_classes, label_smoothing, generator, backend, inplace):
     """Checks shared by mixup and cutmix; returns (smoothed float labels, backend name).
 
     On CPU tensors the C++ kernel (``fastmix::mix_pairs``) is the default for Mixup and CutMix: on a 2-core Xeon,
-    1 thread, (32, 3, 224, 224), it takes 1.4-1.5x the time of ``x.clone()`` in fp32 where the reference takes
-    11x (Mixup) and 19x (CutMix)."""
+    1 thread, fp32 (32, 3, 224, 224), the op takes 1.5x (Mixup) and 1.25x (CutMix) the time of ``x.clone()``, the
+    reference 12x and 19x."""
     _checks.check_batch_input("x", x, allow_uint8=True)
     labels = _checks.labels_to_float(y, x.size(0), x.device, num_classes)
     labels = smooth(labels, _checks.check_real("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True))
