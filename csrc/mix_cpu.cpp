@@ -356,6 +356,7 @@ void mix_pairs_cpu(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out
       throw std::invalid_argument("mix_pairs_cpu: box outside the image");
     }
   }
+  if (features == 0) return;  // nothing to mix (and an empty dim makes the spatial divisors 0)
   const Lines g = make_lines(features, height, width, h_div, w_div, has_box);
   dispatch_dtype<true>(dtype, "mix_pairs_cpu", [&](auto tag) {
     using T = decltype(tag);

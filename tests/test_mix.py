@@ -694,3 +694,13 @@ def test_inplace_into_an_expanded_batch_is_refused(backend, device):
     args = (torch.rand(3), torch.zeros(3, 4, dtype=torch.int32), torch.tensor([2, 1, 0]), 2, 3, backend)
     with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
         mix_ops.mix_pairs_inplace(x, *args)
+
+
+@pytest.mark.parametrize("backend,device", with_cpu_kernel([pytest.param("reference", "cpu", id="reference-cpu")]))
+def test_mix_pairs_of_empty_samples(backend, device):
+    """Samples without elements (NHWC with zero channels: the spatial divisors are 0) mix to an empty output."""
+    x = torch.rand(3, 4, 5, 0)
+    weight, boxes, partner = pair_params(3, 4, 5, "flip")
+    for dims in ((1, 2), (-1, -1)):
+        assert mix_ops.mix_pairs(x, weight, boxes, partner, *dims, backend).shape == x.shape
+        mix_ops.mix_pairs_inplace(x, weight, boxes, partner, *dims, backend)
