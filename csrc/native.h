@@ -42,7 +42,14 @@ void gmm2_em_emulate(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_g
                      uintptr_t log_likelihood, uintptr_t n_iter, uintptr_t converged, int64_t max_iter, double tol,
                      double reg_covar, double eps);
 
-// Per-sample Mixup/CutMix pair mix (mix_cpu.cpp): the CUDA kernel's body over its launch grid, on host memory.
+// Per-sample Mixup/CutMix (mix_cpu.cpp). mix_pairs_cpu: out[i, e] = x[partner[i], e] inside box i (int32
+// y0, y1, x0, x1, half-open; boxes unused without has_box), else weight[i] x[i, e] + (1 - weight[i]) x[partner[i], e]
+// (weight in the accumulation type: float32, float64 for float64); in place when out == x (same row stride).
+// Throws std::invalid_argument on a partner outside [0, batch) or a box outside the image.
+void mix_pairs_cpu(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
+                   int64_t features, uintptr_t weight, uintptr_t boxes, uintptr_t partner, int64_t height,
+                   int64_t width, int64_t h_div, int64_t w_div, bool has_box, int dtype);
+// pair_mix_emulate: the general pair mix, the CUDA kernel's body over its launch grid, on host memory.
 void pair_mix_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
                       int64_t features, uintptr_t self_boxes, uintptr_t self_weights, uintptr_t seg_boxes,
                       uintptr_t seg_weights, uintptr_t sources, uintptr_t offsets, int64_t height, int64_t width,

@@ -122,7 +122,7 @@ def seeded(device, seed: int = 0) -> torch.Generator:
 
 
 def with_cpu_kernel(params):
-    """``params`` plus the "cpu" backend (the CUDA body run by C++ over its grid), skipped when _C is not built."""
+    """``params`` plus the "cpu" backend (the C++ CPU kernels), skipped when fastmix._C is not built."""
     reason = _backend.unavailable_reason("cpu", "cpu")
     marks = [pytest.mark.skip(reason=reason)] if reason else []
     return [*params, pytest.param("cpu", "cpu", id="cpu-cpu", marks=marks)]

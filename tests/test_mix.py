@@ -1,6 +1,9 @@
 """Per-sample Mixup/CutMix (CutMix: paper 003_*, eq. 1-2): parity with the reference, kept-area lambda, uint8,
 timm's box rule, autograd (any partner map), custom ops, compile, the CUDA body on the CPU grid, bad input."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -10,18 +13,11 @@ from fastmix.api import mix as mix_api
 from fastmix.ops import mix as mix_ops
 from fastmix.reference import mix as reference
 from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, assert_compiled_matches_eager,
-                     assert_rejected_untouched, backend_params, make_batch, make_labels)
+                     assert_rejected_untouched, backend_params, make_batch, make_labels, seeded, with_cpu_kernel)
 
 BATCHES = (1, 2, 3, 7, 64)
 DTYPES = (*FLOAT_DTYPES, torch.uint8)
 IMAGE_LAYOUTS = ("nchw", "channels_last", "channel_slice", "spatial_slice", "nhwc")
-
-
-def with_cpu_kernel(params):
-    """``params`` plus the "cpu" backend (the CUDA body run by C++ over its grid), skipped when _C is not built."""
-    reason = _backend.unavailable_reason("cpu", "cpu")
-    marks = [pytest.mark.skip(reason=reason)] if reason else []
-    return [*params, pytest.param("cpu", "cpu", id="cpu-cpu", marks=marks)]
 
 
 BACKENDS = with_cpu_kernel(backend_params())
@@ -31,10 +27,6 @@ def dtype_layouts(layouts):
     """Every layout in fp32 and uint8; fp16/bf16 (same index math, other conversions) in the two image formats."""
     return [(dtype, layout) for dtype in DTYPES for layout in layouts
             if dtype in (torch.float32, torch.uint8) or layout in ("nchw", "channels_last")]
-
-
-def seeded(device, seed=0):
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def make_input(kind, batch, dtype, device, seed=0):
@@ -198,17 +190,30 @@ def test_lambda_is_beta_distributed(alpha):
     assert ((lam >= 0) & (lam <= 1)).all()
 
 
-@pytest.mark.parametrize("backend,device", BACKENDS)
-def test_uint8_rounds_half_to_even_and_saturates(backend, device):
-    x = torch.tensor([1, 2, 3, 200, 0, 255], dtype=torch.uint8, device=device).view(6, 1).expand(6, 5).contiguous()
+def with_cpu_isas(params):
+    """``params`` with the "cpu" backend once per instruction set its uint8 lerp can run with on this CPU."""
+    isas = _native._C.gmm2_cpu_isas() if _native._C is not None else []
+    return [pytest.param(*p.values, None, id=p.id, marks=p.marks) for p in params if p.values[0] != "cpu"] + \
+        [pytest.param("cpu", "cpu", isa, id=f"cpu-{isa}") for isa in isas]
+
+
+@pytest.mark.parametrize("backend,device,isa", with_cpu_isas(BACKENDS))
+def test_uint8_rounds_half_to_even_and_saturates(backend, device, isa, monkeypatch):
+    """37 columns: the C++ kernel's 16-lane vector path (in each instruction set) and its scalar tail see every
+    case."""
+    if isa is not None:
+        monkeypatch.setenv("FASTMIX_CPU_ISA", isa)
+    x = torch.tensor([1, 2, 3, 200, 0, 255], dtype=torch.uint8, device=device).view(6, 1).expand(6, 37).contiguous()
     partner = torch.tensor([1, 2, 1, 4, 3, 5], device=device)
     halves = mix_ops.mixup_pairs(x, torch.full((6,), 0.5, device=device), partner, backend)
     # 1.5 -> 2, 2.5 -> 2, 2.5 -> 2, 100 -> 100, 100 -> 100, 255
-    assert torch.equal(halves[:, 0].cpu(), torch.tensor([2, 2, 2, 100, 100, 255], dtype=torch.uint8))
+    expected = torch.tensor([2, 2, 2, 100, 100, 255], dtype=torch.uint8)
+    assert torch.equal(halves.cpu(), expected[:, None].expand(6, 37))
     lam = torch.tensor([2.0, -1.0, 1.0, 2.0, 2.0, 1.0], device=device)  # extrapolation saturates
-    out = mix_ops.mixup_pairs(x, lam, partner, backend)[:, 0].cpu()
+    out = mix_ops.mixup_pairs(x, lam, partner, backend).cpu()
     # 2*1-2=0, -2+2*3=4, 3, 400-0 -> 255, 0-200 -> 0, 255
-    assert torch.equal(out, torch.tensor([0, 4, 3, 255, 0, 255], dtype=torch.uint8))
+    expected = torch.tensor([0, 4, 3, 255, 0, 255], dtype=torch.uint8)
+    assert torch.equal(out, expected[:, None].expand(6, 37))
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -350,11 +355,13 @@ def test_opcheck(backend, device):
     lam = torch.rand(7, device=device)
     partner = torch.tensor([6, 5, 4, 3, 2, 1, 0], device=device)
     boxes = torch.tensor([[0, 4, 2, 9]] * 7, dtype=torch.int32, device=device)
-    for layout in ("nchw", "channels_last"):
+    for layout in ("nchw", "channels_last", "channel_slice", "spatial_slice"):
         x = make_input(layout, 7, torch.float32, device).requires_grad_()
-        torch.library.opcheck(mix_ops.mixup_pairs, (x, lam, partner, backend))
-        torch.library.opcheck(mix_ops.cutmix_pairs, (x, boxes, partner, 2, 3, backend))
-        structure = mix_ops.transpose(*mix_ops._cutmix_structure(boxes, partner, x.dtype))
+        torch.library.opcheck(mix_ops.mix_pairs, (x, lam, boxes, partner, -1, -1, backend))
+        torch.library.opcheck(mix_ops.mix_pairs, (x, lam, boxes, partner, 2, 3, backend))
+        inplace = make_input(layout, 7, torch.float32, device)  # a view into a wider tensor for the slices
+        torch.library.opcheck(mix_ops.mix_pairs_inplace, (inplace, lam, boxes, partner, 2, 3, backend))
+        structure = mix_ops.transpose(*mix_ops._pairs_structure(torch.ones_like(lam), boxes, partner, x.dtype))
         torch.library.opcheck(mix_ops.pair_mix, (x, *structure, 2, 3, backend))
 
 
@@ -392,15 +399,17 @@ def test_cuda_body_on_the_cpu_grid(dtype, batch, height, width):
     lam[0] = 0.5
     partner = torch.randint(0, batch, (batch,), generator=g)
     boxes = mix_api.sample_boxes(lam, height, width, None, g)
-    mixup = emulate(x, mix_ops._mixup_structure(lam, partner, dtype), -1, -1)
+    no_boxes = torch.zeros_like(boxes)
+    ones = torch.ones_like(lam)
+    mixup = emulate(x, mix_ops._pairs_structure(lam, no_boxes, partner, dtype), -1, -1)
     assert_mixed_close(mixup, reference.mixup_pairs(x, lam, partner), dtype, "mixup")
-    cut = emulate(x, mix_ops._cutmix_structure(boxes, partner, dtype), 2, 3)
+    cut = emulate(x, mix_ops._pairs_structure(ones, boxes, partner, dtype), 2, 3)
     assert torch.equal(cut, reference.cutmix_pairs(x, boxes, partner, 2, 3))
-    structure = mix_ops.transpose(*mix_ops._cutmix_structure(boxes, partner, dtype))  # multi-term segments
+    structure = mix_ops.transpose(*mix_ops._pairs_structure(ones, boxes, partner, dtype))  # multi-term segments
     expected = reference.pair_mix(x, *structure, 2, 3)
     assert_mixed_close(emulate(x, structure, 2, 3), expected, dtype, "transposed")
     x_last = x.to(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # NHWC rows
-    cut_last = emulate(x_last, mix_ops._cutmix_structure(boxes, partner, dtype), 1, 2)
+    cut_last = emulate(x_last, mix_ops._pairs_structure(ones, boxes, partner, dtype), 1, 2)
     assert torch.equal(cut_last, reference.cutmix_pairs(x_last, boxes, partner, 1, 2))
 
 
@@ -438,3 +447,240 @@ def test_uint8_cannot_carry_autograd():
         x.requires_grad_()
     x_mixed, y_mixed, _ = fastmix.mixup(x, torch.rand(4, 3, requires_grad=True), generator=seeded("cpu"))
     assert not x_mixed.requires_grad and y_mixed.requires_grad
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fastmix::mix_pairs, the forward mix of every mode, and its in-place twin.
+
+PAIR_LAYOUTS = ("nchw", "channels_last", "nhwc", "channel_slice", "spatial_slice", "video", "video_channels_last")
+
+
+def pair_input(kind, batch, dtype, height=7, width=9, seed=0):
+    """(x, height_dim, width_dim): odd-sized images in every layout the kernels take, values in uint8's range."""
+    g = torch.Generator().manual_seed(seed)
+    values = lambda *shape: torch.rand(*shape, generator=g) * 300 - 20  # noqa: E731  (uint8 saturates at both ends)
+    if kind == "nhwc":
+        x, dims = values(batch, height, width, 3), (1, 2)
+    elif kind in ("video", "video_channels_last"):
+        x, dims = values(batch, 2, 3, height, width), (3, 4)
+        if kind == "video_channels_last":
+            x = x.to(memory_format=torch.channels_last_3d)
+    elif kind == "channel_slice":
+        x, dims = values(batch, 5, height, width)[:, 1:4], (2, 3)
+    elif kind == "spatial_slice":
+        x, dims = values(batch, 3, height, width + 4)[:, :, :, 2:width + 2], (2, 3)
+    else:
+        x, dims = values(batch, 3, height, width), (2, 3)
+        if kind == "channels_last":
+            x = x.to(memory_format=torch.channels_last)
+    if dtype == torch.uint8:
+        return x.clamp(0, 255).round().to(torch.uint8), *dims
+    return (x / 100).to(dtype), *dims
+
+
+def pair_params(batch, height, width, partner_kind, seed=0):
+    """weight (B,), boxes (B, 4), partner (B,): weights 1 (CutMix or unmixed), 0 and in between; boxes empty, full
+    and touching each border; partners a permutation, the flip, indices with repeats, or each sample itself."""
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.rand(batch, generator=g)
+    weight[::3] = 1.0
+    weight[1::5] = 0.0
+    y0 = torch.randint(0, height + 1, (batch,), generator=g)
+    x0 = torch.randint(0, width + 1, (batch,), generator=g)
+    y1 = torch.minimum(y0 + torch.randint(0, height + 1, (batch,), generator=g), torch.tensor(height))
+    x1 = torch.minimum(x0 + torch.randint(0, width + 1, (batch,), generator=g), torch.tensor(width))
+    boxes = torch.stack([y0, y1, x0, x1], dim=1)
+    fixed = [[0, height, 0, width], [0, 0, 0, 0], [0, 3, 0, 2], [height - 2, height, width - 1, width], [2, 5, 3, 3]]
+    boxes[:len(fixed)] = torch.tensor(fixed)[:batch]
+    partners = {"perm": torch.randperm(batch, generator=g), "flip": torch.arange(batch - 1, -1, -1),
+                "repeats": torch.randint(0, batch, (batch,), generator=g), "self": torch.arange(batch)}
+    return weight, boxes.to(torch.int32), partners[partner_kind]
+
+
+def expected_pairs(x, weight, boxes, partner, height_dim, width_dim, box):
+    return reference.mix_pairs(x, weight, boxes, partner, *((height_dim, width_dim) if box else (None, None)))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", PAIR_LAYOUTS)
+@pytest.mark.parametrize("batch", (1, 3, 7))
+def test_mix_pairs_parity_with_reference(backend, device, dtype, layout, batch):
+    if dtype not in (torch.float32, torch.uint8) and layout not in ("nchw", "channels_last"):
+        pytest.skip("fp16/bf16 take the same index math as fp32; two layouts suffice")
+    x, height_dim, width_dim = pair_input(layout, batch, dtype)
+    x = x.to(device)
+    x_before = x.clone()
+    height, width = x.size(height_dim), x.size(width_dim)
+    for partner_kind in ("perm", "flip", "repeats", "self"):
+        weight, boxes, partner = (t.to(device) for t in pair_params(batch, height, width, partner_kind))
+        for box in (True, False):
+            dims = (height_dim, width_dim) if box else (-1, -1)
+            expected = expected_pairs(x, weight, boxes, partner, height_dim, width_dim, box)
+            out = mix_ops.mix_pairs(x, weight, boxes, partner, *dims, backend)
+            msg = f"{partner_kind} box={box}"
+            assert out.shape == x.shape and out.dtype == dtype and out.stride() == expected.stride() or \
+                layout in ("channel_slice", "spatial_slice"), msg
+            assert_mixed_close(out, expected, dtype, msg)
+            assert torch.equal(x, x_before), "the caller's x was modified"
+            inplace, _, _ = pair_input(layout, batch, dtype)
+            inplace = inplace.to(device)
+            mix_ops.mix_pairs_inplace(inplace, weight, boxes, partner, *dims, backend)
+            assert torch.equal(inplace, out), f"in place differs from out of place: {msg}"
+
+
+PARTNER_MAPS = {
+    "flip_odd": [6, 5, 4, 3, 2, 1, 0],  # the middle sample is its own partner
+    "cycles": [1, 2, 0, 4, 3, 5, 6],  # a 3-cycle, a 2-cycle, two fixed points
+    "one_cycle": [1, 2, 3, 4, 5, 6, 0],
+    "chains": [1, 2, 2, 2, 0, 4, 5],  # trees that feed a fixed point: 6 -> 5 -> 4 -> 0 -> 1 -> 2
+    "into_cycle": [1, 0, 1, 2, 3, 3, 5],  # a chain that feeds a 2-cycle
+    "everyone_reads_0": [0, 0, 0, 0, 0, 0, 0],
+}
+
+
+@pytest.mark.skipif(_native._C is None, reason="fastmix._C is not built")
+@pytest.mark.parametrize("partner_map", PARTNER_MAPS)
+@pytest.mark.parametrize("dtype", (torch.float32, torch.uint8))
+@pytest.mark.parametrize("layout", ("nchw", "nhwc", "video"))
+def test_inplace_kernel_reads_every_partner_before_overwriting_it(partner_map, dtype, layout):
+    """The C++ in-place order (readers before the sample they read, a saved line per cycle) on partner maps that
+    are no involution, against the out-of-place mix; CutMix rows (weight 1) and Mixup rows (weight lam) together."""
+    x, height_dim, width_dim = pair_input(layout, 7, dtype, height=9, width=11)
+    partner = torch.tensor(PARTNER_MAPS[partner_map])
+    weight, boxes, _ = pair_params(7, 9, 11, "self", seed=3)
+    for dims in ((height_dim, width_dim), (-1, -1)):
+        expected = reference.mix_pairs(x, weight, boxes, partner, *dims) if dims[0] >= 0 else \
+            reference.mixup_pairs(x, weight, partner)
+        inplace = x.clone()
+        mix_ops.mix_pairs_inplace(inplace, weight, boxes, partner, *dims, "cpu")
+        assert_mixed_close(inplace, expected, dtype, f"{partner_map} {dims}")
+
+
+@pytest.mark.skipif(_native._C is None, reason="fastmix._C is not built")
+def test_inplace_cutmix_writes_only_the_boxes():
+    """In place, a sample with weight 1 keeps every element outside its box as it was (NaN payloads included: the
+    kernel does not rewrite them), and takes the partner's elements inside."""
+    x, _, _ = pair_input("channels_last", 5, torch.float32, height=8, width=6)
+    x[:, :, 0, 0] = float("nan")
+    weight = torch.ones(5)
+    boxes = torch.tensor([[1, 4, 2, 5]] * 5, dtype=torch.int32)
+    partner = torch.tensor([4, 3, 2, 1, 0])
+    before = x.clone()
+    mix_ops.mix_pairs_inplace(x, weight, boxes, partner, 2, 3, "cpu")
+    inside = reference.box_mask(boxes, 8, 6)[:, None]
+    assert torch.equal(x.view(torch.int32)[~inside.expand_as(x)], before.view(torch.int32)[~inside.expand_as(x)])
+    assert torch.equal(x[inside.expand_as(x)], before[partner][inside.expand_as(x)])
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_mix_pairs_gradient_mixed_modes(backend, device):
+    """grad_x[j] = W_j g_j + sum_{i: partner[i] = j} (1 - W_i) g_i with W_i 0 in box i and weight_i outside: CutMix,
+    Mixup and unmixed samples in one batch, partners repeated."""
+    x = small_float64(device, batch=5)
+    weight = torch.tensor([1.0, 0.3, 1.0, 0.0, 0.8], dtype=torch.float64, device=device)
+    boxes = torch.tensor([[0, 2, 1, 3], [0, 0, 0, 0], [0, 0, 0, 0], [1, 2, 0, 2], [0, 2, 0, 3]], dtype=torch.int32,
+                         device=device)
+    partner = torch.tensor([3, 3, 0, 1, 4], device=device)
+    assert torch.autograd.gradcheck(lambda x: mix_ops.mix_pairs(x, weight, boxes, partner, 2, 3, backend), (x,))
+    grad = torch.randn(x.shape, dtype=torch.float64, device=device)
+    mix_ops.mix_pairs(x, weight, boxes, partner, 2, 3, backend).backward(grad)
+    inside = reference.box_mask(boxes, 2, 3)[:, None]
+    own = torch.where(inside, 0.0, weight.view(5, 1, 1, 1))
+    expected = own * grad
+    expected.index_add_(0, partner, (1 - own) * grad)
+    assert_close(x.grad, expected, torch.float64)
+
+
+BAD_PAIRS = [
+    (dict(weight=torch.rand(5)), ValueError, r"weight must have shape \(6,\)"),
+    (dict(weight=torch.ones(6, dtype=torch.int64)), TypeError, "weight must be floating point"),
+    (dict(partner=torch.arange(5)), ValueError, r"partner must have shape \(6,\)"),
+    (dict(partner=torch.arange(6.0)), TypeError, "partner must hold integers"),
+    (dict(partner=torch.tensor([1, 0, 3, 10**9, 2, 2])), ValueError, r"partner holds indices outside \[0, 6\)"),
+    (dict(partner=torch.tensor([1, 0, -1, 3, 2, 2])), ValueError, r"partner holds indices outside \[0, 6\)"),
+    (dict(boxes=torch.zeros(6, 3, dtype=torch.int32)), ValueError, r"boxes must have shape \(6, 4\)"),
+    (dict(boxes=torch.tensor([[0, 5, 0, 2]] * 6, dtype=torch.int32)), ValueError, "boxes must hold boxes"),
+    (dict(boxes=torch.tensor([[3, 2, 0, 2]] * 6, dtype=torch.int32)), ValueError, "boxes must hold boxes"),
+    (dict(boxes=torch.tensor([[0, 2, -1, 2]] * 6, dtype=torch.int32)), ValueError, "boxes must hold boxes"),
+    (dict(height_dim=0, width_dim=3), ValueError, "height_dim and width_dim must be two trailing dims"),
+]
+
+
+@pytest.mark.parametrize("backend,device", with_cpu_kernel([pytest.param("reference", "cpu", id="reference-cpu")]))
+@pytest.mark.parametrize("bad,error,match", BAD_PAIRS)
+@pytest.mark.parametrize("inplace", [False, True])
+def test_mix_pairs_bad_arguments(backend, device, bad, error, match, inplace):
+    args = dict(weight=torch.rand(6), boxes=torch.tensor([[0, 2, 0, 2]] * 6, dtype=torch.int32),
+                partner=torch.arange(6), height_dim=2, width_dim=3)
+    args.update(bad)
+    op = mix_ops.mix_pairs_inplace if inplace else mix_ops.mix_pairs
+    call = lambda x, *params: op(x, *params, args["height_dim"], args["width_dim"], backend)  # noqa: E731
+    assert_rejected_untouched(call, error, match, torch.randn(6, 3, 4, 4), args["weight"], args["boxes"],
+                              args["partner"])
+
+
+FUZZ_IN_SUBPROCESS = """
+import torch
+from fastmix.ops import mix as mix_ops
+from fastmix.reference import mix as reference
+
+g = torch.Generator().manual_seed(0)
+draw = lambda low, high, *shape: torch.randint(low, high, shape, generator=g)
+corrupt = lambda: bool(draw(0, 4, 1) == 0)  # each argument is bad one time in four
+rejected = accepted = 0
+for trial in range(300):
+    batch, height, width = (int(v) for v in draw(1, 6, 3))
+    x = torch.rand(batch, 2, height, width, generator=g)
+    if trial % 2:
+        x = (x * 255).to(torch.uint8)
+    partner = draw(-2, batch + 2, batch + int(draw(-1, 2, 1))) if corrupt() else draw(0, batch, batch)
+    y0, x0 = draw(0, height + 1, batch), draw(0, width + 1, batch)
+    boxes = torch.stack([y0, y0 + draw(0, height + 1 - y0.max(), batch), x0,
+                         x0 + draw(0, width + 1 - x0.max(), batch)], dim=1).to(torch.int32)
+    if corrupt():
+        boxes = draw(-1, max(height, width) + 2, batch + int(draw(-1, 2, 1)), 4).to(torch.int32)
+    weight = torch.rand(batch + (int(draw(-1, 2, 1)) if corrupt() else 0), generator=g)
+    for backend in ("cpu", "reference"):
+        for op in (mix_ops.mix_pairs, mix_ops.mix_pairs_inplace):
+            target = x.clone()
+            try:
+                out = op(target, weight, boxes, partner, 2, 3, backend)
+            except (ValueError, TypeError):
+                rejected += 1
+                assert torch.equal(target, x), "a rejected call wrote into x"
+                continue
+            accepted += 1
+            expected = reference.mix_pairs(x, weight, boxes, partner, 2, 3)
+            assert torch.equal(target if out is None else out, expected)
+print("done", rejected, accepted)
+"""
+
+
+@pytest.mark.skipif(_native._C is None, reason="fastmix._C is not built")
+def test_fuzz_bad_lengths_and_indices_never_crash(tmp_path):
+    """Random lengths, partner indices and boxes, many out of range: every call raises a ValueError/TypeError or
+    matches the reference. In a subprocess, so that an out-of-bounds access in the kernel fails the test."""
+    result = subprocess.run([sys.executable, "-c", FUZZ_IN_SUBPROCESS], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, rejected, accepted = result.stdout.split()
+    assert int(rejected) > 100 and int(accepted) > 20, result.stdout
+
+
+@pytest.mark.parametrize("backend,device", with_cpu_kernel([pytest.param("reference", "cpu", id="reference-cpu")]))
+def test_inplace_into_an_expanded_batch_is_refused(backend, device):
+    """Samples sharing memory (an expanded batch) cannot take different results: refused as torch's copy_ does."""
+    x = torch.rand(1, 3, 4, 4).expand(3, 3, 4, 4)
+    args = (torch.rand(3), torch.zeros(3, 4, dtype=torch.int32), torch.tensor([2, 1, 0]), 2, 3, backend)
+    with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+        mix_ops.mix_pairs_inplace(x, *args)
+
+
+@pytest.mark.parametrize("backend,device", with_cpu_kernel([pytest.param("reference", "cpu", id="reference-cpu")]))
+def test_mix_pairs_of_empty_samples(backend, device):
+    """Samples without elements (NHWC with zero channels: the spatial divisors are 0) mix to an empty output."""
+    x = torch.rand(3, 4, 5, 0)
+    weight, boxes, partner = pair_params(3, 4, 5, "flip")
+    for dims in ((1, 2), (-1, -1)):
+        assert mix_ops.mix_pairs(x, weight, boxes, partner, *dims, backend).shape == x.shape
+        mix_ops.mix_pairs_inplace(x, weight, boxes, partner, *dims, backend)

@@ -1,10 +1,14 @@
-"""Per-sample Mixup/CutMix custom ops: ``fastmix::mixup_pairs``, ``fastmix::cutmix_pairs`` and ``fastmix::pair_mix``.
+"""Per-sample Mixup/CutMix custom ops: ``fastmix::mix_pairs``, its in-place twin ``fastmix::mix_pairs_inplace``,
+and ``fastmix::pair_mix``.
 
-``pair_mix`` is the general form (see fastmix/reference/mix.py): every sample is its own weight (inside/outside a
-box) times itself plus a weighted sum over a segment of source samples. ``mixup_pairs`` and ``cutmix_pairs`` are the
-forward cases with one source per sample; the gradient of any of them is a ``pair_mix`` over the samples that took
-each sample as partner (found by a stable sort, no atomics), so backward is deterministic and works for any
-``partner`` (a permutation, the flipped batch, or indices drawn with repetition).
+``mix_pairs`` is the forward mix of every mode (paper 003_*, eq. 1 and Mixup): ``out[i, e] = x[partner[i], e]``
+inside ``boxes[i]``, else ``weight[i] x[i, e] + (1 - weight[i]) x[partner[i], e]`` (Mixup: an empty box and
+``weight = lam``; CutMix: ``weight = 1``; an unmixed sample: ``weight = 1`` and an empty box). ``mixup_pairs`` and
+``cutmix_pairs`` are its two pure cases. ``pair_mix`` is the general form (see fastmix/reference/mix.py): every
+sample is its own weight (inside/outside a box) times itself plus a weighted sum over a segment of source samples.
+The gradient of ``mix_pairs`` is a ``pair_mix`` over the samples that took each sample as partner (found by a
+stable sort, no atomics), so backward is deterministic and works for any ``partner`` (a permutation, the flipped
+batch, or indices drawn with repetition).
 
 Boxes are int32 ``(y0, y1, x0, x1)``, half-open. Weights are float32 (float64 for float64 x) pairs
 ``(weight_in_box, weight_out_of_box)``. ``height_dim``/``width_dim`` < 0 mean "no spatial dims" (pure mixup).
@@ -14,10 +18,11 @@ from __future__ import annotations
 
 import torch
 
-from fastmix import _layout, _native
+from fastmix import _checks, _layout, _native
 from fastmix.reference import mix as reference
 
-# "cpu" runs the CUDA kernel's per-thread body over its launch grid with OpenMP (csrc/mix_cpu.cpp).
+# "cpu": mix_pairs runs the C++ line kernel, pair_mix (the gradients) the CUDA kernel's body over its launch grid,
+# both with OpenMP (csrc/mix_cpu.cpp).
 BACKENDS = ("cuda", "triton", "reference", "cpu")
 
 
@@ -32,6 +37,69 @@ def spatial_geometry(x: torch.Tensor, height_dim: int, width_dim: int) -> tuple[
         divisor[d] = step
         step *= x.size(d)
     return x.size(height_dim), x.size(width_dim), divisor[height_dim], divisor[width_dim]
+
+
+def check_boxes(name: str, boxes: torch.Tensor, count: int, spatial: tuple[int, int] | None,
+                device: torch.device) -> None:
+    """``boxes`` an integer (count, 4) tensor of half-open ``(y0, y1, x0, x1)`` with 0 <= y0 <= y1 <= height and
+    0 <= x0 <= x1 <= width for ``spatial = (height, width)`` (value checks asynchronous on CUDA); None: no box, the
+    values are unused."""
+    _check_operand(name, boxes, (count, 4), device, integer=True)
+    if spatial is None:
+        return
+    height, width = spatial
+    y0, y1, x0, x1 = boxes.unbind(1)
+    inside = (y0 >= 0) & (y0 <= y1) & (y1 <= height) & (x0 >= 0) & (x0 <= x1) & (x1 <= width)
+    _checks.check_on_device(inside.all(), f"{name} must hold boxes (y0, y1, x0, x1) with 0 <= y0 <= y1 <= {height} "
+                                          f"and 0 <= x0 <= x1 <= {width}")
+
+
+def check_indices(name: str, indices: torch.Tensor, count: int, batch: int, device: torch.device) -> None:
+    """``indices`` an integer (count,) tensor with values in [0, batch) (checked asynchronously on CUDA)."""
+    _check_operand(name, indices, (count,), device, integer=True)
+    _checks.check_on_device(((indices >= 0) & (indices < batch)).all(), f"{name} holds indices outside [0, {batch})")
+
+
+def _check_operand(name, tensor, shape, device, *, integer):
+    _checks.check_tensor(name, tensor)
+    if tensor.device != device:
+        raise ValueError(f"{name} is on {tensor.device} but x is on {device}")
+    if tuple(tensor.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(tensor.shape)}")
+    if integer and (tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool):
+        raise TypeError(f"{name} must hold integers, got dtype {tensor.dtype}")
+    if not integer and not tensor.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got dtype {tensor.dtype}")
+
+
+def _spatial_size(x, height_dim, width_dim):
+    if height_dim < 0:
+        return None
+    if not (0 < height_dim < x.dim() and 0 < width_dim < x.dim() and height_dim != width_dim):
+        raise ValueError(f"height_dim and width_dim must be two trailing dims of x, got {height_dim}, {width_dim}")
+    return x.size(height_dim), x.size(width_dim)
+
+
+def check_pairs(x, weight, boxes, partner, height_dim, width_dim) -> None:
+    """The arguments of ``mix_pairs``: weight float (B,), boxes int (B, 4) inside the image, partner int (B,)."""
+    batch = x.size(0)
+    _check_operand("weight", weight, (batch,), x.device, integer=False)
+    check_indices("partner", partner, batch, batch, x.device)
+    check_boxes("boxes", boxes, batch, _spatial_size(x, height_dim, width_dim), x.device)
+
+
+def check_pair_mix(x, self_boxes, self_weights, seg_boxes, seg_weights, sources, offsets, height_dim, width_dim):
+    """The arguments of ``pair_mix``: segments ``offsets`` (B + 1,) from 0 to the number of terms, non-decreasing."""
+    batch, terms = x.size(0), sources.numel()
+    spatial = _spatial_size(x, height_dim, width_dim)
+    _check_operand("self_weights", self_weights, (batch, 2), x.device, integer=False)
+    _check_operand("seg_weights", seg_weights, (terms, 2), x.device, integer=False)
+    check_boxes("self_boxes", self_boxes, batch, spatial, x.device)
+    check_boxes("seg_boxes", seg_boxes, terms, spatial, x.device)
+    check_indices("sources", sources, terms, batch, x.device)
+    _check_operand("offsets", offsets, (batch + 1,), x.device, integer=True)
+    ends = (offsets[0] == 0) & (offsets[-1] == terms) & (offsets[1:] >= offsets[:-1]).all()
+    _checks.check_on_device(ends, f"offsets must rise from 0 to {terms} (the number of terms)")
 
 
 def _launch(x, self_boxes, self_weights, seg_boxes, seg_weights, sources, offsets, height_dim, width_dim, backend):
@@ -72,6 +140,7 @@ def pair_mix(x: torch.Tensor, self_boxes: torch.Tensor, self_weights: torch.Tens
              seg_weights: torch.Tensor, sources: torch.Tensor, offsets: torch.Tensor, height_dim: int,
              width_dim: int, backend: str) -> torch.Tensor:
     """The general pair mix (module docstring); output like x (dtype, dimension order)."""
+    check_pair_mix(x, self_boxes, self_weights, seg_boxes, seg_weights, sources, offsets, height_dim, width_dim)
     return _launch(x, self_boxes, self_weights, seg_boxes, seg_weights, sources, offsets, height_dim, width_dim,
                    backend)
 
@@ -108,97 +177,109 @@ def _backward_pair_mix(ctx, grad_out):
 pair_mix.register_autograd(_backward_pair_mix, setup_context=_setup_pair_mix)
 
 
-def _one_source_each(partner: torch.Tensor) -> torch.Tensor:
-    return torch.arange(partner.numel() + 1, device=partner.device)
+def _pairs_structure(weight, boxes, partner, dtype):
+    """``mix_pairs`` as a ``pair_mix``: own weights (0 in the box, w outside), partner's (1 in the box, 1 - w)."""
+    weight = weight.to(reference.accumulate_dtype(dtype))
+    self_weights = torch.stack([torch.zeros_like(weight), weight], dim=1)
+    seg_weights = torch.stack([torch.ones_like(weight), 1 - weight], dim=1)
+    offsets = torch.arange(partner.numel() + 1, device=partner.device)
+    return boxes, self_weights, boxes, seg_weights, partner, offsets
 
 
-def _mixup_structure(lam, partner, dtype):
-    weight_dtype = reference.accumulate_dtype(dtype)
-    lam = lam.to(weight_dtype)
-    boxes = torch.zeros(lam.numel(), 4, dtype=torch.int32, device=lam.device)
-    self_weights = torch.stack([lam, lam], dim=1)
-    return boxes, self_weights, boxes, 1 - self_weights, partner, _one_source_each(partner)
+def _mix_pairs_cpu(x_rows, out_rows, x, weight, boxes, partner, height_dim, width_dim):
+    """The C++ kernel on (B, F) rows of x; in place when ``out_rows`` is ``x_rows``."""
+    height, width, h_div, w_div = spatial_geometry(x, height_dim, width_dim)
+    weight_dtype = reference.accumulate_dtype(x.dtype)
+    weight, partner = weight.to(weight_dtype).contiguous(), partner.to(torch.int64).contiguous()
+    boxes = boxes.to(torch.int32).contiguous()
+    batch = x_rows.size(0)
+    _native.launch(
+        "mix_pairs_cpu", x.device, _native.Buffer(x_rows, x.dtype, rows=True),
+        _native.Buffer(out_rows, x.dtype, rows=True), *x_rows.shape, _native.Buffer(weight, weight_dtype, batch),
+        _native.Buffer(boxes, torch.int32, batch * 4), _native.Buffer(partner, torch.int64, batch),
+        height, width, h_div, w_div, height_dim >= 0, _native.DTYPE_CODES[x.dtype])
 
 
-@torch.library.custom_op("fastmix::mixup_pairs", mutates_args=())
-def mixup_pairs(x: torch.Tensor, lam: torch.Tensor, partner: torch.Tensor, backend: str) -> torch.Tensor:
-    """``out[i] = lam[i] x[i] + (1 - lam[i]) x[partner[i]]`` for any batch-first x (float or uint8).
-
-    lam float32 (B,), partner int64 (B,) with values in [0, B) (any index map; checked by the caller). Math in fp32
-    (fp64 for fp64 x); uint8 rounds half to even. Gradient flows to x only:
-    ``grad_x[j] = lam[j] g[j] + sum_{i: partner[i] = j} (1 - lam[i]) g[i]``, summed deterministically.
-    """
+def _mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend):
     if backend == "reference":
-        return _layout.empty_like_rows(x).copy_(reference.mixup_pairs(x, lam, partner))
-    return _launch(x, *_mixup_structure(lam, partner, x.dtype), -1, -1, backend)
+        spatial = (height_dim, width_dim) if height_dim >= 0 else (None, None)
+        return _layout.empty_like_rows(x).copy_(reference.mix_pairs(x, weight, boxes, partner, *spatial))
+    if backend != "cpu":
+        return _launch(x, *_pairs_structure(weight, boxes, partner, x.dtype), height_dim, width_dim, backend)
+    out = _layout.empty_like_rows(x)
+    _mix_pairs_cpu(_layout.rows_view(x), _layout.rows_view(out), x, weight, boxes, partner, height_dim, width_dim)
+    return out
 
 
-@mixup_pairs.register_fake
-def _(x, lam, partner, backend):
-    torch._check(lam.numel() == x.size(0) and partner.numel() == x.size(0))
+@torch.library.custom_op("fastmix::mix_pairs", mutates_args=())
+def mix_pairs(x: torch.Tensor, weight: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor, height_dim: int,
+              width_dim: int, backend: str) -> torch.Tensor:
+    """The forward mix of every mode (module docstring), for any batch-first x (float or uint8).
+
+    weight float (B,), boxes int (B, 4) ``(y0, y1, x0, x1)`` half-open over dims ``height_dim``, ``width_dim`` of x
+    (< 0: no box), partner int (B,) in [0, B). Math in fp32 (fp64 for fp64 x); uint8 rounds half to even and
+    saturates; the box region is copied exactly. Gradient flows to x only, summed deterministically:
+    ``grad_x[j] = W_j g_j + sum_{i: partner[i] = j} (1 - W_i) g_i`` with ``W`` 0 in the box and ``weight`` outside.
+    """
+    check_pairs(x, weight, boxes, partner, height_dim, width_dim)
+    return _mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend)
+
+
+@mix_pairs.register_fake
+def _(x, weight, boxes, partner, height_dim, width_dim, backend):
+    torch._check(weight.shape == (x.size(0),) and partner.shape == (x.size(0),) and boxes.shape == (x.size(0), 4))
     return _layout.empty_like_rows(x)
 
 
-def _setup_mixup(ctx, inputs, output):
-    x, lam, partner, backend = inputs
-    ctx.save_for_backward(lam, partner)
-    ctx.dtype = x.dtype
-    ctx.backend = backend
-
-
-def _backward_mixup(ctx, grad_out):
-    lam, partner = ctx.saved_tensors
-    grad_x = None
-    if ctx.needs_input_grad[0]:
-        structure = transpose(*_mixup_structure(lam, partner, ctx.dtype))
-        grad_x = pair_mix(grad_out, *structure, -1, -1, ctx.backend)
-    return grad_x, None, None, None
-
-
-mixup_pairs.register_autograd(_backward_mixup, setup_context=_setup_mixup)
-
-
-def _cutmix_structure(boxes, partner, dtype):
-    weight_dtype = reference.accumulate_dtype(dtype)
-    self_weights = torch.tensor([0.0, 1.0], dtype=weight_dtype, device=boxes.device).expand(boxes.size(0), 2)
-    return boxes, self_weights, boxes, 1 - self_weights, partner, _one_source_each(partner)
-
-
-@torch.library.custom_op("fastmix::cutmix_pairs", mutates_args=())
-def cutmix_pairs(x: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor, height_dim: int, width_dim: int,
-                 backend: str) -> torch.Tensor:
-    """CutMix (paper 003_*, eq. 1): ``out[i]`` is ``x[partner[i]]`` inside ``boxes[i]`` and ``x[i]`` outside.
-
-    boxes int32 (B, 4) ``(y0, y1, x0, x1)`` half-open over dims ``height_dim`` < ``width_dim`` of x; each element is
-    read from exactly one input, no mask tensor is built. Gradient: masked routing (each output element's gradient
-    goes to the one input element it was copied from).
-    """
-    if backend == "reference":
-        return _layout.empty_like_rows(x).copy_(reference.cutmix_pairs(x, boxes, partner, height_dim, width_dim))
-    return _launch(x, *_cutmix_structure(boxes, partner, x.dtype), height_dim, width_dim, backend)
-
-
-@cutmix_pairs.register_fake
-def _(x, boxes, partner, height_dim, width_dim, backend):
-    torch._check(boxes.size(0) == x.size(0) and partner.numel() == x.size(0))
-    return _layout.empty_like_rows(x)
-
-
-def _setup_cutmix(ctx, inputs, output):
-    x, boxes, partner, height_dim, width_dim, backend = inputs
-    ctx.save_for_backward(boxes, partner)
+def _setup_mix_pairs(ctx, inputs, output):
+    x, weight, boxes, partner, height_dim, width_dim, backend = inputs
+    ctx.save_for_backward(weight, boxes, partner)
     ctx.dtype = x.dtype
     ctx.spatial = (height_dim, width_dim)
     ctx.backend = backend
 
 
-def _backward_cutmix(ctx, grad_out):
-    boxes, partner = ctx.saved_tensors
+def _backward_mix_pairs(ctx, grad_out):
+    weight, boxes, partner = ctx.saved_tensors
     grad_x = None
     if ctx.needs_input_grad[0]:
-        structure = transpose(*_cutmix_structure(boxes, partner, ctx.dtype))
+        structure = transpose(*_pairs_structure(weight, boxes, partner, ctx.dtype))
         grad_x = pair_mix(grad_out, *structure, *ctx.spatial, ctx.backend)
-    return grad_x, None, None, None, None, None
+    return (grad_x,) + (None,) * 6
 
 
-cutmix_pairs.register_autograd(_backward_cutmix, setup_context=_setup_cutmix)
+mix_pairs.register_autograd(_backward_mix_pairs, setup_context=_setup_mix_pairs)
+
+
+@torch.library.custom_op("fastmix::mix_pairs_inplace", mutates_args=("x",))
+def mix_pairs_inplace(x: torch.Tensor, weight: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor,
+                      height_dim: int, width_dim: int, backend: str) -> None:
+    """``mix_pairs`` written into x (no gradient). The C++ kernel writes each sample after every sample that reads
+    it (a cycle of partners saves one line of its first member), touching only what changes: a CutMix sample's box.
+    Other backends, and an x whose samples are not separate dense blocks, mix out of place and copy back."""
+    check_pairs(x, weight, boxes, partner, height_dim, width_dim)
+    separate_rows = x.size(0) == 1 or abs(x.stride(0)) >= x[0].numel()  # not an expanded batch (copy_ rejects it)
+    if backend == "cpu" and _layout._dense_rows(x) and separate_rows:
+        x_rows = _layout.rows_view(x)
+        _mix_pairs_cpu(x_rows, x_rows, x, weight, boxes, partner, height_dim, width_dim)
+    else:
+        x.copy_(_mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend))
+
+
+@mix_pairs_inplace.register_fake
+def _(x, weight, boxes, partner, height_dim, width_dim, backend):
+    torch._check(weight.shape == (x.size(0),) and partner.shape == (x.size(0),) and boxes.shape == (x.size(0), 4))
+
+
+def mixup_pairs(x: torch.Tensor, lam: torch.Tensor, partner: torch.Tensor, backend: str) -> torch.Tensor:
+    """Mixup: ``out[i] = lam[i] x[i] + (1 - lam[i]) x[partner[i]]`` for any batch-first x (``mix_pairs``, no box)."""
+    boxes = torch.zeros((x.size(0), 4), dtype=torch.int32, device=x.device)
+    return mix_pairs(x, lam, boxes, partner, -1, -1, backend)
+
+
+def cutmix_pairs(x: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor, height_dim: int, width_dim: int,
+                 backend: str) -> torch.Tensor:
+    """CutMix (paper 003_*, eq. 1): ``out[i]`` is ``x[partner[i]]`` inside ``boxes[i]`` and ``x[i]`` outside; each
+    element is copied from exactly one input (``mix_pairs`` with weight 1)."""
+    weight = torch.ones(x.size(0), dtype=torch.float32, device=x.device)
+    return mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend)

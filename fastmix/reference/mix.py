@@ -90,11 +90,25 @@ def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return inside_h[:, :, None] & inside_w[:, None, :]
 
 
-def cutmix_pairs(x: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor, height_dim: int,
-                 width_dim: int) -> torch.Tensor:
-    """CutMix (paper 003_*, eq. 1): sample i keeps its pixels outside ``boxes[i]``, takes ``x[partner[i]]`` inside."""
-    mask = box_mask(boxes, x.size(height_dim), x.size(width_dim))
+def _box_mask_like(x: torch.Tensor, boxes: torch.Tensor, height_dim: int, width_dim: int) -> torch.Tensor:
+    """``box_mask`` broadcastable against x: (B, 1, .., H, .., W, ..)."""
     view = [x.size(0)] + [1] * (x.dim() - 1)
     view[height_dim] = x.size(height_dim)
     view[width_dim] = x.size(width_dim)
-    return torch.where(mask.view(view), x[partner], x)
+    mask = box_mask(boxes, x.size(height_dim), x.size(width_dim))
+    return (mask if height_dim < width_dim else mask.transpose(1, 2)).reshape(view)
+
+
+def cutmix_pairs(x: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor, height_dim: int,
+                 width_dim: int) -> torch.Tensor:
+    """CutMix (paper 003_*, eq. 1): sample i keeps its pixels outside ``boxes[i]``, takes ``x[partner[i]]`` inside."""
+    return torch.where(_box_mask_like(x, boxes, height_dim, width_dim), x[partner], x)
+
+
+def mix_pairs(x: torch.Tensor, weight: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor,
+              height_dim: int | None, width_dim: int | None) -> torch.Tensor:
+    """Every mode at once: ``x[partner[i]]`` inside ``boxes[i]`` (CutMix), ``mixup_pairs`` with ``weight`` outside."""
+    mixed = mixup_pairs(x, weight, partner)
+    if height_dim is None:
+        return mixed
+    return torch.where(_box_mask_like(x, boxes, height_dim, width_dim), x[partner], mixed)
