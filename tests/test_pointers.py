@@ -10,63 +10,65 @@ pytestmark = pytest.mark.skipif(_native._C is None, reason="fastmix._C is not bu
 CPU = torch.device("cpu")
 
 
-def mix_rows(x_rows, weights, out_rows):
-    """``out = W @ x`` by the zeta mix kernel's CPU body, through ``launch``."""
+def mix_rows(x_rows, weight, partner, out_rows, boxes=None):
+    """``out[i] = w[i] x[i] + (1 - w[i]) x[partner[i]]`` by the C++ mix kernel (no boxes), through ``launch``."""
     batch, features = x_rows.shape
-    _native.launch("zeta_mix_emulate", CPU, _native.Buffer(x_rows, dtype=x_rows.dtype, rows=True),
-                   _native.Buffer(weights, dtype=torch.float32, numel=batch * batch),
-                   _native.Buffer(out_rows, dtype=x_rows.dtype, rows=True), batch, features,
-                   _native.DTYPE_CODES[x_rows.dtype])
+    boxes = torch.zeros(batch, 4, dtype=torch.int32) if boxes is None else boxes
+    _native.launch("mix_pairs_cpu", CPU, _native.Buffer(x_rows, x_rows.dtype, rows=True),
+                   _native.Buffer(out_rows, x_rows.dtype, rows=True), batch, features,
+                   _native.Buffer(weight, torch.float32, batch), _native.Buffer(boxes, torch.int32, batch * 4),
+                   _native.Buffer(partner, torch.int64, batch), 1, 1, 1, 1, False, _native.DTYPE_CODES[x_rows.dtype])
 
 
 def test_rows_pass_their_stride_and_the_kernel_sees_the_right_values():
     wide = torch.randn(5, 12)
     x_rows = wide[:, 2:9]  # rows strided inside a wider tensor: stride 12, 7 features
-    weights = torch.softmax(torch.randn(5, 5), dim=1)
+    weight, partner = torch.rand(5), torch.tensor([3, 0, 4, 1, 2])
     out_wide = torch.full((5, 10), float("nan"))
     out_rows = out_wide[:, 1:8]
-    mix_rows(x_rows, weights, out_rows)
-    assert_close(out_rows, weights.double() @ x_rows.double(), torch.float32)
+    mix_rows(x_rows, weight, partner, out_rows)
+    expected = weight.double()[:, None] * x_rows.double() + (1 - weight.double())[:, None] * x_rows[partner].double()
+    assert_close(out_rows, expected, torch.float32)
     assert out_wide[:, 0].isnan().all() and out_wide[:, 8:].isnan().all()  # nothing outside the rows was written
 
 
 @pytest.mark.parametrize(
     "case,error,match",
     [
-        ("dtype", TypeError, "argument 1 must be torch.float32, got torch.float64"),
-        ("numel", ValueError, "argument 1 must hold 16 elements, got 25"),
-        ("transposed_weights", ValueError, "argument 1 must be contiguous"),
+        ("dtype", TypeError, "argument 4 must be torch.float32, got torch.float64"),
+        ("numel", ValueError, "argument 4 must hold 4 elements, got 5"),
+        ("transposed_boxes", ValueError, "argument 5 must be contiguous"),
         ("column_stride", ValueError, "argument 0 must be 2-D rows with unit column stride"),
-        ("device", ValueError, "argument 2 is on meta, the kernel runs on cpu"),
+        ("device", ValueError, "argument 1 is on meta, the kernel runs on cpu"),
     ],
 )
 def test_a_bad_buffer_raises_before_the_kernel_runs(case, error, match):
-    x_rows, out_rows, weights = torch.randn(4, 6), torch.zeros(4, 6), torch.rand(4, 4)
+    x_rows, out_rows, weight, boxes = torch.randn(4, 6), torch.zeros(4, 6), torch.rand(4), None
+    partner = torch.tensor([1, 0, 3, 2])
     if case == "dtype":
-        weights = weights.double()
+        weight = weight.double()
     elif case == "numel":
-        weights = torch.rand(5, 5)
-    elif case == "transposed_weights":
-        weights = weights.t()
+        weight = torch.rand(5)
+    elif case == "transposed_boxes":
+        boxes = torch.zeros(4, 4, dtype=torch.int32).t()
     elif case == "column_stride":
         x_rows = torch.randn(6, 4).t()
     elif case == "device":
         out_rows = torch.empty(4, 6, device="meta")
     before = out_rows.clone() if case != "device" else None
     with pytest.raises(error, match=match):
-        mix_rows(x_rows, weights, out_rows)
+        mix_rows(x_rows, weight, partner, out_rows, boxes)
     if before is not None:
         assert torch.equal(out_rows, before)
 
 
 def test_plain_tensors_must_be_contiguous_and_scalars_pass_through():
-    keys = torch.rand(3, 3)
-    weights = torch.empty(3, 3)
-    with pytest.raises(ValueError, match="fastmix._C.zeta_weights_emulate argument 0 must be contiguous"):
-        _native.launch("zeta_weights_emulate", CPU, keys.t(), weights, 3, 2.0, 1.0, True, 0)
-    norm = 1 + 2 ** -2.0 + 3 ** -2.0
-    _native.launch("zeta_weights_emulate", CPU, keys, weights, 3, 2.0, norm, True, 0)
-    assert_close(weights.sum(dim=1), torch.ones(3), torch.float32)  # the rows of W sum to 1 (eq. 3)
+    x_rows, out_rows, weight = torch.randn(3, 5), torch.empty(3, 5), torch.ones(3)
+    strided_partner = torch.tensor([0, 9, 1, 9, 2, 9])[::2]
+    with pytest.raises(ValueError, match="fastmix._C.mix_pairs_cpu argument 6 must be contiguous"):
+        mix_rows(x_rows, weight, strided_partner, out_rows)
+    mix_rows(x_rows, weight, strided_partner.contiguous(), out_rows)
+    assert torch.equal(out_rows, x_rows)  # weight 1: every sample keeps itself
 
 
 class _CudaKernelsOnCpu:
@@ -81,17 +83,6 @@ class _CudaKernelsOnCpu:
 def cuda_call_sites_on_cpu(monkeypatch):
     """The ops' "cuda" branches run on CPU tensors: their argument wiring is checked without a GPU."""
     monkeypatch.setattr(_native, "native", _CudaKernelsOnCpu)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_zeta_cuda_call_sites(cuda_call_sites_on_cpu, dtype):
-    from fastmix.ops import zeta as zeta_ops
-
-    keys = torch.rand(7, 7, generator=torch.Generator().manual_seed(0), dtype=dtype)
-    weights = zeta_ops.zeta_weights(keys, 2.8, True, "cuda")
-    assert_close(weights, zeta_ops.zeta_weights(keys, 2.8, True, "reference"), dtype)
-    x = make_batch("channel_slice", 7, dtype, "cpu")
-    assert_close(zeta_ops.zeta_mix(x, weights, "cuda"), zeta_ops.zeta_mix(x, weights, "reference"), dtype)
 
 
 @pytest.mark.parametrize("keep_original", [True, False])
