@@ -29,7 +29,7 @@ def op_backends() -> dict[str, tuple[tuple, str | None, str | None]]:
     return {
         "zeta_mixup": (zeta_ops.BACKENDS, "triton", "reference"),
         "mixup": (mix_backends, "cuda", "cpu"),
-        "cutmix": (mix_backends, "cuda", "reference"),
+        "cutmix": (mix_backends, "cuda", "cpu"),
         "Mixup, FastCollateMixup": (mix_backends, "cuda", "cpu"),
         "lamix_inputs": (mix_backends, "cuda", "cpu"),
         "flow_mix": (_backend.DEFAULT_SUPPORTED, "cuda", "reference"),
