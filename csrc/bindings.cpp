@@ -34,7 +34,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("flow_backward_emulate", &fastmix::flow_backward_emulate, py::call_guard<py::gil_scoped_release>());
   m.def("pair_mix_emulate", &fastmix::pair_mix_emulate, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_segments_cpu", &fastmix::gmm2_segments_cpu, py::call_guard<py::gil_scoped_release>());
-  m.def("gmm2_histogram_cpu", &fastmix::gmm2_histogram_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_split_statistics_cpu", &fastmix::gmm2_split_statistics_cpu,
         py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_em_cpu", &fastmix::gmm2_em_cpu, py::call_guard<py::gil_scoped_release>());

@@ -21,10 +21,7 @@ void zeta_mix_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t weights, uint
 void gmm2_segments_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype, int64_t n_groups,
                        bool omit_nonfinite, uintptr_t sorted, uintptr_t offsets, uintptr_t count, uintptr_t lo,
                        uintptr_t hi);
-// The quantile init's passes: per group the histogram of floor(256 x) (G, 256), and the statistics (G, 7) of the
-// hard split at split[g] around shifts[g, 0:2].
-void gmm2_histogram_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t lo,
-                        uintptr_t scale, uintptr_t histogram);
+// The inits' pass: per group the statistics (G, 7) of the hard split at split[g] around shifts[g, 0:2].
 void gmm2_split_statistics_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t lo,
                                uintptr_t scale, uintptr_t split, uintptr_t shifts, uintptr_t stats);
 void gmm2_em_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count, uintptr_t lo,

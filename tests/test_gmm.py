@@ -12,14 +12,16 @@ import torch
 
 import fastmix
 from fastmix import _backend, _native
+from fastmix.api.gmm import INITS
+from fastmix.methods import gmm as fit_steps
 from fastmix.ops import gmm as gmm_ops
-from fastmix.reference import gmm as gmm_reference
 from helpers import assert_close, backend_params, compile_fullgraph
 from tolerances import SKLEARN_GMM_PARITY
 
 try:
+    import threadpoolctl
     from sklearn import mixture as sklearn_mixture
-except ImportError:  # a test dependency: only the parity tests need it
+except ImportError:  # a test dependency (threadpoolctl comes with it): only the parity tests need it
     sklearn_mixture = None
 needs_sklearn = pytest.mark.skipif(sklearn_mixture is None, reason="scikit-learn is not installed")
 
@@ -30,6 +32,14 @@ def cpu_backends(names=("reference", "cpu")):
         reason = _backend.unavailable_reason(name, "cpu")
         params.append(pytest.param(name, id=name, marks=[pytest.mark.skip(reason=reason)] if reason else []))
     return params
+
+
+def segments_of(values, groups, n_groups: int, backend: str, normalize: str = "minmax"):
+    """(Segments, lo, hi) of a fit's passes over values sorted by group (NaN/inf omitted), without the ranks."""
+    sorted_values, offsets, count, lo, hi = gmm_ops.gmm2_segments(values.reshape(-1), groups.reshape(-1).long(),
+                                                                  n_groups, True, backend)
+    shift, scale, _ = fit_steps.normalisation(lo, hi, normalize)
+    return fit_steps.Segments(sorted_values, offsets, count, shift, scale, backend, fit_steps.no_reduce), lo, hi
 
 
 def random_groups(n_groups: int, seed: int, dtype=torch.float64):
@@ -138,7 +148,7 @@ def assert_same_fit(actual, expected):
 
 @pytest.mark.parametrize("backend,device", backend_params(("cpu", "triton", "cuda")))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("init", ["quantile", "kmeans"])
+@pytest.mark.parametrize("init", INITS)
 def test_backends_match_reference(backend, device, dtype, init):
     losses, groups = backend_case(dtype)
     losses, groups = losses.to(device), groups.to(device)
@@ -203,14 +213,12 @@ def test_estep_statistics_match_reference(dtype):
     if _backend.unavailable_reason("cpu", "cpu"):
         pytest.skip("fastmix._C is not built")
     losses, groups = backend_case(dtype, rows=777, seed=16)
-    segments = gmm_ops.gmm2_segments(losses.reshape(-1), groups.reshape(-1), 18, True, "cpu")
-    sorted_values, offsets, count, lo, hi = segments
-    scale = torch.where(hi > lo, hi - lo, 1.0)
-    params = gmm_ops.quantile_init(sorted_values, offsets, count, lo, scale, 5e-4, 1e-7, "cpu")
-    stats = [gmm_ops.gmm2_estep(sorted_values, offsets, lo, scale, *params, backend)
-             for backend in ("reference", "cpu")]
+    segments, lo, hi = segments_of(losses, groups, 18, "cpu")
+    params = fit_steps.quantile_init(segments, lo, hi, 5e-4, 1e-7)
+    stats = [gmm_ops.gmm2_estep(segments.sorted_values, segments.offsets, segments.shift, segments.scale, *params,
+                                backend) for backend in ("reference", "cpu")]
     torch.testing.assert_close(stats[1], stats[0], rtol=1e-13, atol=1e-12)
-    torch.testing.assert_close(stats[1][:, 1:3].sum(1), count)  # each value's responsibilities sum to 1
+    torch.testing.assert_close(stats[1][:, 1:3].sum(1), segments.count)  # each value's responsibilities sum to 1
 
 
 def test_unknown_cpu_isa_is_refused(monkeypatch):
@@ -227,19 +235,19 @@ def test_unknown_cpu_isa_is_refused(monkeypatch):
 def test_cuda_kernel_blocks_match_reference(dtype):
     """The CUDA kernel's phases (csrc/gmm.h) emulated block by block on the CPU, over values sorted by group."""
     losses, groups = backend_case(dtype, rows=700, seed=13)
-    sorted_values, offsets, count, lo, hi = gmm_ops.gmm2_segments(losses.reshape(-1), groups.reshape(-1), 18, True,
-                                                                  "reference")
-    scale = torch.where(hi > lo, hi - lo, 1.0)
+    segments, lo, hi = segments_of(losses, groups, 18, "reference")
     eps = torch.finfo(dtype).eps
-    init = gmm_ops.quantile_init(sorted_values, offsets, count, lo, scale, 5e-4, eps, "reference")
-    expected = gmm_ops.gmm2_em(sorted_values, offsets, count, lo, scale, *init, 10, 1e-2, 5e-4, eps, "reference")
+    init = fit_steps.quantile_init(segments, lo, hi, 5e-4, eps)
+    sorted_values, offsets, count = segments.sorted_values, segments.offsets, segments.count
+    shift, scale = segments.shift, segments.scale
+    expected = gmm_ops.gmm2_em(sorted_values, offsets, count, shift, scale, *init, 10, 1e-2, 5e-4, eps, "reference")
     weights, means, variances = (p.clone() for p in init)
     log_likelihood = torch.full((18, 10), math.nan, dtype=torch.float64)
     n_iter = torch.zeros(18, dtype=torch.int64)
     converged = torch.zeros(18, dtype=torch.uint8)
     _native._C.gmm2_em_emulate(sorted_values.data_ptr(), offsets.data_ptr(), _native.DTYPE_CODES[dtype], 18,
-                               count.data_ptr(), lo.data_ptr(), scale.data_ptr(), weights.data_ptr(), means.data_ptr(),
-                               variances.data_ptr(), log_likelihood.data_ptr(), n_iter.data_ptr(),
+                               count.data_ptr(), shift.data_ptr(), scale.data_ptr(), weights.data_ptr(),
+                               means.data_ptr(), variances.data_ptr(), log_likelihood.data_ptr(), n_iter.data_ptr(),
                                converged.data_ptr(), 10, 1e-2, 5e-4, eps)
     for actual, wanted, name in zip((weights, means, variances, log_likelihood), expected, ("w", "mu", "var", "lb")):
         assert torch.equal(actual.isnan(), wanted.isnan()), name
@@ -338,14 +346,14 @@ def test_inits_are_deterministic_and_kmeans_follows_the_generator():
     values, groups = random_groups(6, seed=8)
     first = fastmix.fit_gmm2(values, groups, n_groups=6)
     assert torch.equal(first.means, fastmix.fit_gmm2(values, groups, n_groups=6).means)
-    seeded = [fastmix.fit_gmm2(values, groups, n_groups=6, init="kmeans",
+    seeded = [fastmix.fit_gmm2(values, groups, n_groups=6, init="kmeans++",
                                generator=torch.Generator().manual_seed(s)) for s in (0, 0)]
     assert torch.equal(seeded[0].means, seeded[1].means)
-    # On well-separated data both inits reach the same optimum.
+    # On well-separated data every init reaches the same optimum.
     long_runs = [fastmix.fit_gmm2(values, groups, n_groups=6, init=i, max_iter=300, tol=1e-10,
-                                  generator=torch.Generator().manual_seed(0)) for i in ("quantile", "kmeans")]
-    torch.testing.assert_close(long_runs[0].means.sort(1).values, long_runs[1].means.sort(1).values,
-                               atol=1e-5, rtol=0)
+                                  generator=torch.Generator().manual_seed(0)) for i in INITS]
+    for run in long_runs[1:]:
+        torch.testing.assert_close(run.means.sort(1).values, long_runs[0].means.sort(1).values, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("backend", cpu_backends())
@@ -354,15 +362,10 @@ def test_kmeans_seeding_races_draw_uniformly_then_by_squared_distance(backend):
     from a first centre at 0, picks 1 with probability 1 / 1.25, 0.5 with 0.25 / 1.25 and 0 never."""
     n_groups = 4000
     values = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64).repeat(n_groups)
-    segments = gmm_ops.gmm2_segments(values, torch.arange(n_groups).repeat_interleave(3), n_groups, False, backend)
-    sorted_values, offsets, count, lo, hi = segments
+    segments, _, _ = segments_of(values, torch.arange(n_groups).repeat_interleave(3), n_groups, backend)
     g = torch.Generator().manual_seed(0)
     keys = torch.empty(values.numel(), dtype=torch.float64)
-
-    def winners(keys, centre):
-        stats = gmm_ops.gmm2_race(sorted_values, offsets, lo, hi - lo, keys, centre, backend)
-        return gmm_reference.race_winner(stats, gmm_reference.no_reduce)
-
+    winners = segments.race
     first = winners(keys.uniform_(generator=g), None)
     second = winners(keys.uniform_(generator=g).log_().neg_(), torch.zeros(n_groups, dtype=torch.float64))
     for value, first_share, second_share in ((0.0, 1 / 3, 0.0), (0.5, 1 / 3, 0.2), (1.0, 1 / 3, 0.8)):
@@ -396,7 +399,6 @@ def test_opcheck(backend):
         torch.library.opcheck(gmm_ops.gmm2_estep, (sorted_values, offsets, lo, scale, *params, backend))
         torch.library.opcheck(gmm_ops.gmm2_segments, (values, groups, 3, True, backend))
         split = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
-        torch.library.opcheck(gmm_ops.gmm2_histogram, (sorted_values, offsets, lo, scale, backend))
         keys = torch.rand(values.numel(), dtype=torch.float64)
         for centre in (None, torch.full((3,), 0.3, dtype=torch.float64)):
             torch.library.opcheck(gmm_ops.gmm2_race, (sorted_values, offsets, lo, scale, keys, centre, backend))
@@ -458,3 +460,68 @@ def test_not_finite_posterior_inputs_give_nan_only_there():
     probe[0] = math.nan
     posterior = fastmix.gmm_posterior(probe, groups, fit)
     assert bool(posterior[0].isnan()) and not bool(posterior[1:].isnan().any())
+
+
+def trained_losses(kind: str, seed: int = 0):
+    """Per-sample training losses of a small MLP after 40 full-batch Adam steps on scikit-learn's digits with 35% of
+    the labels corrupted, and their groups: cross-entropy (one group) for "single", per-label BCE with
+    ``label_groups`` for "multi" (2x2 digit mosaics, multi-hot labels)."""
+    from fastmix.examples.harness import load_task
+
+    task = load_task(kind, 0.35, seed)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    if kind == "single":
+        loss_fn = torch.nn.functional.cross_entropy
+    else:
+        loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
+    for _ in range(40):
+        loss = loss_fn(model(task.train_x), task.train_y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        losses = loss_fn(model(task.train_x), task.train_y, reduction="none")
+    groups = torch.zeros_like(losses, dtype=torch.int64) if kind == "single" else fastmix.label_groups(task.train_y)
+    return losses, groups
+
+
+def sklearn_default_clean_sets(losses, groups, n_groups: int, seeds) -> list[np.ndarray]:
+    """DivideMix's call per group on min-max-normalised float32 losses, ``GaussianMixture(2, max_iter=10, tol=1e-2,
+    reg_covar=5e-4, random_state=seed)``: the clean set (posterior of the small-mean component > 0.5) per seed."""
+    flat_losses, flat_groups = losses.reshape(-1).numpy(), groups.reshape(-1).numpy()
+    clean_sets = []
+    for seed in seeds:
+        clean = np.zeros(flat_losses.size, dtype=bool)
+        for group in range(n_groups):
+            held = flat_groups == group
+            v = flat_losses[held]
+            x = ((v - v.min()) / (v.max() - v.min()))[:, None]
+            with warnings.catch_warnings(), threadpoolctl.threadpool_limits(1):  # small fits: threads only wait
+                warnings.simplefilter("ignore")
+                fit = sklearn_mixture.GaussianMixture(2, max_iter=10, tol=1e-2, reg_covar=5e-4,
+                                                      random_state=seed).fit(x)
+            clean[held] = fit.predict_proba(x)[:, fit.means_[:, 0].argmin()] > 0.5
+        clean_sets.append(clean)
+    return clean_sets
+
+
+@needs_sklearn
+@pytest.mark.parametrize("kind", ["single", "multi"])
+def test_default_fit_gives_sklearn_default_clean_set_on_trained_losses(kind):
+    """On real training losses with noisy labels, the default fit's clean set differs from that of scikit-learn's
+    default fit (random k-means init) by no more than scikit-learn's fits with different seeds differ from each
+    other; the 50/50 quantile init, from which EM stops after a few iterations, does not (so the check can fail)."""
+    losses, groups = trained_losses(kind)
+    n_groups = 1 if kind == "single" else 20
+    sklearn_sets = sklearn_default_clean_sets(losses, groups, n_groups, seeds=range(8))
+    seed_spread = max(int((a != b).sum()) for a in sklearn_sets for b in sklearn_sets)
+
+    def disagreement(init):
+        fit = fastmix.fit_gmm2(losses, groups, n_groups=n_groups, init=init)
+        clean = (fastmix.gmm_posterior(losses, groups, fit) > 0.5).reshape(-1).numpy()
+        return max(int((clean != expected).sum()) for expected in sklearn_sets)
+
+    assert disagreement("kmeans") <= seed_spread
+    assert disagreement("quantile") > seed_spread + 0.01 * losses.numel()
