@@ -16,7 +16,7 @@ from fastmix.api.gmm import INITS
 from fastmix.methods import gmm as fit_steps
 from fastmix.ops import gmm as gmm_ops
 from helpers import assert_close, backend_params, compile_fullgraph
-from tolerances import SKLEARN_GMM_PARITY
+from tolerances import SKLEARN_GMM_PARITY, tolerance
 
 try:
     import threadpoolctl
@@ -525,3 +525,203 @@ def test_default_fit_gives_sklearn_default_clean_set_on_trained_losses(kind):
 
     assert disagreement("kmeans") <= seed_spread
     assert disagreement("quantile") > seed_spread + 0.01 * losses.numel()
+
+
+# --- explicit inits and warm starts --------------------------------------------------------------------------------
+
+def explicit_init(n_groups: int):
+    """Valid (G, 2) params with distinct values per group, in the normalised space."""
+    offsets = torch.linspace(0.0, 0.1, n_groups, dtype=torch.float64)[:, None]
+    means = torch.tensor([[0.1, 0.7]], dtype=torch.float64) + offsets
+    weights = torch.tensor([[0.6, 0.4]], dtype=torch.float64) + torch.cat([offsets, -offsets], 1)
+    return weights, means, torch.full((n_groups, 2), 0.03, dtype=torch.float64) + offsets
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("reference", "cpu", "triton", "cuda")))
+def test_explicit_init_of_any_strides_gives_the_contiguous_fit(backend, device):
+    """A transposed (column-major) or sliced init is read by its strides on every backend, e.g. ``means.t()`` of a
+    (2, G) tensor, and the fit does not modify it."""
+    losses, groups = backend_case(torch.float32)
+    losses, groups = losses.to(device), groups.to(device)
+    weights, means, variances = (p.to(device) for p in explicit_init(18))
+    column_major = tuple(p.t().contiguous().t() for p in (weights, means, variances))
+    sliced = tuple(torch.cat([p, p], 1)[:, 2:] for p in (weights, means, variances))  # strides (4, 1)
+    before = [p.clone() for p in column_major]
+    expected = fastmix.fit_gmm2(losses, groups, n_groups=18, init=(weights, means, variances), nan_policy="omit",
+                                backend="reference")
+    for init in (column_major, sliced):
+        assert not init[1].is_contiguous()
+        fit = fastmix.fit_gmm2(losses, groups, n_groups=18, init=init, nan_policy="omit", backend=backend)
+        assert_same_fit(fit, expected)
+    assert all(torch.equal(a, b) for a, b in zip(column_major, before))
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda w, m, v: (w, m.int(), v), "init means must be a floating-point tensor"),
+    (lambda w, m, v: (w, m[:, :1], v), r"init means must have shape \(4, 2\)"),
+    (lambda w, m, v: (w, torch.where(m > 0.7, math.nan, m), v), "init weights, means and variances must be finite"),
+    (lambda w, m, v: (w, m, torch.where(v > 0.05, math.inf, v)), "must be finite"),
+    (lambda w, m, v: (w, m, torch.where(v > 0.05, 0.0, v)), "init variances must be > 0"),
+    (lambda w, m, v: (w, m, -v), "init variances must be > 0"),
+    (lambda w, m, v: (w * 1.1, m, v), "init weights must be >= 0 and sum to 1"),
+    (lambda w, m, v: (torch.tensor([[1.2, -0.2]], dtype=w.dtype).expand(4, 2), m, v), "init weights must be >= 0"),
+    (lambda w, m, v: (w, m), "a sequence of 2"),
+])
+def test_bad_explicit_init(change, match):
+    values, groups = random_groups(4, seed=17)
+    with pytest.raises((ValueError, TypeError), match=match):
+        fastmix.fit_gmm2(values, groups, n_groups=4, init=change(*explicit_init(4)))
+
+
+def test_explicit_init_weights_may_miss_one_by_rounding():
+    """Weights summing to 1 within 1e-8 (float64) or 1e-6 (float32), as scikit-learn accepts them."""
+    values, groups = random_groups(4, seed=17)
+    weights, means, variances = explicit_init(4)
+    fastmix.fit_gmm2(values, groups, n_groups=4, init=(weights * (1 + 5e-9), means, variances))
+    fastmix.fit_gmm2(values, groups, n_groups=4, init=((weights * (1 + 5e-7)).float(), means, variances))
+    with pytest.raises(ValueError, match="sum to 1"):
+        fastmix.fit_gmm2(values, groups, n_groups=4, init=(weights * (1 + 5e-7), means, variances))
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("reference", "cpu", "triton", "cuda")))
+def test_warm_start_reseeds_degenerate_groups(backend, device):
+    """A fit whose group 2 was empty (placeholder weights (1, 0)) as the init of a fit where group 2 holds values:
+    group 2 starts from the default init (its fit is the default fit's), the others from the previous fit."""
+    values, groups = random_groups(4, seed=18)
+    values, groups = values.to(device), groups.to(device)
+    previous = fastmix.fit_gmm2(values[groups != 2], groups[groups != 2], n_groups=4, backend=backend)
+    assert previous.degenerate.tolist() == [False, False, True, False]
+    warm = fastmix.fit_gmm2(values, groups, n_groups=4, init=previous, backend=backend)
+    default = fastmix.fit_gmm2(values, groups, n_groups=4, backend=backend)
+    from_previous = fastmix.fit_gmm2(values, groups, n_groups=4, backend=backend,
+                                     init=(previous.weights, previous.means, previous.variances))
+    assert not bool(warm.degenerate.any()) and bool((warm.weights[2] > 0.05).all())
+    for name in ("weights", "means", "variances"):
+        assert_close(getattr(warm, name)[2], getattr(default, name)[2], torch.float64, name)
+        assert_close(getattr(warm, name), getattr(from_previous, name), torch.float64, name)
+    assert not torch.equal(warm.means[[0, 1, 3]], default.means[[0, 1, 3]]), "warm groups start where they were"
+
+
+# --- ranges, empty input -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_unnormalised_values_of_any_range_fit_like_minmax(backend):
+    """normalize="none" on losses in [0, 100] fits the min-max fit scaled by 100 (reg_covar scaled by 100^2): the
+    inits work on each group's range, whatever it is."""
+    values, groups = random_groups(5, seed=19)
+    for group in range(5):
+        v = values[groups == group]
+        values[groups == group] = (v - v.min()) / (v.max() - v.min())
+    minmax = fastmix.fit_gmm2(values, groups, n_groups=5, backend=backend)
+    scaled = fastmix.fit_gmm2(values * 100, groups, n_groups=5, normalize="none", reg_covar=5e-4 * 100 ** 2,
+                              backend=backend)
+    assert torch.equal(scaled.n_iter, minmax.n_iter)
+    assert_close(scaled.weights, minmax.weights, torch.float64, "weights")
+    assert_close(scaled.means, 100 * minmax.means, torch.float64, "means")
+    assert_close(scaled.variances, 100 ** 2 * minmax.variances, torch.float64, "variances")
+    posterior = fastmix.gmm_posterior(values * 100, groups, scaled)
+    assert_close(posterior, fastmix.gmm_posterior(values, groups, minmax), torch.float64, "posterior")
+    assert 0.2 < float((posterior > 0.5).double().mean()) < 0.95
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("reference", "cpu", "triton", "cuda")))
+@pytest.mark.parametrize("normalize", ["minmax", "none"])
+def test_float64_ranges_that_cannot_be_normalised_are_flagged_on_every_backend(backend, device, normalize):
+    """Group 1 spans [-1e308, 1e308] (max - min overflows), group 2 a subnormal range (1 / (max - min) overflows),
+    group 3 holds magnitudes of 1e300: flagged degenerate where the normalisation cannot represent them, the same on
+    every backend; group 0 is fitted as usual, and no NaN appears."""
+    values, groups = random_groups(1, seed=20)
+    extremes = torch.tensor([-1e308, 1e308, 0.5, 1e308, 0.0, 1e-320, 5e-321, 1e-320, 1e300, 2e300, 1.5e300, 1e300],
+                            dtype=torch.float64)
+    values = torch.cat([values, extremes]).to(device)
+    groups = torch.cat([groups, torch.tensor([1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3])]).to(device)
+    fits = [fastmix.fit_gmm2(values, groups, n_groups=4, normalize=normalize, backend=b)
+            for b in ("reference", backend)]
+    flagged = [False, True, True, True] if normalize == "none" else [False, True, True, False]
+    if normalize == "none":
+        flagged[2] = False  # a subnormal spread needs no reciprocal unnormalised; reg_covar keeps its variance
+    assert fits[0].degenerate.tolist() == flagged
+    assert_same_fit(fits[1], fits[0])
+    for name in ("weights", "means", "variances"):
+        assert not bool(getattr(fits[1], name).isnan().any()), name
+    posterior = fastmix.gmm_posterior(values, groups, fits[1])
+    assert not bool(posterior.isnan().any())
+    assert bool((posterior[groups == 1] == 1.0).all())
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("reference", "cpu", "triton", "cuda")))
+@pytest.mark.parametrize("init", INITS)
+def test_no_values_give_degenerate_groups(backend, device, init):
+    """(0,) values (nothing to launch for) and one-group calls, through the public API."""
+    empty = torch.zeros(0, device=device)
+    fit = fastmix.fit_gmm2(empty, empty.long(), n_groups=3, init=init, backend=backend)
+    assert fit.degenerate.tolist() == [True] * 3 and fit.n_iter.tolist() == [0] * 3
+    assert fit.weights.tolist() == [[1.0, 0.0]] * 3
+    assert fastmix.gmm_posterior(empty, empty.long(), fit).shape == (0,)
+    values, groups = random_groups(1, seed=21)
+    one = fastmix.fit_gmm2(values.to(device), groups.to(device), n_groups=1, init=init, backend=backend)
+    assert one.degenerate.tolist() == [False] and int(one.n_iter[0]) >= 2
+
+
+def test_label_groups_rejects_labels_outside_0_and_1():
+    for labels in ([[2, 0]], [[-1, 1]], [[0.0, 0.999]], [[math.nan, 1.0]]):
+        with pytest.raises(ValueError, match="labels must hold only 0 and 1"):
+            fastmix.label_groups(torch.tensor(labels))
+
+
+# --- the inits against independent sources -------------------------------------------------------------------------
+
+def fixed_1d_groups():
+    """Three fixed 1-D groups: a skewed loss-like mixture (most values small), a symmetric bimodal one, and a
+    uniform grid."""
+    g = torch.Generator().manual_seed(22)
+    skewed = torch.cat([torch.rand(700, generator=g, dtype=torch.float64) ** 3 * 0.4,
+                        0.5 + 0.5 * torch.rand(300, generator=g, dtype=torch.float64)])
+    bimodal = torch.cat([torch.randn(500, generator=g, dtype=torch.float64) * 0.1,
+                         1 + torch.randn(501, generator=g, dtype=torch.float64) * 0.1])
+    grid = torch.linspace(0, 1, 256, dtype=torch.float64)
+    parts = (skewed, bimodal, grid)
+    return parts, torch.cat(parts), torch.cat([torch.full((len(p),), i) for i, p in enumerate(parts)])
+
+
+@needs_sklearn
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_kmeans_centres_match_sklearn_kmeans(backend):
+    """The default init's k-means (median seeds, Lloyd steps) finds scikit-learn's KMeans(n_clusters=2) centres
+    (run to strict convergence from 10 k-means++ seeds) on fixed 1-D data; without its Lloyd steps it does not."""
+    from sklearn.cluster import KMeans
+
+    parts, values, groups = fixed_1d_groups()
+    segments, lo, hi = segments_of(values, groups, 3, backend)
+    seeds = fit_steps.median_seeds(segments, lo, hi)
+    centres = fit_steps.kmeans_centres(segments, seeds, fit_steps.LLOYD_STEPS)
+    expected = []
+    for part in parts:
+        x = ((part - part.min()) / (part.max() - part.min())).numpy()[:, None]
+        kmeans = KMeans(n_clusters=2, n_init=10, tol=0.0, random_state=0).fit(x)
+        expected.append(np.sort(kmeans.cluster_centers_[:, 0]))
+    expected = torch.tensor(np.array(expected))
+    torch.testing.assert_close(centres, expected, **tolerance(torch.float64))
+    assert (seeds - expected).abs().max() > 0.01, "the seeds alone are not k-means' centres: the Lloyd steps move them"
+    unmoved = fit_steps.kmeans_centres(segments, seeds, 0)
+    assert torch.equal(unmoved, seeds)
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+@pytest.mark.parametrize("normalize", ["minmax", "none"])
+def test_median_split_brackets_torch_quantile(backend, normalize):
+    """The median split is the upper edge of the 1/256 step of the group's range that holds the lower median
+    (``torch.quantile(x, 0.5, interpolation="lower")``): at least half the values lie below it."""
+    parts, values, groups = fixed_1d_groups()
+    values = values * 7 - 2  # a range other than [0, 1]
+    segments, lo, hi = segments_of(values, groups, 3, backend, normalize)
+    low, high = fit_steps.data_range(segments, lo, hi)
+    split = fit_steps.median_split(segments, low, high)
+    for group, part in enumerate(parts):
+        x = (part * 7 - 2 - segments.shift[group]) / segments.scale[group]
+        median = torch.quantile(x, 0.5, interpolation="lower")
+        step = (high[group] - low[group]) / 256
+        on_grid = low[group] + ((split[group] - low[group]) / step).round() * step
+        assert_close(split[group], on_grid, torch.float64, "the split lies on the grid")
+        atol = tolerance(torch.float64)["atol"]  # x here is divided, in the passes multiplied by 1 / scale
+        assert split[group] - step <= median + atol and median < split[group]

@@ -49,6 +49,11 @@ def _multi_hot(name: str, labels, shape: tuple | None = None, device: torch.devi
     return labels if labels.dtype == torch.float64 else labels.float()
 
 
+def _check_probabilities(name: str, value: torch.Tensor) -> None:
+    """Every entry in [0, 1] (NaN fails), checked on the device (a device-side assert on CUDA tensors)."""
+    _checks.check_on_device(((value >= 0) & (value <= 1)).all(), f"{name} must hold probabilities in [0, 1] (no NaN)")
+
+
 def minority_sampling_probabilities(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The minority sampler's distribution (paper 001_*, eq. 2-4), float64 (N,).
 
@@ -57,6 +62,7 @@ def minority_sampling_probabilities(probabilities: torch.Tensor, labels: torch.T
     (eq. 2), Score sums them over an instance's labels (eq. 3), and the probability is ``1/Score`` normalised (eq. 4).
     """
     probabilities = _check_matrix("probabilities", probabilities)
+    _check_probabilities("probabilities", probabilities)
     labels = _multi_hot("labels", labels, probabilities.shape, probabilities.device)
     return reference.sampling_probabilities(probabilities, labels)
 
@@ -127,12 +133,14 @@ def manage_labels(labels: torch.Tensor, clean_probability: torch.Tensor, view_co
     tau = _checks.check_real("tau", tau, 0.5, 1.0, low_open=True)
     labels = _multi_hot("labels", labels)
     clean_probability = _check_matrix("clean_probability", clean_probability, labels.shape, labels.device).float()
+    _check_probabilities("clean_probability", clean_probability)
     mean_confidence = None
     if view_confidences is not None:
         _checks.check_tensor("view_confidences", view_confidences)
         if view_confidences.dim() != 3 or view_confidences.shape[1:] != labels.shape or not len(view_confidences):
             raise ValueError(f"view_confidences must have shape (V, {labels.size(0)}, {labels.size(1)}) with V >= 1, "
                              f"got shape {tuple(view_confidences.shape)}")
+        _check_probabilities("view_confidences", view_confidences)
         mean_confidence = _check_matrix("view_confidences", view_confidences.float().mean(0), device=labels.device)
     return reference.manage_labels(labels, clean_probability, mean_confidence, tau)
 

@@ -55,8 +55,8 @@ def normalisation(lo: torch.Tensor, hi: torch.Tensor, normalize: str):
 
     "minmax": shift = min, scale = max - min (1 where max == min). "none": shift 0, scale 1. ``unusable`` flags the
     groups whose range float64 cannot normalise (max - min overflows, or its reciprocal does) or, unnormalised, whose
-    magnitude exceeds ``MAX_MAGNITUDE``; their values are scaled by the largest magnitude instead (finite, so no
-    pass sees NaN) and the fit flags them degenerate: every backend decides this from the same min and max.
+    magnitude exceeds ``MAX_MAGNITUDE``; their values are divided by the largest magnitude (at least 1) instead, so
+    no pass sees a NaN, and the fit flags them degenerate: every backend decides this from the same min and max.
     """
     magnitude = torch.maximum(lo.abs(), hi.abs())
     if normalize == "minmax":
@@ -66,7 +66,7 @@ def normalisation(lo: torch.Tensor, hi: torch.Tensor, normalize: str):
     else:
         unusable = magnitude > MAX_MAGNITUDE
         shift, scale = torch.zeros_like(lo), torch.ones_like(hi)
-    return torch.where(unusable, 0.0, shift), torch.where(unusable, magnitude, scale), unusable
+    return torch.where(unusable, 0.0, shift), torch.where(unusable, magnitude.clamp(min=1), scale), unusable
 
 
 class Segments:
