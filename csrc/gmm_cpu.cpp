@@ -485,6 +485,72 @@ void split_statistics(const T* sorted, const int64_t* offsets, int64_t n_groups,
                  nullptr, gmm::kStats, stats);
 }
 
+// The k-means inits in one call (fastmix/methods/gmm.py: median_seeds, kmeans_centres, then the final split's
+// statistics), one group per thread with its segment hot in cache instead of one pass over all values per step.
+// Without seeds: the median split by bisection over the 256-step grid of [low, high] and the means of its halves.
+// Then Lloyd steps, stopping early once the centres stop moving (a fixed point: further steps change nothing),
+// and the statistics (G, 7) of the final split around the final centres (G, 2). Each pass runs over the whole
+// segment, so its sums are rounded differently from the blocked passes' (to the last bits).
+constexpr int kMedianBisections = 8;
+constexpr double kMedianSteps = 256.0;  // 2^kMedianBisections
+
+FASTMIX_INLINE void lloyd_update(const double* stats, double* centres) {
+  for (int k = 0; k < 2; ++k) {
+    if (stats[1 + k] > 0.0) centres[k] += stats[3 + k] / std::max(stats[1 + k], 1.0);
+  }
+}
+
+template <typename T>
+void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const double* count, const double* lo,
+            const double* scale, const double* low, const double* high, const double* seeds, int64_t steps,
+            double* centres, double* stats) {
+  const PassFn<T> run = pass_for_this_cpu<T>();
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t g = 0; g < n_groups; ++g) {
+    const T* values = sorted + offsets[g];
+    const int64_t n = offsets[g + 1] - offsets[g];
+    double* out = stats + g * gmm::kStats;
+    double* centre = centres + 2 * g;
+    GroupConstants c{};
+    c.lo = lo[g];
+    c.inv_scale = 1.0 / scale[g];
+    auto split_pass = [&](double split, double shift0, double shift1) {
+      c.split = split;
+      c.shift[0] = shift0;
+      c.shift[1] = shift1;
+      run(Pass::kSplit, values, n, c, out);
+    };
+    if (seeds == nullptr) {
+      double below = 0.0, above = kMedianSteps;
+      for (int i = 0; i < kMedianBisections; ++i) {
+        const double middle = std::floor((below + above) / 2.0);
+        const double split = low[g] + middle / kMedianSteps * (high[g] - low[g]);
+        split_pass(split, split, split);
+        if (out[1] >= count[g] / 2.0) {
+          above = middle;
+        } else {
+          below = middle;
+        }
+      }
+      const double split = low[g] + above / kMedianSteps * (high[g] - low[g]);
+      centre[0] = 0.5 * (low[g] + split);
+      centre[1] = 0.5 * (split + high[g]);
+      split_pass(split, centre[0], centre[1]);
+      lloyd_update(out, centre);
+    } else {
+      centre[0] = seeds[2 * g];
+      centre[1] = seeds[2 * g + 1];
+    }
+    for (int64_t step = 0; step < steps; ++step) {
+      const double before[2] = {centre[0], centre[1]};
+      split_pass((centre[0] + centre[1]) / 2.0, centre[0], centre[1]);
+      lloyd_update(out, centre);
+      if (centre[0] == before[0] && centre[1] == before[1]) break;
+    }
+    split_pass((centre[0] + centre[1]) / 2.0, centre[0], centre[1]);
+  }
+}
+
 // The k-means++ seeding's race (reference.race_statistics): per group the smallest finite key, the sum of the
 // normalised values that hold it and their count, (G, 3); a weighted race divides each key by (x - centre[g])^2.
 template <typename T>
@@ -671,6 +737,17 @@ void gmm2_em_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_group
     em(in<T>(sorted), in<int64_t>(offsets), n_groups, in<double>(count), in<double>(lo), in<double>(scale),
        out<double>(weights), out<double>(means), out<double>(variances), out<double>(log_likelihood),
        out<int64_t>(n_iter), out<uint8_t>(converged), max_iter, tol, reg_covar, eps);
+  });
+}
+
+void gmm2_kmeans_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count, uintptr_t lo,
+                     uintptr_t scale, uintptr_t low, uintptr_t high, uintptr_t seeds, int64_t steps, uintptr_t centres,
+                     uintptr_t stats) {
+  dispatch_float(dtype, "gmm2_kmeans_cpu", [&](auto tag) {
+    using T = decltype(tag);
+    kmeans(in<T>(sorted), in<int64_t>(offsets), n_groups, in<double>(count), in<double>(lo), in<double>(scale),
+           in<double>(low), in<double>(high), seeds == 0 ? nullptr : in<double>(seeds), steps, out<double>(centres),
+           out<double>(stats));
   });
 }
 

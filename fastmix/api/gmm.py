@@ -153,9 +153,10 @@ def _initial_params(init, segments: fit_steps.Segments, lo: torch.Tensor, hi: to
     if init == "quantile":
         return fit_steps.quantile_init(segments, lo, hi, reg_covar, eps)
     if init == "kmeans++":
-        return fit_steps.kmeans_init(segments, fit_steps.kmeans_plus_plus_seeds(segments, generator), reg_covar, eps)
+        seeds = fit_steps.kmeans_plus_plus_seeds(segments, generator)
+        return fit_steps.kmeans_init(segments, lo, hi, seeds, reg_covar, eps)
     if init == "kmeans":
-        return fit_steps.kmeans_init(segments, fit_steps.median_seeds(segments, lo, hi), reg_covar, eps)
+        return fit_steps.kmeans_init(segments, lo, hi, None, reg_covar, eps)
     params = _explicit_init(init, lo.size(0), lo.device)
     # A component of weight 0 never takes responsibility for a value again (a previous fit's placeholder of a
     # degenerate group is one): such groups start from the default init instead. On CPU tensors the default init's

@@ -161,11 +161,18 @@ def kmeans_centres(segments: Segments, centres: torch.Tensor, steps: int) -> tor
     return centres
 
 
-def kmeans_init(segments: Segments, centres: torch.Tensor, reg_covar: float, eps: float,
+def kmeans_init(segments: Segments, lo, hi, seeds: torch.Tensor | None, reg_covar: float, eps: float,
                 steps: int = LLOYD_STEPS):
-    """scikit-learn's k-means init from seed centres: Lloyd steps, then the initial M-step of the two clusters."""
-    centres = kmeans_centres(segments, centres, steps)
-    stats = segments.split_statistics(centres.mean(1), centres)
+    """scikit-learn's k-means init: k-means from ``seeds`` (G, 2), or None for ``median_seeds``, then the initial
+    M-step of the two clusters. Without ranks the "cpu" backend runs all its passes in one ``gmm2_kmeans`` call
+    (which stops a group's Lloyd steps at their fixed point: the same centres)."""
+    if segments.backend == "cpu" and segments.reduce is no_reduce:
+        low, high = data_range(segments, lo, hi)
+        centres, stats = gmm_ops.gmm2_kmeans(segments.sorted_values, segments.offsets, segments.count, segments.shift,
+                                             segments.scale, low, high, seeds, steps, "cpu")
+    else:
+        centres = kmeans_centres(segments, median_seeds(segments, lo, hi) if seeds is None else seeds, steps)
+        stats = segments.split_statistics(centres.mean(1), centres)
     return initial_m_step(stats, centres, segments.count, reg_covar, eps)
 
 

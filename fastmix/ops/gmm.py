@@ -1,5 +1,6 @@
 """Two-component GMM custom ops (paper 001_*, eq. 6-8): ``fastmix::gmm2_segments``, ``gmm2_split_statistics``
-and ``gmm2_race`` (the inits' passes), ``gmm2_em``, ``gmm2_estep``.
+and ``gmm2_race`` (the inits' passes; ``gmm2_kmeans``, all of the k-means init's passes in one call on "cpu"),
+``gmm2_em``, ``gmm2_estep``.
 
 The fit is not differentiable (no autograd formula): its outputs are statistics of the data, used as constants by
 BalanceMix. ``gmm2_segments`` validates the data and puts the finite values in group order once per fit (group g
@@ -121,6 +122,34 @@ def gmm2_race(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Tens
 @gmm2_race.register_fake
 def _(sorted_values, offsets, lo, scale, keys, centre, backend):
     return _float64(lo.size(0), sorted_values.device, 3)
+
+
+@torch.library.custom_op("fastmix::gmm2_kmeans", mutates_args=())
+def gmm2_kmeans(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
+                scale: torch.Tensor, low: torch.Tensor, high: torch.Tensor, seeds: torch.Tensor | None, steps: int,
+                backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k-means inits' passes in one call, "cpu" only (C++, one group per thread with its segment in cache):
+    from ``seeds`` (G, 2), or without them from the means of the halves of the median split over the 256-step grid
+    of [low, high] (G,), at most ``steps`` Lloyd steps (stopping once the centres stop moving), then the final
+    split's statistics. Returns (centres (G, 2), statistics (G, 7)); fastmix/methods/gmm.py composes the same from
+    ``gmm2_split_statistics`` passes on the other backends."""
+    if backend != "cpu":
+        raise ValueError(f"gmm2_kmeans has no {backend!r} backend")
+    n_groups = count.size(0)
+    centres = _float64(n_groups, sorted_values.device, 2)
+    stats = _float64(n_groups, sorted_values.device, 7)
+    inputs = [t.contiguous() for t in (sorted_values, offsets, count, lo, scale, low, high)]
+    seeds = None if seeds is None else seeds.to(torch.float64).contiguous()  # alive until the call returns
+    _native.native().gmm2_kmeans_cpu(inputs[0].data_ptr(), inputs[1].data_ptr(), _native.DTYPE_CODES[inputs[0].dtype],
+                                     n_groups, *(t.data_ptr() for t in inputs[2:]),
+                                     0 if seeds is None else seeds.data_ptr(), steps, centres.data_ptr(),
+                                     stats.data_ptr())
+    return centres, stats
+
+
+@gmm2_kmeans.register_fake
+def _(sorted_values, offsets, count, lo, scale, low, high, seeds, steps, backend):
+    return _float64(count.size(0), sorted_values.device, 2), _float64(count.size(0), sorted_values.device, 7)
 
 
 @torch.library.custom_op("fastmix::gmm2_estep", mutates_args=())
