@@ -2,7 +2,8 @@
 scikit-learn loop (one GaussianMixture per group, the noisy-label literature's practice; CPU, when installed).
 
 Every provider runs exactly 10 EM iterations per group (tol=0), so the work is fixed; scikit-learn's time includes
-its k-means init, fastmix's its default (deterministic k-means) init. The losses are float32, as a training loop produces them.
+its k-means init, fastmix's its default (deterministic k-means) init. The losses are float32, as a training loop
+produces them.
 """
 
 from __future__ import annotations
