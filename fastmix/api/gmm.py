@@ -3,7 +3,8 @@
 The convention is the noisy-label literature's scikit-learn call (DivideMix's, which BalanceMix follows),
 ``GaussianMixture(n_components=2, max_iter=10, tol=1e-2, reg_covar=5e-4)`` on min-max-normalised losses per group,
 clean = the smaller-mean component. Given the same initial parameters the fit matches scikit-learn's; the default
-init is a deterministic k-means, so the default fit is scikit-learn's default fit up to its k-means' seed.
+init is a deterministic k-means, so the default fit is scikit-learn's default fit up to the spread of the random
+seeds of scikit-learn's k-means.
 """
 
 from __future__ import annotations
@@ -159,10 +160,11 @@ def _initial_params(init, segments: fit_steps.Segments, lo: torch.Tensor, hi: to
         return fit_steps.kmeans_init(segments, lo, hi, None, reg_covar, eps)
     params = _explicit_init(init, lo.size(0), lo.device)
     # A component of weight 0 never takes responsibility for a value again (a previous fit's placeholder of a
-    # degenerate group is one): such groups start from the default init instead. On CPU tensors the default init's
-    # passes are skipped when no group needs them (known without a device sync there).
+    # degenerate group is one): such groups start from the default init instead. On CPU tensors without ranks (whose
+    # inits could differ) the default init's passes are skipped when no group needs them (known without a sync).
     dead = (params[0] == 0).any(1)
-    if dead.device.type == "cpu" and not torch.compiler.is_compiling() and not bool(dead.any()):
+    local = dead.device.type == "cpu" and segments.reduce is fit_steps.no_reduce
+    if local and not torch.compiler.is_compiling() and not bool(dead.any()):
         return params
     fresh = _initial_params("kmeans", segments, lo, hi, reg_covar, eps, generator)
     return tuple(torch.where(dead[:, None], new, old) for new, old in zip(fresh, params))
