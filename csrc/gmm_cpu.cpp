@@ -487,13 +487,11 @@ void split_statistics(const T* sorted, const int64_t* offsets, int64_t n_groups,
 
 // The k-means inits in one call (fastmix/methods/gmm.py: median_seeds, kmeans_centres, then the final split's
 // statistics), one group per thread with its segment hot in cache instead of one pass over all values per step.
-// Without seeds: the median split by bisection over the 256-step grid of [low, high] and the means of its halves.
+// Without seeds: the median split by bisection over the 2^bisections-step grid of [low, high] and the means of its
+// halves.
 // Then Lloyd steps, stopping early once the centres stop moving (a fixed point: further steps change nothing),
 // and the statistics (G, 7) of the final split around the final centres (G, 2). Each pass runs over the whole
 // segment, so its sums are rounded differently from the blocked passes' (to the last bits).
-constexpr int kMedianBisections = 8;
-constexpr double kMedianSteps = 256.0;  // 2^kMedianBisections
-
 FASTMIX_INLINE void lloyd_update(const double* stats, double* centres) {
   for (int k = 0; k < 2; ++k) {
     if (stats[1 + k] > 0.0) centres[k] += stats[3 + k] / std::max(stats[1 + k], 1.0);
@@ -502,9 +500,10 @@ FASTMIX_INLINE void lloyd_update(const double* stats, double* centres) {
 
 template <typename T>
 void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const double* count, const double* lo,
-            const double* scale, const double* low, const double* high, const double* seeds, int64_t steps,
-            double* centres, double* stats) {
+            const double* scale, const double* low, const double* high, const double* seeds, int64_t bisections,
+            int64_t steps, double* centres, double* stats) {
   const PassFn<T> run = pass_for_this_cpu<T>();
+  const double grid_steps = std::ldexp(1.0, static_cast<int>(bisections));
 #pragma omp parallel for schedule(dynamic)
   for (int64_t g = 0; g < n_groups; ++g) {
     const T* values = sorted + offsets[g];
@@ -521,10 +520,10 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
       run(Pass::kSplit, values, n, c, out);
     };
     if (seeds == nullptr) {
-      double below = 0.0, above = kMedianSteps;
-      for (int i = 0; i < kMedianBisections; ++i) {
+      double below = 0.0, above = grid_steps;
+      for (int64_t i = 0; i < bisections; ++i) {
         const double middle = std::floor((below + above) / 2.0);
-        const double split = low[g] + middle / kMedianSteps * (high[g] - low[g]);
+        const double split = low[g] + middle / grid_steps * (high[g] - low[g]);
         split_pass(split, split, split);
         if (out[1] >= count[g] / 2.0) {
           above = middle;
@@ -532,7 +531,7 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
           below = middle;
         }
       }
-      const double split = low[g] + above / kMedianSteps * (high[g] - low[g]);
+      const double split = low[g] + above / grid_steps * (high[g] - low[g]);
       centre[0] = 0.5 * (low[g] + split);
       centre[1] = 0.5 * (split + high[g]);
       split_pass(split, centre[0], centre[1]);
@@ -741,13 +740,13 @@ void gmm2_em_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_group
 }
 
 void gmm2_kmeans_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count, uintptr_t lo,
-                     uintptr_t scale, uintptr_t low, uintptr_t high, uintptr_t seeds, int64_t steps, uintptr_t centres,
-                     uintptr_t stats) {
+                     uintptr_t scale, uintptr_t low, uintptr_t high, uintptr_t seeds, int64_t bisections, int64_t steps,
+                     uintptr_t centres, uintptr_t stats) {
   dispatch_float(dtype, "gmm2_kmeans_cpu", [&](auto tag) {
     using T = decltype(tag);
     kmeans(in<T>(sorted), in<int64_t>(offsets), n_groups, in<double>(count), in<double>(lo), in<double>(scale),
-           in<double>(low), in<double>(high), seeds == 0 ? nullptr : in<double>(seeds), steps, out<double>(centres),
-           out<double>(stats));
+           in<double>(low), in<double>(high), seeds == 0 ? nullptr : in<double>(seeds), bisections, steps,
+           out<double>(centres), out<double>(stats));
   });
 }
 

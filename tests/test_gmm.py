@@ -404,7 +404,7 @@ def test_opcheck(backend):
             torch.library.opcheck(gmm_ops.gmm2_race, (sorted_values, offsets, lo, scale, keys, centre, backend))
         torch.library.opcheck(gmm_ops.gmm2_split_statistics, (sorted_values, offsets, lo, scale, split,
                                                               torch.stack([split / 2, (1 + split) / 2], 1), backend))
-    if backend == "cpu":
+    if backend in gmm_ops.KMEANS_BACKENDS:
         low, high = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
         for seeds in (None, params[1]):
             torch.library.opcheck(gmm_ops.gmm2_kmeans, (sorted_values, offsets, count, lo, scale, low, high, seeds,
@@ -732,22 +732,25 @@ def test_median_split_brackets_torch_quantile(backend, normalize):
         assert split[group] - step <= median + atol and median < split[group]
 
 
-@pytest.mark.skipif(_backend.unavailable_reason("cpu", "cpu") != "", reason="fastmix._C is not built")
+@pytest.mark.parametrize("backend,device", backend_params(gmm_ops.KMEANS_BACKENDS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_cpu_kmeans_matches_the_passes_of_the_reference(dtype):
-    """gmm2_kmeans (C++, all of a group's k-means passes while its segment is in cache, stopping at the fixed point)
-    against the same steps composed of reference passes: median seeds or given seeds, then Lloyd steps."""
-    losses, groups = backend_case(dtype, rows=2000, seed=23)
+def test_fused_kmeans_matches_the_passes_of_the_reference(backend, device, dtype):
+    """gmm2_kmeans (all of a group's k-means passes in one call: C++ with the segment in cache, or one Triton
+    program per group; stopping at the fixed point) against the same steps composed of reference passes: median
+    seeds or given seeds (transposed), then Lloyd steps."""
+    losses, groups = backend_case(dtype, rows=600, seed=23)
     parts, values, fixed_groups = fixed_1d_groups()
     cases = [(losses, groups, 18), (values.to(dtype), fixed_groups, 3)]
     for case_values, case_groups, n_groups in cases:
-        cpu, lo, hi = segments_of(case_values, case_groups, n_groups, "cpu")
+        fused, lo, hi = segments_of(case_values.to(device), case_groups.to(device), n_groups, backend)
         reference, _, _ = segments_of(case_values, case_groups, n_groups, "reference")
-        low, high = fit_steps.data_range(cpu, lo, hi)
-        seeds = fit_steps.median_seeds(reference, lo, hi)
-        for given, steps in ((None, fit_steps.LLOYD_STEPS), (None, 0), (seeds.flip(1).contiguous(), 5)):
-            centres, stats = gmm_ops.gmm2_kmeans(cpu.sorted_values, cpu.offsets, cpu.count, cpu.shift, cpu.scale, low,
-                                                 high, given, steps, "cpu")
+        low, high = fit_steps.data_range(fused, lo, hi)
+        seeds = fit_steps.median_seeds(reference, lo.cpu(), hi.cpu())
+        for given, steps in ((None, fit_steps.LLOYD_STEPS), (None, 0), (seeds.flip(1).t().contiguous().t(), 5)):
+            centres, stats = gmm_ops.gmm2_kmeans(fused.sorted_values, fused.offsets, fused.count, fused.shift,
+                                                 fused.scale, low, high, None if given is None else given.to(device),
+                                                 steps, backend)
+            centres, stats = centres.cpu(), stats.cpu()
             expected = fit_steps.kmeans_centres(reference, seeds if given is None else given, steps)
             assert_close(centres, expected, torch.float64, f"centres, {steps} steps")
             expected_stats = reference.split_statistics(expected.mean(1), expected)

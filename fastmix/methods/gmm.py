@@ -23,8 +23,6 @@ import torch
 from fastmix.ops import gmm as gmm_ops
 
 Reduce = Callable[[torch.Tensor, str], torch.Tensor]
-MEDIAN_GRID_STEPS = 8
-"""The median split is the upper edge of the step of a 2^8 = 256-step grid of the group's range holding the median."""
 LLOYD_STEPS = 30
 """k-means' Lloyd steps: a fixed count (no host sync); a group whose split stopped moving stays at its fixed point."""
 MAX_MAGNITUDE = 2.0 ** 500
@@ -104,10 +102,10 @@ def data_range(segments: Segments, lo: torch.Tensor, hi: torch.Tensor):
 
 def median_split(segments: Segments, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """The 50/50 split of each group, (G,): the smallest ``low + j/256 (high - low)``, j = 1..256, with at least half
-    the group's values below it, by bisection over j (``MEDIAN_GRID_STEPS`` counting passes; no histogram)."""
-    steps = 1 << MEDIAN_GRID_STEPS
+    the group's values below it, by bisection over j (``gmm_ops.MEDIAN_BISECTIONS`` counting passes; no histogram)."""
+    steps = 1 << gmm_ops.MEDIAN_BISECTIONS
     below, above = torch.zeros_like(low), torch.full_like(low, steps)  # j = 0 never qualifies, j = 256 always does
-    for _ in range(MEDIAN_GRID_STEPS):
+    for _ in range(gmm_ops.MEDIAN_BISECTIONS):
         middle = ((below + above) / 2).floor()
         split = low + middle / steps * (high - low)
         enough = segments.split_statistics(split, torch.stack([split, split], 1))[:, 1] >= segments.count / 2
@@ -164,12 +162,12 @@ def kmeans_centres(segments: Segments, centres: torch.Tensor, steps: int) -> tor
 def kmeans_init(segments: Segments, lo, hi, seeds: torch.Tensor | None, reg_covar: float, eps: float,
                 steps: int = LLOYD_STEPS):
     """scikit-learn's k-means init: k-means from ``seeds`` (G, 2), or None for ``median_seeds``, then the initial
-    M-step of the two clusters. Without ranks the "cpu" backend runs all its passes in one ``gmm2_kmeans`` call
-    (which stops a group's Lloyd steps at their fixed point: the same centres)."""
-    if segments.backend == "cpu" and segments.reduce is no_reduce:
+    M-step of the two clusters. Without ranks the "cpu" and "triton" backends run all its passes in one
+    ``gmm2_kmeans`` call (which stops a group's Lloyd steps at their fixed point: the same centres)."""
+    if segments.backend in gmm_ops.KMEANS_BACKENDS and segments.reduce is no_reduce:
         low, high = data_range(segments, lo, hi)
         centres, stats = gmm_ops.gmm2_kmeans(segments.sorted_values, segments.offsets, segments.count, segments.shift,
-                                             segments.scale, low, high, seeds, steps, "cpu")
+                                             segments.scale, low, high, seeds, steps, segments.backend)
     else:
         centres = kmeans_centres(segments, median_seeds(segments, lo, hi) if seeds is None else seeds, steps)
         stats = segments.split_statistics(centres.mean(1), centres)

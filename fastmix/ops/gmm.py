@@ -20,6 +20,9 @@ from fastmix.reference import gmm as reference
 
 BACKENDS = ("cpu", "reference", "triton", "cuda")
 CUDA_DEFAULT = "triton"
+KMEANS_BACKENDS = ("cpu", "triton")
+MEDIAN_BISECTIONS = 8
+"""The median split is the upper edge of the step of a 2^8 = 256-step grid of the group's range holding the median."""
 
 
 def _float64(n_groups: int, device, columns: int = 0) -> torch.Tensor:
@@ -128,22 +131,30 @@ def _(sorted_values, offsets, lo, scale, keys, centre, backend):
 def gmm2_kmeans(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
                 scale: torch.Tensor, low: torch.Tensor, high: torch.Tensor, seeds: torch.Tensor | None, steps: int,
                 backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k-means inits' passes in one call, "cpu" only (C++, one group per thread with its segment in cache):
-    from ``seeds`` (G, 2), or without them from the means of the halves of the median split over the 256-step grid
-    of [low, high] (G,), at most ``steps`` Lloyd steps (stopping once the centres stop moving), then the final
-    split's statistics. Returns (centres (G, 2), statistics (G, 7)); fastmix/methods/gmm.py composes the same from
-    ``gmm2_split_statistics`` passes on the other backends."""
-    if backend != "cpu":
+    """The k-means inits' passes in one call on "cpu" (C++, one group per thread with its segment in cache) and
+    "triton" (one program per group): from ``seeds`` (G, 2), or without them from the means of the halves of the
+    median split over the 2^MEDIAN_BISECTIONS-step grid of [low, high] (G,), at most ``steps`` Lloyd steps
+    (stopping once the centres stop moving), then the final split's statistics. Returns (centres (G, 2),
+    statistics (G, 7)); fastmix/methods/gmm.py composes the same from ``gmm2_split_statistics`` passes on the other
+    backends."""
+    if backend not in KMEANS_BACKENDS:
         raise ValueError(f"gmm2_kmeans has no {backend!r} backend")
     n_groups = count.size(0)
     centres = _float64(n_groups, sorted_values.device, 2)
     stats = _float64(n_groups, sorted_values.device, 7)
     inputs = [t.contiguous() for t in (sorted_values, offsets, count, lo, scale, low, high)]
     seeds = None if seeds is None else seeds.to(torch.float64).contiguous()  # alive until the call returns
+    if n_groups == 0:
+        return centres, stats
+    if backend == "triton":
+        from fastmix.kernels.triton import gmm as triton_gmm
+
+        triton_gmm.gmm2_kmeans(*inputs, seeds, steps, MEDIAN_BISECTIONS, centres, stats)
+        return centres, stats
     _native.native().gmm2_kmeans_cpu(inputs[0].data_ptr(), inputs[1].data_ptr(), _native.DTYPE_CODES[inputs[0].dtype],
                                      n_groups, *(t.data_ptr() for t in inputs[2:]),
-                                     0 if seeds is None else seeds.data_ptr(), steps, centres.data_ptr(),
-                                     stats.data_ptr())
+                                     0 if seeds is None else seeds.data_ptr(), MEDIAN_BISECTIONS, steps,
+                                     centres.data_ptr(), stats.data_ptr())
     return centres, stats
 
 
