@@ -186,9 +186,10 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
             on each group's range).
         init: "kmeans" (the default; deterministic): scikit-learn's default init, k-means then one M-step of its
             two clusters, with the k-means seeded by the means of the two halves of the median split instead of
-            scikit-learn's random k-means++ seeds, then 30 Lloyd steps. With DivideMix's settings EM stops 2-4
-            iterations after its start, so the init decides the clean set: this one gives scikit-learn's default
-            fit up to the spread of scikit-learn's own seeds. "kmeans++": the same with k-means++ seeds drawn
+            scikit-learn's random k-means++ seeds, then up to 30 Lloyd steps (a group stops at its fixed point;
+            on "cpu" and "triton" one call runs them all). With DivideMix's settings EM stops 2-4 iterations after
+            its start, so the init decides the clean set: this one gives scikit-learn's default fit up to the
+            spread of scikit-learn's own seeds. "kmeans++": the same with k-means++ seeds drawn
             from ``generator``. "quantile": the median split's two halves (no k-means; EM then stays near a 50/50
             split). Or explicit initial params in the normalised space: a GMM2Fit (a warm start) or a (weights,
             means, variances) tuple of (G, 2) floating tensors, checked as scikit-learn checks them (finite,
