@@ -31,10 +31,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("pair_mix_emulate", &fastmix::pair_mix_emulate, py::call_guard<py::gil_scoped_release>());
   m.def("mix_pairs_cpu", &fastmix::mix_pairs_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_segments_cpu", &fastmix::gmm2_segments_cpu, py::call_guard<py::gil_scoped_release>());
-  m.def("gmm2_histogram_cpu", &fastmix::gmm2_histogram_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_split_statistics_cpu", &fastmix::gmm2_split_statistics_cpu,
         py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_em_cpu", &fastmix::gmm2_em_cpu, py::call_guard<py::gil_scoped_release>());
+  m.def("gmm2_kmeans_cpu", &fastmix::gmm2_kmeans_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_race_cpu", &fastmix::gmm2_race_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_estep_cpu", &fastmix::gmm2_estep_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_cpu_isas", &fastmix::gmm2_cpu_isas);

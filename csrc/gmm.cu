@@ -43,6 +43,7 @@ void gmm2_em_cuda(uintptr_t sorted_values, uintptr_t offsets, int dtype, int64_t
                   uintptr_t lo, uintptr_t scale, uintptr_t weights, uintptr_t means, uintptr_t variances,
                   uintptr_t log_likelihood, uintptr_t n_iter, uintptr_t converged, int64_t max_iter, double tol,
                   double reg_covar, double eps, uintptr_t stream) {
+  if (n_groups <= 0) return;  // a zero-size grid is a launch error (the caller skips the call when no value is held)
   auto s = reinterpret_cast<cudaStream_t>(stream);
   auto launch = [&](auto tag) {
     using T = decltype(tag);

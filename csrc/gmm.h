@@ -90,10 +90,6 @@ FASTMIX_HD bool m_step(const double* stats, double count, double reg_covar, doub
   return converged;
 }
 
-// The quantile init's histogram: floor(256 x) clamped to [0, 255] (the split and the M-step are torch, see
-// fastmix/ops/gmm.py quantile_init).
-constexpr int kQuantileBins = 256;
-
 // The CUDA kernel (gmm.cu): one block per group over the group's contiguous segment of the values sorted by group,
 // the whole fit in one launch. An iteration: each thread sums its strided share of the segment (thread_pass), a
 // fixed tree reduces the block's partials (reduce_step, deterministic), thread 0 runs the M-step (GroupState). The

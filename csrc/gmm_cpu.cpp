@@ -1,10 +1,10 @@
 // The C++ CPU kernels of the two-component GMM EM (gmm.h), OpenMP-parallel:
 //   gmm2_segments_cpu       validates groups and values, takes per-group count/min/max, then copies the finite
 //                           values into group order (a stable parallel counting sort), once per fit;
-//   gmm2_histogram_cpu, gmm2_split_statistics_cpu (the quantile init's passes), gmm2_estep_cpu and gmm2_em_cpu
+//   gmm2_split_statistics_cpu, gmm2_race_cpu (the inits' passes), gmm2_estep_cpu and gmm2_em_cpu
 //                           work on fixed blocks of one group's segment, each block's statistics reduced in block
 //                           order, so results do not depend on the thread count or the schedule.
-// The block passes (the init's histogram and split, the E-step) are explicitly vectorised (GCC/Clang vector
+// The block passes (the inits' hard split, the E-step) are explicitly vectorised (GCC/Clang vector
 // extensions, float64 throughout, the E-step's exp accurate to 1 ulp); they are compiled for AVX-512, AVX2+FMA and
 // the baseline ISA and the best one the CPU has runs (the FASTMIX_CPU_ISA environment variable forces one). The lane count is fixed per ISA, so a fit is bitwise
 // reproducible on one machine; across CPU kinds the sums' rounding differs in the last bits.
@@ -208,8 +208,8 @@ void group_range(const T* sorted, const int64_t* offsets, int64_t n_groups, doub
 
 // ---------------------------------------------------------------------------------------------------------------
 // The block passes, vectorised (GCC/Clang vector extensions): L values of one group at a time, float64 throughout,
-// the last partial vector zero-padded and masked: the quantile init's histogram and hard split (gmm.h) and the E-step
-// (gmm::accumulate). Every pass normalises as gmm::normalised does, so the init's bins and split decisions are the
+// the last partial vector zero-padded and masked: the inits' hard split and the E-step
+// (gmm::accumulate). Every pass normalises as gmm::normalised does, so the inits' split decisions are the
 // reference's bit for bit.
 
 template <int L>
@@ -227,11 +227,11 @@ FASTMIX_INLINE D splat(double x) {
 // One group's constants for the block passes.
 struct GroupConstants {
   double lo, inv_scale;
-  double split, shift[2];                                // quantile init (gmm.h split_shifts)
+  double split, shift[2];                                // the inits' hard split (fastmix/methods/gmm.py)
   double half_precision[2], offset[2], mean[2];         // E-step, see EStepSums
 };
 
-enum class Pass { kHistogram, kSplit, kEStep };
+enum class Pass { kSplit, kEStep };
 
 template <int L, typename T>
 FASTMIX_INLINE typename Lanes<L>::D load_lanes(const T* values, int64_t available) {
@@ -269,36 +269,6 @@ FASTMIX_INLINE void run_lanes(const T* values, int64_t n, const GroupConstants& 
     sums.template add<true>(normalise(load_lanes<L>(values + i, n - i)), keep);
   }
 }
-
-// Counts of floor(256 x) clamped to [0, 255], one histogram per lane (neighbouring values often share a bin: no
-// store-to-load chain).
-template <int L>
-struct HistogramSums {
-  using D = typename Lanes<L>::D;
-  static constexpr int64_t kVectorsPerFlush = int64_t(1) << 40;
-  int32_t counts[L][gmm::kQuantileBins] = {};
-
-  template <bool kMasked>
-  FASTMIX_INLINE void add(D x, D keep) {
-    D scaled = x * static_cast<double>(gmm::kQuantileBins);
-    scaled = scaled > 0.0 ? scaled : splat<D>(0.0);
-    scaled = scaled < gmm::kQuantileBins - 1.0 ? scaled : splat<D>(gmm::kQuantileBins - 1.0);
-    const typename Lanes<L>::I32 bin = __builtin_convertvector(scaled, typename Lanes<L>::I32);  // floor: >= 0
-    for (int l = 0; l < L; ++l) {
-      if (!kMasked || keep[l] != 0.0) ++counts[l][bin[l]];
-    }
-  }
-
-  FASTMIX_INLINE void flush() {}
-
-  FASTMIX_INLINE void store(double* histogram) const {
-    for (int b = 0; b < gmm::kQuantileBins; ++b) {
-      int64_t total = 0;
-      for (int l = 0; l < L; ++l) total += counts[l][b];
-      histogram[b] = static_cast<double>(total);
-    }
-  }
-};
 
 // The init's hard split: x >= split goes to component 1, the rest to 0, stats around the shifts.
 template <int L>
@@ -432,11 +402,7 @@ struct EStepSums {
 
 template <int L, typename T>
 FASTMIX_INLINE void run_pass(Pass pass, const T* values, int64_t n, const GroupConstants& c, double* out) {
-  if (pass == Pass::kHistogram) {
-    HistogramSums<L> sums;
-    run_lanes<L>(values, n, c, sums);
-    sums.store(out);
-  } else if (pass == Pass::kSplit) {
+  if (pass == Pass::kSplit) {
     SplitSums<L> sums{c};
     run_lanes<L>(values, n, c, sums);
     sums.store(out);
@@ -504,15 +470,8 @@ std::vector<GroupConstants> normalisation(int64_t n_groups, const double* lo, co
 
 // ---------------------------------------------------------------------------------------------------------------
 
-// The quantile init's passes (the split and the M-step between and after them are torch, fastmix/ops/gmm.py):
-// per group, the histogram of floor(256 x) (G, 256), then the hard split's statistics around the shifts (G, 7).
-template <typename T>
-void quantile_histogram(const T* sorted, const int64_t* offsets, int64_t n_groups, const double* lo,
-                        const double* scale, double* histogram) {
-  per_group_pass(pass_for_this_cpu<T>(), Pass::kHistogram, sorted, blocks_of(offsets, n_groups), n_groups,
-                 normalisation(n_groups, lo, scale), nullptr, gmm::kQuantileBins, histogram);
-}
-
+// The inits' pass (their steps between passes are torch, fastmix/methods/gmm.py): per group the statistics (G, 7)
+// of the hard split x >= split around the shifts.
 template <typename T>
 void split_statistics(const T* sorted, const int64_t* offsets, int64_t n_groups, const double* lo,
                       const double* scale, const double* split, const double* shifts, double* stats) {
@@ -524,6 +483,71 @@ void split_statistics(const T* sorted, const int64_t* offsets, int64_t n_groups,
   }
   per_group_pass(pass_for_this_cpu<T>(), Pass::kSplit, sorted, blocks_of(offsets, n_groups), n_groups, constants,
                  nullptr, gmm::kStats, stats);
+}
+
+// The k-means inits in one call (fastmix/methods/gmm.py: median_seeds, kmeans_centres, then the final split's
+// statistics), one group per thread with its segment hot in cache instead of one pass over all values per step.
+// Without seeds: the median split by bisection over the 2^bisections-step grid of [low, high] and the means of its
+// halves.
+// Then Lloyd steps, stopping early once the centres stop moving (a fixed point: further steps change nothing),
+// and the statistics (G, 7) of the final split around the final centres (G, 2). Each pass runs over the whole
+// segment, so its sums are rounded differently from the blocked passes' (to the last bits).
+FASTMIX_INLINE void lloyd_update(const double* stats, double* centres) {
+  for (int k = 0; k < 2; ++k) {
+    if (stats[1 + k] > 0.0) centres[k] += stats[3 + k] / std::max(stats[1 + k], 1.0);
+  }
+}
+
+template <typename T>
+void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const double* count, const double* lo,
+            const double* scale, const double* low, const double* high, const double* seeds, int64_t bisections,
+            int64_t steps, double* centres, double* stats) {
+  const PassFn<T> run = pass_for_this_cpu<T>();
+  const double grid_steps = std::ldexp(1.0, static_cast<int>(bisections));
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t g = 0; g < n_groups; ++g) {
+    const T* values = sorted + offsets[g];
+    const int64_t n = offsets[g + 1] - offsets[g];
+    double* out = stats + g * gmm::kStats;
+    double* centre = centres + 2 * g;
+    GroupConstants c{};
+    c.lo = lo[g];
+    c.inv_scale = 1.0 / scale[g];
+    auto split_pass = [&](double split, double shift0, double shift1) {
+      c.split = split;
+      c.shift[0] = shift0;
+      c.shift[1] = shift1;
+      run(Pass::kSplit, values, n, c, out);
+    };
+    if (seeds == nullptr) {
+      double below = 0.0, above = grid_steps;
+      for (int64_t i = 0; i < bisections; ++i) {
+        const double middle = std::floor((below + above) / 2.0);
+        const double split = low[g] + middle / grid_steps * (high[g] - low[g]);
+        split_pass(split, split, split);
+        if (out[1] >= count[g] / 2.0) {
+          above = middle;
+        } else {
+          below = middle;
+        }
+      }
+      const double split = low[g] + above / grid_steps * (high[g] - low[g]);
+      centre[0] = 0.5 * (low[g] + split);
+      centre[1] = 0.5 * (split + high[g]);
+      split_pass(split, centre[0], centre[1]);
+      lloyd_update(out, centre);
+    } else {
+      centre[0] = seeds[2 * g];
+      centre[1] = seeds[2 * g + 1];
+    }
+    for (int64_t step = 0; step < steps; ++step) {
+      const double before[2] = {centre[0], centre[1]};
+      split_pass((centre[0] + centre[1]) / 2.0, centre[0], centre[1]);
+      lloyd_update(out, centre);
+      if (centre[0] == before[0] && centre[1] == before[1]) break;
+    }
+    split_pass((centre[0] + centre[1]) / 2.0, centre[0], centre[1]);
+  }
 }
 
 // The k-means++ seeding's race (reference.race_statistics): per group the smallest finite key, the sum of the
@@ -695,15 +719,6 @@ void gmm2_segments_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype,
   });
 }
 
-void gmm2_histogram_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t lo,
-                        uintptr_t scale, uintptr_t histogram) {
-  dispatch_float(dtype, "gmm2_histogram_cpu", [&](auto tag) {
-    using T = decltype(tag);
-    quantile_histogram(in<T>(sorted), in<int64_t>(offsets), n_groups, in<double>(lo), in<double>(scale),
-                       out<double>(histogram));
-  });
-}
-
 void gmm2_split_statistics_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t lo,
                                uintptr_t scale, uintptr_t split, uintptr_t shifts, uintptr_t stats) {
   dispatch_float(dtype, "gmm2_split_statistics_cpu", [&](auto tag) {
@@ -721,6 +736,17 @@ void gmm2_em_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_group
     em(in<T>(sorted), in<int64_t>(offsets), n_groups, in<double>(count), in<double>(lo), in<double>(scale),
        out<double>(weights), out<double>(means), out<double>(variances), out<double>(log_likelihood),
        out<int64_t>(n_iter), out<uint8_t>(converged), max_iter, tol, reg_covar, eps);
+  });
+}
+
+void gmm2_kmeans_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count, uintptr_t lo,
+                     uintptr_t scale, uintptr_t low, uintptr_t high, uintptr_t seeds, int64_t bisections, int64_t steps,
+                     uintptr_t centres, uintptr_t stats) {
+  dispatch_float(dtype, "gmm2_kmeans_cpu", [&](auto tag) {
+    using T = decltype(tag);
+    kmeans(in<T>(sorted), in<int64_t>(offsets), n_groups, in<double>(count), in<double>(lo), in<double>(scale),
+           in<double>(low), in<double>(high), seeds == 0 ? nullptr : in<double>(seeds), bisections, steps,
+           out<double>(centres), out<double>(stats));
   });
 }
 

@@ -15,12 +15,14 @@ namespace fastmix {
 void gmm2_segments_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype, int64_t n_groups,
                        bool omit_nonfinite, uintptr_t sorted, uintptr_t offsets, uintptr_t count, uintptr_t lo,
                        uintptr_t hi);
-// The quantile init's passes: per group the histogram of floor(256 x) (G, 256), and the statistics (G, 7) of the
-// hard split at split[g] around shifts[g, 0:2].
-void gmm2_histogram_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t lo,
-                        uintptr_t scale, uintptr_t histogram);
+// The inits' pass: per group the statistics (G, 7) of the hard split at split[g] around shifts[g, 0:2].
 void gmm2_split_statistics_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t lo,
                                uintptr_t scale, uintptr_t split, uintptr_t shifts, uintptr_t stats);
+// The k-means inits of every group in one call (seeds 0: the halves of the median split over a 2^bisections-step
+// grid): centres (G, 2) and the statistics (G, 7) of their final split.
+void gmm2_kmeans_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count, uintptr_t lo,
+                     uintptr_t scale, uintptr_t low, uintptr_t high, uintptr_t seeds, int64_t bisections, int64_t steps,
+                     uintptr_t centres, uintptr_t stats);
 void gmm2_em_cpu(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_groups, uintptr_t count, uintptr_t lo,
                  uintptr_t scale, uintptr_t weights, uintptr_t means, uintptr_t variances, uintptr_t log_likelihood,
                  uintptr_t n_iter, uintptr_t converged, int64_t max_iter, double tol, double reg_covar, double eps);

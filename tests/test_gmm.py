@@ -12,14 +12,16 @@ import torch
 
 import fastmix
 from fastmix import _backend, _native
+from fastmix.api.gmm import INITS
+from fastmix.methods import gmm as fit_steps
 from fastmix.ops import gmm as gmm_ops
-from fastmix.reference import gmm as gmm_reference
 from helpers import assert_close, backend_params, compile_fullgraph
-from tolerances import SKLEARN_GMM_PARITY
+from tolerances import SKLEARN_GMM_PARITY, tolerance
 
 try:
+    import threadpoolctl
     from sklearn import mixture as sklearn_mixture
-except ImportError:  # a test dependency: only the parity tests need it
+except ImportError:  # a test dependency (threadpoolctl comes with it): only the parity tests need it
     sklearn_mixture = None
 needs_sklearn = pytest.mark.skipif(sklearn_mixture is None, reason="scikit-learn is not installed")
 
@@ -30,6 +32,14 @@ def cpu_backends(names=("reference", "cpu")):
         reason = _backend.unavailable_reason(name, "cpu")
         params.append(pytest.param(name, id=name, marks=[pytest.mark.skip(reason=reason)] if reason else []))
     return params
+
+
+def segments_of(values, groups, n_groups: int, backend: str, normalize: str = "minmax"):
+    """(Segments, lo, hi) of a fit's passes over values sorted by group (NaN/inf omitted), without the ranks."""
+    sorted_values, offsets, count, lo, hi = gmm_ops.gmm2_segments(values.reshape(-1), groups.reshape(-1).long(),
+                                                                  n_groups, True, backend)
+    shift, scale, _ = fit_steps.normalisation(lo, hi, normalize)
+    return fit_steps.Segments(sorted_values, offsets, count, shift, scale, backend, fit_steps.no_reduce), lo, hi
 
 
 def random_groups(n_groups: int, seed: int, dtype=torch.float64):
@@ -138,7 +148,7 @@ def assert_same_fit(actual, expected):
 
 @pytest.mark.parametrize("backend,device", backend_params(("cpu", "triton", "cuda")))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("init", ["quantile", "kmeans"])
+@pytest.mark.parametrize("init", INITS)
 def test_backends_match_reference(backend, device, dtype, init):
     losses, groups = backend_case(dtype)
     losses, groups = losses.to(device), groups.to(device)
@@ -203,14 +213,12 @@ def test_estep_statistics_match_reference(dtype):
     if _backend.unavailable_reason("cpu", "cpu"):
         pytest.skip("fastmix._C is not built")
     losses, groups = backend_case(dtype, rows=777, seed=16)
-    segments = gmm_ops.gmm2_segments(losses.reshape(-1), groups.reshape(-1), 18, True, "cpu")
-    sorted_values, offsets, count, lo, hi = segments
-    scale = torch.where(hi > lo, hi - lo, 1.0)
-    params = gmm_ops.quantile_init(sorted_values, offsets, count, lo, scale, 5e-4, 1e-7, "cpu")
-    stats = [gmm_ops.gmm2_estep(sorted_values, offsets, lo, scale, *params, backend)
-             for backend in ("reference", "cpu")]
+    segments, lo, hi = segments_of(losses, groups, 18, "cpu")
+    params = fit_steps.quantile_init(segments, lo, hi, 5e-4, 1e-7)
+    stats = [gmm_ops.gmm2_estep(segments.sorted_values, segments.offsets, segments.shift, segments.scale, *params,
+                                backend) for backend in ("reference", "cpu")]
     torch.testing.assert_close(stats[1], stats[0], rtol=1e-13, atol=1e-12)
-    torch.testing.assert_close(stats[1][:, 1:3].sum(1), count)  # each value's responsibilities sum to 1
+    torch.testing.assert_close(stats[1][:, 1:3].sum(1), segments.count)  # each value's responsibilities sum to 1
 
 
 def test_unknown_cpu_isa_is_refused(monkeypatch):
@@ -227,19 +235,19 @@ def test_unknown_cpu_isa_is_refused(monkeypatch):
 def test_cuda_kernel_blocks_match_reference(dtype):
     """The CUDA kernel's phases (csrc/gmm.h) emulated block by block on the CPU, over values sorted by group."""
     losses, groups = backend_case(dtype, rows=700, seed=13)
-    sorted_values, offsets, count, lo, hi = gmm_ops.gmm2_segments(losses.reshape(-1), groups.reshape(-1), 18, True,
-                                                                  "reference")
-    scale = torch.where(hi > lo, hi - lo, 1.0)
+    segments, lo, hi = segments_of(losses, groups, 18, "reference")
     eps = torch.finfo(dtype).eps
-    init = gmm_ops.quantile_init(sorted_values, offsets, count, lo, scale, 5e-4, eps, "reference")
-    expected = gmm_ops.gmm2_em(sorted_values, offsets, count, lo, scale, *init, 10, 1e-2, 5e-4, eps, "reference")
+    init = fit_steps.quantile_init(segments, lo, hi, 5e-4, eps)
+    sorted_values, offsets, count = segments.sorted_values, segments.offsets, segments.count
+    shift, scale = segments.shift, segments.scale
+    expected = gmm_ops.gmm2_em(sorted_values, offsets, count, shift, scale, *init, 10, 1e-2, 5e-4, eps, "reference")
     weights, means, variances = (p.clone() for p in init)
     log_likelihood = torch.full((18, 10), math.nan, dtype=torch.float64)
     n_iter = torch.zeros(18, dtype=torch.int64)
     converged = torch.zeros(18, dtype=torch.uint8)
     _native._C.gmm2_em_emulate(sorted_values.data_ptr(), offsets.data_ptr(), _native.DTYPE_CODES[dtype], 18,
-                               count.data_ptr(), lo.data_ptr(), scale.data_ptr(), weights.data_ptr(), means.data_ptr(),
-                               variances.data_ptr(), log_likelihood.data_ptr(), n_iter.data_ptr(),
+                               count.data_ptr(), shift.data_ptr(), scale.data_ptr(), weights.data_ptr(),
+                               means.data_ptr(), variances.data_ptr(), log_likelihood.data_ptr(), n_iter.data_ptr(),
                                converged.data_ptr(), 10, 1e-2, 5e-4, eps)
     for actual, wanted, name in zip((weights, means, variances, log_likelihood), expected, ("w", "mu", "var", "lb")):
         assert torch.equal(actual.isnan(), wanted.isnan()), name
@@ -338,14 +346,14 @@ def test_inits_are_deterministic_and_kmeans_follows_the_generator():
     values, groups = random_groups(6, seed=8)
     first = fastmix.fit_gmm2(values, groups, n_groups=6)
     assert torch.equal(first.means, fastmix.fit_gmm2(values, groups, n_groups=6).means)
-    seeded = [fastmix.fit_gmm2(values, groups, n_groups=6, init="kmeans",
+    seeded = [fastmix.fit_gmm2(values, groups, n_groups=6, init="kmeans++",
                                generator=torch.Generator().manual_seed(s)) for s in (0, 0)]
     assert torch.equal(seeded[0].means, seeded[1].means)
-    # On well-separated data both inits reach the same optimum.
+    # On well-separated data every init reaches the same optimum.
     long_runs = [fastmix.fit_gmm2(values, groups, n_groups=6, init=i, max_iter=300, tol=1e-10,
-                                  generator=torch.Generator().manual_seed(0)) for i in ("quantile", "kmeans")]
-    torch.testing.assert_close(long_runs[0].means.sort(1).values, long_runs[1].means.sort(1).values,
-                               atol=1e-5, rtol=0)
+                                  generator=torch.Generator().manual_seed(0)) for i in INITS]
+    for run in long_runs[1:]:
+        torch.testing.assert_close(run.means.sort(1).values, long_runs[0].means.sort(1).values, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("backend", cpu_backends())
@@ -354,15 +362,10 @@ def test_kmeans_seeding_races_draw_uniformly_then_by_squared_distance(backend):
     from a first centre at 0, picks 1 with probability 1 / 1.25, 0.5 with 0.25 / 1.25 and 0 never."""
     n_groups = 4000
     values = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64).repeat(n_groups)
-    segments = gmm_ops.gmm2_segments(values, torch.arange(n_groups).repeat_interleave(3), n_groups, False, backend)
-    sorted_values, offsets, count, lo, hi = segments
+    segments, _, _ = segments_of(values, torch.arange(n_groups).repeat_interleave(3), n_groups, backend)
     g = torch.Generator().manual_seed(0)
     keys = torch.empty(values.numel(), dtype=torch.float64)
-
-    def winners(keys, centre):
-        stats = gmm_ops.gmm2_race(sorted_values, offsets, lo, hi - lo, keys, centre, backend)
-        return gmm_reference.race_winner(stats, gmm_reference.no_reduce)
-
+    winners = segments.race
     first = winners(keys.uniform_(generator=g), None)
     second = winners(keys.uniform_(generator=g).log_().neg_(), torch.zeros(n_groups, dtype=torch.float64))
     for value, first_share, second_share in ((0.0, 1 / 3, 0.0), (0.5, 1 / 3, 0.2), (1.0, 1 / 3, 0.8)):
@@ -396,12 +399,16 @@ def test_opcheck(backend):
         torch.library.opcheck(gmm_ops.gmm2_estep, (sorted_values, offsets, lo, scale, *params, backend))
         torch.library.opcheck(gmm_ops.gmm2_segments, (values, groups, 3, True, backend))
         split = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
-        torch.library.opcheck(gmm_ops.gmm2_histogram, (sorted_values, offsets, lo, scale, backend))
         keys = torch.rand(values.numel(), dtype=torch.float64)
         for centre in (None, torch.full((3,), 0.3, dtype=torch.float64)):
             torch.library.opcheck(gmm_ops.gmm2_race, (sorted_values, offsets, lo, scale, keys, centre, backend))
         torch.library.opcheck(gmm_ops.gmm2_split_statistics, (sorted_values, offsets, lo, scale, split,
                                                               torch.stack([split / 2, (1 + split) / 2], 1), backend))
+    if backend in gmm_ops.KMEANS_BACKENDS:
+        low, high = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+        for seeds in (None, params[1]):
+            torch.library.opcheck(gmm_ops.gmm2_kmeans, (sorted_values, offsets, count, lo, scale, low, high, seeds,
+                                                        4, backend))
 
 
 def test_compiles_fullgraph():
@@ -458,3 +465,293 @@ def test_not_finite_posterior_inputs_give_nan_only_there():
     probe[0] = math.nan
     posterior = fastmix.gmm_posterior(probe, groups, fit)
     assert bool(posterior[0].isnan()) and not bool(posterior[1:].isnan().any())
+
+
+def trained_losses(kind: str, seed: int = 0):
+    """Per-sample training losses of a small MLP after 40 full-batch Adam steps on scikit-learn's digits with 35% of
+    the labels corrupted, and their groups: cross-entropy (one group) for "single", per-label BCE with
+    ``label_groups`` for "multi" (2x2 digit mosaics, multi-hot labels)."""
+    from fastmix.examples.harness import load_task
+
+    task = load_task(kind, 0.35, seed)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    if kind == "single":
+        loss_fn = torch.nn.functional.cross_entropy
+    else:
+        loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
+    for _ in range(40):
+        loss = loss_fn(model(task.train_x), task.train_y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        losses = loss_fn(model(task.train_x), task.train_y, reduction="none")
+    groups = torch.zeros_like(losses, dtype=torch.int64) if kind == "single" else fastmix.label_groups(task.train_y)
+    return losses, groups
+
+
+def sklearn_default_clean_sets(losses, groups, n_groups: int, seeds) -> list[np.ndarray]:
+    """DivideMix's call per group on min-max-normalised float32 losses, ``GaussianMixture(2, max_iter=10, tol=1e-2,
+    reg_covar=5e-4, random_state=seed)``: the clean set (posterior of the small-mean component > 0.5) per seed."""
+    flat_losses, flat_groups = losses.reshape(-1).numpy(), groups.reshape(-1).numpy()
+    clean_sets = []
+    for seed in seeds:
+        clean = np.zeros(flat_losses.size, dtype=bool)
+        for group in range(n_groups):
+            held = flat_groups == group
+            v = flat_losses[held]
+            x = ((v - v.min()) / (v.max() - v.min()))[:, None]
+            with warnings.catch_warnings(), threadpoolctl.threadpool_limits(1):  # small fits: threads only wait
+                warnings.simplefilter("ignore")
+                fit = sklearn_mixture.GaussianMixture(2, max_iter=10, tol=1e-2, reg_covar=5e-4,
+                                                      random_state=seed).fit(x)
+            clean[held] = fit.predict_proba(x)[:, fit.means_[:, 0].argmin()] > 0.5
+        clean_sets.append(clean)
+    return clean_sets
+
+
+@needs_sklearn
+@pytest.mark.parametrize("kind", ["single", "multi"])
+def test_default_fit_gives_sklearn_default_clean_set_on_trained_losses(kind):
+    """On real training losses with noisy labels, the default fit's clean set differs from that of scikit-learn's
+    default fit (random k-means init) by no more than scikit-learn's fits with different seeds differ from each
+    other; the 50/50 quantile init, from which EM stops after a few iterations, does not (so the check can fail)."""
+    losses, groups = trained_losses(kind)
+    n_groups = 1 if kind == "single" else 20
+    sklearn_sets = sklearn_default_clean_sets(losses, groups, n_groups, seeds=range(8))
+    seed_spread = max(int((a != b).sum()) for a in sklearn_sets for b in sklearn_sets)
+
+    def disagreement(init):
+        fit = fastmix.fit_gmm2(losses, groups, n_groups=n_groups, init=init)
+        clean = (fastmix.gmm_posterior(losses, groups, fit) > 0.5).reshape(-1).numpy()
+        return max(int((clean != expected).sum()) for expected in sklearn_sets)
+
+    assert disagreement("kmeans") <= seed_spread
+    assert disagreement("quantile") > seed_spread + 0.01 * losses.numel()
+
+
+# --- explicit inits and warm starts --------------------------------------------------------------------------------
+
+def explicit_init(n_groups: int):
+    """Valid (G, 2) params with distinct values per group, in the normalised space."""
+    offsets = torch.linspace(0.0, 0.1, n_groups, dtype=torch.float64)[:, None]
+    means = torch.tensor([[0.1, 0.7]], dtype=torch.float64) + offsets
+    weights = torch.tensor([[0.6, 0.4]], dtype=torch.float64) + torch.cat([offsets, -offsets], 1)
+    return weights, means, torch.full((n_groups, 2), 0.03, dtype=torch.float64) + offsets
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("reference", "cpu", "triton", "cuda")))
+def test_explicit_init_of_any_strides_gives_the_contiguous_fit(backend, device):
+    """A transposed (column-major) or sliced init is read by its strides on every backend, e.g. ``means.t()`` of a
+    (2, G) tensor, and the fit does not modify it."""
+    losses, groups = backend_case(torch.float32)
+    losses, groups = losses.to(device), groups.to(device)
+    weights, means, variances = (p.to(device) for p in explicit_init(18))
+    column_major = tuple(p.t().contiguous().t() for p in (weights, means, variances))
+    sliced = tuple(torch.cat([p, p], 1)[:, 2:] for p in (weights, means, variances))  # strides (4, 1)
+    before = [p.clone() for p in column_major]
+    expected = fastmix.fit_gmm2(losses, groups, n_groups=18, init=(weights, means, variances), nan_policy="omit",
+                                backend="reference")
+    for init in (column_major, sliced):
+        assert not init[1].is_contiguous()
+        fit = fastmix.fit_gmm2(losses, groups, n_groups=18, init=init, nan_policy="omit", backend=backend)
+        assert_same_fit(fit, expected)
+    assert all(torch.equal(a, b) for a, b in zip(column_major, before))
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda w, m, v: (w, m.int(), v), "init means must be a floating-point tensor"),
+    (lambda w, m, v: (w, m[:, :1], v), r"init means must have shape \(4, 2\)"),
+    (lambda w, m, v: (w, torch.where(m > 0.7, math.nan, m), v), "init weights, means and variances must be finite"),
+    (lambda w, m, v: (w, m, torch.where(v > 0.05, math.inf, v)), "must be finite"),
+    (lambda w, m, v: (w, m, torch.where(v > 0.05, 0.0, v)), "init variances must be > 0"),
+    (lambda w, m, v: (w, m, -v), "init variances must be > 0"),
+    (lambda w, m, v: (w * 1.1, m, v), "init weights must be >= 0 and sum to 1"),
+    (lambda w, m, v: (torch.tensor([[1.2, -0.2]], dtype=w.dtype).expand(4, 2), m, v), "init weights must be >= 0"),
+    (lambda w, m, v: (w, m), "a sequence of 2"),
+])
+def test_bad_explicit_init(change, match):
+    values, groups = random_groups(4, seed=17)
+    with pytest.raises((ValueError, TypeError), match=match):
+        fastmix.fit_gmm2(values, groups, n_groups=4, init=change(*explicit_init(4)))
+
+
+def test_explicit_init_weights_may_miss_one_by_rounding():
+    """Weights summing to 1 within 1e-8 (float64) or 1e-6 (float32), as scikit-learn accepts them."""
+    values, groups = random_groups(4, seed=17)
+    weights, means, variances = explicit_init(4)
+    fastmix.fit_gmm2(values, groups, n_groups=4, init=(weights * (1 + 5e-9), means, variances))
+    fastmix.fit_gmm2(values, groups, n_groups=4, init=((weights * (1 + 5e-7)).float(), means, variances))
+    with pytest.raises(ValueError, match="sum to 1"):
+        fastmix.fit_gmm2(values, groups, n_groups=4, init=(weights * (1 + 5e-7), means, variances))
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("reference", "cpu", "triton", "cuda")))
+def test_warm_start_reseeds_degenerate_groups(backend, device):
+    """A fit whose group 2 was empty (placeholder weights (1, 0)) as the init of a fit where group 2 holds values:
+    group 2 starts from the default init (its fit is the default fit's), the others from the previous fit."""
+    values, groups = random_groups(4, seed=18)
+    values, groups = values.to(device), groups.to(device)
+    previous = fastmix.fit_gmm2(values[groups != 2], groups[groups != 2], n_groups=4, backend=backend)
+    assert previous.degenerate.tolist() == [False, False, True, False]
+    warm = fastmix.fit_gmm2(values, groups, n_groups=4, init=previous, backend=backend)
+    default = fastmix.fit_gmm2(values, groups, n_groups=4, backend=backend)
+    from_previous = fastmix.fit_gmm2(values, groups, n_groups=4, backend=backend,
+                                     init=(previous.weights, previous.means, previous.variances))
+    assert not bool(warm.degenerate.any()) and bool((warm.weights[2] > 0.05).all())
+    for name in ("weights", "means", "variances"):
+        assert_close(getattr(warm, name)[2], getattr(default, name)[2], torch.float64, name)
+        assert_close(getattr(warm, name), getattr(from_previous, name), torch.float64, name)
+    assert not torch.equal(warm.means[[0, 1, 3]], default.means[[0, 1, 3]]), "warm groups start where they were"
+
+
+# --- ranges, empty input -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_unnormalised_values_of_any_range_fit_like_minmax(backend):
+    """normalize="none" on losses in [0, 100] fits the min-max fit scaled by 100 (reg_covar scaled by 100^2): the
+    inits work on each group's range, whatever it is."""
+    values, groups = random_groups(5, seed=19)
+    for group in range(5):
+        v = values[groups == group]
+        values[groups == group] = (v - v.min()) / (v.max() - v.min())
+    minmax = fastmix.fit_gmm2(values, groups, n_groups=5, backend=backend)
+    scaled = fastmix.fit_gmm2(values * 100, groups, n_groups=5, normalize="none", reg_covar=5e-4 * 100 ** 2,
+                              backend=backend)
+    assert torch.equal(scaled.n_iter, minmax.n_iter)
+    assert_close(scaled.weights, minmax.weights, torch.float64, "weights")
+    assert_close(scaled.means, 100 * minmax.means, torch.float64, "means")
+    assert_close(scaled.variances, 100 ** 2 * minmax.variances, torch.float64, "variances")
+    posterior = fastmix.gmm_posterior(values * 100, groups, scaled)
+    assert_close(posterior, fastmix.gmm_posterior(values, groups, minmax), torch.float64, "posterior")
+    assert 0.2 < float((posterior > 0.5).double().mean()) < 0.95
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("reference", "cpu", "triton", "cuda")))
+@pytest.mark.parametrize("normalize", ["minmax", "none"])
+def test_float64_ranges_that_cannot_be_normalised_are_flagged_on_every_backend(backend, device, normalize):
+    """Group 1 spans [-1e308, 1e308] (max - min overflows), group 2 a subnormal range (1 / (max - min) overflows),
+    group 3 holds magnitudes of 1e300: flagged degenerate where the normalisation cannot represent them, the same on
+    every backend; group 0 is fitted as usual, and no NaN appears."""
+    values, groups = random_groups(1, seed=20)
+    extremes = torch.tensor([-1e308, 1e308, 0.5, 1e308, 0.0, 1e-320, 5e-321, 1e-320, 1e300, 2e300, 1.5e300, 1e300],
+                            dtype=torch.float64)
+    values = torch.cat([values, extremes]).to(device)
+    groups = torch.cat([groups, torch.tensor([1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3])]).to(device)
+    fits = [fastmix.fit_gmm2(values, groups, n_groups=4, normalize=normalize, backend=b)
+            for b in ("reference", backend)]
+    flagged = [False, True, True, True] if normalize == "none" else [False, True, True, False]
+    if normalize == "none":
+        flagged[2] = False  # a subnormal spread needs no reciprocal unnormalised; reg_covar keeps its variance
+    assert fits[0].degenerate.tolist() == flagged
+    assert_same_fit(fits[1], fits[0])
+    for name in ("weights", "means", "variances"):
+        assert not bool(getattr(fits[1], name).isnan().any()), name
+    posterior = fastmix.gmm_posterior(values, groups, fits[1])
+    assert not bool(posterior.isnan().any())
+    assert bool((posterior[groups == 1] == 1.0).all())
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("reference", "cpu", "triton", "cuda")))
+@pytest.mark.parametrize("init", INITS)
+def test_no_values_give_degenerate_groups(backend, device, init):
+    """(0,) values (nothing to launch for) and one-group calls, through the public API."""
+    empty = torch.zeros(0, device=device)
+    fit = fastmix.fit_gmm2(empty, empty.long(), n_groups=3, init=init, backend=backend)
+    assert fit.degenerate.tolist() == [True] * 3 and fit.n_iter.tolist() == [0] * 3
+    assert fit.weights.tolist() == [[1.0, 0.0]] * 3
+    assert fastmix.gmm_posterior(empty, empty.long(), fit).shape == (0,)
+    values, groups = random_groups(1, seed=21)
+    one = fastmix.fit_gmm2(values.to(device), groups.to(device), n_groups=1, init=init, backend=backend)
+    assert one.degenerate.tolist() == [False] and int(one.n_iter[0]) >= 2
+
+
+def test_label_groups_rejects_labels_outside_0_and_1():
+    for labels in ([[2, 0]], [[-1, 1]], [[0.0, 0.999]], [[math.nan, 1.0]]):
+        with pytest.raises(ValueError, match="labels must hold only 0 and 1"):
+            fastmix.label_groups(torch.tensor(labels))
+
+
+# --- the inits against independent sources -------------------------------------------------------------------------
+
+def fixed_1d_groups():
+    """Three fixed 1-D groups: a skewed loss-like mixture (most values small), a symmetric bimodal one, and a
+    uniform grid."""
+    g = torch.Generator().manual_seed(22)
+    skewed = torch.cat([torch.rand(700, generator=g, dtype=torch.float64) ** 3 * 0.4,
+                        0.5 + 0.5 * torch.rand(300, generator=g, dtype=torch.float64)])
+    bimodal = torch.cat([torch.randn(500, generator=g, dtype=torch.float64) * 0.1,
+                         1 + torch.randn(501, generator=g, dtype=torch.float64) * 0.1])
+    grid = torch.linspace(0, 1, 256, dtype=torch.float64)
+    parts = (skewed, bimodal, grid)
+    return parts, torch.cat(parts), torch.cat([torch.full((len(p),), i) for i, p in enumerate(parts)])
+
+
+@needs_sklearn
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_kmeans_centres_match_sklearn_kmeans(backend):
+    """The default init's k-means (median seeds, Lloyd steps) finds scikit-learn's KMeans(n_clusters=2) centres
+    (run to strict convergence from 10 k-means++ seeds) on fixed 1-D data; without its Lloyd steps it does not."""
+    from sklearn.cluster import KMeans
+
+    parts, values, groups = fixed_1d_groups()
+    segments, lo, hi = segments_of(values, groups, 3, backend)
+    seeds = fit_steps.median_seeds(segments, lo, hi)
+    centres = fit_steps.kmeans_centres(segments, seeds, fit_steps.LLOYD_STEPS)
+    expected = []
+    for part in parts:
+        x = ((part - part.min()) / (part.max() - part.min())).numpy()[:, None]
+        kmeans = KMeans(n_clusters=2, n_init=10, tol=0.0, random_state=0).fit(x)
+        expected.append(np.sort(kmeans.cluster_centers_[:, 0]))
+    expected = torch.tensor(np.array(expected))
+    torch.testing.assert_close(centres, expected, **tolerance(torch.float64))
+    assert (seeds - expected).abs().max() > 0.01, "the seeds alone are not k-means' centres: the Lloyd steps move them"
+    unmoved = fit_steps.kmeans_centres(segments, seeds, 0)
+    assert torch.equal(unmoved, seeds)
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+@pytest.mark.parametrize("normalize", ["minmax", "none"])
+def test_median_split_brackets_torch_quantile(backend, normalize):
+    """The median split is the upper edge of the 1/256 step of the group's range that holds the lower median
+    (``torch.quantile(x, 0.5, interpolation="lower")``): at least half the values lie below it."""
+    parts, values, groups = fixed_1d_groups()
+    values = values * 7 - 2  # a range other than [0, 1]
+    segments, lo, hi = segments_of(values, groups, 3, backend, normalize)
+    low, high = fit_steps.data_range(segments, lo, hi)
+    split = fit_steps.median_split(segments, low, high)
+    for group, part in enumerate(parts):
+        x = (part * 7 - 2 - segments.shift[group]) / segments.scale[group]
+        median = torch.quantile(x, 0.5, interpolation="lower")
+        step = (high[group] - low[group]) / 256
+        on_grid = low[group] + ((split[group] - low[group]) / step).round() * step
+        assert_close(split[group], on_grid, torch.float64, "the split lies on the grid")
+        atol = tolerance(torch.float64)["atol"]  # x here is divided, in the passes multiplied by 1 / scale
+        assert split[group] - step <= median + atol and median < split[group]
+
+
+@pytest.mark.parametrize("backend,device", backend_params(gmm_ops.KMEANS_BACKENDS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_kmeans_matches_the_passes_of_the_reference(backend, device, dtype):
+    """gmm2_kmeans (all of a group's k-means passes in one call: C++ with the segment in cache, or one Triton
+    program per group; stopping at the fixed point) against the same steps composed of reference passes: median
+    seeds or given seeds (transposed), then Lloyd steps."""
+    losses, groups = backend_case(dtype, rows=600, seed=23)
+    parts, values, fixed_groups = fixed_1d_groups()
+    cases = [(losses, groups, 18), (values.to(dtype), fixed_groups, 3)]
+    for case_values, case_groups, n_groups in cases:
+        fused, lo, hi = segments_of(case_values.to(device), case_groups.to(device), n_groups, backend)
+        reference, _, _ = segments_of(case_values, case_groups, n_groups, "reference")
+        low, high = fit_steps.data_range(fused, lo, hi)
+        seeds = fit_steps.median_seeds(reference, lo.cpu(), hi.cpu())
+        for given, steps in ((None, fit_steps.LLOYD_STEPS), (None, 0), (seeds.flip(1).t().contiguous().t(), 5)):
+            centres, stats = gmm_ops.gmm2_kmeans(fused.sorted_values, fused.offsets, fused.count, fused.shift,
+                                                 fused.scale, low, high, None if given is None else given.to(device),
+                                                 steps, backend)
+            centres, stats = centres.cpu(), stats.cpu()
+            expected = fit_steps.kmeans_centres(reference, seeds if given is None else given, steps)
+            assert_close(centres, expected, torch.float64, f"centres, {steps} steps")
+            expected_stats = reference.split_statistics(expected.mean(1), expected)
+            assert_close(stats, expected_stats, torch.float64, f"statistics, {steps} steps")

@@ -3,7 +3,7 @@ backend vs the reference vs a scikit-learn loop (one GaussianMixture per group, 
 practice), and ``gmm_posterior`` (eq. 8) of a batch's losses vs scikit-learn's ``predict_proba`` per group.
 
 Every fit runs exactly 10 EM iterations per group (tol=0), so the work is fixed; scikit-learn's time includes its
-k-means init, fastmix's its quantile init. The losses are float32, as a training loop produces them. The
+k-means init, fastmix's its default (deterministic k-means) init. The losses are float32, as a training loop produces them. The
 scikit-learn providers run on the CPU and appear only when scikit-learn is installed.
 """
 

@@ -49,6 +49,11 @@ def _multi_hot(name: str, labels, shape: tuple | None = None, device: torch.devi
     return labels if labels.dtype == torch.float64 else labels.float()
 
 
+def _check_probabilities(name: str, value: torch.Tensor) -> None:
+    """Every entry in [0, 1] (NaN fails), checked on the device (a device-side assert on CUDA tensors)."""
+    _checks.check_on_device(((value >= 0) & (value <= 1)).all(), f"{name} must hold probabilities in [0, 1] (no NaN)")
+
+
 def minority_sampling_probabilities(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The minority sampler's distribution (paper 001_*, eq. 2-4), float64 (N,).
 
@@ -57,6 +62,7 @@ def minority_sampling_probabilities(probabilities: torch.Tensor, labels: torch.T
     (eq. 2), Score sums them over an instance's labels (eq. 3), and the probability is ``1/Score`` normalised (eq. 4).
     """
     probabilities = _check_matrix("probabilities", probabilities)
+    _check_probabilities("probabilities", probabilities)
     labels = _multi_hot("labels", labels, probabilities.shape, probabilities.device)
     return reference.sampling_probabilities(probabilities, labels)
 
@@ -127,12 +133,14 @@ def manage_labels(labels: torch.Tensor, clean_probability: torch.Tensor, view_co
     tau = _checks.check_real("tau", tau, 0.5, 1.0, low_open=True)
     labels = _multi_hot("labels", labels)
     clean_probability = _check_matrix("clean_probability", clean_probability, labels.shape, labels.device).float()
+    _check_probabilities("clean_probability", clean_probability)
     mean_confidence = None
     if view_confidences is not None:
         _checks.check_tensor("view_confidences", view_confidences)
         if view_confidences.dim() != 3 or view_confidences.shape[1:] != labels.shape or not len(view_confidences):
             raise ValueError(f"view_confidences must have shape (V, {labels.size(0)}, {labels.size(1)}) with V >= 1, "
                              f"got shape {tuple(view_confidences.shape)}")
+        _check_probabilities("view_confidences", view_confidences)
         mean_confidence = _check_matrix("view_confidences", view_confidences.float().mean(0), device=labels.device)
     return reference.manage_labels(labels, clean_probability, mean_confidence, tau)
 
@@ -184,9 +192,8 @@ class BalanceMix:
     the same size (use ``drop_last=True``). The minority batch comes from ``self.sampler``.
 
     For the first ``warmup_epochs`` epochs labels are used as given and the loss is plain BCE; afterwards labels are
-    managed (eq. 8-9), mixed (eq. 5) and weighted (eq. 10). ``gmm_options`` go to ``fastmix.fit_gmm2``; the default
-    ``init="kmeans"`` is scikit-learn's default in the authors' ``GaussianMixture`` call; in the example it separated
-    clean from corrupted labels better than the 50/50 quantile start within 10 iterations (one seed).
+    managed (eq. 8-9), mixed (eq. 5) and weighted (eq. 10). ``gmm_options`` go to ``fastmix.fit_gmm2``, whose default
+    (deterministic k-means init) gives the authors' ``GaussianMixture`` call's clean sets.
     """
 
     def __init__(self, num_samples: int, num_classes: int, *, alpha: float = 4.0, tau: float = 0.975,
@@ -201,7 +208,7 @@ class BalanceMix:
         self.num_classes = num_classes
         self.warmup_epochs = warmup_epochs
         self.backend = backend
-        self.gmm_options = {"init": "kmeans", **(gmm_options or {})}
+        self.gmm_options = dict(gmm_options or {})
         self.sampler = MinoritySampler(num_samples, num_draws=num_draws, num_replicas=num_replicas, rank=rank,
                                        seed=seed)
         self.epoch = -1

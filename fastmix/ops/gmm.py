@@ -1,5 +1,6 @@
-"""Two-component GMM custom ops (paper 001_*, eq. 6-8): ``fastmix::gmm2_segments``, ``gmm2_histogram`` and
-``gmm2_split_statistics`` (the quantile init's passes), ``gmm2_em``, ``gmm2_estep``.
+"""Two-component GMM custom ops (paper 001_*, eq. 6-8): ``fastmix::gmm2_segments``, ``gmm2_split_statistics``
+and ``gmm2_race`` (the inits' passes; ``gmm2_kmeans``, all of the k-means init's passes in one call on "cpu"),
+``gmm2_em``, ``gmm2_estep``.
 
 The fit is not differentiable (no autograd formula): its outputs are statistics of the data, used as constants by
 BalanceMix. ``gmm2_segments`` validates the data and puts the finite values in group order once per fit (group g
@@ -8,8 +9,7 @@ init's passes, the EM and the single E-step (for the distributed fit) read those
 the fly with the per-group ``lo`` and ``scale``. Backends: "cpu" (C++, OpenMP, vectorised passes), "reference",
 and on CUDA tensors "triton" and "cuda" (one persistent launch per fit); segments, init and the single E-step run
 the reference (torch) there. The CUDA default is Triton: neither GPU kernel has been timed (nor the CUDA one run)
-on a GPU yet.
-"""
+on a GPU yet. Every (G, 2) parameter tensor handed to a kernel is a contiguous float64 copy."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ from fastmix.reference import gmm as reference
 
 BACKENDS = ("cpu", "reference", "triton", "cuda")
 CUDA_DEFAULT = "triton"
+KMEANS_BACKENDS = ("cpu", "triton")
+MEDIAN_BISECTIONS = 8
+"""The median split is the upper edge of the step of a 2^8 = 256-step grid of the group's range holding the median."""
 
 
 def _float64(n_groups: int, device, columns: int = 0) -> torch.Tensor:
@@ -54,6 +57,7 @@ def gmm2_segments(values: torch.Tensor, groups: torch.Tensor, n_groups: int, omi
         sorted_values = values[torch.argsort(keys, stable=True)]
         held = torch.arange(values.numel(), device=values.device) < offsets[-1]
         return torch.where(held, sorted_values, 0.0), offsets, count, lo, hi
+    values, groups = values.contiguous(), groups.contiguous()
     sorted_values = torch.empty_like(values)
     offsets = torch.empty(n_groups + 1, dtype=torch.int64, device=values.device)
     count, lo, hi = (_float64(n_groups, values.device) for _ in range(3))
@@ -87,25 +91,13 @@ def _segment_pass(backend: str, reference_pass, native_pass: str, columns: int, 
     if backend != "cpu":
         return reference_pass(*normalised_segments(sorted_values, offsets, lo, scale), n_groups, *extra)
     out = _float64(n_groups, sorted_values.device, columns)
+    lo, scale = lo.contiguous(), scale.contiguous()
+    extra = [None if tensor is None else tensor.contiguous() for tensor in extra]  # alive until the call returns
     pointers = [0 if tensor is None else tensor.data_ptr() for tensor in extra]
     getattr(_native.native(), native_pass)(sorted_values.data_ptr(), offsets.data_ptr(),
                                            _native.DTYPE_CODES[sorted_values.dtype], n_groups, lo.data_ptr(),
                                            scale.data_ptr(), *pointers, out.data_ptr())
     return out
-
-
-@torch.library.custom_op("fastmix::gmm2_histogram", mutates_args=())
-def gmm2_histogram(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor,
-                   backend: str) -> torch.Tensor:
-    """The quantile init's (G, 256) float64 histogram of each group's ``floor(256 x)``
-    (reference.quantile_histogram)."""
-    return _segment_pass(backend, reference.quantile_histogram, "gmm2_histogram_cpu", reference.QUANTILE_BINS,
-                         sorted_values, offsets, lo, scale)
-
-
-@gmm2_histogram.register_fake
-def _(sorted_values, offsets, lo, scale, backend):
-    return _float64(lo.size(0), sorted_values.device, reference.QUANTILE_BINS)
 
 
 @torch.library.custom_op("fastmix::gmm2_split_statistics", mutates_args=())
@@ -119,18 +111,6 @@ def gmm2_split_statistics(sorted_values: torch.Tensor, offsets: torch.Tensor, lo
 @gmm2_split_statistics.register_fake
 def _(sorted_values, offsets, lo, scale, split, shifts, backend):
     return _float64(lo.size(0), sorted_values.device, 7)
-
-
-def quantile_init(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
-                  scale: torch.Tensor, reg_covar: float, eps: float, backend: str,
-                  reduce: reference.Reduce = reference.no_reduce):
-    """The deterministic median-split init: (weights, means, variances) (G, 2) float64. Two passes over the values
-    (the histogram, then the split's statistics), each summed over the ranks by ``reduce``; the rest is (G,)-sized."""
-    histogram = reduce(gmm2_histogram(sorted_values, offsets, lo, scale, backend), "sum")
-    split = reference.split_edges(histogram, count)
-    shifts = reference.split_shifts(split)
-    stats = reduce(gmm2_split_statistics(sorted_values, offsets, lo, scale, split, shifts, backend), "sum")
-    return reference.params_from_split_statistics(stats, shifts, count, reg_covar, eps)
 
 
 @torch.library.custom_op("fastmix::gmm2_race", mutates_args=())
@@ -147,26 +127,40 @@ def _(sorted_values, offsets, lo, scale, keys, centre, backend):
     return _float64(lo.size(0), sorted_values.device, 3)
 
 
-def kmeans_init(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
-                scale: torch.Tensor, reg_covar: float, eps: float, generator: torch.Generator | None, backend: str,
-                reduce: reference.Reduce = reference.no_reduce, iterations: int = 20):
-    """scikit-learn's default init in batched form: k-means++ seeds (reference.kmeans_seeds), ``iterations`` Lloyd
-    steps (a fixed count: no host sync), then the initial M-step of the two clusters. Each value goes to the nearer
-    centre, decided as ``x >= (c0 + c1) / 2`` for ordered centres (a tie goes up), so a Lloyd step is one
-    ``gmm2_split_statistics`` pass at the midpoints around the centres."""
+@torch.library.custom_op("fastmix::gmm2_kmeans", mutates_args=())
+def gmm2_kmeans(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
+                scale: torch.Tensor, low: torch.Tensor, high: torch.Tensor, seeds: torch.Tensor | None, steps: int,
+                backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k-means inits' passes in one call on "cpu" (C++, one group per thread with its segment in cache) and
+    "triton" (one program per group): from ``seeds`` (G, 2), or without them from the means of the halves of the
+    median split over the 2^MEDIAN_BISECTIONS-step grid of [low, high] (G,), at most ``steps`` Lloyd steps
+    (stopping once the centres stop moving), then the final split's statistics. Returns (centres (G, 2),
+    statistics (G, 7)); fastmix/methods/gmm.py composes the same from ``gmm2_split_statistics`` passes on the other
+    backends."""
+    if backend not in KMEANS_BACKENDS:
+        raise ValueError(f"gmm2_kmeans has no {backend!r} backend")
+    n_groups = count.size(0)
+    centres = _float64(n_groups, sorted_values.device, 2)
+    stats = _float64(n_groups, sorted_values.device, 7)
+    inputs = [t.contiguous() for t in (sorted_values, offsets, count, lo, scale, low, high)]
+    seeds = None if seeds is None else seeds.to(torch.float64).contiguous()  # alive until the call returns
+    if n_groups == 0:
+        return centres, stats
+    if backend == "triton":
+        from fastmix.kernels.triton import gmm as triton_gmm
 
-    def race(keys: torch.Tensor, centre: torch.Tensor | None) -> torch.Tensor:
-        return gmm2_race(sorted_values, offsets, lo, scale, keys, centre, backend)
+        triton_gmm.gmm2_kmeans(*inputs, seeds, steps, MEDIAN_BISECTIONS, centres, stats)
+        return centres, stats
+    _native.native().gmm2_kmeans_cpu(inputs[0].data_ptr(), inputs[1].data_ptr(), _native.DTYPE_CODES[inputs[0].dtype],
+                                     n_groups, *(t.data_ptr() for t in inputs[2:]),
+                                     0 if seeds is None else seeds.data_ptr(), MEDIAN_BISECTIONS, steps,
+                                     centres.data_ptr(), stats.data_ptr())
+    return centres, stats
 
-    centres = reference.kmeans_seeds(race, sorted_values.numel(), sorted_values.device, generator, reduce)
 
-    def statistics(centres: torch.Tensor) -> torch.Tensor:
-        split = centres.mean(1)
-        return reduce(gmm2_split_statistics(sorted_values, offsets, lo, scale, split, centres, backend), "sum")
-
-    for _ in range(iterations):
-        centres = reference.lloyd_step(statistics(centres), centres)
-    return reference.params_from_split_statistics(statistics(centres), centres, count, reg_covar, eps)
+@gmm2_kmeans.register_fake
+def _(sorted_values, offsets, count, lo, scale, low, high, seeds, steps, backend):
+    return _float64(count.size(0), sorted_values.device, 2), _float64(count.size(0), sorted_values.device, 7)
 
 
 @torch.library.custom_op("fastmix::gmm2_estep", mutates_args=())
@@ -200,10 +194,14 @@ def gmm2_em(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Ten
         return reference.fit_em(x, groups, valid, count, weights, means, variances, n_groups=n_groups,
                                 max_iter=max_iter, tol=tol, reg_covar=reg_covar, eps=eps)
     device = sorted_values.device
-    out_weights, out_means, out_variances = weights.clone(), means.clone(), variances.clone()
+    out_weights, out_means, out_variances = (p.to(torch.float64).clone(memory_format=torch.contiguous_format)
+                                             for p in (weights, means, variances))
     log_likelihood = torch.full((n_groups, max_iter), float("nan"), dtype=torch.float64, device=device)
     n_iter = torch.zeros(n_groups, dtype=torch.int64, device=device)
     converged = torch.zeros(n_groups, dtype=torch.uint8, device=device)
+    sorted_values, offsets, count, lo, scale = (t.contiguous() for t in (sorted_values, offsets, count, lo, scale))
+    if sorted_values.numel() == 0:  # every group is empty: nothing to launch
+        return out_weights, out_means, out_variances, log_likelihood, n_iter, converged.bool()
     if backend == "triton":
         from fastmix.kernels.triton import gmm as triton_gmm
 

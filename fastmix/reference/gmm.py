@@ -1,12 +1,11 @@
-"""Batched two-component 1-D Gaussian-mixture EM in plain PyTorch (paper 001_*, eq. 6-8).
+"""Batched two-component 1-D Gaussian-mixture EM in plain PyTorch (paper 001_*, eq. 6-8): the oracle of the GMM
+kernels and the "reference" backend of their passes.
 
 One EM per group, all groups at once with ``index_add``; the semantics are scikit-learn's
-``GaussianMixture(n_components=2)`` (see shared/reference/sklearn_gmm.md): E-step on the current parameters, the
-lower bound ``lb`` = mean log-likelihood before the M-step, ``nk = sum r + 10 eps``, the variance in a second pass
-around the NEW mean with ``reg_covar`` added after dividing, convergence when ``|lb - prev| < tol`` (strict; the
-first iteration never converges) with the converging iteration's M-step applied. A converged group stops updating.
-Everything accumulates in float64. ``reduce(tensor, op)`` all-reduces with op "sum", "min" or "max" over the ranks
-of a process group (the identity when there is none).
+``GaussianMixture(n_components=2)``: E-step on the current parameters, the lower bound ``lb`` = mean log-likelihood
+before the M-step, ``nk = sum r + 10 eps``, the variance in a second pass around the NEW mean with ``reg_covar``
+added after dividing, convergence when ``|lb - prev| < tol`` (strict; the first iteration never converges) with the
+converging iteration's M-step applied. A converged group stops updating. Everything accumulates in float64.
 """
 
 from __future__ import annotations
@@ -16,13 +15,7 @@ from typing import Callable
 
 import torch
 
-Reduce = Callable[[torch.Tensor, str], torch.Tensor]
 LOG_2PI = math.log(2.0 * math.pi)
-QUANTILE_BINS = 256
-
-
-def no_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
-    return tensor
 
 
 def group_range(values: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, n_groups: int):
@@ -37,45 +30,10 @@ def group_range(values: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor,
     return count, torch.where(empty, 0.0, lo), torch.where(empty, 0.0, hi)
 
 
-def reduce_range(count: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, reduce: Reduce):
-    """Per-group (count, min, max) of the shards' union from each shard's group_range."""
-    held = count > 0
-    count = reduce(count.clone(), "sum")
-    lo = reduce(torch.where(held, lo, math.inf), "min")
-    hi = reduce(torch.where(held, hi, -math.inf), "max")
-    empty = count == 0
-    return count, torch.where(empty, 0.0, lo), torch.where(empty, 0.0, hi)
-
-
-def range_scale(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """``max - min``, or 1 where a group has a single distinct value (its values all normalise to 0)."""
-    return torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-
-
 def normalise(values: torch.Tensor, groups: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Min-max normalisation per group in float64, computed as ``(x - min) * (1 / (max - min))`` by every backend
-    (a multiplication in the kernels' hot loops; within an ulp of the division), so their quantile-init bins agree
-    bit for bit."""
+    """Per-group normalisation in float64, computed as ``(x - lo) * (1 / scale)`` by every backend (a multiplication
+    in the kernels' hot loops; within an ulp of the division), so their inits' split decisions agree bit for bit."""
     return (values.double() - lo[groups]) * scale.reciprocal()[groups]
-
-
-def quantile_histogram(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """The quantile init's (G, 256) float64 histogram of ``floor(256 x)`` clamped to [0, 255]."""
-    bins = (x * QUANTILE_BINS).floor().clamp(0, QUANTILE_BINS - 1).long()
-    histogram = torch.zeros(n_groups * QUANTILE_BINS, dtype=torch.float64, device=x.device)
-    return histogram.index_add_(0, groups * QUANTILE_BINS + bins, valid.double()).view(n_groups, QUANTILE_BINS)
-
-
-def split_edges(histogram: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-    """Deterministic init, the median split: per group the upper edge of the bin where the cumulative count of its
-    256-bin histogram of normalised values reaches half the group, so each side holds about half the values."""
-    below_half = histogram.cumsum(1) < (count / 2)[:, None]
-    return (below_half.sum(1) + 1).double() / QUANTILE_BINS
-
-
-def split_shifts(split: torch.Tensor) -> torch.Tensor:
-    """(G, 2): the midpoints of [0, split] and [split, 1], around which the split's statistics are taken."""
-    return torch.stack([0.5 * split, 0.5 * (1.0 + split)], dim=1)
 
 
 def split_statistics(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, n_groups: int, split: torch.Tensor,
@@ -84,13 +42,6 @@ def split_statistics(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor,
     upper = x >= split[groups]
     resp = torch.stack([(~upper & valid).double(), (upper & valid).double()], dim=1)
     return _group_statistics(torch.zeros_like(x), resp, x[:, None] - shifts[groups], groups, n_groups)
-
-
-def params_from_split_statistics(stats: torch.Tensor, shifts: torch.Tensor, count: torch.Tensor, reg_covar: float,
-                                 eps: float):
-    """scikit-learn's initial M-step of the two halves: (weights ``nk / n``, means, variances), all (G, 2)."""
-    nk, means, variances = component_update(stats, shifts, reg_covar, eps)
-    return nk / count.clamp(min=1)[:, None], means, variances
 
 
 def race_statistics(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, n_groups: int, keys: torch.Tensor,
@@ -105,35 +56,6 @@ def race_statistics(x: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, 
     sums = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, groups, torch.where(won, x, 0.0))
     hits = torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, groups, won.double())
     return torch.stack([best, sums, hits], dim=1)
-
-
-def race_winner(stats: torch.Tensor, reduce: Reduce) -> torch.Tensor:
-    """The winning value of each group's race over all shards from their ``race_statistics`` (the mean of tied
-    winners; 0 where no key is finite)."""
-    best = reduce(stats[:, 0].clone(), "min")
-    held = stats[:, 0] == best
-    sums = reduce(torch.where(held, stats[:, 1], 0.0), "sum")
-    return sums / reduce(torch.where(held, stats[:, 2], 0.0), "sum").clamp(min=1)
-
-
-def kmeans_seeds(race: Callable, n: int, device: torch.device, generator: torch.Generator | None,
-                 reduce: Reduce) -> torch.Tensor:
-    """k-means++ seeding of two centres per group, (G, 2) ordered, by races on the device keyed by ``generator`` (no
-    host sync; ``race(keys, centre)`` gives a shard's ``race_statistics`` of n keys): the first centre is the value
-    with the smallest uniform key, a uniform choice; the second the value with the smallest ``E / d^2``, E
-    exponential (``-log U``) and d the distance to the first, a choice with probability proportional to ``d^2``.
-    Not bit-compatible with scikit-learn's KMeans (its RNG differs)."""
-    keys = torch.empty(n, dtype=torch.float64, device=device)
-    first = race_winner(race(keys.uniform_(generator=generator), None), reduce)
-    second = race_winner(race(keys.uniform_(generator=generator).log_().neg_(), first), reduce)
-    return torch.stack([torch.minimum(first, second), torch.maximum(first, second)], dim=1)
-
-
-def lloyd_step(stats: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """New (G, 2) centres from ``split_statistics`` at the centres' midpoint taken around the centres: each side's
-    mean, or the old centre where a side is empty."""
-    sizes = stats[:, 1:3]
-    return torch.where(sizes > 0, centres + stats[:, 3:5] / sizes.clamp(min=1), centres)
 
 
 def log_weighted_densities(x: torch.Tensor, groups: torch.Tensor, weights, means, variances) -> torch.Tensor:
@@ -215,23 +137,6 @@ def _group_statistics(log_prob, resp, d, groups, n_groups: int) -> torch.Tensor:
     """Per group: sum log_prob, sum r_k, sum r_k d_k, sum r_k d_k^2 (G, 7), from per-value (n,), (n, 2), (n, 2)."""
     per_value = torch.cat([log_prob[:, None], resp, resp * d, resp * d.square()], dim=1)
     return torch.zeros(n_groups, 7, dtype=torch.float64, device=d.device).index_add_(0, groups, per_value)
-
-
-def component_update(stats: torch.Tensor, centres: torch.Tensor, reg_covar: float, eps: float):
-    """(nk, means, variances) (G, 2) from statistics taken around ``centres``, as csrc/gmm.h's update_component:
-    ``nk = sum r + 10 eps``, the variance re-centred on the new mean, plus ``reg_covar``."""
-    resp_sum, shifted_sum, squared_sum = stats[:, 1:3], stats[:, 3:5], stats[:, 5:7]
-    nk = resp_sum + 10 * eps
-    means = (shifted_sum + centres * resp_sum) / nk
-    d = means - centres
-    spread = squared_sum - 2 * d * shifted_sum + d.square() * resp_sum
-    return nk, means, spread.clamp(min=0) / nk + reg_covar
-
-
-def m_step_from_statistics(stats: torch.Tensor, means, count: torch.Tensor, reg_covar: float, eps: float):
-    """The M-step from ``estep_statistics`` (around ``means``): (lower bound (G,), weights, means, variances)."""
-    nk, new_means, variances = component_update(stats, means, reg_covar, eps)
-    return stats[:, 0] / count.clamp(min=1), nk / nk.sum(1, keepdim=True), new_means, variances
 
 
 def posterior(x: torch.Tensor, groups: torch.Tensor, weights, means, variances) -> torch.Tensor:

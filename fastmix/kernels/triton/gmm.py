@@ -1,4 +1,5 @@
-"""Two-component GMM EM Triton kernel (paper 001_*, eq. 6-8): the whole fit in one persistent launch.
+"""Two-component GMM Triton kernels (paper 001_*, eq. 6-8): the k-means init and the EM fit, one persistent launch
+each.
 
 The values are sorted by group (a stable sort, once per fit), so each group is a contiguous segment and one program
 fits one group: every iteration is one pass over its segment, the statistics summed in BLOCK-wide float64 registers
@@ -109,6 +110,101 @@ def _gmm2_em_kernel(values_ptr, offsets_ptr, count_ptr, lo_ptr, scale_ptr, weigh
     tl.store(variances_ptr + 2 * g + 1, v1)
     tl.store(n_iter_ptr + g, iterations)
     tl.store(converged_ptr + g, done.to(tl.uint8))
+
+
+@triton.jit
+def _split_sums(values_ptr, start, end, lo, inv_scale, split, c0, c1, BLOCK: tl.constexpr):
+    """One pass over a group's segment: the hard split ``x >= split`` (component 1) with its statistics around
+    (c0, c1): the counts, the sums of ``x - c_k`` and of their squares per side."""
+    n0_acc = tl.zeros([BLOCK], dtype=tl.float64)
+    n1_acc = tl.zeros([BLOCK], dtype=tl.float64)
+    s0_acc = tl.zeros([BLOCK], dtype=tl.float64)
+    s1_acc = tl.zeros([BLOCK], dtype=tl.float64)
+    q0_acc = tl.zeros([BLOCK], dtype=tl.float64)
+    q1_acc = tl.zeros([BLOCK], dtype=tl.float64)
+    for block_start in range(start, end, BLOCK):
+        offs = block_start + tl.arange(0, BLOCK)
+        in_segment = offs < end
+        x = (tl.load(values_ptr + offs, mask=in_segment, other=0.0).to(tl.float64) - lo) * inv_scale
+        upper = x >= split
+        r0 = tl.where(in_segment & ~upper, 1.0, 0.0).to(tl.float64)
+        r1 = tl.where(in_segment & upper, 1.0, 0.0).to(tl.float64)
+        d0 = x - c0
+        d1 = x - c1
+        n0_acc += r0
+        n1_acc += r1
+        s0_acc += r0 * d0
+        s1_acc += r1 * d1
+        q0_acc += r0 * d0 * d0
+        q1_acc += r1 * d1 * d1
+    return (tl.sum(n0_acc), tl.sum(n1_acc), tl.sum(s0_acc), tl.sum(s1_acc), tl.sum(q0_acc), tl.sum(q1_acc))
+
+
+@triton.jit
+def _gmm2_kmeans_kernel(values_ptr, offsets_ptr, count_ptr, lo_ptr, scale_ptr, low_ptr, high_ptr, seeds_ptr,
+                        centres_ptr, stats_ptr, steps, HAS_SEEDS: tl.constexpr, BISECTIONS: tl.constexpr,
+                        BLOCK: tl.constexpr):
+    """One program per group, as csrc/gmm_cpu.cpp's kmeans: the median split's bisection over the 2^BISECTIONS-step
+    grid of [low, high] and its halves' means (without seeds), Lloyd steps until the centres stop moving (at most
+    ``steps``), the final split's statistics."""
+    g = tl.program_id(0)
+    start = tl.load(offsets_ptr + g)
+    end = tl.load(offsets_ptr + g + 1)
+    count = tl.load(count_ptr + g)
+    lo = tl.load(lo_ptr + g)
+    inv_scale = 1.0 / tl.load(scale_ptr + g)
+    grid_steps = tl.full([], 1 << BISECTIONS, tl.float64)
+    if HAS_SEEDS:
+        c0 = tl.load(seeds_ptr + 2 * g)
+        c1 = tl.load(seeds_ptr + 2 * g + 1)
+    else:
+        low = tl.load(low_ptr + g)
+        high = tl.load(high_ptr + g)
+        below = tl.zeros([], tl.float64)
+        above = grid_steps
+        for _ in range(BISECTIONS):
+            middle = tl.floor((below + above) / 2.0)
+            split = low + middle / grid_steps * (high - low)
+            n0, n1, s0, s1, q0, q1 = _split_sums(values_ptr, start, end, lo, inv_scale, split, split, split, BLOCK)
+            enough = n0 >= count / 2.0
+            above = tl.where(enough, middle, above)
+            below = tl.where(enough, below, middle)
+        split = low + above / grid_steps * (high - low)
+        c0 = 0.5 * (low + split)
+        c1 = 0.5 * (split + high)
+        n0, n1, s0, s1, q0, q1 = _split_sums(values_ptr, start, end, lo, inv_scale, split, c0, c1, BLOCK)
+        c0 = tl.where(n0 > 0, c0 + s0 / tl.maximum(n0, 1.0), c0)
+        c1 = tl.where(n1 > 0, c1 + s1 / tl.maximum(n1, 1.0), c1)
+    moving = tl.full([], 1, tl.int32)
+    for _ in range(steps):
+        if moving != 0:
+            n0, n1, s0, s1, q0, q1 = _split_sums(values_ptr, start, end, lo, inv_scale, (c0 + c1) / 2.0, c0, c1,
+                                                 BLOCK)
+            new0 = tl.where(n0 > 0, c0 + s0 / tl.maximum(n0, 1.0), c0)
+            new1 = tl.where(n1 > 0, c1 + s1 / tl.maximum(n1, 1.0), c1)
+            moving = ((new0 != c0) | (new1 != c1)).to(tl.int32)
+            c0 = new0
+            c1 = new1
+    n0, n1, s0, s1, q0, q1 = _split_sums(values_ptr, start, end, lo, inv_scale, (c0 + c1) / 2.0, c0, c1, BLOCK)
+    tl.store(centres_ptr + 2 * g, c0)
+    tl.store(centres_ptr + 2 * g + 1, c1)
+    row = stats_ptr + 7 * g
+    tl.store(row, tl.zeros([], tl.float64))
+    tl.store(row + 1, n0)
+    tl.store(row + 2, n1)
+    tl.store(row + 3, s0)
+    tl.store(row + 4, s1)
+    tl.store(row + 5, q0)
+    tl.store(row + 6, q1)
+
+
+def gmm2_kmeans(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
+                scale: torch.Tensor, low: torch.Tensor, high: torch.Tensor, seeds: torch.Tensor | None, steps: int,
+                bisections: int, centres: torch.Tensor, stats: torch.Tensor) -> None:
+    """Fills ``centres`` (G, 2) and ``stats`` (G, 7), contiguous float64, for every group (one program each)."""
+    _gmm2_kmeans_kernel[(count.size(0),)](sorted_values, offsets, count, lo, scale, low, high,
+                                          centres if seeds is None else seeds, centres, stats, steps,
+                                          HAS_SEEDS=seeds is not None, BISECTIONS=bisections, BLOCK=256, num_warps=4)
 
 
 def gmm2_em(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
