@@ -12,7 +12,7 @@ from fastmix.ops import balancemix as balancemix_ops
 from fastmix.reference import balancemix as reference
 from helpers import FLOAT_DTYPES, assert_close, backend_params, compile_fullgraph
 
-LOSS_BACKENDS = backend_params(("reference", "triton"))
+LOSS_BACKENDS = backend_params(("reference", "triton", "cpu"))
 
 
 def seeded(device, seed=0):

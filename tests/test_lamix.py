@@ -11,7 +11,7 @@ from fastmix.reference import lamix as reference
 from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, backend_params, compile_fullgraph, make_batch,
                      make_labels)
 
-BACKENDS = backend_params(("reference", "triton"))
+BACKENDS = backend_params(("reference", "triton", "cpu"))
 MIX_BACKENDS = backend_params()
 BATCHES = (1, 2, 3, 7, 64)
 

@@ -13,7 +13,7 @@ from fastmix.ops import lumix as lumix_ops
 from fastmix.reference import lumix as reference
 from helpers import FLOAT_DTYPES, assert_close, backend_params, compile_fullgraph, make_labels
 
-BACKENDS = backend_params(("reference", "triton"))
+BACKENDS = backend_params(("reference", "triton", "cpu"))
 BATCHES = (1, 2, 3, 7, 64)
 CLASSES = (1, 10, 1000, 1003)
 
@@ -402,7 +402,7 @@ def _inputs():
         (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, lam, eta=float("nan")), ValueError, "eta must be"),
         (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, lam, reduction="max"), ValueError, "reduction must be"),
         (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, lam, backend="cuda"), ValueError,
-         r"backend must be one of \('triton', 'reference'\)"),
+         r"backend must be one of \('triton', 'reference', 'cpu'\)"),
         (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, lam, backend="fast"), ValueError, "backend must be"),
         (lambda z, a, b, lam: fastmix.lumix_lambda(lam, z, a, b, r1=-0.1), ValueError, "r1 must be"),
         (lambda z, a, b, lam: fastmix.lumix_lambda(lam, z, a, b, r2=float("inf")), ValueError, "r2 must be"),

@@ -10,7 +10,9 @@ from torch import nn
 
 import fastmix
 from fastmix import _checks
-from fastmix.api.lumix import lumix_lambda, lumix_loss
+from fastmix.api._arguments import check_backend, check_bool, plain_number
+from fastmix.api.lumix import check_ratios, lumix_lambda, lumix_loss
+from fastmix.ops import lumix as lumix_ops
 
 
 class LUMixOutput(NamedTuple):
@@ -45,15 +47,12 @@ class LUMix(nn.Module):
                  r1: float = 0.4, r2: float = 0.1, alpha: float = 2.0, eta: float = 1.0, backend: str | None = None):
         super().__init__()
         self.num_classes = num_classes
-        self.cutmix_alpha = _checks.check_positive_finite("cutmix_alpha", cutmix_alpha)
-        self.correct_lam = correct_lam
-        self.r1 = _checks.check_real("r1", r1, 0.0, math.inf)
-        self.r2 = _checks.check_real("r2", r2, 0.0, math.inf)
-        if self.r1 + self.r2 > 1:
-            raise ValueError(f"r1 + r2 must be <= 1, got r1={r1}, r2={r2}")
-        self.alpha = _checks.check_positive_finite("alpha", alpha)
-        self.eta = _checks.check_real("eta", eta, 0.0, math.inf)
-        self.backend = backend
+        self.cutmix_alpha = _checks.check_positive_finite("cutmix_alpha", plain_number(cutmix_alpha))
+        self.correct_lam = check_bool("correct_lam", correct_lam)
+        self.r1, self.r2 = check_ratios(r1, r2)
+        self.alpha = _checks.check_positive_finite("alpha", plain_number(alpha))
+        self.eta = _checks.check_real("eta", plain_number(eta), 0.0, math.inf)
+        self.backend = check_backend(backend, lumix_ops.BACKENDS)
 
     def forward(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                 generator: torch.Generator | None = None) -> LUMixOutput:
