@@ -34,9 +34,12 @@ def _check_inputs(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Te
 def _native_args(logits, targets, weights):
     """The C++ kernels' (B, K) operands as (pointer, row stride) pairs (a missing weights tensor is the null pointer),
     then B, K and the dtype code; and the tensors behind the pointers (keep them alive)."""
-    rows = [unit_column_rows(x) for x in (logits, targets)] + ([] if weights is None else [unit_column_rows(weights)])
-    pointers = [value for x in rows for value in (x.data_ptr(), x.stride(0))] + ([0, 0] if weights is None else [])
-    return (*pointers, logits.size(0), logits.size(1), _native.DTYPE_CODES[logits.dtype]), rows
+    logit_rows, target_rows = unit_column_rows(logits), unit_column_rows(targets)
+    weight_rows = None if weights is None else unit_column_rows(weights)
+    weight_args = (0, 0) if weight_rows is None else (weight_rows.data_ptr(), weight_rows.stride(0))
+    args = (logit_rows.data_ptr(), logit_rows.stride(0), target_rows.data_ptr(), target_rows.stride(0), *weight_args,
+            logits.size(0), logits.size(1), _native.DTYPE_CODES[logits.dtype])
+    return args, (logit_rows, target_rows, weight_rows)
 
 
 def _balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
@@ -117,13 +120,12 @@ def _backward_with(gradient):
         grad_logits = grad_targets = grad_weights = None
         if ctx.needs_input_grad[0]:
             grad_logits = gradient(grad_out, logits, targets, weights, ctx.backend)
-        scale = grad_out / max(logits.size(0), 1)
         if ctx.needs_input_grad[1]:
-            grad_targets = -logits.to(targets.dtype) * scale
+            grad_targets = -logits.to(targets.dtype) * (grad_out / max(logits.size(0), 1))
             grad_targets = grad_targets if weights is None else grad_targets * weights
         if ctx.needs_input_grad[2]:
             grad_weights = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits.to(targets.dtype), targets, reduction="none") * scale
+                logits.to(targets.dtype), targets, reduction="none") * (grad_out / max(logits.size(0), 1))
         return grad_logits, grad_targets, grad_weights, None
 
     return backward
