@@ -115,3 +115,46 @@ def gradcheck_input(layout: str, device: str, shape: tuple[int, ...]) -> torch.T
     elif layout == "spatial_slice":
         base = base[:, :, :, 1:3]
     return base.to(device).requires_grad_()
+
+
+def launch_floats_as_fp32(monkeypatch, *kernels):
+    """Give ``kernels`` (Triton JIT functions run by the interpreter) every Python float argument rounded to fp32, as
+    a GPU launch passes it (the interpreter passes float64): under this, a test sees the GPU's numerics."""
+    import numpy as np
+
+    def as_gpu(value):
+        return float(np.float32(value)) if isinstance(value, float) else value
+
+    for kernel in kernels:
+        def run(*args, _run=kernel.run, **kwargs):
+            return _run(*map(as_gpu, args), **{name: as_gpu(value) for name, value in kwargs.items()})
+
+        monkeypatch.setattr(kernel, "run", run)
+
+
+def ptxas_usage(kernel, signature: dict, constexprs: dict, num_warps: int, arch: int) -> tuple[int, int]:
+    """(registers a thread, bytes of spill stores) of a Triton kernel compiled ahead of time for sm_``arch`` by the
+    ptxas Triton uses for that architecture (shipped with Triton); no GPU needed."""
+    import os
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import get_ptxas
+    from triton.compiler import ASTSource
+
+    compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": num_warps})
+    ptx = compiled.asm["ptx"]
+    gpu_name = re.search(r"^\.target (\w+)", ptx, re.MULTILINE).group(1)  # sm_80, sm_90a
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "kernel.ptx")
+        with open(path, "w") as f:
+            f.write(ptx)
+        report = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name={gpu_name}", path, "-o", os.devnull],
+                                capture_output=True, text=True, check=True).stderr
+    registers = int(re.search(r"Used (\d+) registers", report).group(1))
+    spills = int(re.search(r"(\d+) bytes spill stores", report).group(1))
+    return registers, spills
