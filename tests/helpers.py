@@ -132,29 +132,45 @@ def launch_floats_as_fp32(monkeypatch, *kernels):
         monkeypatch.setattr(kernel, "run", run)
 
 
-def ptxas_usage(kernel, signature: dict, constexprs: dict, num_warps: int, arch: int) -> tuple[int, int]:
-    """(registers a thread, bytes of spill stores) of a Triton kernel compiled ahead of time for sm_``arch`` by the
-    ptxas Triton uses for that architecture (shipped with Triton); no GPU needed."""
-    import os
-    import re
-    import subprocess
-    import tempfile
+_PTXAS_USAGE_SCRIPT = """
+import importlib, json, os, re, subprocess, sys, tempfile
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import get_ptxas
+from triton.compiler import ASTSource
 
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.backends.nvidia.compiler import get_ptxas
-    from triton.compiler import ASTSource
-
+module, name, signature, constexprs, num_warps, archs = json.loads(sys.argv[1])
+kernel = getattr(importlib.import_module(module), name)
+usage = {}
+for arch in archs:
     compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", arch, 32),
                               options={"num_warps": num_warps})
     ptx = compiled.asm["ptx"]
-    gpu_name = re.search(r"^\.target (\w+)", ptx, re.MULTILINE).group(1)  # sm_80, sm_90a
+    gpu_name = re.search(r"^\\.target (\\w+)", ptx, re.MULTILINE).group(1)  # sm_80, sm_90a
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "kernel.ptx")
         with open(path, "w") as f:
             f.write(ptx)
         report = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name={gpu_name}", path, "-o", os.devnull],
                                 capture_output=True, text=True, check=True).stderr
-    registers = int(re.search(r"Used (\d+) registers", report).group(1))
-    spills = int(re.search(r"(\d+) bytes spill stores", report).group(1))
-    return registers, spills
+    usage[arch] = (int(re.search(r"Used (\\d+) registers", report).group(1)),
+                   int(re.search(r"(\\d+) bytes spill stores", report).group(1)))
+print(json.dumps(usage))
+"""
+
+
+def ptxas_usage(module: str, kernel: str, signature: dict, constexprs: dict, num_warps: int,
+                archs=(80, 90)) -> dict:
+    """{arch: (registers a thread, bytes of spill stores)} of the Triton kernel ``module.kernel`` compiled ahead of
+    time for each sm_``arch`` by the ptxas Triton ships for it; no GPU needed. Runs in a subprocess without
+    TRITON_INTERPRET (the interpreter's kernels cannot be compiled)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    request = json.dumps([module, kernel, signature, constexprs, num_warps, list(archs)])
+    done = subprocess.run([sys.executable, "-c", _PTXAS_USAGE_SCRIPT, request], env=env, capture_output=True,
+                          text=True, check=True)
+    return {int(arch): tuple(value) for arch, value in json.loads(done.stdout.strip().splitlines()[-1]).items()}

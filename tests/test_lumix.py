@@ -458,9 +458,8 @@ def test_forward_kernel_compiles_without_spills(label_kind, classes):
                  "n_classes": "i32", "INDEX_LABELS": "constexpr", "BLOCK_K": "constexpr", "SINGLE_BLOCK": "constexpr"}
     constexprs = {"INDEX_LABELS": label_kind == "int", "BLOCK_K": config["BLOCK_K"],
                   "SINGLE_BLOCK": config["SINGLE_BLOCK"]}
-    for arch in (80, 90):
-        registers, spills = ptxas_usage(triton_lumix._lumix_loss_fwd_kernel, signature, constexprs,
-                                        config["num_warps"], arch)
+    usage = ptxas_usage(triton_lumix.__name__, "_lumix_loss_fwd_kernel", signature, constexprs, config["num_warps"])
+    for arch, (registers, spills) in usage.items():
         assert spills == 0, f"sm_{arch}: {registers} registers, {spills} bytes of spill stores"
 
 
