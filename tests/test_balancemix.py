@@ -294,6 +294,20 @@ def test_float64_gradient_with_the_gpu_scalar_semantics(monkeypatch):
     assert_close(got, want, torch.float64)
 
 
+def test_cpu_kernels_split_rows_across_threads():
+    """B K above the kernels' threshold for OpenMP (2^16 logits): the rows run on several threads, same values."""
+    if _backend.unavailable_reason("cpu", "cpu"):
+        pytest.skip(_backend.unavailable_reason("cpu", "cpu"))
+    logits, targets, weights = loss_inputs(70, 1003, torch.float32, "cpu")
+    logits.requires_grad_()
+    loss = fastmix.balancemix_loss(logits, targets, weights, backend="cpu")
+    (grad,) = torch.autograd.grad(loss, logits)
+    want = eq_10_by_hand(logits, targets, weights)
+    (want_grad,) = torch.autograd.grad(want, logits)
+    assert_close(loss, want, torch.float32)
+    assert_close(grad, want_grad, torch.float32)
+
+
 @pytest.mark.parametrize("backend", ["cuda", "fast"])
 def test_balancemix_checks_the_backend_at_construction(backend):
     with pytest.raises(ValueError, match="backend must be one of"):

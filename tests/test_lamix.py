@@ -426,6 +426,19 @@ def test_float64_parity_with_the_gpu_scalar_semantics(monkeypatch, label_kind):
         assert_close(g, w, torch.float64, name)
 
 
+def test_cpu_kernels_split_rows_across_threads():
+    """B K above the kernels' threshold for OpenMP (2^16 logits): the rows run on several threads, same values."""
+    if _backend.unavailable_reason("cpu", "cpu"):
+        pytest.skip(_backend.unavailable_reason("cpu", "cpu"))
+    logits, target_logits = make_logits(70, 1003, torch.float32, "cpu")
+    y = make_labels("soft", 70, 1003, "cpu")
+    lam, partner = make_pairing(70, "cpu")
+    got = fused_loss_and_grads(logits, target_logits, y, lam, partner, 0.5, False, "cpu")
+    want = expected_loss_and_grads(logits, target_logits, y, lam, partner, 0.5, False)
+    for g, w, name in zip(got, want, ("loss", "grad_z", "grad_t")):
+        assert_close(g, w, torch.float32, name)
+
+
 def test_numpy_scalars_and_strict_flags():
     want = fastmix.lamix_loss(LOGITS, LOGITS, Y, LAM, PERM, beta=0.25, detach_target=True)
     assert torch.equal(fastmix.lamix_loss(LOGITS, LOGITS, Y, LAM, PERM, beta=np.float32(0.25),

@@ -560,6 +560,22 @@ def test_eager_path_and_custom_op_agree(backend, device):
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
+@pytest.mark.parametrize("label_kind", ["int", "soft"])
+def test_cpu_kernels_split_rows_across_threads(label_kind):
+    """B K above the kernels' threshold for OpenMP (2^16 logits): the rows run on several threads, same values."""
+    if _backend.unavailable_reason("cpu", "cpu"):
+        pytest.skip(_backend.unavailable_reason("cpu", "cpu"))
+    batch, classes = 70, 1003
+    logits = make_logits(batch, classes, torch.float32, "cpu").requires_grad_()
+    y_a, y_b, dense_a, dense_b = label_pair(label_kind, batch, classes, "cpu")
+    lam = make_lam(batch, "cpu")
+    rows = fastmix.lumix_loss(logits, y_a, y_b, lam, eta=0.5, reduction="none", backend="cpu")
+    rows.sum().backward()
+    want_rows, want_grad = reference_loss_and_grad(logits, dense_a, dense_b, lam, 0.5)
+    assert_close(rows, want_rows, torch.float32, "rows")
+    assert_close(logits.grad, want_grad, torch.float32, "grad")
+
+
 # ---------------------------------------------------------------- strict numbers and flags
 
 
