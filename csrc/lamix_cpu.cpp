@@ -82,8 +82,8 @@ template <typename Body>
 void for_rows(uintptr_t z, int64_t z_stride, uintptr_t t, int64_t t_stride, int64_t batch, int64_t classes,
               int dtype, bool index_labels, uintptr_t labels, int64_t labels_stride, uintptr_t lam, uintptr_t partner,
               const char* what, Body&& body) {
-  if (index_labels) check_class_indices(labels, batch, classes, "y");
-  check_class_indices(partner, batch, batch, "partner");
+  if (index_labels) check_indices(labels, batch, classes, "y", "class");
+  check_indices(partner, batch, batch, "partner", "sample");
   dispatch_dtype(dtype, what, [&](auto tag) {
     using T = decltype(tag);
     using Acc = Acc_t<T>;

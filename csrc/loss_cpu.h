@@ -1,5 +1,5 @@
 // Shared by the C++ CPU loss kernels (lumix_cpu.cpp, lamix_cpu.cpp, balancemix_cpu.cpp): the logits' and labels'
-// layout and the index check. Host code only.
+// layout, the index check, the vectorisable exp/log1p, the per-ISA row loop. Host code only.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -156,14 +156,15 @@ void dispatch_index(bool index, Fn&& fn) {
   }
 }
 
-// Throws std::invalid_argument (a ValueError in Python) naming `what` if an index is outside [0, limit).
-inline void check_class_indices(uintptr_t indices, int64_t count, int64_t limit, const char* what) {
+// Throws std::invalid_argument (a ValueError in Python), "<what> holds <kind> indices outside [0, limit)", if one of
+// the int64 `indices` is outside [0, limit).
+inline void check_indices(uintptr_t indices, int64_t count, int64_t limit, const char* what, const char* kind) {
   const int64_t* values = reinterpret_cast<const int64_t*>(indices);
   bool inside = true;
   for (int64_t i = 0; i < count; ++i) inside &= values[i] >= 0 && values[i] < limit;
   if (!inside) {
-    throw std::invalid_argument(std::string(what) + " holds " + (std::string(what) == "partner" ? "sample" : "class") +
-                                " indices outside [0, " + std::to_string(limit) + ")");
+    throw std::invalid_argument(std::string(what) + " holds " + kind + " indices outside [0, " +
+                                std::to_string(limit) + ")");
   }
 }
 

@@ -41,7 +41,8 @@ FASTMIX_LOSS_INLINE LabelPair<Acc, Index> label_pair(const LabelArgs& labels, in
 // b_k = [y_a,k > min y_a or y_b,k > min y_b] (Algorithm 1), and the backward's statistics
 // (log-sum-exp, sum_k y_k, sum_k y_k p_k [b_k > p_k], min y_a, min y_b). `scores` holds K values of scratch.
 template <typename T, bool Index>
-FASTMIX_LOSS_INLINE void forward_row(const T* z, const LabelPair<Acc_t<T>, Index>& y, Acc_t<T> lam, Acc_t<T> eta, int64_t classes,
+FASTMIX_LOSS_INLINE void forward_row(const T* z, const LabelPair<Acc_t<T>, Index>& y, Acc_t<T> lam, Acc_t<T> eta,
+                                     int64_t classes,
                  Acc_t<T>* scores, Acc_t<T>* loss, Acc_t<T>* stats) {
   using Acc = Acc_t<T>;
   Acc z_max = -std::numeric_limits<Acc>::infinity();
@@ -84,7 +85,8 @@ FASTMIX_LOSS_INLINE void forward_row(const T* z, const LabelPair<Acc_t<T>, Index
 
 // grad_k = g (p_k sum_j y_j - y_k + eta p_k (sum_j h_j p_j - h_k)), h_k = y_k [b_k > p_k].
 template <typename T, bool Index>
-FASTMIX_LOSS_INLINE void backward_row(const T* z, const LabelPair<Acc_t<T>, Index>& y, Acc_t<T> lam, Acc_t<T> eta, int64_t classes,
+FASTMIX_LOSS_INLINE void backward_row(const T* z, const LabelPair<Acc_t<T>, Index>& y, Acc_t<T> lam, Acc_t<T> eta,
+                                      int64_t classes,
                   const Acc_t<T>* stats, Acc_t<T> g, T* grad) {
   using Acc = Acc_t<T>;
   const Acc log_sum_exp = stats[0], label_sum = stats[1], hinge_mass = stats[2], min_a = stats[3], min_b = stats[4];
@@ -101,7 +103,8 @@ FASTMIX_LOSS_INLINE void backward_row(const T* z, const LabelPair<Acc_t<T>, Inde
 // lam_s = p_a / (p_a + p_b) (eq. 4-5; 1/2 when both are 0), p_y = sum_k y_k p_k / sum_k y_k (0 for an all-zero
 // row), then lam = (1 - r1 - r2) lam0 + r1 lam_r + r2 lam_s (eq. 3).
 template <typename T, bool Index>
-FASTMIX_LOSS_INLINE void lambda_row(const T* z, const LabelPair<Acc_t<T>, Index>& y, int64_t classes, Acc_t<T> r1, Acc_t<T> r2,
+FASTMIX_LOSS_INLINE void lambda_row(const T* z, const LabelPair<Acc_t<T>, Index>& y, int64_t classes, Acc_t<T> r1,
+                                    Acc_t<T> r2,
                 Acc_t<T> lam0, Acc_t<T> lam_r, Acc_t<T>* lam, Acc_t<T>* lam_s) {
   using Acc = Acc_t<T>;
   Acc z_max = -std::numeric_limits<Acc>::infinity();
@@ -133,8 +136,8 @@ FASTMIX_LOSS_INLINE void lambda_row(const T* z, const LabelPair<Acc_t<T>, Index>
 template <typename Body>
 void for_rows(const LogitArgs& logits, const LabelArgs& labels, const char* what, Body&& body) {
   if (labels.index) {
-    check_class_indices(labels.a, logits.batch, logits.classes, "y_a");
-    check_class_indices(labels.b, logits.batch, logits.classes, "y_b");
+    check_indices(labels.a, logits.batch, logits.classes, "y_a", "class");
+    check_indices(labels.b, logits.batch, logits.classes, "y_b", "class");
   }
   dispatch_dtype(logits.dtype, what, [&](auto tag) {
     using T = decltype(tag);
@@ -155,7 +158,8 @@ void lumix_loss_forward_cpu(uintptr_t z, int64_t z_stride, int64_t batch, int64_
                             bool index_labels, uintptr_t y_a, int64_t y_a_stride, uintptr_t y_b, int64_t y_b_stride,
                             uintptr_t lam, double eta, uintptr_t loss, uintptr_t stats) {
   for_rows({z, z_stride, batch, classes, dtype}, {index_labels, y_a, y_a_stride, y_b, y_b_stride},
-           "lumix_loss_forward_cpu", [&](int64_t row, const auto* logits_row, const auto& y, auto* scratch) __attribute__((always_inline)) {
+           "lumix_loss_forward_cpu",
+           [&](int64_t row, const auto* logits_row, const auto& y, auto* scratch) __attribute__((always_inline)) {
              using Acc = std::remove_pointer_t<decltype(scratch)>;
              using T = std::remove_cv_t<std::remove_pointer_t<decltype(logits_row)>>;
              forward_row<T>(logits_row, y, reinterpret_cast<const Acc*>(lam)[row], static_cast<Acc>(eta), classes,
@@ -168,7 +172,8 @@ void lumix_loss_backward_cpu(uintptr_t z, int64_t z_stride, int64_t batch, int64
                              uintptr_t lam, double eta, uintptr_t stats, uintptr_t grad_rows,
                              int64_t grad_rows_stride, uintptr_t grad) {
   for_rows({z, z_stride, batch, classes, dtype}, {index_labels, y_a, y_a_stride, y_b, y_b_stride},
-           "lumix_loss_backward_cpu", [&](int64_t row, const auto* logits_row, const auto& y, auto* scratch) __attribute__((always_inline)) {
+           "lumix_loss_backward_cpu",
+           [&](int64_t row, const auto* logits_row, const auto& y, auto* scratch) __attribute__((always_inline)) {
              using Acc = std::remove_pointer_t<decltype(scratch)>;
              using T = std::remove_cv_t<std::remove_pointer_t<decltype(logits_row)>>;
              backward_row<T>(logits_row, y, reinterpret_cast<const Acc*>(lam)[row], static_cast<Acc>(eta), classes,
@@ -182,7 +187,8 @@ void lumix_lambda_cpu(uintptr_t z, int64_t z_stride, int64_t batch, int64_t clas
                       uintptr_t y_a, int64_t y_a_stride, uintptr_t y_b, int64_t y_b_stride, uintptr_t lam0,
                       uintptr_t lam_r, double r1, double r2, uintptr_t lam, uintptr_t lam_s) {
   for_rows({z, z_stride, batch, classes, dtype}, {index_labels, y_a, y_a_stride, y_b, y_b_stride},
-           "lumix_lambda_cpu", [&](int64_t row, const auto* logits_row, const auto& y, auto* scratch) __attribute__((always_inline)) {
+           "lumix_lambda_cpu",
+           [&](int64_t row, const auto* logits_row, const auto& y, auto* scratch) __attribute__((always_inline)) {
              using Acc = std::remove_pointer_t<decltype(scratch)>;
              using T = std::remove_cv_t<std::remove_pointer_t<decltype(logits_row)>>;
              lambda_row<T>(logits_row, y, classes, static_cast<Acc>(r1), static_cast<Acc>(r2),

@@ -96,7 +96,8 @@ def _balancemix_loss_backward(grad_out: torch.Tensor, logits: torch.Tensor, targ
 
 balancemix_loss_backward = torch.library.custom_op("fastmix::balancemix_loss_backward", _balancemix_loss_backward,
                                                    mutates_args=())
-balancemix_loss_backward.__doc__ = "``grad_out * w (sigmoid(logits) - targets) / B``, (B, K) contiguous in the logits' dtype."
+balancemix_loss_backward.__doc__ = """``grad_out * w (sigmoid(logits) - targets) / B``, (B, K) contiguous in the logits'
+dtype."""
 
 
 @balancemix_loss_backward.register_fake
