@@ -10,19 +10,26 @@
 namespace fastmix {
 namespace {
 
-// y~_k = lam y_i,k + (1 - lam) y_j,k (eq. 2) for row i and its partner j.
+// y~_k = lam y_i,k + (1 - lam) y_j,k (eq. 2) for row i and its partner j. Index labels: y~ is 0 off the labelled
+// classes, which `labelled` lists once each; the row loops skip y~ and visit them afterwards.
 template <typename Acc, bool Index>
 struct LocalLabel {
   int64_t own_class, partner_class;
   const Acc* own_row;
   const Acc* partner_row;
   Acc lam;
+  static constexpr bool kIndex = Index;
   FASTMIX_LOSS_INLINE Acc at(int64_t k) const {
     if constexpr (Index) {
       return (k == own_class ? lam : Acc(0)) + (k == partner_class ? Acc(1) - lam : Acc(0));
     } else {
       return lam * own_row[k] + (Acc(1) - lam) * partner_row[k];
     }
+  }
+  FASTMIX_LOSS_INLINE int labelled(int64_t out[2]) const {
+    out[0] = own_class;
+    out[1] = partner_class;
+    return own_class == partner_class ? 1 : 2;
   }
 };
 
@@ -68,11 +75,21 @@ FASTMIX_LOSS_INLINE RowSums<Acc_t<T>> row_sums(const T* z, const T* t, const Loc
 #pragma omp simd reduction(+ : z_norm, local_sum, local_shifted, s_shifted)
   for (int64_t k = 0; k < classes; ++k) {
     const Acc shifted = load_acc<T>(z[k]) - z_max;
-    const Acc y = local.at(k);
     z_norm += exp_fast(shifted);
-    local_sum += y;
-    local_shifted += y * shifted;
     s_shifted += scratch[k] * shifted;
+    if constexpr (!Index) {
+      const Acc y = local.at(k);
+      local_sum += y;
+      local_shifted += y * shifted;
+    }
+  }
+  if constexpr (Index) {
+    int64_t labelled[2];
+    for (int i = 0, n = local.labelled(labelled); i < n; ++i) {
+      const Acc y = local.at(labelled[i]);
+      local_sum += y;
+      local_shifted += y * (load_acc<T>(z[labelled[i]]) - z_max);
+    }
   }
   return {z_max, std::log(z_norm), s_norm, local_sum, local_shifted, s_shifted};
 }
@@ -139,11 +156,19 @@ void lamix_loss_backward_cpu(uintptr_t grad_loss, int64_t grad_loss_stride, uint
                  const Acc inv_s_norm = Acc(1) / s.s_norm;
                  const Acc mean_log_q = s.s_shifted * inv_s_norm - s.log_norm;
                  T* out_z = reinterpret_cast<T*>(grad_z) + row * classes;
-#pragma omp simd
-                 for (int64_t k = 0; k < classes; ++k) {
+                 const auto gradient = [&](int64_t k, Acc y) __attribute__((always_inline)) {
                    const Acc log_q = load_acc<T>(z_row[k]) - s.z_max - s.log_norm;
-                   const Acc target = b * local.at(k) + (Acc(1) - b) * scratch[k] * inv_s_norm;
-                   out_z[k] = store_from_acc<T>(g * (exp_fast(log_q) * target_sum - target));
+                   const Acc target = b * y + (Acc(1) - b) * scratch[k] * inv_s_norm;
+                   return store_from_acc<T>(g * (exp_fast(log_q) * target_sum - target));
+                 };
+                 constexpr bool kIndex = std::remove_reference_t<decltype(local)>::kIndex;
+#pragma omp simd
+                 for (int64_t k = 0; k < classes; ++k) out_z[k] = gradient(k, kIndex ? Acc(0) : local.at(k));
+                 if constexpr (kIndex) {
+                   int64_t labelled[2];
+                   for (int i = 0, n = local.labelled(labelled); i < n; ++i) {
+                     out_z[labelled[i]] = gradient(labelled[i], local.at(labelled[i]));
+                   }
                  }
                  if (detach_target) return;
                  T* out_t = reinterpret_cast<T*>(grad_t) + row * classes;
