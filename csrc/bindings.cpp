@@ -39,5 +39,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("gmm2_estep_cpu", &fastmix::gmm2_estep_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_cpu_isas", &fastmix::gmm2_cpu_isas);
   m.def("gmm2_cpu_isa", &fastmix::gmm2_cpu_isa);
+  m.def("lumix_loss_forward_cpu", &fastmix::lumix_loss_forward_cpu, py::call_guard<py::gil_scoped_release>());
+  m.def("lumix_loss_backward_cpu", &fastmix::lumix_loss_backward_cpu, py::call_guard<py::gil_scoped_release>());
+  m.def("lumix_lambda_cpu", &fastmix::lumix_lambda_cpu, py::call_guard<py::gil_scoped_release>());
+  m.def("lamix_loss_forward_cpu", &fastmix::lamix_loss_forward_cpu, py::call_guard<py::gil_scoped_release>());
+  m.def("lamix_loss_backward_cpu", &fastmix::lamix_loss_backward_cpu, py::call_guard<py::gil_scoped_release>());
+  m.def("balancemix_loss_forward_cpu", &fastmix::balancemix_loss_forward_cpu,
+        py::call_guard<py::gil_scoped_release>());
+  m.def("balancemix_loss_backward_cpu", &fastmix::balancemix_loss_backward_cpu,
+        py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_em_emulate", &fastmix::gmm2_em_emulate, py::call_guard<py::gil_scoped_release>());
 }

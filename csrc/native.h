@@ -65,6 +65,34 @@ void flow_backward_emulate(uintptr_t grad, int64_t grad_row_stride, uintptr_t la
                            uintptr_t grad_z, int64_t grad_z_row_stride, int64_t batch, int64_t flow_size,
                            int64_t features, bool keep_original, int dtype);
 
+// The fused losses on CPU tensors (lumix_cpu.cpp, lamix_cpu.cpp, balancemix_cpu.cpp), C++ with OpenMP over rows.
+// Logits (B, K) have unit column stride and a DType code; losses, statistics, weights and
+// dense labels are in the accumulation type (float, double for fp64 logits); gradients are (B, K) contiguous in the
+// logits' type. Class indices (index_labels: int64 (B,)) and partners are checked first: std::invalid_argument.
+void lumix_loss_forward_cpu(uintptr_t z, int64_t z_stride, int64_t batch, int64_t classes, int dtype, bool index_labels,
+                            uintptr_t y_a, int64_t y_a_stride, uintptr_t y_b, int64_t y_b_stride, uintptr_t lam,
+                            double eta, uintptr_t loss, uintptr_t stats);
+void lumix_loss_backward_cpu(uintptr_t z, int64_t z_stride, int64_t batch, int64_t classes, int dtype,
+                             bool index_labels, uintptr_t y_a, int64_t y_a_stride, uintptr_t y_b, int64_t y_b_stride,
+                             uintptr_t lam, double eta, uintptr_t stats, uintptr_t grad_rows,
+                             int64_t grad_rows_stride, uintptr_t grad);
+void lumix_lambda_cpu(uintptr_t z, int64_t z_stride, int64_t batch, int64_t classes, int dtype, bool index_labels,
+                      uintptr_t y_a, int64_t y_a_stride, uintptr_t y_b, int64_t y_b_stride, uintptr_t lam0,
+                      uintptr_t lam_r, double r1, double r2, uintptr_t lam, uintptr_t lam_s);
+void lamix_loss_forward_cpu(uintptr_t z, int64_t z_stride, uintptr_t t, int64_t t_stride, int64_t batch,
+                            int64_t classes, int dtype, bool index_labels, uintptr_t labels, int64_t labels_stride,
+                            uintptr_t lam, uintptr_t partner, double beta, uintptr_t loss);
+void lamix_loss_backward_cpu(uintptr_t grad_loss, int64_t grad_loss_stride, uintptr_t z, int64_t z_stride,
+                             uintptr_t t, int64_t t_stride, int64_t batch, int64_t classes, int dtype,
+                             bool index_labels, uintptr_t labels, int64_t labels_stride, uintptr_t lam,
+                             uintptr_t partner, double beta, bool detach_target, uintptr_t grad_z, uintptr_t grad_t);
+void balancemix_loss_forward_cpu(uintptr_t logits, int64_t logits_stride, uintptr_t targets, int64_t targets_stride,
+                                 uintptr_t weights, int64_t weights_stride, int64_t batch, int64_t classes, int dtype,
+                                 uintptr_t loss);
+void balancemix_loss_backward_cpu(uintptr_t grad_out, uintptr_t logits, int64_t logits_stride, uintptr_t targets,
+                                  int64_t targets_stride, uintptr_t weights, int64_t weights_stride, int64_t batch,
+                                  int64_t classes, int dtype, uintptr_t grad);
+
 #if defined(FASTMIX_WITH_CUDA)
 void check_launch(const char* what);  // raises std::runtime_error on a pending CUDA error
 int cuda_driver_version();            // cudaDriverGetVersion, 0 when no driver is installed

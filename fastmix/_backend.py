@@ -76,6 +76,14 @@ def preferred_backend() -> str | None:
     return name
 
 
+def check_name(backend, supported: tuple) -> str | None:
+    """``backend`` if it is one of ``supported`` (an op's backends) or None (its default), else a ValueError: checked
+    where a backend is given, e.g. a module's constructor, not first at the call that uses it."""
+    if backend is not None and backend not in supported:
+        raise ValueError(f"backend must be one of {supported} or None, got {backend!r}")
+    return backend
+
+
 def resolve(backend: str | None, device: torch.device, cuda_default: str = "cuda", cpu_default: str = "reference",
             supported: tuple = DEFAULT_SUPPORTED) -> str:
     """The backend that runs an op on ``device``.
@@ -88,9 +96,7 @@ def resolve(backend: str | None, device: torch.device, cuda_default: str = "cuda
     other tensors ``cpu_default`` ("cpu" for an op with a C++ kernel, when fastmix._C is built), else the
     reference (vectorised PyTorch).
     """
-    if backend is not None:
-        if backend not in supported:
-            raise ValueError(f"backend must be one of {supported} or None, got {backend!r}")
+    if check_name(backend, supported) is not None:
         reason = unavailable_reason(backend, device.type)
         if reason:
             raise RuntimeError(f"fastmix backend {backend!r} is not available for {device.type} tensors: {reason}")

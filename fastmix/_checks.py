@@ -31,7 +31,7 @@ def check_batch_input(name: str, x, *, min_dim: int = 2, allow_uint8: bool = Fal
     return x
 
 
-def _is_real(value) -> bool:
+def is_real_number(value) -> bool:
     """A Python or numpy real number (``np.float32(0.8)``, ``np.int64(3)``), never a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
@@ -53,7 +53,7 @@ def check_int(name: str, value, minimum: int) -> int:
 
 
 def check_positive_finite(name: str, value) -> float:
-    if not _is_real(value):
+    if not is_real_number(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
@@ -73,7 +73,7 @@ def check_positive_scalar(name: str, value) -> float:
 
 def check_real(name: str, value, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> float:
     """A finite real number in the interval from ``low`` to ``high`` (open ends as flagged; an infinite end is open)."""
-    if not _is_real(value):
+    if not is_real_number(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     high_open = high_open or math.isinf(high)
     inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)

@@ -152,3 +152,62 @@ def assert_close_nonfinite(actual: torch.Tensor, expected: torch.Tensor, dtype: 
     assert torch.equal(a.isnan(), e.isnan()), f"{msg} NaN at {(a.isnan() != e.isnan()).nonzero()[:5].tolist()}"
     assert_close(a.nan_to_num(0.0, float("inf"), float("-inf")), e.nan_to_num(0.0, float("inf"), float("-inf")),
                  dtype, msg)
+
+
+def launch_floats_as_fp32(monkeypatch, *kernels):
+    """Give ``kernels`` (Triton JIT functions run by the interpreter) every Python float argument rounded to fp32, as
+    a GPU launch passes it (the interpreter passes float64): under this, a test sees the GPU's numerics."""
+    import numpy as np
+
+    def as_gpu(value):
+        return float(np.float32(value)) if isinstance(value, float) else value
+
+    for kernel in kernels:
+        def run(*args, _run=kernel.run, **kwargs):
+            return _run(*map(as_gpu, args), **{name: as_gpu(value) for name, value in kwargs.items()})
+
+        monkeypatch.setattr(kernel, "run", run)
+
+
+_PTXAS_USAGE_SCRIPT = """
+import importlib, json, os, re, subprocess, sys, tempfile
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import get_ptxas
+from triton.compiler import ASTSource
+
+module, name, signature, constexprs, num_warps, archs = json.loads(sys.argv[1])
+kernel = getattr(importlib.import_module(module), name)
+usage = {}
+for arch in archs:
+    compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": num_warps})
+    ptx = compiled.asm["ptx"]
+    gpu_name = re.search(r"^\\.target (\\w+)", ptx, re.MULTILINE).group(1)  # sm_80, sm_90a
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "kernel.ptx")
+        with open(path, "w") as f:
+            f.write(ptx)
+        report = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name={gpu_name}", path, "-o", os.devnull],
+                                capture_output=True, text=True, check=True).stderr
+    usage[arch] = (int(re.search(r"Used (\\d+) registers", report).group(1)),
+                   int(re.search(r"(\\d+) bytes spill stores", report).group(1)))
+print(json.dumps(usage))
+"""
+
+
+def ptxas_usage(module: str, kernel: str, signature: dict, constexprs: dict, num_warps: int,
+                archs=(80, 90)) -> dict:
+    """{arch: (registers a thread, bytes of spill stores)} of the Triton kernel ``module.kernel`` compiled ahead of
+    time for each sm_``arch`` by the ptxas Triton ships for it; no GPU needed. Runs in a subprocess without
+    TRITON_INTERPRET (the interpreter's kernels cannot be compiled)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    request = json.dumps([module, kernel, signature, constexprs, num_warps, list(archs)])
+    done = subprocess.run([sys.executable, "-c", _PTXAS_USAGE_SCRIPT, request], env=env, capture_output=True,
+                          text=True, check=True)
+    return {int(arch): tuple(value) for arch, value in json.loads(done.stdout.strip().splitlines()[-1]).items()}

@@ -6,13 +6,15 @@ import pytest
 import torch
 
 import fastmix
+from fastmix import _backend
+from fastmix.kernels.triton import balancemix as triton_balancemix
 from fastmix.methods import balancemix as methods
 from fastmix.methods.balancemix import AMBIGUOUS, CLEAN, RELABELED
 from fastmix.ops import balancemix as balancemix_ops
 from fastmix.reference import balancemix as reference
-from helpers import FLOAT_DTYPES, assert_close, backend_params, compile_fullgraph
+from helpers import FLOAT_DTYPES, assert_close, backend_params, compile_fullgraph, launch_floats_as_fp32
 
-LOSS_BACKENDS = backend_params(("reference", "triton"))
+LOSS_BACKENDS = backend_params(("reference", "triton", "cpu"))
 
 
 def seeded(device, seed=0):
@@ -243,13 +245,73 @@ def test_gradcheck_float64(backend, device):
 
 
 @pytest.mark.parametrize("backend,device", LOSS_BACKENDS)
-def test_opcheck(backend, device):
-    logits, targets, weights = loss_inputs(6, 5, torch.float32, device, layout="sliced")
+@pytest.mark.parametrize("layout", ["contiguous", "sliced", "transposed"])
+def test_opcheck(backend, device, layout):
+    """Both ops on dense, column-sliced and column-major logits, with transposed targets and sliced weights."""
+    logits, targets, weights = loss_inputs(6, 5, torch.float32, device, layout=layout)
+    if layout != "contiguous":
+        targets, weights = targets.t().contiguous().t(), torch.cat([weights, weights], 1)[:, 2:7]
     for label_weights in (weights, None):
         torch.library.opcheck(balancemix_ops.balancemix_loss, (logits.requires_grad_(), targets, label_weights, backend))
         grad_out = torch.tensor(0.7, device=device)
         torch.library.opcheck(balancemix_ops.balancemix_loss_backward,
                               (grad_out, logits.detach(), targets, label_weights, backend))
+
+
+@pytest.mark.parametrize("backend,device", LOSS_BACKENDS)
+@pytest.mark.parametrize("batch,classes", [(0, 4), (3, 0), (0, 0)])
+def test_empty_batch_or_classes_launch_nothing(backend, device, batch, classes):
+    """B K = 0: the loss is 0 (a sum over no labels, not 0/0), the gradient empty."""
+    logits = torch.randn(batch, classes, device=device, requires_grad=True)
+    targets = torch.rand(batch, classes, device=device)
+    loss = balancemix_ops.balancemix_loss(logits, targets, targets, backend)
+    assert torch.equal(loss, torch.zeros((), device=device))
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert grad.shape == (batch, classes)
+
+
+@pytest.mark.parametrize("backend,device", LOSS_BACKENDS)
+def test_ops_check_their_arguments(backend, device):
+    logits, targets, weights = loss_inputs(4, 3, torch.float32, device)
+    with pytest.raises(ValueError, match="targets must be torch.float32"):
+        balancemix_ops.balancemix_loss(logits, targets.double(), weights, backend)
+    with pytest.raises(ValueError, match="weights must be torch.float32"):
+        balancemix_ops.balancemix_loss(logits, targets, weights[:3], backend)
+    with pytest.raises(ValueError, match="grad_out must be a floating 0-dim"):
+        balancemix_ops.balancemix_loss_backward(torch.ones(1, device=device), logits, targets, weights, backend)
+
+
+def test_float64_gradient_with_the_gpu_scalar_semantics(monkeypatch):
+    """The backward divides by the integer B in the kernel: no fp32-rounded 1/B reaches an fp64 gradient on a GPU."""
+    reason = _backend.unavailable_reason("triton", "cpu")
+    if reason:
+        pytest.skip(reason)
+    launch_floats_as_fp32(monkeypatch, triton_balancemix._balancemix_loss_backward_kernel)
+    logits, targets, weights = (t.double() for t in loss_inputs(7, 5, torch.float32, "cpu"))
+    logits.requires_grad_()
+    (got,) = torch.autograd.grad(fastmix.balancemix_loss(logits, targets, weights, backend="triton"), logits)
+    (want,) = torch.autograd.grad(eq_10_by_hand(logits, targets, weights), logits)
+    assert_close(got, want, torch.float64)
+
+
+def test_cpu_kernels_split_rows_across_threads():
+    """B K above the kernels' threshold for OpenMP (2^16 logits): the rows run on several threads, same values."""
+    if _backend.unavailable_reason("cpu", "cpu"):
+        pytest.skip(_backend.unavailable_reason("cpu", "cpu"))
+    logits, targets, weights = loss_inputs(70, 1003, torch.float32, "cpu")
+    logits.requires_grad_()
+    loss = fastmix.balancemix_loss(logits, targets, weights, backend="cpu")
+    (grad,) = torch.autograd.grad(loss, logits)
+    want = eq_10_by_hand(logits, targets, weights)
+    (want_grad,) = torch.autograd.grad(want, logits)
+    assert_close(loss, want, torch.float32)
+    assert_close(grad, want_grad, torch.float32)
+
+
+@pytest.mark.parametrize("backend", ["cuda", "fast"])
+def test_balancemix_checks_the_backend_at_construction(backend):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        methods.BalanceMix(8, 3, backend=backend)
 
 
 @pytest.mark.parametrize("backend,device", LOSS_BACKENDS)

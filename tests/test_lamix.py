@@ -1,17 +1,20 @@
 """LaMix (paper 004_*): the fused target-and-loss op vs the reference, the paper's invariants, the schedule, bad input."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import fastmix
+from fastmix import _backend
 from fastmix._random import sample_beta
+from fastmix.kernels.triton import lamix as triton_lamix
 from fastmix.ops import lamix as lamix_ops
 from fastmix.reference import lamix as reference
-from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, backend_params, compile_fullgraph, make_batch,
-                     make_labels)
+from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, backend_params, compile_fullgraph,
+                     launch_floats_as_fp32, make_batch, make_labels)
 
-BACKENDS = backend_params(("reference", "triton"))
+BACKENDS = backend_params(("reference", "triton", "cpu"))
 MIX_BACKENDS = backend_params()
 BATCHES = (1, 2, 3, 7, 64)
 
@@ -315,11 +318,19 @@ def test_detached_target_trains_only_the_classifier(backend, device):
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("label_kind", ["int", "soft"])
-def test_opcheck(backend, device, label_kind):
-    logits, target_logits = make_logits(5, 6, torch.float32, device)
+@pytest.mark.parametrize("layout", ["contiguous", "column_slice", "column_major"])
+def test_opcheck(backend, device, label_kind, layout):
+    """Every op on dense and strided logits; in the strided layouts lam, partner, the incoming gradient and the labels
+    are sliced or transposed too."""
+    logits, target_logits = make_logits(5, 6, torch.float32, device, layout)
     labels = make_labels(label_kind, 5, 6, device)
     lam, partner = make_pairing(5, device)
     grad_loss = torch.rand(5, device=device)
+    if layout != "contiguous":
+        lam, grad_loss = torch.rand(10, device=device)[::2], torch.rand(10, device=device)[1::2]
+        partner = torch.stack([partner, partner], 1)[:, 1]
+        labels = (torch.stack([labels, labels], 1)[:, 0] if label_kind == "int"
+                  else make_labels("soft", 6, 5, device).t())
     for detach_target in (False, True):
         args = (logits.clone().requires_grad_(), target_logits.clone().requires_grad_(), labels, lam, partner,
                 0.5, detach_target, backend)
@@ -365,6 +376,95 @@ def test_torch_compile_fullgraph(backend, device):
     want.backward()
     assert_close(got, want, torch.float32)
     assert_close(got_grad, head.target.weight.grad, torch.float32)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("batch,classes", [(0, 4), (3, 0), (0, 0)])
+def test_empty_batch_or_classes_launch_nothing(backend, device, batch, classes):
+    """B = 0 or K = 0: the per-row loss is 0 (an empty sum), the gradients are empty."""
+    logits = torch.randn(batch, classes, device=device)
+    labels = torch.rand(batch, classes, device=device)
+    lam, partner = torch.rand(batch, device=device), torch.arange(batch, device=device)
+    loss = lamix_ops.lamix_loss(logits, logits, labels, lam, partner, 0.5, False, backend)
+    assert torch.equal(loss, torch.zeros(batch, device=device))
+    grad_z, grad_t = lamix_ops.lamix_loss_backward(torch.ones(batch, device=device), logits, logits, labels, lam,
+                                                   partner, 0.5, False, backend)
+    assert grad_z.shape == grad_t.shape == (batch, classes)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_ops_check_their_arguments(backend, device):
+    logits, y, lam, partner = LOGITS.to(device), Y.to(device), LAM.to(device), PERM.to(device)
+    with pytest.raises(ValueError, match=r"y holds class indices outside \[0, 4\)"):
+        lamix_ops.lamix_loss(logits, logits, y + 4, lam, partner, 0.5, False, backend)
+    with pytest.raises(ValueError, match=r"partner holds sample indices outside \[0, 6\)"):
+        lamix_ops.lamix_loss_backward(lam, logits, logits, y, lam, partner - 1, 0.5, False, backend)
+    with pytest.raises(ValueError, match="partner must be int64"):
+        lamix_ops.lamix_loss(logits, logits, y, lam, partner.int(), 0.5, False, backend)
+    with pytest.raises(ValueError, match="labels must be int64"):
+        lamix_ops.lamix_loss(logits, logits, y[:5], lam, partner, 0.5, False, backend)
+    with pytest.raises(ValueError, match="of one dtype"):
+        lamix_ops.lamix_loss(logits, logits.double(), y, lam, partner, 0.5, False, backend)
+
+
+@pytest.mark.parametrize("label_kind", ["int", "soft"])
+def test_float64_parity_with_the_gpu_scalar_semantics(monkeypatch, label_kind):
+    """A GPU launch passes a Python float as fp32: beta = 0.3 (not an fp32 number) must still reach the fp64 kernel
+    exactly, in the loss and both gradients."""
+    reason = _backend.unavailable_reason("triton", "cpu")
+    if reason:
+        pytest.skip(reason)
+    launch_floats_as_fp32(monkeypatch, triton_lamix._lamix_loss_kernel)
+    logits, target_logits = make_logits(5, 7, torch.float64, "cpu")
+    y = make_labels(label_kind, 5, 7, "cpu")
+    y = y if label_kind == "int" else y.double()
+    lam, partner = make_pairing(5, "cpu")
+    lam = lam.double()
+    got = fused_loss_and_grads(logits, target_logits, y, lam, partner, 0.3, False, "triton")
+    want = expected_loss_and_grads(logits, target_logits, y, lam, partner, 0.3, False)
+    for g, w, name in zip(got, want, ("loss", "grad_z", "grad_t")):
+        assert_close(g, w, torch.float64, name)
+
+
+def test_cpu_kernels_split_rows_across_threads():
+    """B K above the kernels' threshold for OpenMP (2^16 logits): the rows run on several threads, same values."""
+    if _backend.unavailable_reason("cpu", "cpu"):
+        pytest.skip(_backend.unavailable_reason("cpu", "cpu"))
+    logits, target_logits = make_logits(70, 1003, torch.float32, "cpu")
+    y = make_labels("soft", 70, 1003, "cpu")
+    lam, partner = make_pairing(70, "cpu")
+    got = fused_loss_and_grads(logits, target_logits, y, lam, partner, 0.5, False, "cpu")
+    want = expected_loss_and_grads(logits, target_logits, y, lam, partner, 0.5, False)
+    for g, w, name in zip(got, want, ("loss", "grad_z", "grad_t")):
+        assert_close(g, w, torch.float32, name)
+
+
+def test_numpy_scalars_and_strict_flags():
+    want = fastmix.lamix_loss(LOGITS, LOGITS, Y, LAM, PERM, beta=0.25, detach_target=True)
+    assert torch.equal(fastmix.lamix_loss(LOGITS, LOGITS, Y, LAM, PERM, beta=np.float32(0.25),
+                                          detach_target=np.bool_(True)), want)
+    assert fastmix.LaMix(alpha=np.float64(1.0), beta=np.float32(0.5)).beta == 0.5
+    with pytest.raises(TypeError, match="detach_target must be a bool"):
+        fastmix.lamix_loss(LOGITS, LOGITS, Y, LAM, PERM, detach_target=1)
+    with pytest.raises(TypeError, match="detach_target must be a bool"):
+        fastmix.LaMix(detach_target="yes")
+
+
+@pytest.mark.parametrize("backend", ["cuda", "fast"])
+def test_lamix_checks_the_backend_at_construction(backend):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        fastmix.LaMix(backend=backend)
+
+
+def test_lamix_runs_the_cpu_backend():
+    """LaMix(backend="cpu") now runs: the C++ loss kernel and the C++ pair mix."""
+    if _backend.unavailable_reason("cpu", "cpu"):
+        pytest.skip(_backend.unavailable_reason("cpu", "cpu"))
+    lamix = fastmix.LaMix(backend="cpu")
+    x = torch.randn(6, 3)
+    _, batch = lamix(x, Y, generator=seeded("cpu"), mixed=True)
+    assert_close(lamix.loss(LOGITS, LOGITS, batch), fastmix.lamix_loss(LOGITS, LOGITS, Y, batch.lam, batch.partner,
+                                                                        backend="reference"), torch.float32)
 
 
 LOGITS = torch.randn(6, 4)

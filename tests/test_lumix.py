@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,9 +12,10 @@ from fastmix import _backend
 from fastmix.kernels.triton import lumix as triton_lumix
 from fastmix.ops import lumix as lumix_ops
 from fastmix.reference import lumix as reference
-from helpers import FLOAT_DTYPES, assert_close, backend_params, compile_fullgraph, make_labels
+from helpers import (FLOAT_DTYPES, assert_close, backend_params, compile_fullgraph, launch_floats_as_fp32,
+                     make_labels, ptxas_usage)
 
-BACKENDS = backend_params(("reference", "triton"))
+BACKENDS = backend_params(("reference", "triton", "cpu"))
 BATCHES = (1, 2, 3, 7, 64)
 CLASSES = (1, 10, 1000, 1003)
 
@@ -57,14 +59,15 @@ def reference_loss_and_grad(logits, dense_a, dense_b, lam, eta, weights=None):
 
 
 def parity_grid():
-    """The grid for the Triton kernel (at B = 64 without K = 1000, which B = 7 covers, to keep the interpreter's
-    time down); the reference backend (closed-form gradient) on a corner of it: its code does not depend on sizes."""
+    """The grid for the Triton and C++ kernels (at B = 64 without K = 1000, which B = 7 covers, to keep the
+    interpreter's time down); the reference backend (closed-form gradient) on a corner of it: its code does not
+    depend on sizes."""
     grid = []
     for backend in BACKENDS:
         name = backend.values[0]
         for dtype in FLOAT_DTYPES:
-            for batch in BATCHES if name == "triton" else (1, 7):
-                for classes in CLASSES if name == "triton" else (1, 1003):
+            for batch in BATCHES if name != "reference" else (1, 7):
+                for classes in CLASSES if name != "reference" else (1, 1003):
                     if batch == 64 and classes == 1000:
                         continue
                     for kind in ("int", "soft"):
@@ -402,7 +405,7 @@ def _inputs():
         (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, lam, eta=float("nan")), ValueError, "eta must be"),
         (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, lam, reduction="max"), ValueError, "reduction must be"),
         (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, lam, backend="cuda"), ValueError,
-         r"backend must be one of \('triton', 'reference'\)"),
+         r"backend must be one of \('triton', 'reference', 'cpu'\)"),
         (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, lam, backend="fast"), ValueError, "backend must be"),
         (lambda z, a, b, lam: fastmix.lumix_lambda(lam, z, a, b, r1=-0.1), ValueError, "r1 must be"),
         (lambda z, a, b, lam: fastmix.lumix_lambda(lam, z, a, b, r2=float("inf")), ValueError, "r2 must be"),
@@ -425,12 +428,184 @@ def test_bad_input(call, error, match):
         assert torch.equal(now, then)
 
 
-def test_float64_parity():
-    """The Triton kernel takes eta as an fp32 scalar; fp64 parity holds for eta exactly representable in fp32."""
+@pytest.mark.parametrize("label_kind", ["int", "soft"])
+def test_float64_parity_with_the_gpu_scalar_semantics(monkeypatch, label_kind):
+    """A GPU launch passes a Python float as fp32: eta = 0.1 (not an fp32 number) must still reach the fp64 kernels
+    exactly, forward and backward."""
     if triton_unavailable():
         pytest.skip(triton_unavailable())
-    logits = make_logits(3, 6, torch.float64, "cpu")
-    y_a, y_b, dense_a, dense_b = label_pair("soft", 3, 6, "cpu")
+    launch_floats_as_fp32(monkeypatch, triton_lumix._lumix_loss_fwd_kernel, triton_lumix._lumix_loss_bwd_kernel)
+    logits = make_logits(3, 6, torch.float64, "cpu").requires_grad_()
+    y_a, y_b, dense_a, dense_b = label_pair(label_kind, 3, 6, "cpu")
+    y_a, y_b = (y_a, y_b) if label_kind == "int" else (y_a.double(), y_b.double())
     lam = make_lam(3, "cpu", dtype=torch.float64)
-    got = fastmix.lumix_loss(logits, y_a.double(), y_b.double(), lam, eta=0.375, reduction="none", backend="triton")
-    assert_close(got, reference.lumix_loss(logits, dense_a, dense_b, lam, 0.375), torch.float64)
+    got = fastmix.lumix_loss(logits, y_a, y_b, lam, eta=0.1, reduction="none", backend="triton")
+    got.sum().backward()
+    rows, grad = reference_loss_and_grad(logits, dense_a.double(), dense_b.double(), lam, 0.1)
+    assert_close(got, rows, torch.float64, "loss")
+    assert_close(logits.grad, grad, torch.float64, "grad")
+
+
+@pytest.mark.parametrize("label_kind", ["int", "soft"])
+@pytest.mark.parametrize("classes", [4097, 21843])
+def test_forward_kernel_compiles_without_spills(label_kind, classes):
+    """Compiled ahead of time for sm_80 and sm_90 with the launcher's block and warps, the forward kernel keeps its
+    row blocks in registers (a 16384-column block spilled at K = 21843)."""
+    config = triton_lumix.forward_config(classes)
+    label = "*i64" if label_kind == "int" else "*fp32"
+    signature = {"logits_ptr": "*bf16", "logits_stride": "i64", "y_a_ptr": label, "y_a_stride": "i64", "y_b_ptr": label,
+                 "y_b_stride": "i64", "lam_ptr": "*fp32", "eta_bits": "i64", "loss_ptr": "*fp32", "stats_ptr": "*fp32",
+                 "n_classes": "i32", "INDEX_LABELS": "constexpr", "BLOCK_K": "constexpr", "SINGLE_BLOCK": "constexpr"}
+    constexprs = {"INDEX_LABELS": label_kind == "int", "BLOCK_K": config["BLOCK_K"],
+                  "SINGLE_BLOCK": config["SINGLE_BLOCK"]}
+    usage = ptxas_usage(triton_lumix.__name__, "_lumix_loss_fwd_kernel", signature, constexprs, config["num_warps"])
+    for arch, (registers, spills) in usage.items():
+        assert spills == 0, f"sm_{arch}: {registers} registers, {spills} bytes of spill stores"
+
+
+# ---------------------------------------------------------------- the op layer: checks, empty sizes, the C++ lambda
+
+
+OP_BACKENDS = backend_params(("reference", "triton", "cpu"))
+
+
+@pytest.mark.parametrize("backend,device", OP_BACKENDS)
+@pytest.mark.parametrize("batch,classes", [(0, 5), (3, 0), (0, 0)])
+def test_empty_batch_or_classes_launch_nothing(backend, device, batch, classes):
+    """B = 0 or K = 0: per-row losses 0 (an empty sum), the empty rows' statistics, an empty gradient."""
+    logits = torch.randn(batch, classes, device=device)
+    labels = torch.rand(batch, classes, device=device)
+    lam = torch.rand(batch, device=device)
+    loss, stats = lumix_ops.lumix_loss(logits, labels, labels, lam, 0.5, backend)
+    assert torch.equal(loss, torch.zeros(batch, device=device))
+    empty_row = torch.tensor([-math.inf, 0.0, 0.0, math.inf, math.inf], device=device)
+    assert torch.equal(stats, empty_row.expand(batch, 5))
+    grad = lumix_ops.lumix_loss_backward(torch.ones(batch, device=device), logits, labels, labels, lam, stats, 0.5,
+                                         backend)
+    assert grad.shape == (batch, classes)
+
+
+@pytest.mark.parametrize("backend,device", OP_BACKENDS)
+def test_ops_check_their_arguments(backend, device):
+    logits, y_a, y_b, lam = (t.to(device) for t in _inputs())
+    with pytest.raises(ValueError, match="y_b holds class indices outside"):
+        lumix_ops.lumix_loss(logits, y_a, y_b + 1, lam, 0.5, backend)
+    with pytest.raises(ValueError, match="y_a holds class indices outside"):
+        lumix_ops.lumix_lambda(lam, lam, logits, y_a - 1, y_b, 0.4, 0.1, backend if backend != "triton" else "cpu")
+    with pytest.raises(ValueError, match="y_a must be int64"):
+        lumix_ops.lumix_loss(logits, y_a.int(), y_b, lam, 0.5, backend)
+    with pytest.raises(ValueError, match="per-row weights"):
+        lumix_ops.lumix_loss(logits, y_a, y_b, lam[:3], 0.5, backend)
+    with pytest.raises(ValueError, match="logits must be a floating"):
+        lumix_ops.lumix_loss(logits.long(), y_a, y_b, lam, 0.5, backend)
+
+
+@pytest.mark.parametrize("dtype", (*FLOAT_DTYPES, torch.float64))
+@pytest.mark.parametrize("label_kind", ["int", "one_hot", "soft", "multi_hot"])
+@pytest.mark.parametrize("batch,classes", [(1, 1), (7, 13), (5, 1003)])
+def test_cpu_lambda_matches_the_reference(dtype, label_kind, batch, classes):
+    """The C++ kernel of eq. 3-5 against the reference op, from one lam_r draw."""
+    if _backend.unavailable_reason("cpu", "cpu"):
+        pytest.skip(_backend.unavailable_reason("cpu", "cpu"))
+    logits = make_logits(batch, classes, dtype, "cpu")
+    y_a, y_b, _, _ = label_pair(label_kind, batch, classes, "cpu")
+    acc = reference.accumulation_dtype(logits)
+    lam0, lam_r = make_lam(batch, "cpu", dtype=acc), make_lam(batch, "cpu", seed=4, dtype=acc)
+    got = lumix_ops.lumix_lambda(lam0, lam_r, logits, y_a, y_b, 0.3, 0.2, "cpu")
+    want = lumix_ops.lumix_lambda(lam0, lam_r, logits, y_a, y_b, 0.3, 0.2, "reference")
+    for g, w in zip(got, want):
+        assert g.dtype == acc
+        assert_close(g, w, acc)
+
+
+def _opcheck_inputs(layout, label_kind, device):
+    """(logits, y_a, y_b, lam) of 4 x 11, contiguous or sliced from wider/strided tensors."""
+    logits = make_logits(4, 11, torch.float32, device)
+    y_a, y_b, _, _ = label_pair(label_kind, 4, 11, device)
+    lam = make_lam(4, device)
+    if layout == "sliced":
+        logits = make_logits(8, 15, torch.float32, device)[::2, 2:13]
+        lam = make_lam(8, device)[1::2]
+        if label_kind == "int":
+            y_a, y_b = torch.stack([y_a, y_a], 1)[:, 0], torch.stack([y_b, y_b], 1)[:, 1]
+        else:
+            y_a = make_labels("soft", 11, 4, device, seed=1).t()
+    return logits, y_a, y_b, lam
+
+
+@pytest.mark.parametrize("backend,device", OP_BACKENDS)
+@pytest.mark.parametrize("label_kind", ["int", "soft"])
+@pytest.mark.parametrize("layout", ["contiguous", "sliced"])
+def test_opcheck_strided_inputs(backend, device, label_kind, layout):
+    logits, y_a, y_b, lam = _opcheck_inputs(layout, label_kind, device)
+    torch.library.opcheck(lumix_ops.lumix_loss, (logits.requires_grad_(), y_a, y_b, lam, 0.5, backend))
+    _, stats = lumix_ops.lumix_loss(logits.detach(), y_a, y_b, lam, 0.5, backend)
+    torch.library.opcheck(lumix_ops.lumix_loss_backward, (torch.rand(8, device=device)[::2], logits.detach(), y_a,
+                                                          y_b, lam, stats, 0.5, backend))
+    if backend != "triton":
+        torch.library.opcheck(lumix_ops.lumix_lambda, (lam, lam.flip(0), logits.detach(), y_a, y_b, 0.4, 0.1,
+                                                       backend))
+
+
+@pytest.mark.parametrize("backend,device", OP_BACKENDS)
+def test_eager_path_and_custom_op_agree(backend, device):
+    """The eager autograd.Function and the custom op (what torch.compile runs) give the same loss and gradient."""
+    logits, y_a, y_b, lam = _opcheck_inputs("sliced", "soft", device)
+    results = []
+    for call in (lumix_ops.lumix_loss_call, lumix_ops.lumix_loss):
+        z = logits.detach().clone().requires_grad_()
+        rows, _ = call(z, y_a, y_b, lam, 0.5, backend)
+        (rows * torch.arange(1.0, 5.0, device=device)).sum().backward()
+        results.append((rows.detach(), z.grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("label_kind", ["int", "soft"])
+def test_cpu_kernels_split_rows_across_threads(label_kind):
+    """B K above the kernels' threshold for OpenMP (2^16 logits): the rows run on several threads, same values."""
+    if _backend.unavailable_reason("cpu", "cpu"):
+        pytest.skip(_backend.unavailable_reason("cpu", "cpu"))
+    batch, classes = 70, 1003
+    logits = make_logits(batch, classes, torch.float32, "cpu").requires_grad_()
+    y_a, y_b, dense_a, dense_b = label_pair(label_kind, batch, classes, "cpu")
+    lam = make_lam(batch, "cpu")
+    rows = fastmix.lumix_loss(logits, y_a, y_b, lam, eta=0.5, reduction="none", backend="cpu")
+    rows.sum().backward()
+    want_rows, want_grad = reference_loss_and_grad(logits, dense_a, dense_b, lam, 0.5)
+    assert_close(rows, want_rows, torch.float32, "rows")
+    assert_close(logits.grad, want_grad, torch.float32, "grad")
+
+
+# ---------------------------------------------------------------- strict numbers and flags
+
+
+def test_numpy_scalars_are_numbers():
+    logits, y_a, y_b, lam = _inputs()
+    want = fastmix.lumix_loss(logits, y_a, y_b, 0.25, eta=0.5)
+    assert torch.equal(fastmix.lumix_loss(logits, y_a, y_b, np.float32(0.25), eta=np.float64(0.5)), want)
+    generator = seeded("cpu")
+    want = fastmix.lumix_lambda(0.25, logits, y_a, y_b, r1=0.25, r2=0.5, alpha=2.0, generator=generator)
+    got = fastmix.lumix_lambda(np.float64(0.25), logits, y_a, y_b, r1=np.float32(0.25), r2=np.float64(0.5),
+                               alpha=np.int64(2), generator=seeded("cpu"))
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, 1.5), ValueError, r"lam must be in \[0, 1\]"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, -0.25), ValueError, r"lam must be in \[0, 1\]"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, np.float32(2.0)), ValueError, r"lam must be in"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, float("nan")), ValueError, r"lam must be in"),
+        (lambda z, a, b, lam: fastmix.lumix_loss(z, a, b, True), TypeError, "lam must be a torch.Tensor"),
+        (lambda z, a, b, lam: fastmix.lumix_lambda(1.01, z, a, b), ValueError, r"lam0 must be in \[0, 1\]"),
+        (lambda z, a, b, lam: fastmix.lumix_lambda(lam, z, a, b, return_parts=1), TypeError,
+         "return_parts must be a bool"),
+        (lambda z, a, b, lam: fastmix.LUMix(correct_lam=1), TypeError, "correct_lam must be a bool"),
+        (lambda z, a, b, lam: fastmix.LUMix(backend="cuda"), ValueError, "backend must be one of"),
+        (lambda z, a, b, lam: fastmix.LUMix(r1=np.float32(0.9), r2=0.2), ValueError, "r1 \\+ r2"),
+    ],
+)
+def test_strict_numbers_and_flags(call, error, match):
+    with pytest.raises(error, match=match):
+        call(*_inputs())

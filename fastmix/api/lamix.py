@@ -29,7 +29,8 @@ def lamix_inputs(x: torch.Tensor, *, generator: torch.Generator | None = None, b
 
 
 def _check_pairing(lam, partner, batch: int, device: torch.device):
-    """lam (B,) floating and partner (B,) integer indices in [0, B), on the logits' device."""
+    """lam (B,) floating and partner (B,) integer indices (the loss op checks that they lie in [0, B)), on the
+    logits' device."""
     _checks.check_tensor("lam", lam)
     _checks.check_tensor("partner", partner)
     for name, value in (("lam", lam), ("partner", partner)):
@@ -41,14 +42,19 @@ def _check_pairing(lam, partner, batch: int, device: torch.device):
         raise TypeError(f"lam must be a floating-point tensor, got dtype {lam.dtype}")
     if partner.is_floating_point() or partner.is_complex() or partner.dtype == torch.bool:
         raise TypeError(f"partner must hold integer sample indices, got dtype {partner.dtype}")
+    return lam, partner.long()
+
+
+def _check_partner_range(partner: torch.Tensor) -> None:
+    batch = partner.size(0)
     _checks.check_on_device(((partner >= 0) & (partner < batch)).all(),
                             f"partner holds sample indices outside [0, {batch})")
-    return lam, partner.long()
 
 
 def _labels(y, batch: int, classes: int, device: torch.device) -> torch.Tensor:
     """Integer labels stay (B,) int64 class indices (the kernel builds the one-hot rows on the fly, nothing of size
-    (B, K) is written); float labels become (B, K) float32/float64. Both checked as ``labels_to_float`` does."""
+    (B, K) is written; the loss op checks that they lie in [0, K)); float labels become (B, K) float32/float64,
+    checked as ``labels_to_float`` does."""
     _checks.check_tensor("y", y)
     if y.is_floating_point() or y.dtype == torch.bool or y.is_complex() or y.dim() != 1:
         return _checks.labels_to_float(y, batch, device, classes)
@@ -56,7 +62,6 @@ def _labels(y, batch: int, classes: int, device: torch.device) -> torch.Tensor:
         raise ValueError(f"y is on {y.device} but the logits are on {device}")
     if y.size(0) != batch:
         raise ValueError(f"y must have the batch size of the logits ({batch}), got shape {tuple(y.shape)}")
-    _checks.check_on_device(((y >= 0) & (y < classes)).all(), f"y holds class indices outside [0, {classes})")
     return y.long()
 
 
@@ -107,17 +112,20 @@ def lamix_loss(
             a constant (as with ``target_logits.detach()``): no gradient reaches target_logits, and W_t would
             then need another loss to learn.
         reduction: "mean" (default), "sum" or "none" (per-sample float32 loss, float64 for float64 logits).
-        backend: "triton", "reference", or None for the default (see ``fastmix.info()``).
+        backend: "cpu" (C++), "triton", "reference", or None for the default (Triton on CUDA tensors, the C++
+            kernel on CPU tensors; see ``fastmix.info()``).
     """
     _check_logits(logits, target_logits)
     batch, classes = logits.shape
     labels = _labels(y, batch, classes, logits.device)
     lam, partner = _check_pairing(lam, partner, batch, logits.device)
     beta = _checks.check_real("beta", beta, 0.0, 1.0)
+    detach_target = _checks.check_bool("detach_target", detach_target)
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    name = _backend.resolve(backend, logits.device, cuda_default="triton", supported=_backend.NO_NATIVE_KERNEL)
-    loss = lamix_ops.lamix_loss(logits, target_logits, labels, lam, partner, beta, bool(detach_target), name)
+    name = _backend.resolve(backend, logits.device, cuda_default="triton", cpu_default="cpu",
+                            supported=lamix_ops.BACKENDS)
+    loss = lamix_ops.lamix_loss_call(logits, target_logits, labels, lam, partner, beta, detach_target, name)
     if reduction == "mean":
         return loss.mean()
     return loss.sum() if reduction == "sum" else loss
@@ -136,6 +144,8 @@ def lamix_target(target_logits: torch.Tensor, y: torch.Tensor, lam: torch.Tensor
     batch, classes = target_logits.shape
     labels = _checks.labels_to_float(y, batch, target_logits.device, classes)
     lam, partner = _check_pairing(lam, partner, batch, target_logits.device)
+    _check_partner_range(partner)
     if target_logits.dtype == torch.float64:
         labels = labels.double()
-    return reference.lamix_target(target_logits, labels, lam, partner, _checks.check_real("beta", beta, 0.0, 1.0))
+    beta = _checks.check_real("beta", beta, 0.0, 1.0)
+    return reference.lamix_target(target_logits, labels, lam, partner, beta)

@@ -39,7 +39,8 @@ def _check_logits(logits) -> torch.Tensor:
 
 
 def _check_labels(name: str, labels, logits: torch.Tensor) -> torch.Tensor:
-    """Class indices (B,) in [0, K) as int64, or float rows (B, K); detached (labels get no gradient)."""
+    """Class indices (B,) as int64 (the op checks that they lie in [0, K)), or float rows (B, K); detached (labels
+    get no gradient)."""
     _checks.check_tensor(name, labels)
     if labels.device != logits.device:
         raise ValueError(f"{name} is on {labels.device} but logits are on {logits.device}")
@@ -53,8 +54,6 @@ def _check_labels(name: str, labels, logits: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"{name} must hold integer class indices or float labels, got dtype {labels.dtype}")
     if labels.shape != (batch,):
         raise ValueError(f"integer labels {name} must have shape (B,) = ({batch},), got {tuple(labels.shape)}")
-    _checks.check_on_device(((labels >= 0) & (labels < n_classes)).all(),
-                            f"{name} holds class indices outside [0, {n_classes})")
     return labels.detach().long()
 
 
@@ -67,11 +66,14 @@ def _check_label_pair(y_a, y_b, logits: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def _check_weight(name: str, value, logits: torch.Tensor) -> torch.Tensor:
-    """A per-sample weight: a number, or a float tensor of shape () or (B,); returned detached, (B,), fp32/fp64."""
+    """A per-sample weight: a number in [0, 1] (numpy scalars too), or a float tensor of shape () or (B,) (its values
+    are not checked: that would synchronise); returned detached, (B,), fp32/fp64."""
     dtype = reference.accumulation_dtype(logits)
     batch = logits.size(0)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return torch.full((batch,), float(value), dtype=dtype, device=logits.device)
+    value = value
+    if _checks.is_real_number(value):
+        value = _checks.check_real(name, value, 0.0, 1.0)
+        return torch.full((batch,), value, dtype=dtype, device=logits.device)
     _checks.check_tensor(name, value)
     if not value.is_floating_point():
         raise TypeError(f"{name} must be a float tensor or a number, got dtype {value.dtype}")
@@ -79,7 +81,7 @@ def _check_weight(name: str, value, logits: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"{name} must have shape () or (B,) = ({batch},), got {tuple(value.shape)}")
     if value.device != logits.device:
         raise ValueError(f"{name} is on {value.device} but logits are on {logits.device}")
-    return value.detach().to(dtype).expand(batch).contiguous()
+    return value.detach().to(dtype).expand(batch)
 
 
 def lumix_lambda(lam0, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, *, r1: float = 0.4,
@@ -94,7 +96,7 @@ def lumix_lambda(lam0, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tenso
     ``lam_s = 0.5`` when ``p_a + p_b = 0``. See the module docstring for which label the weight belongs to.
 
     Args:
-        lam0: the CutMix weight of ``y_a`` (its kept-area fraction), a number or a float tensor () or (B,).
+        lam0: the CutMix weight of ``y_a`` (its kept-area fraction), a number in [0, 1] or a float tensor () or (B,).
         logits: (B, K) network outputs; only their detached softmax is used.
         y_a, y_b: class indices (B,) or float one-hot/soft/multi-hot rows (B, K), both of one kind.
         r1: weight of the random term ``lam_r`` (eq. 3), >= 0. Paper default 0.4 (Table 3).
@@ -109,16 +111,23 @@ def lumix_lambda(lam0, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tenso
     logits = _check_logits(logits)
     lam0 = _check_weight("lam0", lam0, logits)
     y_a, y_b = _check_label_pair(y_a, y_b, logits)
+    r1, r2 = check_ratios(r1, r2)
+    alpha = _checks.check_positive_finite("alpha", alpha)
+    return_parts = _checks.check_bool("return_parts", return_parts)
+    _checks.check_generator(generator, logits.device)
+    lam_r = _random.sample_beta(alpha, logits.size(0), logits.device, generator, lam0.dtype)
+    backend = "cpu" if not _backend.unavailable_reason("cpu", logits.device.type) else "reference"
+    lam, lam_s = lumix_ops.lumix_lambda_call(lam0, lam_r, logits.detach(), y_a, y_b, r1, r2, backend)
+    return LUMixLambda(lam, lam_r, lam_s) if return_parts else lam
+
+
+def check_ratios(r1, r2) -> tuple[float, float]:
+    """Eq. 3's weights: r1, r2 >= 0 with r1 + r2 <= 1."""
     r1 = _checks.check_real("r1", r1, 0.0, math.inf)
     r2 = _checks.check_real("r2", r2, 0.0, math.inf)
     if r1 + r2 > 1:
         raise ValueError(f"r1 + r2 must be <= 1, got r1={r1}, r2={r2}")
-    alpha = _checks.check_positive_finite("alpha", alpha)
-    _checks.check_generator(generator, logits.device)
-    lam_r = _random.sample_beta(alpha, logits.size(0), logits.device, generator, lam0.dtype)
-    lam_s = reference.score_lambda(logits, y_a, y_b)
-    lam = reference.lumix_lambda(lam0, lam_r, lam_s, r1, r2)
-    return LUMixLambda(lam, lam_r, lam_s) if return_parts else lam
+    return r1, r2
 
 
 def lumix_loss(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam, *, eta: float = 1.0,
@@ -135,11 +144,12 @@ def lumix_loss(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam, 
     Args:
         logits: (B, K) fp32/fp16/bf16/fp64, any strides; accumulation is fp32 (fp64 for fp64).
         y_a, y_b: class indices (B,) or float rows (B, K), both of one kind; no gradient flows to them.
-        lam: weight of ``y_a``, a number or a float tensor () or (B,), e.g. from ``lumix_lambda``; no gradient.
+        lam: weight of ``y_a``, a number in [0, 1] or a float tensor () or (B,), e.g. from ``lumix_lambda``; no
+            gradient.
         eta: weight of the hinge R (eq. 6), >= 0. The paper gives no value; 1.0 is Algorithm 1's loss line.
         reduction: "mean" (over the batch), "sum" or "none" (per-sample (B,)).
-        backend: "triton", "reference", or None (``FASTMIX_BACKEND``, else Triton on CUDA tensors and the
-            reference on CPU). There is no CUDA kernel for this op: asking for "cuda" is a ValueError.
+        backend: "cpu" (C++), "triton", "reference", or None (``FASTMIX_BACKEND``, else Triton on CUDA tensors and
+            the C++ kernel on CPU tensors). There is no CUDA C++ kernel for this op: asking for "cuda" is a ValueError.
 
     Returns:
         The loss, fp32 (fp64 for fp64 logits); differentiable in ``logits`` (first order).
@@ -150,8 +160,9 @@ def lumix_loss(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam, 
     eta = _checks.check_real("eta", eta, 0.0, math.inf)
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    name = _backend.resolve(backend, logits.device, cuda_default="triton", supported=_backend.NO_NATIVE_KERNEL)
-    loss_rows, _ = lumix_ops.lumix_loss(logits, y_a, y_b, lam, eta, name)
+    name = _backend.resolve(backend, logits.device, cuda_default="triton", cpu_default="cpu",
+                            supported=lumix_ops.BACKENDS)
+    loss_rows, _ = lumix_ops.lumix_loss_call(logits, y_a, y_b, lam, eta, name)
     if reduction == "mean":
         return loss_rows.mean()
     return loss_rows.sum() if reduction == "sum" else loss_rows

@@ -152,16 +152,18 @@ def balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, label_weights: 
     ``label_weights`` is 1 on clean and re-labeled labels and p_G on ambiguous ones (``manage_labels`` returns it);
     None gives plain BCE summed over classes, the warm-up loss (Algorithm 1, line 10). Logits (B, K) in fp32, fp16,
     bf16 or fp64, any strides; the loss is a 0-dim float32 tensor (float64 for float64 logits) accumulated in that
-    precision. Gradients flow to the logits (a fused kernel on the Triton backend) and to float targets/weights.
-    ``backend``: "triton", "reference" or None (Triton on CUDA tensors; there is no CUDA C++ kernel for this loss).
+    precision. Gradients flow to the logits (a fused kernel on the C++ and Triton backends) and to float
+    targets/weights. ``backend``: "cpu" (C++), "triton", "reference" or None (Triton on CUDA tensors, the C++ kernel
+    on CPU tensors; there is no CUDA C++ kernel for this loss).
     """
     _check_matrix("logits", logits)
     dtype = balancemix_ops.loss_dtype(logits)
     targets = _check_matrix("targets", targets, logits.shape, logits.device).to(dtype)
     if label_weights is not None:
         label_weights = _check_matrix("label_weights", label_weights, logits.shape, logits.device).to(dtype)
-    name = _backend.resolve(backend, logits.device, cuda_default="triton", supported=_backend.NO_NATIVE_KERNEL)
-    return balancemix_ops.balancemix_loss(logits, targets, label_weights, name)
+    name = _backend.resolve(backend, logits.device, cuda_default="triton", cpu_default="cpu",
+                            supported=balancemix_ops.BACKENDS)
+    return balancemix_ops.balancemix_loss_call(logits, targets, label_weights, name)
 
 
 def draw_mixing_ratios(batch: int, alpha: float, device, *, dtype: torch.dtype = torch.float32,
@@ -207,7 +209,7 @@ class BalanceMix:
         self.tau = _checks.check_real("tau", tau, 0.5, 1.0, low_open=True)
         self.num_classes = num_classes
         self.warmup_epochs = warmup_epochs
-        self.backend = backend
+        self.backend = _backend.check_name(backend, balancemix_ops.BACKENDS)
         self.gmm_options = dict(gmm_options or {})
         self.sampler = MinoritySampler(num_samples, num_draws=num_draws, num_replicas=num_replicas, rank=rank,
                                        seed=seed)

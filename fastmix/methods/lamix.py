@@ -7,8 +7,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from fastmix import _checks, _random
+from fastmix import _backend, _checks, _random
 from fastmix.api import lamix as lamix_api
+from fastmix.ops import lamix as lamix_ops
 
 
 class LaMixHead(nn.Module):
@@ -49,7 +50,8 @@ class LaMix(nn.Module):
     ``beta y~ + (1 - beta) p``; for an original batch ``y~ = y_i``. ``alpha = 1`` (lam uniform on [0, 1]) and
     ``beta = 0.5`` are the paper's settings (section 3.1). In eval mode ``forward`` returns the original batch and
     the schedule does not advance. ``mixed=True/False`` overrides the schedule for one call. ``backend`` goes to both
-    the input averaging and the loss; the loss has Triton and reference kernels only, so "cuda" raises there.
+    the input averaging and the loss: "cpu", "triton", "reference" or None (the loss has no CUDA C++ kernel, so "cuda"
+    raises here, at construction).
     """
 
     def __init__(self, alpha: float = 1.0, beta: float = 0.5, detach_target: bool = False,
@@ -57,8 +59,8 @@ class LaMix(nn.Module):
         super().__init__()
         self.alpha = _checks.check_positive_finite("alpha", alpha)
         self.beta = _checks.check_real("beta", beta, 0.0, 1.0)
-        self.detach_target = bool(detach_target)
-        self.backend = backend
+        self.detach_target = _checks.check_bool("detach_target", detach_target)
+        self.backend = _backend.check_name(backend, lamix_ops.BACKENDS)
         self.steps = 0
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None,

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 import fastmix
-from fastmix import _checks
-from fastmix.api.lumix import lumix_lambda, lumix_loss
+from fastmix import _backend, _checks
+from fastmix.api.lumix import check_ratios, lumix_lambda, lumix_loss
+from fastmix.ops import lumix as lumix_ops
 
 
 class LUMixOutput(NamedTuple):
@@ -46,14 +47,11 @@ class LUMix(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.cutmix_alpha = _checks.check_positive_finite("cutmix_alpha", cutmix_alpha)
-        self.correct_lam = correct_lam
-        self.r1 = _checks.check_real("r1", r1, 0.0, math.inf)
-        self.r2 = _checks.check_real("r2", r2, 0.0, math.inf)
-        if self.r1 + self.r2 > 1:
-            raise ValueError(f"r1 + r2 must be <= 1, got r1={r1}, r2={r2}")
+        self.correct_lam = _checks.check_bool("correct_lam", correct_lam)
+        self.r1, self.r2 = check_ratios(r1, r2)
         self.alpha = _checks.check_positive_finite("alpha", alpha)
         self.eta = _checks.check_real("eta", eta, 0.0, math.inf)
-        self.backend = backend
+        self.backend = _backend.check_name(backend, lumix_ops.BACKENDS)
 
     def forward(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                 generator: torch.Generator | None = None) -> LUMixOutput:

@@ -1,10 +1,19 @@
-"""BalanceMix loss custom ops: ``fastmix::balancemix_loss`` and its backward (paper 001_*, eq. 10)."""
+"""BalanceMix loss custom ops: ``fastmix::balancemix_loss`` and its backward (paper 001_*, eq. 10).
+
+Backends: "cpu" (C++, OpenMP over rows), "triton", "reference". Each op checks its arguments' shapes and dtypes
+before a kernel runs. An empty batch or class count (B K = 0) launches nothing: the loss is 0 (a sum over no labels,
+never the 0/0 of a mean over B = 0 samples) and the gradient is empty.
+"""
 
 from __future__ import annotations
 
 import torch
 
+from fastmix import _native
+from fastmix.ops._fast_path import EagerOp, unit_column_rows
 from fastmix.reference import balancemix as reference
+
+BACKENDS = ("triton", "reference", "cpu")
 
 
 def loss_dtype(logits: torch.Tensor) -> torch.dtype:
@@ -12,31 +21,68 @@ def loss_dtype(logits: torch.Tensor) -> torch.dtype:
     return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
-@torch.library.custom_op("fastmix::balancemix_loss", mutates_args=())
-def balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
-                    backend: str) -> torch.Tensor:
-    """0-dim ``(1/B) sum_bk w_bk BCE(logits_bk, targets_bk)``; logits (B, K) any float dtype, targets and weights
-    (B, K) in the loss dtype, any strides; ``weights=None`` means all ones."""
+def _check_inputs(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> None:
+    """Shapes and dtypes (ValueError): floating (B, K) logits; targets and weights (B, K) in the loss dtype."""
+    if logits.dim() != 2 or not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating (B, K) tensor, got {logits.dtype} {tuple(logits.shape)}")
+    for name, value in (("targets", targets), ("weights", weights)):
+        if value is not None and not (value.shape == logits.shape and value.dtype == loss_dtype(logits)):
+            raise ValueError(f"{name} must be {loss_dtype(logits)} {tuple(logits.shape)}, got {value.dtype} "
+                             f"{tuple(value.shape)}")
+
+
+def _native_args(logits, targets, weights):
+    """The C++ kernels' (B, K) operands as (pointer, row stride) pairs (a missing weights tensor is the null pointer),
+    then B, K and the dtype code; and the tensors behind the pointers (keep them alive)."""
+    logit_rows, target_rows = unit_column_rows(logits), unit_column_rows(targets)
+    weight_rows = None if weights is None else unit_column_rows(weights)
+    weight_args = (0, 0) if weight_rows is None else (weight_rows.data_ptr(), weight_rows.stride(0))
+    args = (logit_rows.data_ptr(), logit_rows.stride(0), target_rows.data_ptr(), target_rows.stride(0), *weight_args,
+            logits.size(0), logits.size(1), _native.DTYPE_CODES[logits.dtype])
+    return args, (logit_rows, target_rows, weight_rows)
+
+
+def _balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
+                     backend: str) -> torch.Tensor:
+    _check_inputs(logits, targets, weights)
+    if logits.numel() == 0:
+        return logits.new_zeros((), dtype=loss_dtype(logits))
     if backend == "reference":
         return reference.balancemix_loss(logits, targets, weights)
-    if backend == "triton":
-        from fastmix.kernels.triton import balancemix as triton_balancemix
+    if backend == "cpu":
+        loss = logits.new_empty((), dtype=loss_dtype(logits))
+        args, _alive = _native_args(logits, targets, weights)
+        _native.native().balancemix_loss_forward_cpu(*args, loss.data_ptr())
+        return loss
+    from fastmix.kernels.triton import balancemix as triton_balancemix
 
-        return triton_balancemix.balancemix_loss_forward(logits, targets, weights, loss_dtype(logits))
-    raise NotImplementedError("fastmix::balancemix_loss has no CUDA C++ kernel; use backend='triton' or 'reference'")
+    return triton_balancemix.balancemix_loss_forward(logits, targets, weights, loss_dtype(logits))
+
+
+balancemix_loss = torch.library.custom_op("fastmix::balancemix_loss", _balancemix_loss, mutates_args=())
+balancemix_loss.__doc__ = """0-dim ``(1/B) sum_bk w_bk BCE(logits_bk, targets_bk)``; logits (B, K) any float dtype,
+targets and weights (B, K) in the loss dtype, any strides; ``weights=None`` means all ones."""
 
 
 @balancemix_loss.register_fake
 def _(logits, targets, weights, backend):
-    torch._check(logits.dim() == 2 and targets.shape == logits.shape)
-    torch._check(weights is None or weights.shape == logits.shape)
+    _check_inputs(logits, targets, weights)
     return logits.new_empty((), dtype=loss_dtype(logits))
 
 
-@torch.library.custom_op("fastmix::balancemix_loss_backward", mutates_args=())
-def balancemix_loss_backward(grad_out: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
-                             weights: torch.Tensor | None, backend: str) -> torch.Tensor:
-    """``grad_out * w (sigmoid(logits) - targets) / B``, (B, K) contiguous in the logits' dtype."""
+def _balancemix_loss_backward(grad_out: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
+                              weights: torch.Tensor | None, backend: str) -> torch.Tensor:
+    _check_inputs(logits, targets, weights)
+    if not (grad_out.shape == () and grad_out.is_floating_point()):
+        raise ValueError(f"grad_out must be a floating 0-dim tensor, got {grad_out.dtype} {tuple(grad_out.shape)}")
+    if logits.numel() == 0:
+        return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    if backend == "cpu":
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        scale = grad_out.to(loss_dtype(logits))
+        args, _alive = _native_args(logits, targets, weights)
+        _native.native().balancemix_loss_backward_cpu(scale.data_ptr(), *args, grad.data_ptr())
+        return grad
     if backend == "triton":
         from fastmix.kernels.triton import balancemix as triton_balancemix
 
@@ -48,8 +94,15 @@ def balancemix_loss_backward(grad_out: torch.Tensor, logits: torch.Tensor, targe
     return grad.to(logits.dtype).contiguous()
 
 
+balancemix_loss_backward = torch.library.custom_op("fastmix::balancemix_loss_backward", _balancemix_loss_backward,
+                                                   mutates_args=())
+balancemix_loss_backward.__doc__ = """``grad_out * w (sigmoid(logits) - targets) / B``, (B, K) contiguous in the logits'
+dtype."""
+
+
 @balancemix_loss_backward.register_fake
 def _(grad_out, logits, targets, weights, backend):
+    _check_inputs(logits, targets, weights)
     return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
 
 
@@ -59,20 +112,26 @@ def _setup_context(ctx, inputs, output):
     ctx.backend = backend
 
 
-def _backward(ctx, grad_out):
-    """Gradients to the logits (the kernel), and to float targets (``-w z / B``) and weights (``BCE / B``) if asked."""
-    logits, targets, weights = ctx.saved_tensors
-    grad_logits = grad_targets = grad_weights = None
-    if ctx.needs_input_grad[0]:
-        grad_logits = balancemix_loss_backward(grad_out, logits, targets, weights, ctx.backend)
-    scale = grad_out / logits.size(0)
-    if ctx.needs_input_grad[1]:
-        grad_targets = -logits.to(targets.dtype) * scale
-        grad_targets = grad_targets if weights is None else grad_targets * weights
-    if ctx.needs_input_grad[2]:
-        grad_weights = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits.to(targets.dtype), targets, reduction="none") * scale
-    return grad_logits, grad_targets, grad_weights, None
+def _backward_with(gradient):
+    """The backward of ``balancemix_loss``: the logits' gradient by ``gradient`` (the op or its body), and the float
+    targets' (``-w z / B``) and weights' (``BCE / B``) if asked."""
+
+    def backward(ctx, grad_out):
+        logits, targets, weights = ctx.saved_tensors
+        grad_logits = grad_targets = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            grad_logits = gradient(grad_out, logits, targets, weights, ctx.backend)
+        if ctx.needs_input_grad[1]:
+            grad_targets = -logits.to(targets.dtype) * (grad_out / max(logits.size(0), 1))
+            grad_targets = grad_targets if weights is None else grad_targets * weights
+        if ctx.needs_input_grad[2]:
+            grad_weights = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits.to(targets.dtype), targets, reduction="none") * (grad_out / max(logits.size(0), 1))
+        return grad_logits, grad_targets, grad_weights, None
+
+    return backward
 
 
-balancemix_loss.register_autograd(_backward, setup_context=_setup_context)
+balancemix_loss.register_autograd(_backward_with(balancemix_loss_backward), setup_context=_setup_context)
+balancemix_loss_call = EagerOp(balancemix_loss, _balancemix_loss, _setup_context,
+                               _backward_with(_balancemix_loss_backward))

@@ -2,41 +2,88 @@
 ``fastmix::lamix_loss_backward``, the target (eq. 10) and its cross-entropy (eq. 11) fused.
 
 The backward recomputes the row statistics from the logits instead of storing (B, K) gradients in the forward:
-fewer bytes move in all, and nothing of size (B, K) lives between the two passes.
+fewer bytes move in all, and nothing of size (B, K) lives between the two passes. Backends: "cpu" (C++, OpenMP
+over rows), "triton", "reference". Each op checks its arguments before a kernel runs; class indices and partners are
+checked on the device for the Triton and reference backends, by the C++ kernel before it computes on "cpu". A batch
+or class count of 0 launches nothing: the loss of an empty row is 0.
 """
 
 from __future__ import annotations
 
 import torch
 
-from fastmix import _layout
+from fastmix import _checks, _native
+from fastmix.ops._fast_path import EagerOp, unit_column_rows
 from fastmix.reference import lamix as reference
+
+BACKENDS = ("triton", "reference", "cpu")
 
 
 def accumulate_dtype(logits: torch.Tensor) -> torch.dtype:
     return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
-def _check_shapes(logits, target_logits, labels, lam, partner):
-    torch._check(logits.dim() == 2 and logits.shape == target_logits.shape)
-    torch._check(labels.shape == logits.shape or labels.shape == (logits.size(0),))
-    torch._check(lam.shape == (logits.size(0),) and partner.shape == (logits.size(0),))
+def _check_inputs(logits, target_logits, labels, lam, partner, *grads):
+    """Shapes and dtypes (ValueError): logits and target_logits (B, K) of one floating dtype, labels int64 (B,) or
+    floating (B, K), lam and every incoming gradient floating (B,), partner int64 (B,)."""
+    if not (logits.dim() == 2 and logits.is_floating_point() and target_logits.shape == logits.shape
+            and target_logits.dtype == logits.dtype):
+        raise ValueError(f"logits and target_logits must be floating (B, K) tensors of one dtype, got {logits.dtype} "
+                         f"{tuple(logits.shape)} and {target_logits.dtype} {tuple(target_logits.shape)}")
+    batch = logits.size(0)
+    if not ((labels.dtype == torch.int64 and labels.shape == (batch,))
+            or (labels.is_floating_point() and labels.shape == logits.shape)):
+        raise ValueError(f"labels must be int64 ({batch},) or floating {tuple(logits.shape)}, got {labels.dtype} "
+                         f"{tuple(labels.shape)}")
+    if not (partner.dtype == torch.int64 and partner.shape == (batch,)):
+        raise ValueError(f"partner must be int64 ({batch},), got {partner.dtype} {tuple(partner.shape)}")
+    for value in (lam, *grads):
+        if not (value.is_floating_point() and value.shape == (batch,)):
+            raise ValueError(f"lam and grad_loss must be floating ({batch},), got {value.dtype} {tuple(value.shape)}")
 
 
-@torch.library.custom_op("fastmix::lamix_loss", mutates_args=())
-def lamix_loss(logits: torch.Tensor, target_logits: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor,
-               partner: torch.Tensor, beta: float, detach_target: bool, backend: str) -> torch.Tensor:
-    """Per-sample loss (B,), float32 (float64 for float64 logits).
+def _check_index_ranges(labels, partner, classes: int, backend: str) -> None:
+    """Class indices in [0, K) and partners in [0, B): on the device here, except on "cpu", whose kernels check
+    them before computing."""
+    if backend == "cpu":
+        return
+    if labels.dim() == 1:
+        _checks.check_on_device(((labels >= 0) & (labels < classes)).all(),
+                                f"y holds class indices outside [0, {classes})")
+    batch = partner.size(0)
+    _checks.check_on_device(((partner >= 0) & (partner < batch)).all(),
+                            f"partner holds sample indices outside [0, {batch})")
 
-    logits, target_logits: (B, K) of one floating dtype; labels: (B,) int64 class indices or (B, K) float32/float64;
-    lam (B,) float; partner (B,) int64 in [0, B). ``detach_target`` only changes the gradient.
-    """
+
+def _native_args(logits, target_logits, labels, lam, partner):
+    """The C++ kernels' arguments from the logits to the partners, and the tensors behind their pointers."""
+    compute = accumulate_dtype(logits)
+    z_rows, t_rows = unit_column_rows(logits), unit_column_rows(target_logits)
+    index = labels.dim() == 1
+    label_rows = labels.contiguous() if index else unit_column_rows(labels.to(compute))
+    lam_rows, partner_rows = lam.to(compute).contiguous(), partner.contiguous()
+    args = (z_rows.data_ptr(), z_rows.stride(0), t_rows.data_ptr(), t_rows.stride(0), z_rows.size(0), z_rows.size(1),
+            _native.DTYPE_CODES[z_rows.dtype], index, label_rows.data_ptr(), 0 if index else label_rows.stride(0),
+            lam_rows.data_ptr(), partner_rows.data_ptr())
+    return args, (z_rows, t_rows, label_rows, lam_rows, partner_rows)
+
+
+def _lamix_loss(logits: torch.Tensor, target_logits: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor,
+                partner: torch.Tensor, beta: float, detach_target: bool, backend: str) -> torch.Tensor:
+    _check_inputs(logits, target_logits, labels, lam, partner)
+    _check_index_ranges(labels, partner, logits.size(1), backend)
+    if logits.numel() == 0:
+        return logits.new_zeros(logits.size(0), dtype=accumulate_dtype(logits))
     if backend == "reference":
         return reference.lamix_loss(logits, target_logits, labels, lam, partner, beta, detach_target).to(
             accumulate_dtype(logits))
+    loss = logits.new_empty(logits.size(0), dtype=accumulate_dtype(logits))
+    if backend == "cpu":
+        args, _alive = _native_args(logits, target_logits, labels, lam, partner)
+        _native.native().lamix_loss_forward_cpu(*args, beta, loss.data_ptr())
+        return loss
     from fastmix.kernels.triton import lamix as triton_lamix
 
-    loss = logits.new_empty(logits.size(0), dtype=accumulate_dtype(logits))
     z_rows, t_rows, label_rows = _rows(logits, target_logits, labels)
     lam = lam.to(accumulate_dtype(logits)).contiguous()
     partner = partner.contiguous()
@@ -44,34 +91,48 @@ def lamix_loss(logits: torch.Tensor, target_logits: torch.Tensor, labels: torch.
     return loss
 
 
+lamix_loss = torch.library.custom_op("fastmix::lamix_loss", _lamix_loss, mutates_args=())
+lamix_loss.__doc__ = """Per-sample loss (B,), float32 (float64 for float64 logits).
+
+logits, target_logits: (B, K) of one floating dtype; labels: (B,) int64 class indices or (B, K) float32/float64;
+lam (B,) float; partner (B,) int64 in [0, B). ``detach_target`` only changes the gradient.
+"""
+
+
 @lamix_loss.register_fake
 def _(logits, target_logits, labels, lam, partner, beta, detach_target, backend):
-    _check_shapes(logits, target_logits, labels, lam, partner)
+    _check_inputs(logits, target_logits, labels, lam, partner)
     return logits.new_empty(logits.size(0), dtype=accumulate_dtype(logits))
 
 
 def _rows(logits, target_logits, labels):
-    label_rows = labels.contiguous() if labels.dim() == 1 else _layout.rows_view(labels)
-    return _layout.rows_view(logits), _layout.rows_view(target_logits), label_rows
+    label_rows = labels.contiguous() if labels.dim() == 1 else unit_column_rows(labels)
+    return unit_column_rows(logits), unit_column_rows(target_logits), label_rows
 
 
-@torch.library.custom_op("fastmix::lamix_loss_backward", mutates_args=())
-def lamix_loss_backward(grad_loss: torch.Tensor, logits: torch.Tensor, target_logits: torch.Tensor,
-                        labels: torch.Tensor, lam: torch.Tensor, partner: torch.Tensor, beta: float,
-                        detach_target: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(grad_logits, grad_target_logits)`` for the incoming (B,) ``grad_loss``, in the logits' dtype, contiguous.
-
-    ``grad_target_logits`` is an empty (0,) tensor when the target is detached (no gradient is computed for it).
-    """
-    if backend == "reference":
+def _lamix_loss_backward(grad_loss: torch.Tensor, logits: torch.Tensor, target_logits: torch.Tensor,
+                         labels: torch.Tensor, lam: torch.Tensor, partner: torch.Tensor, beta: float,
+                         detach_target: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_inputs(logits, target_logits, labels, lam, partner, grad_loss)
+    _check_index_ranges(labels, partner, logits.size(1), backend)
+    if backend == "reference" and logits.numel():
         return reference.lamix_loss_grads(grad_loss, logits, target_logits, labels, lam, partner, beta, detach_target)
-    from fastmix.kernels.triton import lamix as triton_lamix
-
     grad_z = torch.empty_like(logits, memory_format=torch.contiguous_format)
     grad_t = (target_logits.new_empty(0) if detach_target
               else torch.empty_like(target_logits, memory_format=torch.contiguous_format))
-    z_rows, t_rows, label_rows = _rows(logits, target_logits, labels)
+    if logits.numel() == 0:
+        return grad_z, grad_t
     compute = accumulate_dtype(logits)
+    if backend == "cpu":
+        args, _alive = _native_args(logits, target_logits, labels, lam, partner)
+        grad_scale = grad_loss.to(compute)  # the gradient of a mean or sum is an expanded scalar: stride 0, no copy
+        _native.native().lamix_loss_backward_cpu(grad_scale.data_ptr(), grad_scale.stride(0), *args, beta,
+                                                 detach_target, grad_z.data_ptr(),
+                                                 grad_t.data_ptr() if not detach_target else 0)
+        return grad_z, grad_t
+    from fastmix.kernels.triton import lamix as triton_lamix
+
+    z_rows, t_rows, label_rows = _rows(logits, target_logits, labels)
     lam = lam.to(compute).contiguous()
     grad_loss = grad_loss.to(compute).contiguous()
     partner = partner.contiguous()
@@ -80,10 +141,17 @@ def lamix_loss_backward(grad_loss: torch.Tensor, logits: torch.Tensor, target_lo
     return grad_z, grad_t
 
 
+lamix_loss_backward = torch.library.custom_op("fastmix::lamix_loss_backward", _lamix_loss_backward,
+                                              mutates_args=())
+lamix_loss_backward.__doc__ = """``(grad_logits, grad_target_logits)`` for the incoming (B,) ``grad_loss``, in the
+logits' dtype, contiguous. ``grad_target_logits`` is an empty (0,) tensor when the target is detached (no gradient
+is computed for it).
+"""
+
+
 @lamix_loss_backward.register_fake
 def _(grad_loss, logits, target_logits, labels, lam, partner, beta, detach_target, backend):
-    _check_shapes(logits, target_logits, labels, lam, partner)
-    torch._check(grad_loss.shape == (logits.size(0),))
+    _check_inputs(logits, target_logits, labels, lam, partner, grad_loss)
     grad_t = (target_logits.new_empty(0) if detach_target
               else torch.empty_like(target_logits, memory_format=torch.contiguous_format))
     return torch.empty_like(logits, memory_format=torch.contiguous_format), grad_t
@@ -95,15 +163,21 @@ def _setup_context(ctx, inputs, output):
     ctx.beta, ctx.detach_target, ctx.backend = beta, detach_target, backend
 
 
-def _backward(ctx, grad_loss):
-    """First-order only: ``lamix_loss_backward`` has no autograd of its own, so a double backward raises."""
-    logits, target_logits, labels, lam, partner = ctx.saved_tensors
-    need_logits, need_target = ctx.needs_input_grad[0], ctx.needs_input_grad[1] and not ctx.detach_target
-    if not (need_logits or need_target):
-        return (None,) * 8
-    grad_z, grad_t = lamix_loss_backward(grad_loss, logits, target_logits, labels, lam, partner, ctx.beta,
-                                         not need_target, ctx.backend)
-    return (grad_z if need_logits else None), (grad_t if need_target else None), None, None, None, None, None, None
+def _backward_with(gradients):
+    """The backward of ``lamix_loss``, computing the gradients with ``gradients`` (the op or its body). First-order
+    only: ``lamix_loss_backward`` has no autograd of its own, so a double backward raises."""
+
+    def backward(ctx, grad_loss):
+        logits, target_logits, labels, lam, partner = ctx.saved_tensors
+        need_logits, need_target = ctx.needs_input_grad[0], ctx.needs_input_grad[1] and not ctx.detach_target
+        if not (need_logits or need_target):
+            return (None,) * 8
+        grad_z, grad_t = gradients(grad_loss, logits, target_logits, labels, lam, partner, ctx.beta, not need_target,
+                                   ctx.backend)
+        return (grad_z if need_logits else None), (grad_t if need_target else None), *(None,) * 6
+
+    return backward
 
 
-lamix_loss.register_autograd(_backward, setup_context=_setup_context)
+lamix_loss.register_autograd(_backward_with(lamix_loss_backward), setup_context=_setup_context)
+lamix_loss_call = EagerOp(lamix_loss, _lamix_loss, _setup_context, _backward_with(_lamix_loss_backward))

@@ -1,17 +1,25 @@
-"""LUMix loss custom ops: ``fastmix::lumix_loss`` and its backward ``fastmix::lumix_loss_backward`` (paper 003_*,
-eq. 6-8).
+"""LUMix custom ops (paper 003_*, eq. 3-8): ``fastmix::lumix_loss``, its backward ``fastmix::lumix_loss_backward``
+and the label weight ``fastmix::lumix_lambda``.
 
-The forward returns per-row losses and a (B, 5) float table of per-row statistics (``reference.STAT_COLUMNS``)
-that the backward reads instead of re-reducing each row. Labels are int64 class indices (B,) or float rows (B, K);
-gradients flow to the logits only (``lam`` and the labels are constants of the loss, as in Algorithm 1).
+The loss returns per-row losses and a (B, 5) float table of per-row statistics (``reference.STAT_COLUMNS``) that the
+backward reads instead of re-reducing each row. Labels are int64 class indices (B,) or float rows (B, K); gradients
+flow to the logits only (``lam`` and the labels are constants of the loss, as in Algorithm 1). Backends: "cpu" (C++,
+OpenMP over rows), "triton", "reference". Each op checks its arguments before a kernel runs; class indices are
+checked on the device for the Triton and reference backends, by the C++ kernel before it computes on "cpu". A batch
+or class count of 0 launches nothing: the loss of an empty row is 0.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from fastmix import _layout
+from fastmix import _checks, _native
+from fastmix.ops._fast_path import EagerOp, unit_column_rows
 from fastmix.reference import lumix as reference
+
+BACKENDS = ("triton", "reference", "cpu")
 
 
 def _dense_labels(labels: torch.Tensor, n_classes: int, dtype: torch.dtype) -> torch.Tensor:
@@ -21,59 +29,135 @@ def _dense_labels(labels: torch.Tensor, n_classes: int, dtype: torch.dtype) -> t
 
 
 def _kernel_labels(labels: torch.Tensor) -> torch.Tensor:
-    return labels.contiguous() if labels.dim() == 1 else _layout.rows_view(labels)
+    return labels.contiguous() if labels.dim() == 1 else unit_column_rows(labels)
 
 
-@torch.library.custom_op("fastmix::lumix_loss", mutates_args=())
-def lumix_loss(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: torch.Tensor, eta: float,
-               backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row ``L0 + eta R`` (B,) and the backward's statistics (B, 5), both fp32 (fp64 for fp64 logits)."""
+def _check_inputs(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, *weights: torch.Tensor) -> None:
+    """Shapes and dtypes (ValueError): logits (B, K) floating; labels both int64 (B,) or both floating (B, K);
+    every per-row weight floating (B,)."""
+    if logits.dim() != 2 or not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating (B, K) tensor, got {logits.dtype} {tuple(logits.shape)}")
+    batch = logits.size(0)
+    index = y_a.dim() == 1
+    for name, labels in (("y_a", y_a), ("y_b", y_b)):
+        if index and not (labels.dtype == torch.int64 and labels.shape == (batch,)):
+            raise ValueError(f"{name} must be int64 class indices ({batch},), got {labels.dtype} {tuple(labels.shape)}")
+        if not index and not (labels.is_floating_point() and labels.shape == logits.shape):
+            raise ValueError(f"{name} must be float rows {tuple(logits.shape)}, got {labels.dtype} "
+                             f"{tuple(labels.shape)}")
+    for weight in weights:
+        if not (weight.is_floating_point() and weight.shape == (batch,)):
+            raise ValueError(f"per-row weights must be floating ({batch},), got {weight.dtype} {tuple(weight.shape)}")
+
+
+def _check_index_ranges(y_a: torch.Tensor, y_b: torch.Tensor, n_classes: int, backend: str) -> None:
+    """Class indices in [0, K): on the device here, except on "cpu", whose kernels check them before computing."""
+    if y_a.dim() != 1 or backend == "cpu":
+        return
+    for name, labels in (("y_a", y_a), ("y_b", y_b)):
+        _checks.check_on_device(((labels >= 0) & (labels < n_classes)).all(),
+                                f"{name} holds class indices outside [0, {n_classes})")
+
+
+def _native_args(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, dtype: torch.dtype):
+    """The leading arguments of the C++ LUMix kernels, and the tensors behind their pointers (keep them alive)."""
+    rows = unit_column_rows(logits)
+    if y_a.dim() == 1:
+        labels_a, labels_b = y_a.contiguous(), y_b.contiguous()
+        strides = (0, 0)
+    else:
+        labels_a, labels_b = unit_column_rows(y_a.to(dtype)), unit_column_rows(y_b.to(dtype))
+        strides = (labels_a.stride(0), labels_b.stride(0))
+    args = (rows.data_ptr(), rows.stride(0), rows.size(0), rows.size(1), _native.DTYPE_CODES[rows.dtype],
+            y_a.dim() == 1, labels_a.data_ptr(), strides[0], labels_b.data_ptr(), strides[1])
+    return args, (rows, labels_a, labels_b)
+
+
+def _empty_rows_loss(logits: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """B = 0 or K = 0: losses 0 and the statistics of empty rows (log-sum-exp -inf, sums 0, minima +inf)."""
+    stats = logits.new_zeros(logits.size(0), len(reference.STAT_COLUMNS), dtype=dtype)
+    stats[:, 0] = -math.inf
+    stats[:, 3:] = math.inf
+    return logits.new_zeros(logits.size(0), dtype=dtype), stats
+
+
+def _lumix_loss(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: torch.Tensor, eta: float,
+                backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_inputs(logits, y_a, y_b, lam)
+    _check_index_ranges(y_a, y_b, logits.size(1), backend)
     dtype = reference.accumulation_dtype(logits)
+    if logits.numel() == 0:
+        return _empty_rows_loss(logits, dtype)
     if backend == "reference":
         dense_a = _dense_labels(y_a, logits.size(1), dtype)
         dense_b = _dense_labels(y_b, logits.size(1), dtype)
         return reference.loss_and_statistics(logits, dense_a, dense_b, lam, eta)
-    from fastmix.kernels.triton import lumix as triton_lumix
-
     loss = logits.new_empty(logits.size(0), dtype=dtype)
     stats = logits.new_empty(logits.size(0), len(reference.STAT_COLUMNS), dtype=dtype)
-    logits_rows = _layout.rows_view(logits)
+    lam_rows = lam.to(dtype).contiguous()
+    if backend == "cpu":
+        args, _alive = _native_args(logits, y_a, y_b, dtype)
+        _native.native().lumix_loss_forward_cpu(*args, lam_rows.data_ptr(), eta, loss.data_ptr(), stats.data_ptr())
+        return loss, stats
+    from fastmix.kernels.triton import lumix as triton_lumix
+
+    logits_rows = unit_column_rows(logits)
     labels_a, labels_b = _kernel_labels(y_a), _kernel_labels(y_b)
-    lam_rows = lam.contiguous()
     triton_lumix.lumix_loss_forward(logits_rows, labels_a, labels_b, lam_rows, eta, loss, stats)
     return loss, stats
 
 
+lumix_loss = torch.library.custom_op("fastmix::lumix_loss", _lumix_loss, mutates_args=())
+lumix_loss.__doc__ = """Per-row ``L0 + eta R`` (B,) and the backward's statistics (B, 5), both fp32 (fp64 for fp64
+logits)."""
+
+
 @lumix_loss.register_fake
 def _(logits, y_a, y_b, lam, eta, backend):
-    torch._check(logits.dim() == 2 and lam.shape == (logits.size(0),))
+    _check_inputs(logits, y_a, y_b, lam)
     dtype = reference.accumulation_dtype(logits)
     return (logits.new_empty(logits.size(0), dtype=dtype),
             logits.new_empty(logits.size(0), len(reference.STAT_COLUMNS), dtype=dtype))
 
 
-@torch.library.custom_op("fastmix::lumix_loss_backward", mutates_args=())
-def lumix_loss_backward(grad_rows: torch.Tensor, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor,
-                        lam: torch.Tensor, stats: torch.Tensor, eta: float, backend: str) -> torch.Tensor:
-    """d(sum_i grad_rows_i L_i)/d logits, (B, K) contiguous in the logits' dtype."""
+def _lumix_loss_backward(grad_rows: torch.Tensor, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor,
+                         lam: torch.Tensor, stats: torch.Tensor, eta: float, backend: str) -> torch.Tensor:
+    _check_inputs(logits, y_a, y_b, lam, grad_rows)
+    if stats.shape != (logits.size(0), len(reference.STAT_COLUMNS)):
+        raise ValueError(f"stats must have shape ({logits.size(0)}, 5), got {tuple(stats.shape)}")
+    _check_index_ranges(y_a, y_b, logits.size(1), backend)
+    dtype = reference.accumulation_dtype(logits)
+    if logits.numel() == 0:
+        return logits.new_zeros(logits.shape)
     if backend == "reference":
-        dtype = reference.accumulation_dtype(logits)
         dense_a = _dense_labels(y_a, logits.size(1), dtype)
         dense_b = _dense_labels(y_b, logits.size(1), dtype)
         return reference.lumix_loss_grad(logits, dense_a, dense_b, lam, eta, stats, grad_rows).contiguous()
+    grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    lam_rows, stats_rows = lam.to(dtype).contiguous(), stats.to(dtype).contiguous()
+    if backend == "cpu":
+        args, _alive = _native_args(logits, y_a, y_b, dtype)
+        grad_scale = grad_rows.to(dtype)  # the gradient of a mean or sum is an expanded scalar: stride 0, no copy
+        _native.native().lumix_loss_backward_cpu(*args, lam_rows.data_ptr(), eta, stats_rows.data_ptr(),
+                                                 grad_scale.data_ptr(), grad_scale.stride(0), grad.data_ptr())
+        return grad
     from fastmix.kernels.triton import lumix as triton_lumix
 
-    grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-    logits_rows = _layout.rows_view(logits)
+    logits_rows = unit_column_rows(logits)
     labels_a, labels_b = _kernel_labels(y_a), _kernel_labels(y_b)
-    lam_rows, stats_rows, grad_rows_dense = lam.contiguous(), stats.contiguous(), grad_rows.contiguous()
-    triton_lumix.lumix_loss_backward(logits_rows, labels_a, labels_b, lam_rows, eta, stats_rows, grad_rows_dense,
-                                     grad)
+    triton_lumix.lumix_loss_backward(logits_rows, labels_a, labels_b, lam_rows, eta, stats_rows,
+                                     grad_rows.contiguous(), grad)
     return grad
+
+
+lumix_loss_backward = torch.library.custom_op("fastmix::lumix_loss_backward", _lumix_loss_backward,
+                                              mutates_args=())
+lumix_loss_backward.__doc__ = "d(sum_i grad_rows_i L_i)/d logits, (B, K) contiguous in the logits' dtype."
 
 
 @lumix_loss_backward.register_fake
 def _(grad_rows, logits, y_a, y_b, lam, stats, eta, backend):
+    _check_inputs(logits, y_a, y_b, lam, grad_rows)
     return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
 
 
@@ -85,12 +169,50 @@ def _setup_context(ctx, inputs, output):
     ctx.backend = backend
 
 
-def _backward(ctx, grad_loss, grad_stats):
-    logits, y_a, y_b, lam, stats = ctx.saved_tensors
-    grad_logits = None
-    if ctx.needs_input_grad[0]:
-        grad_logits = lumix_loss_backward(grad_loss, logits, y_a, y_b, lam, stats, ctx.eta, ctx.backend)
-    return grad_logits, None, None, None, None, None
+def _backward_with(gradient):
+    """The backward of ``lumix_loss``, computing the logits' gradient with ``gradient`` (the op or its body)."""
+
+    def backward(ctx, grad_loss, grad_stats):
+        logits, y_a, y_b, lam, stats = ctx.saved_tensors
+        grad_logits = None
+        if ctx.needs_input_grad[0]:
+            grad_logits = gradient(grad_loss, logits, y_a, y_b, lam, stats, ctx.eta, ctx.backend)
+        return grad_logits, None, None, None, None, None
+
+    return backward
 
 
-lumix_loss.register_autograd(_backward, setup_context=_setup_context)
+lumix_loss.register_autograd(_backward_with(lumix_loss_backward), setup_context=_setup_context)
+lumix_loss_call = EagerOp(lumix_loss, _lumix_loss, _setup_context, _backward_with(_lumix_loss_backward))
+
+
+def _lumix_lambda(lam0: torch.Tensor, lam_r: torch.Tensor, logits: torch.Tensor, y_a: torch.Tensor,
+                  y_b: torch.Tensor, r1: float, r2: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_inputs(logits, y_a, y_b, lam0, lam_r)
+    _check_index_ranges(y_a, y_b, logits.size(1), backend)
+    dtype = reference.accumulation_dtype(logits)
+    if backend == "reference" or logits.numel() == 0:
+        lam_s = reference.score_lambda(logits, y_a, y_b)
+        return reference.lumix_lambda(lam0.to(dtype), lam_r.to(dtype), lam_s, r1, r2), lam_s
+    lam = logits.new_empty(logits.size(0), dtype=dtype)
+    lam_s = torch.empty_like(lam)
+    lam0_rows, lam_r_rows = lam0.to(dtype).contiguous(), lam_r.to(dtype).contiguous()
+    args, _alive = _native_args(logits, y_a, y_b, dtype)
+    _native.native().lumix_lambda_cpu(*args, lam0_rows.data_ptr(), lam_r_rows.data_ptr(), r1, r2, lam.data_ptr(),
+                                      lam_s.data_ptr())
+    return lam, lam_s
+
+
+lumix_lambda = torch.library.custom_op("fastmix::lumix_lambda", _lumix_lambda, mutates_args=())
+lumix_lambda.__doc__ = """``(lam, lam_s)`` of eq. 3-5, (B,) each, fp32 (fp64 for fp64 logits), from detached logits
+(the op has no gradient): "cpu" (C++) or "reference"."""
+
+
+@lumix_lambda.register_fake
+def _(lam0, lam_r, logits, y_a, y_b, r1, r2, backend):
+    _check_inputs(logits, y_a, y_b, lam0, lam_r)
+    dtype = reference.accumulation_dtype(logits)
+    return logits.new_empty(logits.size(0), dtype=dtype), logits.new_empty(logits.size(0), dtype=dtype)
+
+
+lumix_lambda_call = EagerOp(lumix_lambda, _lumix_lambda)

@@ -45,13 +45,14 @@ def _balancemix_loss_forward_kernel(logits_ptr, logits_s0, logits_s1, targets_pt
 @triton.jit
 def _balancemix_loss_backward_kernel(grad_out_ptr, logits_ptr, logits_s0, logits_s1, targets_ptr, targets_s0,
                                      targets_s1, weights_ptr, weights_s0, weights_s1, grad_ptr, numel, classes,
-                                     inv_batch, HAS_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr):
-    """grad_logits[b, k] = grad_out * w_bk (sigmoid(z_bk) - t_bk) / B, written densely in the logits' dtype."""
+                                     batch, HAS_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr):
+    """grad_logits[b, k] = grad_out * w_bk (sigmoid(z_bk) - t_bk) / B, written densely in the logits' dtype; the
+    division by the integer B happens here, in the accumulation type (a Python float 1 / B would be fp32 on a GPU)."""
     idx, mask, row, col = _label_block(numel, classes, BLOCK)
     acc_dtype = grad_out_ptr.dtype.element_ty
     z = _load_labels(logits_ptr, logits_s0, logits_s1, row, col, mask, acc_dtype)
     t = _load_labels(targets_ptr, targets_s0, targets_s1, row, col, mask, acc_dtype)
-    scale = tl.load(grad_out_ptr) * inv_batch
+    scale = tl.load(grad_out_ptr) / batch
     grad = (tl.sigmoid(z) - t) * scale
     if HAS_WEIGHTS:
         grad *= _load_labels(weights_ptr, weights_s0, weights_s1, row, col, mask, acc_dtype)
@@ -89,6 +90,6 @@ def balancemix_loss_backward(grad_out: torch.Tensor, logits: torch.Tensor, targe
     grad_out = grad_out.reshape(1).contiguous()
     _balancemix_loss_backward_kernel[(triton.cdiv(numel, BLOCK),)](
         grad_out, logits, logits.stride(0), logits.stride(1), targets, targets.stride(0), targets.stride(1),
-        *_strided(weights, targets), grad, numel, classes, 1.0 / batch, HAS_WEIGHTS=weights is not None,
+        *_strided(weights, targets), grad, numel, classes, batch, HAS_WEIGHTS=weights is not None,
         BLOCK=BLOCK)
     return grad

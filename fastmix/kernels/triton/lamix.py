@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fastmix.kernels.triton.scalars import float64_bits, float64_from_bits
+
 
 @triton.jit
 def _local_labels(y_ptr, y_row_stride, row, partner, lam, cols, mask, LABEL_INDEX: tl.constexpr):
@@ -26,7 +28,7 @@ def _local_labels(y_ptr, y_row_stride, row, partner, lam, cols, mask, LABEL_INDE
 
 @triton.jit
 def _lamix_loss_kernel(z_ptr, z_row_stride, t_ptr, t_row_stride, y_ptr, y_row_stride, lam_ptr, partner_ptr,
-                       loss_ptr, grad_loss_ptr, grad_z_ptr, grad_t_ptr, classes, beta,
+                       loss_ptr, grad_loss_ptr, grad_z_ptr, grad_t_ptr, classes, beta_bits,
                        LABEL_INDEX: tl.constexpr, GRADS: tl.constexpr, DETACH_TARGET: tl.constexpr,
                        BLOCK_K: tl.constexpr):
     """Row b of ``loss_b = -sum_k y_k log q_k`` with the target ``y = beta y~ + (1 - beta) p`` (eq. 10-11).
@@ -35,10 +37,11 @@ def _lamix_loss_kernel(z_ptr, z_row_stride, t_ptr, t_row_stride, y_ptr, y_row_st
     log-sum-exp for z; s lies in (0, 1), so softmax(s) needs no running maximum) and ``sum_k y_k``. Sweep 2: the
     loss, or ``g (q sum_k y_k - y)`` into grad_z and ``P = sum_k p_k log q_k``. Sweep 3 (gradients, target not
     detached): ``g (1 - beta) p (P - log q) s (1 - s)`` into grad_t. One sweep per row when K fits a block; the
-    later sweeps then hit cache. The (B, K) target never reaches memory.
+    later sweeps then hit cache. The (B, K) target never reaches memory. ``beta`` arrives as its float64 bits.
     """
     row = tl.program_id(0).to(tl.int64)
     acc_dtype = lam_ptr.dtype.element_ty
+    beta = float64_from_bits(beta_bits).to(acc_dtype)
     lam = tl.load(lam_ptr + row).to(acc_dtype)
     partner = tl.load(partner_ptr + row).to(tl.int64)
     z_row = z_ptr + row * z_row_stride
@@ -105,7 +108,7 @@ def _launch(z_rows, t_rows, labels, lam, partner, beta, loss, grad_loss, grad_z,
     label_index = not labels.is_floating_point()
     _lamix_loss_kernel[(batch,)](
         z_rows, z_rows.stride(0), t_rows, t_rows.stride(0), labels, 0 if label_index else labels.stride(0), lam,
-        partner, loss, grad_loss, grad_z, grad_t, classes, beta, LABEL_INDEX=label_index, GRADS=grads,
+        partner, loss, grad_loss, grad_z, grad_t, classes, float64_bits(beta), LABEL_INDEX=label_index, GRADS=grads,
         DETACH_TARGET=detach_target, BLOCK_K=block, num_warps=4 if block <= 2048 else 8)
 
 

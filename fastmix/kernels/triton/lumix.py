@@ -2,7 +2,8 @@
 
 One program per row. The mixed target ``y = lam y_a + (1 - lam) y_b`` is formed in registers from the two label
 rows (or from two class indices), never stored. A row that fits one block (``K <= BLOCK_K``) is read once; a
-longer row is read twice (online log-sum-exp, then the hinge, which needs the final scores).
+longer row is read twice (online log-sum-exp, then the hinge, which needs the final scores). ``eta`` travels as its
+float64 bits (``scalars``), so fp64 kernels use it exactly on a GPU too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import torch
 import triton
 import triton.language as tl
 
-MAX_BLOCK_K = 16384
+from fastmix.kernels.triton.scalars import float64_bits, float64_from_bits
+
+# Rows longer than this loop over blocks of it. A 16384-column block with 16 warps needs 128 registers a thread and
+# spills on sm_80 (ptxas: 308 bytes of spill stores in one pass, 92 looping over K = 21843); 4096 with 16 warps
+# takes 56-59 registers and spills nothing, on sm_80 and sm_90.
+MAX_BLOCK_K = 4096
 
 
 @triton.jit
@@ -56,12 +62,13 @@ def _row_setup(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stri
 
 
 @triton.jit
-def _lumix_loss_fwd_kernel(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, eta,
+def _lumix_loss_fwd_kernel(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, eta_bits,
                            loss_ptr, stats_ptr, n_classes, INDEX_LABELS: tl.constexpr, BLOCK_K: tl.constexpr,
                            SINGLE_BLOCK: tl.constexpr):
     """Row i: ``loss[i] = sum_k y_k (lse - z_k) + eta sum_k y_k max(0, b_k - p_k)`` and the 5 backward stats."""
     row = tl.program_id(0).to(tl.int64)
     acc = stats_ptr.dtype.element_ty
+    eta = float64_from_bits(eta_bits).to(acc)
     logits_row, y_a_row, y_b_row, index_a, index_b, lam = _row_setup(
         logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, row, INDEX_LABELS, acc)
     cols = tl.arange(0, BLOCK_K)
@@ -113,13 +120,14 @@ def _lumix_loss_fwd_kernel(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_p
 
 
 @triton.jit
-def _lumix_loss_bwd_kernel(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, eta,
+def _lumix_loss_bwd_kernel(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, eta_bits,
                            stats_ptr, grad_rows_ptr, grad_ptr, grad_stride, n_classes, INDEX_LABELS: tl.constexpr,
                            BLOCK_K: tl.constexpr):
     """Program (row i, block c): ``grad_j = g_i (p_j sum_k y_k - y_j + eta p_j (sum_k h_k p_k - h_j))``,
     ``h_k = y_k [b_k > p_k]``: no reduction left, so every block of a row runs independently."""
     row = tl.program_id(0).to(tl.int64)
     acc = stats_ptr.dtype.element_ty
+    eta = float64_from_bits(eta_bits).to(acc)
     logits_row, y_a_row, y_b_row, index_a, index_b, lam = _row_setup(
         logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, row, INDEX_LABELS, acc)
     stats_row = stats_ptr + row * 5
@@ -141,6 +149,18 @@ def _block_k(n_classes: int, block_k: int | None) -> int:
     return block_k or min(max(triton.next_power_of_2(n_classes), 16), MAX_BLOCK_K)
 
 
+def forward_config(n_classes: int, block_k: int | None = None) -> dict:
+    """The forward kernel's compile-time parameters for rows of ``n_classes``: BLOCK_K, SINGLE_BLOCK, num_warps."""
+    block = _block_k(n_classes, block_k)
+    return {"BLOCK_K": block, "SINGLE_BLOCK": n_classes <= block, "num_warps": min(max(block // 256, 1), 16)}
+
+
+def backward_config(n_classes: int, block_k: int | None = None) -> dict:
+    """The backward kernel's compile-time parameters: BLOCK_K (at most 4096) and num_warps."""
+    block = min(_block_k(n_classes, block_k), 4096)
+    return {"BLOCK_K": block, "num_warps": min(max(block // 256, 1), 8)}
+
+
 def _label_args(labels: torch.Tensor) -> tuple[torch.Tensor, int]:
     """A label tensor and its row stride: (B,) class indices have no columns, so stride 0."""
     return labels, (labels.stride(0) if labels.dim() == 2 else 0)
@@ -151,13 +171,11 @@ def lumix_loss_forward(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tenso
     """Writes per-row losses (B,) and stats (B, 5) into ``loss``/``stats``; logits and float labels (B, K) with unit
     column stride, or int64 class indices (B,); ``lam`` (B,) contiguous."""
     batch, n_classes = logits.shape
-    block = _block_k(n_classes, block_k)
     y_a, y_a_stride = _label_args(y_a)
     y_b, y_b_stride = _label_args(y_b)
     _lumix_loss_fwd_kernel[(batch,)](
-        logits, logits.stride(0), y_a, y_a_stride, y_b, y_b_stride, lam, eta, loss, stats, n_classes,
-        INDEX_LABELS=y_a.dim() == 1, BLOCK_K=block, SINGLE_BLOCK=n_classes <= block,
-        num_warps=min(max(block // 256, 1), 16))
+        logits, logits.stride(0), y_a, y_a_stride, y_b, y_b_stride, lam, float64_bits(eta), loss, stats, n_classes,
+        INDEX_LABELS=y_a.dim() == 1, **forward_config(n_classes, block_k))
 
 
 def lumix_loss_backward(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: torch.Tensor, eta: float,
@@ -165,9 +183,9 @@ def lumix_loss_backward(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tens
                         block_k: int | None = None) -> None:
     """Writes d(sum_i grad_rows_i loss_i)/d logits into ``grad`` (B, K) with unit column stride."""
     batch, n_classes = logits.shape
-    block = min(_block_k(n_classes, block_k), 4096)
+    config = backward_config(n_classes, block_k)
     y_a, y_a_stride = _label_args(y_a)
     y_b, y_b_stride = _label_args(y_b)
-    _lumix_loss_bwd_kernel[(batch, triton.cdiv(n_classes, block))](
-        logits, logits.stride(0), y_a, y_a_stride, y_b, y_b_stride, lam, eta, stats, grad_rows, grad, grad.stride(0),
-        n_classes, INDEX_LABELS=y_a.dim() == 1, BLOCK_K=block, num_warps=min(max(block // 256, 1), 8))
+    _lumix_loss_bwd_kernel[(batch, triton.cdiv(n_classes, config["BLOCK_K"]))](
+        logits, logits.stride(0), y_a, y_a_stride, y_b, y_b_stride, lam, float64_bits(eta), stats, grad_rows, grad,
+        grad.stride(0), n_classes, INDEX_LABELS=y_a.dim() == 1, **config)
