@@ -83,6 +83,23 @@ def check_real(name: str, value, low: float, high: float, *, low_open: bool = Fa
     return float(value)
 
 
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_reduction(reduction) -> str:
+    """A loss reduction: "mean" over the batch, "sum", or "none" (per-sample losses)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def reduce_rows(losses: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Per-sample ``losses`` reduced as ``reduction`` asks (``check_reduction``)."""
+    if reduction == "mean":
+        return losses.mean()
+    return losses.sum() if reduction == "sum" else losses
+
+
 def check_generator(generator, device: torch.device) -> None:
     if generator is None:
         return

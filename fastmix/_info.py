@@ -21,11 +21,14 @@ BACKEND_NOTATION = ("cuda = the CUDA kernels of fastmix._C; triton = the Triton 
 def op_backends() -> dict[str, tuple[tuple, str | None, str | None]]:
     """Public op -> (its backends, its default on CUDA tensors, its default on CPU tensors), as each public call
     passes them to ``_backend.resolve`` (tests/test_info.py checks that they match)."""
+    from fastmix.ops import balancemix as balancemix_ops
     from fastmix.ops import gmm as gmm_ops
+    from fastmix.ops import lamix as lamix_ops
+    from fastmix.ops import lumix as lumix_ops
     from fastmix.ops import mix as mix_ops
     from fastmix.ops import zeta as zeta_ops
 
-    mix_backends, fused_losses = mix_ops.BACKENDS, _backend.NO_NATIVE_KERNEL
+    mix_backends = mix_ops.BACKENDS
     return {
         "zeta_mixup": (zeta_ops.BACKENDS, "triton", "reference"),
         "mixup": (mix_backends, "cuda", "cpu"),
@@ -34,9 +37,9 @@ def op_backends() -> dict[str, tuple[tuple, str | None, str | None]]:
         "lamix_inputs": (mix_backends, "cuda", "cpu"),
         "flow_mix": (_backend.DEFAULT_SUPPORTED, "cuda", "reference"),
         "lumix_lambda": ((), None, None),
-        "lumix_loss": (fused_losses, "triton", "reference"),
-        "lamix_loss": (fused_losses, "triton", "reference"),
-        "balancemix_loss": (fused_losses, "triton", "reference"),
+        "lumix_loss": (lumix_ops.BACKENDS, "triton", "cpu"),
+        "lamix_loss": (lamix_ops.BACKENDS, "triton", "cpu"),
+        "balancemix_loss": (balancemix_ops.BACKENDS, "triton", "cpu"),
         "fit_gmm2": (gmm_ops.BACKENDS, gmm_ops.CUDA_DEFAULT, "cpu"),
         "gmm_posterior": ((), None, None),
     }

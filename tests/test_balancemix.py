@@ -12,13 +12,9 @@ from fastmix.methods import balancemix as methods
 from fastmix.methods.balancemix import AMBIGUOUS, CLEAN, RELABELED
 from fastmix.ops import balancemix as balancemix_ops
 from fastmix.reference import balancemix as reference
-from helpers import FLOAT_DTYPES, assert_close, backend_params, compile_fullgraph, launch_floats_as_fp32
+from helpers import FLOAT_DTYPES, assert_close, backend_params, compile_fullgraph, seeded
 
 LOSS_BACKENDS = backend_params(("reference", "triton", "cpu"))
-
-
-def seeded(device, seed=0):
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 # --- minority sampler (eq. 2-4) ---------------------------------------------------------------------------------
@@ -281,12 +277,11 @@ def test_ops_check_their_arguments(backend, device):
         balancemix_ops.balancemix_loss_backward(torch.ones(1, device=device), logits, targets, weights, backend)
 
 
-def test_float64_gradient_with_the_gpu_scalar_semantics(monkeypatch):
+def test_float64_gradient_with_the_gpu_scalar_semantics(gpu_float_arguments):
     """The backward divides by the integer B in the kernel: no fp32-rounded 1/B reaches an fp64 gradient on a GPU."""
     reason = _backend.unavailable_reason("triton", "cpu")
     if reason:
         pytest.skip(reason)
-    launch_floats_as_fp32(monkeypatch, triton_balancemix._balancemix_loss_backward_kernel)
     logits, targets, weights = (t.double() for t in loss_inputs(7, 5, torch.float32, "cpu"))
     logits.requires_grad_()
     (got,) = torch.autograd.grad(fastmix.balancemix_loss(logits, targets, weights, backend="triton"), logits)

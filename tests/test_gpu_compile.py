@@ -22,12 +22,9 @@ CAPABILITIES = (80, 90)
 # Spills being fixed by the kernels' owners: (kernel, constexprs it has, a pointer dtype it takes or None) -> what
 # was measured. Matching specialisations xfail (strict=False) while they last; any other spill fails.
 KNOWN_SPILLS = {
-    ("_zeta_mix_kernel", (("BLOCK_P", 64),), None):
-        "zeta mix at B=256: sm_80 fp16/bf16 255 regs + 604 B spills, fp64 8 B; sm_90 fp64 28 B",
-    ("_lumix_loss_fwd_kernel", (("BLOCK_K", 16384),), None):
-        "lumix forward at K=21843, 16 warps: sm_80 fp32 92 B, fp16/bf16 88 B, fp64 6680 B; sm_90 fp64 6988 B",
     ("_lamix_loss_kernel", (("BLOCK_K", 1024),), "*fp64"): "lamix fp64 at K=1000 on sm_80: 8-24 B",
 }
+
 
 def _cuobjdump():
     try:

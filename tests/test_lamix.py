@@ -12,15 +12,11 @@ from fastmix.kernels.triton import lamix as triton_lamix
 from fastmix.ops import lamix as lamix_ops
 from fastmix.reference import lamix as reference
 from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, backend_params, compile_fullgraph,
-                     launch_floats_as_fp32, make_batch, make_labels)
+                     make_batch, make_labels, seeded)
 
 BACKENDS = backend_params(("reference", "triton", "cpu"))
 MIX_BACKENDS = backend_params()
 BATCHES = (1, 2, 3, 7, 64)
-
-
-def seeded(device, seed=0):
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def make_logits(batch, classes, dtype, device, layout="contiguous", seed=0):
@@ -408,13 +404,12 @@ def test_ops_check_their_arguments(backend, device):
 
 
 @pytest.mark.parametrize("label_kind", ["int", "soft"])
-def test_float64_parity_with_the_gpu_scalar_semantics(monkeypatch, label_kind):
+def test_float64_parity_with_the_gpu_scalar_semantics(gpu_float_arguments, label_kind):
     """A GPU launch passes a Python float as fp32: beta = 0.3 (not an fp32 number) must still reach the fp64 kernel
     exactly, in the loss and both gradients."""
     reason = _backend.unavailable_reason("triton", "cpu")
     if reason:
         pytest.skip(reason)
-    launch_floats_as_fp32(monkeypatch, triton_lamix._lamix_loss_kernel)
     logits, target_logits = make_logits(5, 7, torch.float64, "cpu")
     y = make_labels(label_kind, 5, 7, "cpu")
     y = y if label_kind == "int" else y.double()

@@ -9,8 +9,6 @@ from fastmix.ops import lamix as lamix_ops
 from fastmix.ops import mix as mix_ops
 from fastmix.reference import lamix as reference
 
-REDUCTIONS = ("mean", "sum", "none")
-
 
 def lamix_inputs(x: torch.Tensor, *, generator: torch.Generator | None = None, backend: str | None = None):
     """``x~_ij = 0.5 x_i + 0.5 x_j`` with ``j = perm[i]`` (paper 004_*, eq. 4): returns ``(x_avg, perm)``.
@@ -121,14 +119,11 @@ def lamix_loss(
     lam, partner = _check_pairing(lam, partner, batch, logits.device)
     beta = _checks.check_real("beta", beta, 0.0, 1.0)
     detach_target = _checks.check_bool("detach_target", detach_target)
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    _checks.check_reduction(reduction)
     name = _backend.resolve(backend, logits.device, cuda_default="triton", cpu_default="cpu",
                             supported=lamix_ops.BACKENDS)
     loss = lamix_ops.lamix_loss_call(logits, target_logits, labels, lam, partner, beta, detach_target, name)
-    if reduction == "mean":
-        return loss.mean()
-    return loss.sum() if reduction == "sum" else loss
+    return _checks.reduce_rows(loss, reduction)
 
 
 def lamix_target(target_logits: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, partner: torch.Tensor, *,

@@ -18,8 +18,6 @@ from fastmix import _backend, _checks, _random
 from fastmix.ops import lumix as lumix_ops
 from fastmix.reference import lumix as reference
 
-REDUCTIONS = ("mean", "sum", "none")
-
 
 class LUMixLambda(NamedTuple):
     """The label weight of eq. 3 and the two random parts it was built from, each (B,)."""
@@ -158,11 +156,8 @@ def lumix_loss(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam, 
     y_a, y_b = _check_label_pair(y_a, y_b, logits)
     lam = _check_weight("lam", lam, logits)
     eta = _checks.check_real("eta", eta, 0.0, math.inf)
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    _checks.check_reduction(reduction)
     name = _backend.resolve(backend, logits.device, cuda_default="triton", cpu_default="cpu",
                             supported=lumix_ops.BACKENDS)
     loss_rows, _ = lumix_ops.lumix_loss_call(logits, y_a, y_b, lam, eta, name)
-    if reduction == "mean":
-        return loss_rows.mean()
-    return loss_rows.sum() if reduction == "sum" else loss_rows
+    return _checks.reduce_rows(loss_rows, reduction)
