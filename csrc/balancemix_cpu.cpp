@@ -1,4 +1,4 @@
-// BalanceMix loss (paper 001, eq. 10) on CPU tensors: (1/B) sum_bk w_bk BCE(sigmoid(z_bk), t_bk) and its gradient.
+// BalanceMix loss (BalanceMix paper, eq. 10) on CPU tensors: (1/B) sum_bk w_bk BCE(sigmoid(z_bk), t_bk) and its gradient.
 // Rows with unit column stride, OpenMP over rows; the loops over classes vectorise (exp_fast, log1p_unit). Targets
 // and weights are in the accumulation type (float, double for fp64 logits); weights == 0 (null) means all ones.
 #include <vector>

@@ -1,4 +1,4 @@
-// Flow-Mixup (paper 000, eq. 2-3): the per-thread bodies of the Mixing module's forward and backward kernels.
+// Flow-Mixup (Flow-Mixup paper, eq. 2-3): the per-thread bodies of the Mixing module's forward and backward kernels.
 // Tensors are (rows, features) with unit column stride, rows = flow_size * batch, flow blocks of `batch` rows
 // one after another. No thread cooperates with another, so the CUDA kernels (flow.cu) and the CPU emulation of
 // their launch grids (flow_cpu.cpp) run exactly this code.

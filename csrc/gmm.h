@@ -1,4 +1,4 @@
-// Two-component 1-D GMM EM (paper 001, eq. 6-8) with scikit-learn's semantics: the per-value E-step and the
+// Two-component 1-D GMM EM (BalanceMix paper, eq. 6-8) with scikit-learn's semantics: the per-value E-step and the
 // per-group M-step shared by the C++ CPU kernel (gmm_cpu.cpp) and the CUDA kernel (gmm.cu).
 // All math is float64. A group's sufficient statistics are taken around its current means (the shift makes
 // the one-pass variance as accurate as scikit-learn's two-pass one):

@@ -1,4 +1,4 @@
-// LaMix (paper 004, eq. 2 and 9-11) on CPU tensors: the target y = beta y~ + (1 - beta) softmax(sigmoid(t)) and its
+// LaMix (LaMix paper, eq. 2 and 9-11) on CPU tensors: the target y = beta y~ + (1 - beta) softmax(sigmoid(t)) and its
 // cross-entropy with softmax(z), fused per row (nothing of size (B, K) is stored), and the gradients to z and t.
 // OpenMP over rows; the loops over classes vectorise (exp_fast). Labels are class indices (B,) int64 (Index) or
 // dense rows in the accumulation type.

@@ -1,4 +1,4 @@
-// LUMix (paper 003, eq. 3-8) on CPU tensors: the loss L0 + eta R per row, its closed-form gradient and the label
+// LUMix (LUMix paper, eq. 3-8) on CPU tensors: the loss L0 + eta R per row, its closed-form gradient and the label
 // weight lam of eq. 3. One row per loop iteration, OpenMP over rows; the loops over classes vectorise (exp_fast).
 // Labels are class indices (B,) int64 (Index) or dense rows in the accumulation type (float for fp32/fp16/bf16
 // logits, double for fp64).

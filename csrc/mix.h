@@ -1,4 +1,4 @@
-// Per-sample Mixup/CutMix (paper 003, eq. 1): the per-thread body of the pair-mix kernel.
+// Per-sample Mixup/CutMix (LUMix paper, eq. 1): the per-thread body of the pair-mix kernel.
 // out[j, e] = W(self_j) x[j, e] + sum_{k in [offsets[j], offsets[j+1])} W(seg_k) x[sources[k], e], where W is a
 // term's weight inside its box (y0, y1, x0, x1; half-open) at e's spatial position, or its weight outside.
 // No thread cooperates with another, so the CUDA kernel (mix.cu) and the CPU emulation of its launch grid

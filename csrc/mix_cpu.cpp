@@ -1,4 +1,4 @@
-// Per-sample Mixup/CutMix on the CPU (paper 003, eq. 1), C++ with OpenMP:
+// Per-sample Mixup/CutMix on the CPU (LUMix paper, eq. 1), C++ with OpenMP:
 //   mix_pairs_cpu     the unified pair mix at the memory floor: out[i, e] = x[p[i], e] inside box i, else
 //                     w[i] x[i, e] + (1 - w[i]) x[p[i], e]; out of place, or in place when out == x;
 //   pair_mix_emulate  the CUDA kernel's per-thread body (mix.h) over its launch grid, which tests the CUDA index

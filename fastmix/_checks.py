@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 import torch
 
+
 # Above this many elements a (B, K) label tensor cannot be indexed with int32 offsets (and would not fit in memory).
 MAX_LABEL_ELEMENTS = 2**31 - 1
 
@@ -117,11 +118,6 @@ def check_on_device(ok: torch.Tensor, message: str) -> None:
             raise ValueError(message)
     else:
         torch._assert_async(ok, message)
-
-
-def label_dtype(y: torch.Tensor) -> torch.dtype:
-    """Mixed labels are float32, or float64 when float64 labels come in (so gradcheck can run)."""
-    return torch.float64 if y.dtype == torch.float64 else torch.float32
 
 
 def labels_to_float(y, batch: int, device: torch.device, num_classes: int | None) -> torch.Tensor:

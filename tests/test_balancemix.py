@@ -1,4 +1,4 @@
-"""BalanceMix (paper 001_*): sampler (eq. 2-4), mixing (eq. 5), label management (eq. 8-9), loss (eq. 10), example."""
+"""BalanceMix (BalanceMix paper): sampler (eq. 2-4), mixing (eq. 5), label management (eq. 8-9), loss (eq. 10), example."""
 
 import math
 
@@ -7,7 +7,6 @@ import torch
 
 import fastmix
 from fastmix import _backend
-from fastmix.kernels.triton import balancemix as triton_balancemix
 from fastmix.methods import balancemix as methods
 from fastmix.methods.balancemix import AMBIGUOUS, CLEAN, RELABELED
 from fastmix.ops import balancemix as balancemix_ops

@@ -1,4 +1,4 @@
-"""Flow-Mixup (paper 000_*): parity with the reference, eq. 2-3 by hand, stacked modules, custom ops, bad input."""
+"""Flow-Mixup (Flow-Mixup paper): parity with the reference, eq. 2-3 by hand, stacked modules, custom ops, bad input."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Batched two-component GMM EM (paper 001_*, eq. 6-8): scikit-learn parity, backends, invariants, bad input."""
+"""Batched two-component GMM EM (BalanceMix paper, eq. 6-8): scikit-learn parity, backends, invariants, bad input."""
 
 import math
 import os

@@ -1,4 +1,4 @@
-"""LaMix (paper 004_*): the fused target-and-loss op vs the reference, the paper's invariants, the schedule, bad input."""
+"""LaMix (LaMix paper): the fused target-and-loss op vs the reference, the paper's invariants, the schedule, bad input."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,6 @@ import torch.nn.functional as F
 import fastmix
 from fastmix import _backend
 from fastmix._random import sample_beta
-from fastmix.kernels.triton import lamix as triton_lamix
 from fastmix.ops import lamix as lamix_ops
 from fastmix.reference import lamix as reference
 from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, backend_params, compile_fullgraph,

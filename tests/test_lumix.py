@@ -1,4 +1,4 @@
-"""LUMix (paper 003_*): lambda (eq. 3-5), the fused loss (eq. 6-8) vs the reference, gradients, custom ops, module."""
+"""LUMix (LUMix paper): lambda (eq. 3-5), the fused loss (eq. 6-8) vs the reference, gradients, custom ops, module."""
 
 import math
 
@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import fastmix
 from fastmix import _backend
+from fastmix._dtypes import compute_dtype
 from fastmix.kernels.triton import lumix as triton_lumix
 from fastmix.ops import lumix as lumix_ops
 from fastmix.reference import lumix as reference
@@ -43,7 +44,7 @@ def triton_unavailable():
 
 def reference_loss_and_grad(logits, dense_a, dense_b, lam, eta, weights=None):
     """Per-row losses of the reference and d(sum_i w_i L_i)/d logits by autograd, both from fp32 (fp64) logits."""
-    z = logits.detach().to(reference.accumulation_dtype(logits)).requires_grad_()
+    z = logits.detach().to(compute_dtype(logits.dtype)).requires_grad_()
     rows = reference.lumix_loss(z, dense_a, dense_b, lam, eta)
     weights = torch.ones_like(rows) if weights is None else weights
     (grad,) = torch.autograd.grad((rows * weights).sum(), z)
@@ -486,7 +487,7 @@ def test_cpu_lambda_matches_the_reference(dtype, label_kind, batch, classes):
         pytest.skip(_backend.unavailable_reason("cpu", "cpu"))
     logits = make_logits(batch, classes, dtype, "cpu")
     y_a, y_b, _, _ = label_pair(label_kind, batch, classes, "cpu")
-    acc = reference.accumulation_dtype(logits)
+    acc = compute_dtype(logits.dtype)
     lam0, lam_r = make_lam(batch, "cpu", dtype=acc), make_lam(batch, "cpu", seed=4, dtype=acc)
     got = lumix_ops.lumix_lambda(lam0, lam_r, logits, y_a, y_b, 0.3, 0.2, "cpu")
     want = lumix_ops.lumix_lambda(lam0, lam_r, logits, y_a, y_b, 0.3, 0.2, "reference")

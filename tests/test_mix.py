@@ -1,4 +1,4 @@
-"""Per-sample Mixup/CutMix (CutMix: paper 003_*, eq. 1-2): parity with the reference, kept-area lambda, uint8,
+"""Per-sample Mixup/CutMix (CutMix: LUMix paper, eq. 1-2): parity with the reference, kept-area lambda, uint8,
 timm's box rule, autograd (any partner map), custom ops, compile, the CUDA body on the CPU grid, bad input."""
 
 import subprocess
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fastmix
-from fastmix import _backend, _native, _random
+from fastmix import _native, _random
 from fastmix.api import mix as mix_api
 from fastmix.ops import mix as mix_ops
 from fastmix.reference import mix as reference

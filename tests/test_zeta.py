@@ -1,4 +1,4 @@
-"""zeta-mixup (paper 002_*): parity with the reference, the paper's invariants, autograd, custom ops, bad input."""
+"""zeta-mixup (zeta-mixup paper): parity with the reference, the paper's invariants, autograd, custom ops, bad input."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Flow-Mixup: the Mixing module ``z' = [z, z_mixed]`` with a halved backward (paper 000_*, eq. 2-3, Fig. 1-2)."""
+"""Flow-Mixup: the Mixing module ``z' = [z, z_mixed]`` with a halved backward (Flow-Mixup paper, eq. 2-3, Fig. 1-2)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from fastmix import _backend, _checks, _random
+from fastmix._dtypes import compute_dtype
 from fastmix.ops import flow as flow_ops
 from fastmix.reference import flow as reference
 
@@ -40,7 +41,7 @@ def flow_mix(
     generator: torch.Generator | None = None,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, FlowMixParams]:
-    """The Mixing module of Flow-Mixup (paper 000_*, section III.C): returns ``(z_out, params)``.
+    """The Mixing module of Flow-Mixup (Flow-Mixup paper, section III.C): returns ``(z_out, params)``.
 
     Forward (eq. 2): ``z' = [z, z_mixed]`` concatenated along the flow dimension, which is folded into the batch
     (dim 0), with ``z_mixed[i] = p z[i] + (1 - p) z[perm[i]]``, ``p ~ Beta(alpha, alpha)`` and ``perm`` a random
@@ -81,7 +82,7 @@ def flow_mix(
     _checks.check_generator(generator, z.device)
     name = _backend.resolve(backend, z.device)
     batch = z.size(0) // flow_size
-    lam_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+    lam_dtype = compute_dtype(z.dtype)
     lam = _random.sample_beta(alpha, batch if per_sample else 1, z.device, generator, lam_dtype).expand(batch).contiguous()
     perm = torch.randperm(batch, generator=generator, device=z.device)
     z_out = flow_ops.flow_mix(z, lam, perm, flow_size, keep_original, name)

@@ -1,4 +1,4 @@
-"""BalanceMix's per-label-group two-component GMMs (paper 001_*, eq. 6-8): one batched EM fit for all groups.
+"""BalanceMix's per-label-group two-component GMMs (BalanceMix paper, eq. 6-8): one batched EM fit for all groups.
 
 The convention is the noisy-label literature's scikit-learn call (DivideMix's, which BalanceMix follows),
 ``GaussianMixture(n_components=2, max_iter=10, tol=1e-2, reg_covar=5e-4)`` on min-max-normalised losses per group,
@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from fastmix import _backend, _checks
+from fastmix._dtypes import compute_dtype
 from fastmix.methods import gmm as fit_steps
 from fastmix.ops import gmm as gmm_ops
 from fastmix.reference import gmm as reference
@@ -174,7 +175,7 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
              reg_covar: float = 5e-4, normalize: str = "minmax", init="kmeans",
              generator: torch.Generator | None = None, backend: str | None = None, nan_policy: str = "raise",
              process_group=None) -> GMM2Fit:
-    """Fits a two-component 1-D GMM by EM to the values of each group (paper 001_*, eq. 6-7), all groups at once.
+    """Fits a two-component 1-D GMM by EM to the values of each group (BalanceMix paper, eq. 6-7), all groups at once.
 
     Args:
         values: float32/float64 tensor of any shape (e.g. per-label BCE losses (N, K)); accumulation is float64.
@@ -285,5 +286,5 @@ def gmm_posterior(values: torch.Tensor, groups: torch.Tensor, fit: GMM2Fit) -> t
     x = reference.normalise(flat_values, flat_groups, fit.min, fit_steps.range_scale(fit.min, fit.max))
     probability = reference.posterior(x, flat_groups, fit.weights, fit.means, fit.variances)
     probability = torch.where(fit.degenerate[flat_groups] & torch.isfinite(flat_values), 1.0, probability)
-    out_dtype = torch.float64 if values.dtype == torch.float64 else torch.float32
+    out_dtype = compute_dtype(values.dtype)
     return probability.view(values.shape).to(out_dtype)

@@ -1,4 +1,4 @@
-"""LaMix: averaged inputs and a learned global soft label in the target (paper 004_*, section 2, eq. 2-11)."""
+"""LaMix: averaged inputs and a learned global soft label in the target (LaMix paper, section 2, eq. 2-11)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastmix.reference import lamix as reference
 
 
 def lamix_inputs(x: torch.Tensor, *, generator: torch.Generator | None = None, backend: str | None = None):
-    """``x~_ij = 0.5 x_i + 0.5 x_j`` with ``j = perm[i]`` (paper 004_*, eq. 4): returns ``(x_avg, perm)``.
+    """``x~_ij = 0.5 x_i + 0.5 x_j`` with ``j = perm[i]`` (LaMix paper, eq. 4): returns ``(x_avg, perm)``.
 
     One averaged input per pair, whatever the mixing ratio: the Mixup kernel (``fastmix::mixup_pairs``) with
     lam = 0.5, so any trailing shape and layout, output in x's dtype and dimension order, math in float32.
@@ -88,7 +88,7 @@ def lamix_loss(
     reduction: str = "mean",
     backend: str | None = None,
 ) -> torch.Tensor:
-    """The LaMix loss (paper 004_*, eq. 2, 9-11), target and cross-entropy fused; the (B, K) target stays in registers.
+    """The LaMix loss (LaMix paper, eq. 2, 9-11), target and cross-entropy fused; the (B, K) target stays in registers.
 
     Per row: local label ``y~ = lam y_i + (1 - lam) y_partner`` (eq. 2), global soft label
     ``p = softmax(sigmoid(target_logits))`` (eq. 9), target ``y_ij = beta y~ + (1 - beta) p`` (eq. 10), loss
@@ -128,7 +128,7 @@ def lamix_loss(
 
 def lamix_target(target_logits: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, partner: torch.Tensor, *,
                  beta: float = 0.5) -> torch.Tensor:
-    """The (B, K) training target ``beta y~ + (1 - beta) softmax(sigmoid(target_logits))`` (paper 004_*, eq. 10).
+    """The (B, K) training target ``beta y~ + (1 - beta) softmax(sigmoid(target_logits))`` (LaMix paper, eq. 10).
 
     For logging and inspection; training uses ``lamix_loss``, which never materialises it. float32 (float64 for
     float64 labels or target_logits).

@@ -1,4 +1,4 @@
-"""LUMix label weights and loss (paper 003_*, eq. 3-8 and Algorithm 1).
+"""LUMix label weights and loss (LUMix paper, eq. 3-8 and Algorithm 1).
 
 Convention, for both functions: ``lam`` is the weight of ``y_a`` (eq. 2: ``y~ = lam y_A + (1 - lam) y_B``), so
 ``lam_s = p_a / (p_a + p_b)`` (eq. 5) and the mixed target is ``lam y_a + (1 - lam) y_b``. Algorithm 1 is the same
@@ -15,8 +15,8 @@ from typing import NamedTuple
 import torch
 
 from fastmix import _backend, _checks, _random
+from fastmix._dtypes import compute_dtype
 from fastmix.ops import lumix as lumix_ops
-from fastmix.reference import lumix as reference
 
 
 class LUMixLambda(NamedTuple):
@@ -66,7 +66,7 @@ def _check_label_pair(y_a, y_b, logits: torch.Tensor) -> tuple[torch.Tensor, tor
 def _check_weight(name: str, value, logits: torch.Tensor) -> torch.Tensor:
     """A per-sample weight: a number in [0, 1] (numpy scalars too), or a float tensor of shape () or (B,) (its values
     are not checked: that would synchronise); returned detached, (B,), fp32/fp64."""
-    dtype = reference.accumulation_dtype(logits)
+    dtype = compute_dtype(logits.dtype)
     batch = logits.size(0)
     value = value
     if _checks.is_real_number(value):
@@ -85,7 +85,7 @@ def _check_weight(name: str, value, logits: torch.Tensor) -> torch.Tensor:
 def lumix_lambda(lam0, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, *, r1: float = 0.4,
                  r2: float = 0.1, alpha: float = 2.0, generator: torch.Generator | None = None,
                  return_parts: bool = False):
-    """LUMix's label weight of ``y_a`` (paper 003_*, eq. 3-5): ``lam = (1 - r1 - r2) lam0 + r1 lam_r + r2 lam_s``.
+    """LUMix's label weight of ``y_a`` (LUMix paper, eq. 3-5): ``lam = (1 - r1 - r2) lam0 + r1 lam_r + r2 lam_s``.
 
     ``lam_r ~ Beta(alpha, alpha)`` per sample, drawn on the logits' device from ``generator``;
     ``lam_s = p_a / (p_a + p_b)`` (eq. 5) from the softmax of the detached logits (eq. 4). For float label rows,
@@ -130,7 +130,7 @@ def check_ratios(r1, r2) -> tuple[float, float]:
 
 def lumix_loss(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam, *, eta: float = 1.0,
                reduction: str = "mean", backend: str | None = None) -> torch.Tensor:
-    """LUMix loss (paper 003_*, eq. 6-8): ``L = L0 + eta R`` per sample, reduced over the batch.
+    """LUMix loss (LUMix paper, eq. 6-8): ``L = L0 + eta R`` per sample, reduced over the batch.
 
     ``L0 = -sum_k y_k log p_k`` is the soft-target cross-entropy against ``y = lam y_a + (1 - lam) y_b`` and
     ``R = sum_k y_k max(0, b_k - p_k)`` (eq. 7) with ``p`` the softmax of the logits and ``b`` the binarised union

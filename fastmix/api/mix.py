@@ -1,4 +1,4 @@
-"""Per-sample Mixup and CutMix (CutMix: paper 003_*, eq. 1-2), parameters drawn on the device.
+"""Per-sample Mixup and CutMix (CutMix: LUMix paper, eq. 1-2), parameters drawn on the device.
 
 ``x_mixed[i] = lam[i] x[i] + (1 - lam[i]) x[partner[i]]`` (Mixup) or ``x[partner[i]]`` pasted into ``x[i]`` inside
 ``boxes[i]`` (CutMix), and ``y_mixed[i] = lam[i] y[i] + (1 - lam[i]) y[partner[i]]`` (eq. 2): ``lam`` weighs a
@@ -221,7 +221,7 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, *, alpha: float = 1.0, minmax=None,
            per_sample: bool = True, pairing: str = "perm", num_classes: int | None = None,
            label_smoothing: float = 0.0, multi_label: bool = False, layout: str = "NCHW",
            generator: torch.Generator | None = None, inplace: bool = False, backend: str | None = None):
-    """CutMix (paper 003_*, eq. 1-2) with one box per sample: returns ``(x_mixed, y_mixed, params)``.
+    """CutMix (LUMix paper, eq. 1-2) with one box per sample: returns ``(x_mixed, y_mixed, params)``.
 
     Each box is drawn as timm 1.0.31 draws it (``sample_boxes``) from ``lam ~ Beta(alpha, alpha)``, or from
     ``minmax``; ``x[partner[i]]`` is pasted into ``x[i]`` inside it. With ``correct_lam`` (always with ``minmax``,

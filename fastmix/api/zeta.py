@@ -1,4 +1,4 @@
-"""zeta-mixup: ``x~ = W x``, ``y~ = W y`` with p-series weights over random permutations (paper 002_*)."""
+"""zeta-mixup: ``x~ = W x``, ``y~ = W y`` with p-series weights over random permutations (zeta-mixup paper)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from fastmix import _backend, _checks
+from fastmix._dtypes import compute_dtype
 from fastmix.ops import zeta as zeta_ops
 
 
@@ -20,7 +21,7 @@ def zeta_mixup(
     backend: str | None = None,
     return_weights: bool = False,
 ):
-    """zeta-mixup of a batch (paper 002_*, eq. 2-3): returns ``(x_mixed, y_mixed)`` (and ``W`` if asked).
+    """zeta-mixup of a batch (zeta-mixup paper, eq. 2-3): returns ``(x_mixed, y_mixed)`` (and ``W`` if asked).
 
     ``W`` is B x B; row p holds ``s^-gamma / C`` over a random permutation ``s`` of 1..B with
     ``C = sum_{n=1..B} n^-gamma`` (eq. 3), so every row sums to 1. ``x_mixed = W @ x`` and ``y_mixed = W @ y``
@@ -55,7 +56,7 @@ def zeta_mixup(
     labels = _checks.labels_to_float(y, batch, x.device, num_classes)
     _checks.check_generator(generator, x.device)
     name = _backend.resolve(backend, x.device, cuda_default="triton", supported=zeta_ops.BACKENDS)
-    keys = torch.rand((batch, batch), generator=generator, device=x.device, dtype=zeta_ops.accumulate_dtype(x.dtype))
+    keys = torch.rand((batch, batch), generator=generator, device=x.device, dtype=compute_dtype(x.dtype))
     weights = zeta_ops.zeta_weights(keys, gamma, self_dominant, name)
     x_mixed = zeta_ops.zeta_mix(x, weights, name)
     y_mixed = weights.to(labels.dtype) @ labels

@@ -14,7 +14,7 @@ CLASSES = 1000
 
 
 def algorithm_1_loss(logits, y_a, y_b, lam, eta):
-    """Algorithm 1's loss lines (paper 003_*) on one-hot rows: the (B, K) target and b materialised, then
+    """Algorithm 1's loss lines (LUMix paper) on one-hot rows: the (B, K) target and b materialised, then
     ``ce_loss(logits, y) + y * max(0, b - scores)`` summed over classes, averaged over the batch."""
     scores = torch.softmax(logits.float(), dim=-1)
     target = lam[:, None] * y_a + (1 - lam[:, None]) * y_b

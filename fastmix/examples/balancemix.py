@@ -1,4 +1,4 @@
-"""BalanceMix vs plain BCE on noisy, imbalanced multi-label mosaics of scikit-learn's digits (paper 001_*).
+"""BalanceMix vs plain BCE on noisy, imbalanced multi-label mosaics of scikit-learn's digits (BalanceMix paper).
 
     python -m fastmix.examples.balancemix             # 1000 mosaics x 20 epochs, a few minutes on 2 cores
     python -m fastmix.examples.balancemix --quick     # 400 mosaics x 3 epochs, a smoke run

@@ -1,4 +1,4 @@
-"""LaMix vs mixup vs plain training on scikit-learn's digits, on the CPU (paper 004_*, section 2).
+"""LaMix vs mixup vs plain training on scikit-learn's digits, on the CPU (LaMix paper, section 2).
 
     python -m fastmix.examples.lamix              # 3 seeds x 60 epochs, a few minutes on 2 cores
     python -m fastmix.examples.lamix --quick      # 1 seed x 3 epochs, a smoke run

@@ -1,4 +1,4 @@
-"""BalanceMix (paper 001_*): minority sampler (eq. 2-4), minority-augmented mixing (eq. 5), label-wise management
+"""BalanceMix (BalanceMix paper): minority sampler (eq. 2-4), minority-augmented mixing (eq. 5), label-wise management
 (eq. 6-9) and the loss (eq. 10), tied together by ``BalanceMix`` as in Algorithm 1 (Appendix A).
 
 A training loop draws a mini-batch from a random sampler and one from ``BalanceMix.sampler``, mixes them with
@@ -14,6 +14,7 @@ import math
 import torch
 
 from fastmix import _backend, _checks, _random
+from fastmix._dtypes import compute_dtype
 from fastmix.api import gmm
 from fastmix.ops import balancemix as balancemix_ops
 from fastmix.reference import balancemix as reference
@@ -55,7 +56,7 @@ def _check_probabilities(name: str, value: torch.Tensor) -> None:
 
 
 def minority_sampling_probabilities(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The minority sampler's distribution (paper 001_*, eq. 2-4), float64 (N,).
+    """The minority sampler's distribution (BalanceMix paper, eq. 2-4), float64 (N,).
 
     ``probabilities`` are the model's sigmoid outputs f(x)_k over the whole training set (N, K); ``labels`` the
     given (noisy) multi-hot labels. P(k) and A(k) are the mean confidences in the presence/absence of class k
@@ -68,7 +69,7 @@ def minority_sampling_probabilities(probabilities: torch.Tensor, labels: torch.T
 
 
 class MinoritySampler(torch.utils.data.Sampler[int]):
-    """The confidence-based minority sampler (paper 001_*, eq. 4): indices drawn with replacement by probability.
+    """The confidence-based minority sampler (BalanceMix paper, eq. 4): indices drawn with replacement by probability.
 
     Uniform until ``set_probabilities`` is called (``BalanceMix.begin_epoch`` does it once per epoch). Each epoch
     draws ``num_draws`` indices from a ``torch.Generator`` seeded with ``seed + epoch``, by inverse-CDF search in
@@ -122,7 +123,7 @@ class MinoritySampler(torch.utils.data.Sampler[int]):
 
 def manage_labels(labels: torch.Tensor, clean_probability: torch.Tensor, view_confidences: torch.Tensor | None = None,
                   *, tau: float = 0.975) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Label-wise management (paper 001_*, eq. 8-10): ``(refined_labels, categories, loss_weights)``, all (B, K).
+    """Label-wise management (BalanceMix paper, eq. 8-10): ``(refined_labels, categories, loss_weights)``, all (B, K).
 
     ``clean_probability`` is p_G of each given label (eq. 8); ``view_confidences`` (V, B, K) the sigmoid outputs on
     V augmented views (V = 2 in the paper), averaged for eq. 9, or None to skip re-labeling. Labels with p_G > 0.5
@@ -147,7 +148,7 @@ def manage_labels(labels: torch.Tensor, clean_probability: torch.Tensor, view_co
 
 def balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, label_weights: torch.Tensor | None = None, *,
                     backend: str | None = None) -> torch.Tensor:
-    """The BalanceMix loss (paper 001_*, eq. 10): ``(1/B) sum_b sum_k w_bk BCE(sigmoid(logits_bk), targets_bk)``.
+    """The BalanceMix loss (BalanceMix paper, eq. 10): ``(1/B) sum_b sum_k w_bk BCE(sigmoid(logits_bk), targets_bk)``.
 
     ``label_weights`` is 1 on clean and re-labeled labels and p_G on ambiguous ones (``manage_labels`` returns it);
     None gives plain BCE summed over classes, the warm-up loss (Algorithm 1, line 10). Logits (B, K) in fp32, fp16,
@@ -157,7 +158,7 @@ def balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, label_weights: 
     on CPU tensors; there is no CUDA C++ kernel for this loss).
     """
     _check_matrix("logits", logits)
-    dtype = balancemix_ops.loss_dtype(logits)
+    dtype = compute_dtype(logits.dtype)
     targets = _check_matrix("targets", targets, logits.shape, logits.device).to(dtype)
     if label_weights is not None:
         label_weights = _check_matrix("label_weights", label_weights, logits.shape, logits.device).to(dtype)
@@ -184,7 +185,7 @@ class BalanceMixState:
 
 
 class BalanceMix:
-    """BalanceMix training logic (paper 001_*, Algorithm 1).
+    """BalanceMix training logic (BalanceMix paper, Algorithm 1).
 
     Per epoch: ``begin_epoch(values, labels)`` with the logits (or per-label BCE losses) of the whole training set
     under the current model, then per step ``x, y, state = mix(batch_random, batch_minority)`` and
@@ -296,7 +297,7 @@ class BalanceMix:
             raise ValueError(f"batch_minority[0] must match batch_random[0] in shape and dtype, got "
                              f"{tuple(x_minority.shape)} {x_minority.dtype} vs {tuple(x_random.shape)} {x_random.dtype}")
         _checks.check_generator(generator, x_random.device)
-        mix_dtype = torch.float64 if x_random.dtype == torch.float64 else torch.float32
+        mix_dtype = compute_dtype(x_random.dtype)
         lam = draw_mixing_ratios(x_random.size(0), self.alpha, x_random.device, dtype=mix_dtype, generator=generator)
         lam_x = lam.view(-1, *([1] * (x_random.dim() - 1)))
         x_mix = (lam_x * x_random.to(mix_dtype) + (1.0 - lam_x) * x_minority.to(mix_dtype)).to(x_random.dtype)

@@ -1,4 +1,4 @@
-"""The host-side algorithm of BalanceMix's batched GMM fit (paper 001_*, eq. 6-7) between the kernel passes.
+"""The host-side algorithm of BalanceMix's batched GMM fit (BalanceMix paper, eq. 6-7) between the kernel passes.
 
 Every step here works on (G,)-sized per-group tensors; the passes over the values are the custom ops of
 ``fastmix.ops.gmm``, each one's (G, columns) statistics summed over the ranks of a process group by ``reduce(tensor,

@@ -1,4 +1,4 @@
-"""LaMix training logic (paper 004_*, section 2): the two-headed classifier and the per-step schedule."""
+"""LaMix training logic (LaMix paper, section 2): the two-headed classifier and the per-step schedule."""
 
 from __future__ import annotations
 

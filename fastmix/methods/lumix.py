@@ -1,4 +1,4 @@
-"""LUMix training step (paper 003_*, Algorithm 1): CutMix the batch, run the model, re-weight the labels, LUMix loss."""
+"""LUMix training step (LUMix paper, Algorithm 1): CutMix the batch, run the model, re-weight the labels, LUMix loss."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class LUMixOutput(NamedTuple):
 
 
 class LUMix(nn.Module):
-    """LUMix on top of CutMix (paper 003_*, Algorithm 1) as one call per training step.
+    """LUMix on top of CutMix (LUMix paper, Algorithm 1) as one call per training step.
 
     In training mode ``lumix(model, x, y)`` runs ``fastmix.cutmix`` on the batch (sample i keeps the fraction
     ``params.lam[i]`` of its own image and takes a box from ``x[params.partner[i]]``), feeds the mixed images to

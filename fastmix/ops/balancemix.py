@@ -1,4 +1,4 @@
-"""BalanceMix loss custom ops: ``fastmix::balancemix_loss`` and its backward (paper 001_*, eq. 10).
+"""BalanceMix loss custom ops: ``fastmix::balancemix_loss`` and its backward (BalanceMix paper, eq. 10).
 
 Backends: "cpu" (C++, OpenMP over rows), "triton", "reference". Each op checks its arguments' shapes and dtypes
 before a kernel runs. An empty batch or class count (B K = 0) launches nothing: the loss is 0 (a sum over no labels,
@@ -10,15 +10,11 @@ from __future__ import annotations
 import torch
 
 from fastmix import _native
+from fastmix._dtypes import compute_dtype
 from fastmix.ops._fast_path import EagerOp, unit_column_rows
 from fastmix.reference import balancemix as reference
 
 BACKENDS = ("triton", "reference", "cpu")
-
-
-def loss_dtype(logits: torch.Tensor) -> torch.dtype:
-    """The loss is accumulated and returned in float32, or float64 for float64 logits."""
-    return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
 def _check_inputs(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> None:
@@ -26,8 +22,8 @@ def _check_inputs(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Te
     if logits.dim() != 2 or not logits.is_floating_point():
         raise ValueError(f"logits must be a floating (B, K) tensor, got {logits.dtype} {tuple(logits.shape)}")
     for name, value in (("targets", targets), ("weights", weights)):
-        if value is not None and not (value.shape == logits.shape and value.dtype == loss_dtype(logits)):
-            raise ValueError(f"{name} must be {loss_dtype(logits)} {tuple(logits.shape)}, got {value.dtype} "
+        if value is not None and not (value.shape == logits.shape and value.dtype == compute_dtype(logits.dtype)):
+            raise ValueError(f"{name} must be {compute_dtype(logits.dtype)} {tuple(logits.shape)}, got {value.dtype} "
                              f"{tuple(value.shape)}")
 
 
@@ -46,17 +42,17 @@ def _balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch
                      backend: str) -> torch.Tensor:
     _check_inputs(logits, targets, weights)
     if logits.numel() == 0:
-        return logits.new_zeros((), dtype=loss_dtype(logits))
+        return logits.new_zeros((), dtype=compute_dtype(logits.dtype))
     if backend == "reference":
         return reference.balancemix_loss(logits, targets, weights)
     if backend == "cpu":
-        loss = logits.new_empty((), dtype=loss_dtype(logits))
+        loss = logits.new_empty((), dtype=compute_dtype(logits.dtype))
         args, _alive = _native_args(logits, targets, weights)
         _native.native().balancemix_loss_forward_cpu(*args, loss.data_ptr())
         return loss
     from fastmix.kernels.triton import balancemix as triton_balancemix
 
-    return triton_balancemix.balancemix_loss_forward(logits, targets, weights, loss_dtype(logits))
+    return triton_balancemix.balancemix_loss_forward(logits, targets, weights, compute_dtype(logits.dtype))
 
 
 balancemix_loss = torch.library.custom_op("fastmix::balancemix_loss", _balancemix_loss, mutates_args=())
@@ -67,7 +63,7 @@ targets and weights (B, K) in the loss dtype, any strides; ``weights=None`` mean
 @balancemix_loss.register_fake
 def _(logits, targets, weights, backend):
     _check_inputs(logits, targets, weights)
-    return logits.new_empty((), dtype=loss_dtype(logits))
+    return logits.new_empty((), dtype=compute_dtype(logits.dtype))
 
 
 def _balancemix_loss_backward(grad_out: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
@@ -79,7 +75,7 @@ def _balancemix_loss_backward(grad_out: torch.Tensor, logits: torch.Tensor, targ
         return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
     if backend == "cpu":
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-        scale = grad_out.to(loss_dtype(logits))
+        scale = grad_out.to(compute_dtype(logits.dtype))
         args, _alive = _native_args(logits, targets, weights)
         _native.native().balancemix_loss_backward_cpu(scale.data_ptr(), *args, grad.data_ptr())
         return grad
@@ -87,7 +83,7 @@ def _balancemix_loss_backward(grad_out: torch.Tensor, logits: torch.Tensor, targ
         from fastmix.kernels.triton import balancemix as triton_balancemix
 
         return triton_balancemix.balancemix_loss_backward(grad_out, logits, targets, weights)
-    dtype = loss_dtype(logits)
+    dtype = compute_dtype(logits.dtype)
     grad = (torch.sigmoid(logits.to(dtype)) - targets.to(dtype)) * (grad_out / logits.size(0))
     if weights is not None:
         grad = grad * weights

@@ -1,4 +1,4 @@
-"""Flow-Mixup custom ops: ``fastmix::flow_mix`` and ``fastmix::flow_mix_backward`` (paper 000_*, eq. 2-3).
+"""Flow-Mixup custom ops: ``fastmix::flow_mix`` and ``fastmix::flow_mix_backward`` (Flow-Mixup paper, eq. 2-3).
 
 ``flow_mix`` maps z (flow_size * B rows) to ``[z, z_mixed]`` (or ``z_mixed``); its autograd is
 ``flow_mix_backward``, which halves the summed gradient (eq. 3) when the original flow is kept. That backward is
@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from fastmix import _backend, _checks, _layout, _native
+from fastmix._dtypes import compute_dtype
 from fastmix.reference import flow as reference
 
 BACKENDS = _backend.DEFAULT_SUPPORTED
@@ -46,7 +47,7 @@ def _kernel_params(lam: torch.Tensor, perm: torch.Tensor, dtype: torch.dtype):
     perm = perm.long().contiguous()
     _checks.check_on_device((perm.sort().values == torch.arange(perm.numel(), device=perm.device)).all(),
                             "perm must be a permutation of 0..B-1")
-    return lam.to(torch.float64 if dtype == torch.float64 else torch.float32).contiguous(), perm
+    return lam.to(compute_dtype(dtype)).contiguous(), perm
 
 
 @torch.library.custom_op("fastmix::flow_mix", mutates_args=())

@@ -1,4 +1,4 @@
-"""Two-component GMM custom ops (paper 001_*, eq. 6-8): ``fastmix::gmm2_segments``, ``gmm2_split_statistics``
+"""Two-component GMM custom ops (BalanceMix paper, eq. 6-8): ``fastmix::gmm2_segments``, ``gmm2_split_statistics``
 and ``gmm2_race`` (the inits' passes; ``gmm2_kmeans``, all of the k-means init's passes in one call on "cpu"),
 ``gmm2_em``, ``gmm2_estep``.
 

@@ -1,4 +1,4 @@
-"""LaMix custom ops (paper 004_*, eq. 2 and 9-11): ``fastmix::lamix_loss`` and its gradient
+"""LaMix custom ops (LaMix paper, eq. 2 and 9-11): ``fastmix::lamix_loss`` and its gradient
 ``fastmix::lamix_loss_backward``, the target (eq. 10) and its cross-entropy (eq. 11) fused.
 
 The backward recomputes the row statistics from the logits instead of storing (B, K) gradients in the forward:
@@ -13,14 +13,11 @@ from __future__ import annotations
 import torch
 
 from fastmix import _checks, _native
+from fastmix._dtypes import compute_dtype
 from fastmix.ops._fast_path import EagerOp, unit_column_rows
 from fastmix.reference import lamix as reference
 
 BACKENDS = ("triton", "reference", "cpu")
-
-
-def accumulate_dtype(logits: torch.Tensor) -> torch.dtype:
-    return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
 def _check_inputs(logits, target_logits, labels, lam, partner, *grads):
@@ -57,7 +54,7 @@ def _check_index_ranges(labels, partner, classes: int, backend: str) -> None:
 
 def _native_args(logits, target_logits, labels, lam, partner):
     """The C++ kernels' arguments from the logits to the partners, and the tensors behind their pointers."""
-    compute = accumulate_dtype(logits)
+    compute = compute_dtype(logits.dtype)
     z_rows, t_rows = unit_column_rows(logits), unit_column_rows(target_logits)
     index = labels.dim() == 1
     label_rows = labels.contiguous() if index else unit_column_rows(labels.to(compute))
@@ -73,11 +70,11 @@ def _lamix_loss(logits: torch.Tensor, target_logits: torch.Tensor, labels: torch
     _check_inputs(logits, target_logits, labels, lam, partner)
     _check_index_ranges(labels, partner, logits.size(1), backend)
     if logits.numel() == 0:
-        return logits.new_zeros(logits.size(0), dtype=accumulate_dtype(logits))
+        return logits.new_zeros(logits.size(0), dtype=compute_dtype(logits.dtype))
     if backend == "reference":
         return reference.lamix_loss(logits, target_logits, labels, lam, partner, beta, detach_target).to(
-            accumulate_dtype(logits))
-    loss = logits.new_empty(logits.size(0), dtype=accumulate_dtype(logits))
+            compute_dtype(logits.dtype))
+    loss = logits.new_empty(logits.size(0), dtype=compute_dtype(logits.dtype))
     if backend == "cpu":
         args, _alive = _native_args(logits, target_logits, labels, lam, partner)
         _native.native().lamix_loss_forward_cpu(*args, beta, loss.data_ptr())
@@ -85,7 +82,7 @@ def _lamix_loss(logits: torch.Tensor, target_logits: torch.Tensor, labels: torch
     from fastmix.kernels.triton import lamix as triton_lamix
 
     z_rows, t_rows, label_rows = _rows(logits, target_logits, labels)
-    lam = lam.to(accumulate_dtype(logits)).contiguous()
+    lam = lam.to(compute_dtype(logits.dtype)).contiguous()
     partner = partner.contiguous()
     triton_lamix.lamix_loss(z_rows, t_rows, label_rows, lam, partner, beta, loss)
     return loss
@@ -102,7 +99,7 @@ lam (B,) float; partner (B,) int64 in [0, B). ``detach_target`` only changes the
 @lamix_loss.register_fake
 def _(logits, target_logits, labels, lam, partner, beta, detach_target, backend):
     _check_inputs(logits, target_logits, labels, lam, partner)
-    return logits.new_empty(logits.size(0), dtype=accumulate_dtype(logits))
+    return logits.new_empty(logits.size(0), dtype=compute_dtype(logits.dtype))
 
 
 def _rows(logits, target_logits, labels):
@@ -122,7 +119,7 @@ def _lamix_loss_backward(grad_loss: torch.Tensor, logits: torch.Tensor, target_l
               else torch.empty_like(target_logits, memory_format=torch.contiguous_format))
     if logits.numel() == 0:
         return grad_z, grad_t
-    compute = accumulate_dtype(logits)
+    compute = compute_dtype(logits.dtype)
     if backend == "cpu":
         args, _alive = _native_args(logits, target_logits, labels, lam, partner)
         grad_scale = grad_loss.to(compute)  # the gradient of a mean or sum is an expanded scalar: stride 0, no copy

@@ -1,4 +1,4 @@
-"""LUMix custom ops (paper 003_*, eq. 3-8): ``fastmix::lumix_loss``, its backward ``fastmix::lumix_loss_backward``
+"""LUMix custom ops (LUMix paper, eq. 3-8): ``fastmix::lumix_loss``, its backward ``fastmix::lumix_loss_backward``
 and the label weight ``fastmix::lumix_lambda``.
 
 The loss returns per-row losses and a (B, 5) float table of per-row statistics (``reference.STAT_COLUMNS``) that the
@@ -16,6 +16,7 @@ import math
 import torch
 
 from fastmix import _checks, _native
+from fastmix._dtypes import compute_dtype
 from fastmix.ops._fast_path import EagerOp, unit_column_rows
 from fastmix.reference import lumix as reference
 
@@ -85,7 +86,7 @@ def _lumix_loss(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam:
                 backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     _check_inputs(logits, y_a, y_b, lam)
     _check_index_ranges(y_a, y_b, logits.size(1), backend)
-    dtype = reference.accumulation_dtype(logits)
+    dtype = compute_dtype(logits.dtype)
     if logits.numel() == 0:
         return _empty_rows_loss(logits, dtype)
     if backend == "reference":
@@ -115,7 +116,7 @@ logits)."""
 @lumix_loss.register_fake
 def _(logits, y_a, y_b, lam, eta, backend):
     _check_inputs(logits, y_a, y_b, lam)
-    dtype = reference.accumulation_dtype(logits)
+    dtype = compute_dtype(logits.dtype)
     return (logits.new_empty(logits.size(0), dtype=dtype),
             logits.new_empty(logits.size(0), len(reference.STAT_COLUMNS), dtype=dtype))
 
@@ -126,7 +127,7 @@ def _lumix_loss_backward(grad_rows: torch.Tensor, logits: torch.Tensor, y_a: tor
     if stats.shape != (logits.size(0), len(reference.STAT_COLUMNS)):
         raise ValueError(f"stats must have shape ({logits.size(0)}, 5), got {tuple(stats.shape)}")
     _check_index_ranges(y_a, y_b, logits.size(1), backend)
-    dtype = reference.accumulation_dtype(logits)
+    dtype = compute_dtype(logits.dtype)
     if logits.numel() == 0:
         return logits.new_zeros(logits.shape)
     if backend == "reference":
@@ -190,7 +191,7 @@ def _lumix_lambda(lam0: torch.Tensor, lam_r: torch.Tensor, logits: torch.Tensor,
                   y_b: torch.Tensor, r1: float, r2: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     _check_inputs(logits, y_a, y_b, lam0, lam_r)
     _check_index_ranges(y_a, y_b, logits.size(1), backend)
-    dtype = reference.accumulation_dtype(logits)
+    dtype = compute_dtype(logits.dtype)
     if backend == "reference" or logits.numel() == 0:
         lam_s = reference.score_lambda(logits, y_a, y_b)
         return reference.lumix_lambda(lam0.to(dtype), lam_r.to(dtype), lam_s, r1, r2), lam_s
@@ -211,7 +212,7 @@ lumix_lambda.__doc__ = """``(lam, lam_s)`` of eq. 3-5, (B,) each, fp32 (fp64 for
 @lumix_lambda.register_fake
 def _(lam0, lam_r, logits, y_a, y_b, r1, r2, backend):
     _check_inputs(logits, y_a, y_b, lam0, lam_r)
-    dtype = reference.accumulation_dtype(logits)
+    dtype = compute_dtype(logits.dtype)
     return logits.new_empty(logits.size(0), dtype=dtype), logits.new_empty(logits.size(0), dtype=dtype)
 
 

@@ -1,7 +1,7 @@
 """Per-sample Mixup/CutMix custom ops: ``fastmix::mix_pairs``, its in-place twin ``fastmix::mix_pairs_inplace``,
 and ``fastmix::pair_mix``.
 
-``mix_pairs`` is the forward mix of every mode (paper 003_*, eq. 1 and Mixup): ``out[i, e] = x[partner[i], e]``
+``mix_pairs`` is the forward mix of every mode (LUMix paper, eq. 1 and Mixup): ``out[i, e] = x[partner[i], e]``
 inside ``boxes[i]``, else ``weight[i] x[i, e] + (1 - weight[i]) x[partner[i], e]`` (Mixup: an empty box and
 ``weight = lam``; CutMix: ``weight = 1``; an unmixed sample: ``weight = 1`` and an empty box). ``mixup_pairs`` and
 ``cutmix_pairs`` are its two pure cases. ``pair_mix`` is the general form (see fastmix/reference/mix.py): every
@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from fastmix import _checks, _layout, _native
+from fastmix._dtypes import compute_dtype
 from fastmix.reference import mix as reference
 
 # "cpu": mix_pairs runs the C++ line kernel, pair_mix (the gradients) the CUDA kernel's body over its launch grid,
@@ -113,7 +114,7 @@ def _launch(x, self_boxes, self_weights, seg_boxes, seg_weights, sources, offset
     out_rows = _layout.rows_view(out)
     height, width, h_div, w_div = spatial_geometry(x, height_dim, width_dim)
     has_box = height_dim >= 0
-    weight_dtype = reference.accumulate_dtype(x.dtype)  # the kernels read weights in their accumulation type
+    weight_dtype = compute_dtype(x.dtype)  # the kernels read weights in their accumulation type
     self_boxes, seg_boxes = self_boxes.to(torch.int32).contiguous(), seg_boxes.to(torch.int32).contiguous()
     self_weights, seg_weights = self_weights.to(weight_dtype).contiguous(), seg_weights.to(weight_dtype).contiguous()
     sources, offsets = sources.to(torch.int64).contiguous(), offsets.to(torch.int64).contiguous()
@@ -179,7 +180,7 @@ pair_mix.register_autograd(_backward_pair_mix, setup_context=_setup_pair_mix)
 
 def _pairs_structure(weight, boxes, partner, dtype):
     """``mix_pairs`` as a ``pair_mix``: own weights (0 in the box, w outside), partner's (1 in the box, 1 - w)."""
-    weight = weight.to(reference.accumulate_dtype(dtype))
+    weight = weight.to(compute_dtype(dtype))
     self_weights = torch.stack([torch.zeros_like(weight), weight], dim=1)
     seg_weights = torch.stack([torch.ones_like(weight), 1 - weight], dim=1)
     offsets = torch.arange(partner.numel() + 1, device=partner.device)
@@ -189,7 +190,7 @@ def _pairs_structure(weight, boxes, partner, dtype):
 def _mix_pairs_cpu(x_rows, out_rows, x, weight, boxes, partner, height_dim, width_dim):
     """The C++ kernel on (B, F) rows of x; in place when ``out_rows`` is ``x_rows``."""
     height, width, h_div, w_div = spatial_geometry(x, height_dim, width_dim)
-    weight_dtype = reference.accumulate_dtype(x.dtype)
+    weight_dtype = compute_dtype(x.dtype)
     weight, partner = weight.to(weight_dtype).contiguous(), partner.to(torch.int64).contiguous()
     boxes = boxes.to(torch.int32).contiguous()
     batch = x_rows.size(0)
@@ -279,7 +280,7 @@ def mixup_pairs(x: torch.Tensor, lam: torch.Tensor, partner: torch.Tensor, backe
 
 def cutmix_pairs(x: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor, height_dim: int, width_dim: int,
                  backend: str) -> torch.Tensor:
-    """CutMix (paper 003_*, eq. 1): ``out[i]`` is ``x[partner[i]]`` inside ``boxes[i]`` and ``x[i]`` outside; each
+    """CutMix (LUMix paper, eq. 1): ``out[i]`` is ``x[partner[i]]`` inside ``boxes[i]`` and ``x[i]`` outside; each
     element is copied from exactly one input (``mix_pairs`` with weight 1)."""
     weight = torch.ones(x.size(0), dtype=torch.float32, device=x.device)
     return mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend)

@@ -1,4 +1,4 @@
-"""zeta-mixup custom ops: ``fastmix::zeta_weights`` and ``fastmix::zeta_mix`` (paper 002_*, eq. 2-3).
+"""zeta-mixup custom ops: ``fastmix::zeta_weights`` and ``fastmix::zeta_mix`` (zeta-mixup paper, eq. 2-3).
 
 Backends: "triton" (the default on CUDA tensors) and "reference" (PyTorch, the default on CPU tensors). There is
 no CUDA C++ kernel, by the bytes each moves: ``W @ x`` is a GEMM with K = B, and the Triton kernel reads x once
@@ -15,6 +15,7 @@ import functools
 import torch
 
 from fastmix import _backend, _checks, _layout
+from fastmix._dtypes import compute_dtype
 from fastmix.reference import zeta as reference
 
 BACKENDS = _backend.NO_NATIVE_KERNEL
@@ -29,11 +30,6 @@ _CHUNK_COLUMNS = 4096
 def p_series_norm(batch: int, gamma: float) -> float:
     """C = sum_{n=1..B} n^-gamma (eq. 3), from Python numbers only (no tensor, no sync)."""
     return float(sum(n ** -gamma for n in range(1, batch + 1)))
-
-
-def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The weights' and accumulation dtype for x of ``dtype``: float64 for float64, else float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _check_backend(backend: str) -> None:
@@ -55,8 +51,8 @@ def _check_mix_args(x: torch.Tensor, weights: torch.Tensor, backend: str) -> Non
         raise TypeError(f"x must be a floating-point or uint8 tensor, got {x.dtype}")
     if x.dim() < 1:
         raise ValueError("x must have a batch dim")
-    if weights.dtype != accumulate_dtype(x.dtype):
-        raise TypeError(f"weights must be {accumulate_dtype(x.dtype)} for {x.dtype} x, got {weights.dtype}")
+    if weights.dtype != compute_dtype(x.dtype):
+        raise TypeError(f"weights must be {compute_dtype(x.dtype)} for {x.dtype} x, got {weights.dtype}")
     if weights.shape != (x.size(0), x.size(0)):
         raise ValueError(f"weights must be (B, B) = ({x.size(0)}, {x.size(0)}), got {tuple(weights.shape)}")
     if weights.device != x.device:

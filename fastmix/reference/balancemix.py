@@ -1,4 +1,4 @@
-"""BalanceMix in plain PyTorch (paper 001_*): minority sampling (eq. 2-4), label management (eq. 8-9), loss (eq. 10).
+"""BalanceMix in plain PyTorch (BalanceMix paper): minority sampling (eq. 2-4), label management (eq. 8-9), loss (eq. 10).
 
 Labels are multi-hot (N, K) tensors of 0/1 in a floating dtype; confidences are sigmoid outputs f(x)_k.
 """
@@ -6,6 +6,8 @@ Labels are multi-hot (N, K) tensors of 0/1 in a floating dtype; confidences are 
 from __future__ import annotations
 
 import torch
+
+from fastmix._dtypes import compute_dtype
 
 CLEAN, RELABELED, AMBIGUOUS = 0, 1, 2
 """Per-label categories of eq. 8-10: C (p_G > 0.5), R (re-labeled by eq. 9), U (the rest)."""
@@ -47,7 +49,7 @@ def manage_labels(labels: torch.Tensor, clean_probability: torch.Tensor, view_co
 
     A label is clean (``CLEAN``, weight 1, kept) where ``p_G > 0.5`` (eq. 8). Otherwise it is re-labeled
     (``RELABELED``, weight 1) to 1 where the mean confidence of the augmented views is ``>= tau`` and to 0 where it
-    is ``<= 1 - tau`` (eq. 9; the paper prints strict inequalities, the issue asks for inclusive ones, which let
+    is ``<= 1 - tau`` (eq. 9; the paper prints strict inequalities; fastmix takes inclusive ones, which let
     ``tau = 1`` re-label saturated predictions). The rest are ambiguous (``AMBIGUOUS``, kept, weight ``p_G``,
     eq. 10). With ``view_confidence=None`` nothing is re-labeled.
     """
@@ -70,7 +72,7 @@ def balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.
     """``(1/B) sum_b sum_k w_bk BCE(f(x_b)_k, y_bk)`` (eq. 10) with ``w = 1`` on C and R labels and ``p_G`` on U labels;
     ``weights=None`` is plain BCE summed over classes (the warm-up loss). Computed in float32 (float64 for float64).
     """
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(logits.dtype)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits.to(dtype), targets.to(dtype), reduction="none")
     if weights is not None:
         bce = bce * weights.to(dtype)

@@ -1,4 +1,4 @@
-"""Flow-Mixup's Mixing module in plain PyTorch autograd (paper 000_*, section III.C, eq. 2-3).
+"""Flow-Mixup's Mixing module in plain PyTorch autograd (Flow-Mixup paper, section III.C, eq. 2-3).
 
 The flow dimension is folded into the batch: a tensor of flow size F holds F blocks of B samples, block after
 block along dim 0. Mixing shuffles the batch index inside every block with the same permutation and the same

@@ -1,4 +1,4 @@
-"""Batched two-component 1-D Gaussian-mixture EM in plain PyTorch (paper 001_*, eq. 6-8): the oracle of the GMM
+"""Batched two-component 1-D Gaussian-mixture EM in plain PyTorch (BalanceMix paper, eq. 6-8): the oracle of the GMM
 kernels and the "reference" backend of their passes.
 
 One EM per group, all groups at once with ``index_add``; the semantics are scikit-learn's

@@ -1,4 +1,4 @@
-"""LaMix in plain PyTorch (paper 004_*, section 2, eq. 2-11): the ground truth for the fused kernels.
+"""LaMix in plain PyTorch (LaMix paper, section 2, eq. 2-11): the ground truth for the fused kernels.
 
 Notation per row b: classifier logits ``z`` (eq. 7), target-head logits ``t`` (eq. 9), labels ``y`` ((B, K) floats;
 ``lamix_loss`` and ``lamix_loss_grads`` also take (B,) class indices), mixing ratio ``lam[b]``, partner
@@ -8,6 +8,8 @@ Notation per row b: classifier logits ``z`` (eq. 7), target-head logits ``t`` (e
 from __future__ import annotations
 
 import torch
+
+from fastmix._dtypes import compute_dtype
 
 
 def lamix_inputs(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
@@ -46,7 +48,7 @@ def lamix_loss(logits, target_logits, labels, lam, partner, beta: float, detach_
     The target depends on ``t``; with ``detach_target`` it is a constant and the target head gets no
     gradient.
     """
-    compute = _compute_dtype(logits)
+    compute = compute_dtype(logits.dtype)
     if labels.is_floating_point():
         compute = torch.promote_types(compute, labels.dtype)
     labels = dense_labels(labels, logits.size(1), compute)
@@ -56,10 +58,6 @@ def lamix_loss(logits, target_logits, labels, lam, partner, beta: float, detach_
     return -(target * torch.log_softmax(logits.to(compute), dim=1)).sum(1)
 
 
-def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
-    return torch.float64 if logits.dtype == torch.float64 else torch.float32
-
-
 def lamix_loss_grads(grad_loss, logits, target_logits, labels, lam, partner, beta: float, detach_target: bool):
     """``(grad_loss * dloss/dz, grad_loss * dloss/dt)`` in closed form, as the fused kernel computes them.
 
@@ -67,7 +65,7 @@ def lamix_loss_grads(grad_loss, logits, target_logits, labels, lam, partner, bet
     ``dloss/dz = q * sum_k y_ij,k - y_ij`` and ``dloss/dt = (1 - beta) p (P - log q) s (1 - s)``; the second is
     an empty (0,) tensor when the target is detached. Math in float32 (float64 for float64 logits); grads in the logits' dtype.
     """
-    compute = _compute_dtype(logits)
+    compute = compute_dtype(logits.dtype)
     log_q = torch.log_softmax(logits.to(compute), dim=1)
     sig = torch.sigmoid(target_logits.to(compute))
     p = torch.softmax(sig, dim=1)

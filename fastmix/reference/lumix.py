@@ -1,4 +1,4 @@
-"""LUMix in plain PyTorch (paper 003_*, eq. 2-8 and Algorithm 1): the ground truth for the kernels.
+"""LUMix in plain PyTorch (LUMix paper, eq. 2-8 and Algorithm 1): the ground truth for the kernels.
 
 Convention (eq. 2-5): ``lam`` is the weight of ``y_a``, the mixed target is ``lam * y_a + (1 - lam) * y_b`` and
 ``lam_s = p_a / (p_a + p_b)``. Algorithm 1 writes the same thing with ``y2`` in the role of ``y_a``
@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from fastmix._dtypes import compute_dtype
+
 STAT_COLUMNS = ("log_sum_exp", "label_sum", "hinge_mass", "min_a", "min_b")
-
-
-def accumulation_dtype(logits: torch.Tensor) -> torch.dtype:
-    """Losses and statistics are fp32 whatever the logits' dtype, fp64 for fp64 logits (gradcheck)."""
-    return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
 def positives(labels: torch.Tensor, row_min: torch.Tensor | None = None) -> torch.Tensor:
@@ -48,7 +45,7 @@ def score_lambda(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor) -> 
     """``lam_s = p_a / (p_a + p_b)`` from the softmax of the detached logits (eq. 4-5); 0.5 when both are 0.
 
     Labels are class indices (B,) or float rows (B, K)."""
-    dtype = accumulation_dtype(logits)
+    dtype = compute_dtype(logits.dtype)
     probs = torch.softmax(logits.detach().to(dtype), dim=1)
     p_a = label_probability(probs, y_a if y_a.dim() == 1 else y_a.to(dtype))
     p_b = label_probability(probs, y_b if y_b.dim() == 1 else y_b.to(dtype))
@@ -76,7 +73,7 @@ def lumix_loss(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: 
                eta: float) -> torch.Tensor:
     """Per-row ``L0 + eta R`` (eq. 6-7): soft-target cross-entropy against the mixed target ``y`` plus the hinge
     ``R = sum_k y_k max(0, b_k - p_k)`` on the softmax scores ``p``. Differentiable in ``logits``."""
-    dtype = accumulation_dtype(logits)
+    dtype = compute_dtype(logits.dtype)
     target = mixed_target(y_a, y_b, lam, dtype)
     log_probs = torch.log_softmax(logits.to(dtype), dim=1)
     cross_entropy = -(target * log_probs).sum(1)
@@ -89,7 +86,7 @@ def loss_and_statistics(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tens
     """``lumix_loss`` without autograd, sharing its intermediates with the (B, 5) per-row values the backward
     needs, columns as in ``STAT_COLUMNS``: ``log sum_k e^z_k``, ``sum_k y_k``, ``sum_k y_k p_k [b_k > p_k]`` and the
     two label rows' minima (which define ``b``)."""
-    dtype = accumulation_dtype(logits)
+    dtype = compute_dtype(logits.dtype)
     y_a, y_b = y_a.to(dtype), y_b.to(dtype)
     target = mixed_target(y_a, y_b, lam, dtype)
     z = logits.to(dtype)
@@ -108,7 +105,7 @@ def lumix_loss_grad(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, 
                     stats: torch.Tensor, grad_rows: torch.Tensor) -> torch.Tensor:
     """d(sum_i grad_rows_i L_i)/d logits in closed form, in the logits' dtype:
     ``grad_j = g (p_j sum_k y_k - y_j + eta p_j (sum_k h_k p_k - h_j))`` with ``h_k = y_k [b_k > p_k]``."""
-    dtype = accumulation_dtype(logits)
+    dtype = compute_dtype(logits.dtype)
     target = mixed_target(y_a, y_b, lam, dtype)
     log_sum_exp, label_sum, hinge_mass, min_a, min_b = stats.to(dtype).unbind(1)
     probs = torch.exp(logits.to(dtype) - log_sum_exp.unsqueeze(1))

@@ -1,6 +1,6 @@
 """Per-sample Mixup and CutMix in plain PyTorch: the ground truth of the pair-mix kernels.
 
-One formula covers both (CutMix: paper 003_*, eq. 1; Mixup: the same with an empty box). For sample ``j`` and
+One formula covers both (CutMix: LUMix paper, eq. 1; Mixup: the same with an empty box). For sample ``j`` and
 element ``e`` at spatial position ``(h, w)``::
 
     out[j, e] = W(self_j, h, w) x[j, e] + sum_{k in segment j} W(seg_k, h, w) x[sources[k], e]
@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import torch
 
-
-def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    """fp32 math for every storage dtype but fp64."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from fastmix._dtypes import compute_dtype
 
 
 def store(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -34,7 +31,7 @@ def weight_map(boxes: torch.Tensor, weights: torch.Tensor, x: torch.Tensor, heig
 
     ``boxes`` (N, 4) int holds ``(y0, y1, x0, x1)``, half-open. Without spatial dims every element is outside.
     """
-    acc = accumulate_dtype(x.dtype)
+    acc = compute_dtype(x.dtype)
     weight_in = weights[:, 0].to(acc)
     weight_out = weights[:, 1].to(acc)
     shape = [weights.size(0)] + [1] * (x.dim() - 1)
@@ -75,7 +72,7 @@ def pair_mix(x: torch.Tensor, self_boxes: torch.Tensor, self_weights: torch.Tens
 
 def mixup_pairs(x: torch.Tensor, lam: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
     """``out[i] = lam[i] x[i] + (1 - lam[i]) x[partner[i]]`` in fp32 (fp64 for fp64), stored in x's dtype."""
-    acc = accumulate_dtype(x.dtype)
+    acc = compute_dtype(x.dtype)
     shape = [-1] + [1] * (x.dim() - 1)
     lam = lam.to(acc).view(shape)
     return store(weighted(x, lam) + weighted(x[partner], 1 - lam), x.dtype)
@@ -101,7 +98,7 @@ def _box_mask_like(x: torch.Tensor, boxes: torch.Tensor, height_dim: int, width_
 
 def cutmix_pairs(x: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor, height_dim: int,
                  width_dim: int) -> torch.Tensor:
-    """CutMix (paper 003_*, eq. 1): sample i keeps its pixels outside ``boxes[i]``, takes ``x[partner[i]]`` inside."""
+    """CutMix (LUMix paper, eq. 1): sample i keeps its pixels outside ``boxes[i]``, takes ``x[partner[i]]`` inside."""
     return torch.where(_box_mask_like(x, boxes, height_dim, width_dim), x[partner], x)
 
 

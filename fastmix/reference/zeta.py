@@ -1,4 +1,4 @@
-"""zeta-mixup in plain PyTorch (paper 002_*, eq. 2-3 and Appendix B)."""
+"""zeta-mixup in plain PyTorch (zeta-mixup paper, eq. 2-3 and Appendix B)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""BalanceMix loss Triton kernels (paper 001_*, eq. 10): fused weighted BCE-with-logits, forward and backward."""
+"""BalanceMix loss Triton kernels (BalanceMix paper, eq. 10): fused weighted BCE-with-logits, forward and backward."""
 
 from __future__ import annotations
 

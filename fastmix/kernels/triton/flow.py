@@ -1,4 +1,4 @@
-"""Flow-Mixup Triton kernels (paper 000_*, eq. 2-3): the Mixing module's forward and its halved backward.
+"""Flow-Mixup Triton kernels (Flow-Mixup paper, eq. 2-3): the Mixing module's forward and its halved backward.
 
 Tensors are (rows, features) views with unit column stride, rows = flow_size * B, flow blocks of B rows one
 after another. One program per (row, column tile); rows vary fastest, so the programs that read a row as their

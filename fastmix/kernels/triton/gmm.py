@@ -1,4 +1,4 @@
-"""Two-component GMM Triton kernels (paper 001_*, eq. 6-8): the k-means init and the EM fit, one persistent launch
+"""Two-component GMM Triton kernels (BalanceMix paper, eq. 6-8): the k-means init and the EM fit, one persistent launch
 each.
 
 The values are sorted by group (a stable sort, once per fit), so each group is a contiguous segment and one program

@@ -1,4 +1,4 @@
-"""LaMix Triton kernel (paper 004_*, eq. 2 and 9-11): target and cross-entropy fused, one row per program.
+"""LaMix Triton kernel (LaMix paper, eq. 2 and 9-11): target and cross-entropy fused, one row per program.
 
 The same kernel serves the forward (loss only) and the backward (gradients scaled by the incoming gradient, loss
 not written): recomputing the row statistics in the backward reads the logits once more but never stores (B, K)

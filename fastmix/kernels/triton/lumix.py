@@ -1,4 +1,4 @@
-"""LUMix loss Triton kernels (paper 003_*, eq. 6-8): per-row soft-target cross-entropy plus hinge, and its gradient.
+"""LUMix loss Triton kernels (LUMix paper, eq. 6-8): per-row soft-target cross-entropy plus hinge, and its gradient.
 
 One program per row. The mixed target ``y = lam y_a + (1 - lam) y_b`` is formed in registers from the two label
 rows (or from two class indices), never stored. A row that fits one block (``K <= BLOCK_K``) is read once; a

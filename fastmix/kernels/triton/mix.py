@@ -1,4 +1,4 @@
-"""Per-sample Mixup/CutMix Triton kernel (paper 003_*, eq. 1; formula in fastmix/reference/mix.py).
+"""Per-sample Mixup/CutMix Triton kernel (LUMix paper, eq. 1; formula in fastmix/reference/mix.py).
 
 One program per (sample, block of columns): each output element reads its own sample and each source at most
 once, skipping a read whose weight is zero (CutMix reads exactly one input per element); no mask tensor.

@@ -1,4 +1,4 @@
-"""zeta-mixup Triton kernels (paper 002_*, eq. 2-3): the weight matrix from random keys, and ``W @ X``."""
+"""zeta-mixup Triton kernels (zeta-mixup paper, eq. 2-3): the weight matrix from random keys, and ``W @ X``."""
 
 from __future__ import annotations
 
