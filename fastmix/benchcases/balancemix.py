@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 import fastmix
-from fastmix import _backend
 from fastmix.bench import Case, backend_providers, bytes_floor
 from fastmix.benchcases import gradient_step
+from fastmix.ops import balancemix as balancemix_ops
 
 CLASSES = 80
 
@@ -26,7 +26,7 @@ def batch_case(batch: int, device: torch.device) -> Case:
     weights = torch.rand(batch, CLASSES, device=device, generator=generator)
     providers = backend_providers(
         lambda b: torch.autograd.grad(fastmix.balancemix_loss(logits, targets, weights, backend=b), logits),
-        device, _backend.NO_NATIVE_KERNEL)
+        device, balancemix_ops.BACKENDS)
     providers["paper"] = gradient_step(lambda: paper_loss(logits, targets, weights), logits)
     # forward reads logits, targets, weights; backward reads them again and writes the gradient
     bytes_moved = 7 * logits.numel() * logits.element_size()

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 
 import fastmix
-from fastmix import _backend, _random
+from fastmix import _random
 from fastmix.bench import Case, backend_providers, bytes_floor
+from fastmix.ops import flow as flow_ops
 from fastmix.reference import flow as reference
 
 CHANNELS, SIDE = 64, 14  # a ResNet block's hidden state, at CPU-friendly width
@@ -35,7 +36,7 @@ def batch_case(batch: int, device: torch.device) -> Case:
         z_out, _ = fastmix.flow_mix(z, generator=generator, backend=backend)
         return torch.autograd.grad(z_out, z, grad)
 
-    providers = backend_providers(fastmix_step, device, _backend.DEFAULT_SUPPORTED)
+    providers = backend_providers(fastmix_step, device, flow_ops.BACKENDS)
     providers["paper"] = lambda: torch.autograd.grad(paper_module(z, generator), z, grad)
     return Case("flow_mix fwd+bwd", shape, z.dtype, providers, bytes_floor(6 * z.numel() * z.element_size(), device),
                 {"paper": "the paper's Mixing module (section III.C) in plain autograd: cat, lerp, a gradient-halving "

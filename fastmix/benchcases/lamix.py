@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 import fastmix
-from fastmix import _backend
 from fastmix.bench import Case, backend_providers, bytes_floor, copy_floor
 from fastmix.benchcases import gradient_step, image_batch
+from fastmix.ops import lamix as lamix_ops
 from fastmix.ops.mix import BACKENDS as MIX_BACKENDS
 
 CLASSES = 1000
@@ -44,7 +44,7 @@ def batch_cases(batch: int, device: torch.device, image_side: int) -> list[Case]
     partner = torch.randperm(batch, device=device, generator=generator)
     providers = backend_providers(
         lambda b: torch.autograd.grad(fastmix.lamix_loss(logits, target_logits, y, lam, partner, backend=b),
-                                      (logits, target_logits)), device, _backend.NO_NATIVE_KERNEL)
+                                      (logits, target_logits)), device, lamix_ops.BACKENDS)
     providers["paper"] = gradient_step(lambda: paper_loss(logits, target_logits, y, lam, partner, 0.5),
                                        logits, target_logits)
     # Must move: read both logits (B, K), write both gradients, read the labels' rows.

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 import fastmix
-from fastmix import _backend
 from fastmix.bench import Case, backend_providers, bytes_floor
 from fastmix.benchcases import gradient_step
+from fastmix.ops import lumix as lumix_ops
 
 CLASSES = 1000
 
@@ -49,7 +49,7 @@ def batch_cases(batch: int, device: torch.device) -> list[Case]:
         extra={"labels": "int"})
     providers = backend_providers(
         lambda b: torch.autograd.grad(fastmix.lumix_loss(logits, y_a, y_b, lam, backend=b), logits), device,
-        _backend.NO_NATIVE_KERNEL)
+        lumix_ops.BACKENDS)
     providers["paper"] = gradient_step(lambda: algorithm_1_loss(logits, one_hot_a, one_hot_b, lam, 1.0), logits)
     # Must move: read the logits in the forward and the backward, write the gradient.
     loss = Case("lumix_loss fwd+bwd", (batch, CLASSES), logits.dtype, providers, bytes_floor(3 * logit_bytes, device),

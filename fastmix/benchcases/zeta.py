@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 import fastmix
-from fastmix.ops import zeta as zeta_ops
 from fastmix.bench import Case, backend_providers, copy_floor
 from fastmix.benchcases import image_batch
+from fastmix.ops import zeta as zeta_ops
 
 CLASSES = 1000
 GAMMA = 2.8
@@ -40,8 +40,12 @@ def batch_case(batch: int, device: torch.device, image_side: int) -> Case:
         lambda b: fastmix.zeta_mixup(x, y, num_classes=CLASSES, gamma=GAMMA, generator=generator, backend=b), device,
         zeta_ops.BACKENDS)
     providers["paper"] = lambda: paper_pipeline(x, y_onehot, GAMMA)
+    weights = torch.rand(batch, batch, device=device, dtype=x.dtype).softmax(dim=1)
+    x_rows = x.reshape(batch, -1)
+    providers["gemm"] = lambda: torch.mm(weights, x_rows)
     return Case("zeta_mixup", tuple(x.shape), x.dtype, providers, copy_floor(x),
-                {"paper": "the paper's code (Appendix B, Listing A1): numpy weights on the host, einsum"})
+                {"paper": "the paper's code (Appendix B, Listing A1): numpy weights on the host, einsum",
+                 "gemm": "one torch.mm(W, x) of a given (B, B) W: the GEMM zeta-mixup cannot beat"})
 
 
 def cases(device: torch.device, s) -> list[Case]:
