@@ -224,10 +224,11 @@ def auditwheel(wheel: Path, repair: bool, out: Path) -> tuple[Path, str]:
     return wheel, summary
 
 
-# The smoke suite against an installed wheel: the native core's build facts and driver guard, its CUDA kernels'
-# bodies over their launch grids (C++ emulation), and dispatch; under a minute on a CPU. The op suites check the
-# Triton kernels under the interpreter, which take far longer and do not depend on the wheel's build.
-SMOKE_TESTS = ["test_build.py", "test_native.py", "test_backend.py"]
+# The smoke suite against an installed wheel: the native core's build facts and driver guard, the pointer checks and
+# the CUDA call sites run by their C++ bodies (test_pointers), dispatch, and the wheel's C++ Mixup/CutMix kernels
+# against the reference; a few minutes on a CPU. The other op suites check the Triton kernels under the interpreter,
+# which take far longer and do not depend on the wheel's build.
+SMOKE_TESTS = ["test_build.py", "test_pointers.py", "test_backend.py", "test_mix.py"]
 
 
 def smoke_test(wheel: Path, release: str | None) -> None:
