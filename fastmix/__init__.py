@@ -11,8 +11,8 @@ from fastmix.api.gmm import GMM2Fit, fit_gmm2, gmm_posterior, label_groups
 from fastmix.api.flow import FlowMixParams, FlowMixup, flow_mix, flow_mix_labels
 from fastmix.api.lamix import lamix_inputs, lamix_loss, lamix_target
 from fastmix.methods.lamix import LaMix, LaMixBatch, LaMixHead
-from fastmix.methods.balancemix import (BalanceMix, MinoritySampler, balancemix_loss, manage_labels,
-                                        minority_sampling_probabilities)
+from fastmix.api.balancemix import balancemix_loss
+from fastmix.methods.balancemix import BalanceMix, MinoritySampler, manage_labels, minority_sampling_probabilities
 
 __all__ = ["__version__", "info", "zeta_mixup", "ZetaMixup",
            "mixup", "cutmix", "MixParams", "Mixup", "FastCollateMixup",

@@ -35,6 +35,33 @@ def test_sampling_probabilities_match_eq_2_to_4_by_hand():
     assert probabilities.argmax() == 3, "the instance with the least confident labels is the most sampled"
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rows,classes", [(1, 3), (9, 4), (40, 7)])
+def test_sampling_probabilities_match_the_reference(dtype, rows, classes):
+    """The production sampler distribution (eq. 2-4) against the reference oracle, with classes that no instance
+    carries (empty presence sets) or that every instance carries (empty absence sets); it sums to 1 and is
+    proportional to 1/Score, with Score summed label by label as eq. 3 writes it."""
+    g = torch.Generator().manual_seed(rows)
+    probabilities = torch.rand(rows, classes, generator=g, dtype=torch.float64).to(dtype)
+    labels = (torch.rand(rows, classes, generator=g) < 0.4).to(dtype)
+    labels[:, 0], labels[:, -1] = 0.0, 1.0
+    got = fastmix.minority_sampling_probabilities(probabilities, labels)
+    assert got.dtype == torch.float64 and got.shape == (rows,)
+    assert_close(got, reference.sampling_probabilities(probabilities, labels), torch.float64)
+    assert_close(got.sum(), torch.tensor(1.0, dtype=torch.float64), torch.float64)
+    p, y = probabilities.double().tolist(), labels.tolist()
+    scores = []
+    for row in range(rows):
+        score = 0.0
+        for k in range(classes):
+            peers = [i for i in range(rows) if y[i][k] == y[row][k]]
+            confidence = [p[i][k] if y[row][k] else 1.0 - p[i][k] for i in peers]
+            score += sum(confidence) / len(confidence)
+        scores.append(score)
+    scaled = got * torch.tensor(scores, dtype=torch.float64)
+    assert_close(scaled, scaled[0].expand(rows), torch.float64, "proportional to 1/Score")
+
 @pytest.mark.parametrize("values_are", ["logits", "losses"])
 def test_begin_epoch_sets_the_sampler_from_logits_or_losses(values_are):
     logits = torch.logit(HAND_PROBABILITIES.double())
@@ -87,6 +114,24 @@ def test_label_management_by_hand():
     assert categories.tolist() == [[CLEAN, AMBIGUOUS, AMBIGUOUS, AMBIGUOUS, AMBIGUOUS, CLEAN, AMBIGUOUS]]
     assert_close(weights, torch.tensor([[1.0, 0.4, 0.2, 0.3, 0.5, 1.0, 0.1]]), torch.float32)
 
+
+
+@pytest.mark.parametrize("label_dtype", [torch.float32, torch.float64, torch.uint8])
+@pytest.mark.parametrize("rows", [1, 33])
+def test_label_management_matches_the_reference(label_dtype, rows):
+    """The production label management (eq. 8-10) against the reference oracle, bit for bit: p_G and view means
+    on the 0.5, tau and 1 - tau boundaries, tau = 1 and no views."""
+    g = torch.Generator().manual_seed(rows)
+    labels = (torch.rand(rows, 6, generator=g) < 0.5).to(label_dtype)
+    grid = torch.tensor([0.0, 0.2, 0.25, 0.5, 0.75, 0.8, 1.0])
+    clean_probability = grid[torch.randint(0, 7, (rows, 6), generator=g)]
+    views = grid[torch.randint(0, 7, (2, rows, 6), generator=g)]
+    for tau, view_confidences in ((0.75, views), (1.0, views), (0.75, None)):
+        got = fastmix.manage_labels(labels, clean_probability, view_confidences, tau=tau)
+        mean = None if view_confidences is None else view_confidences.mean(0)
+        want = reference.manage_labels(labels.float(), clean_probability, mean, tau)
+        for name, a, b in zip(("refined", "categories", "weights"), got, want):
+            assert a.dtype == b.dtype and torch.equal(a, b), f"{name}, tau={tau}"
 
 def test_single_positive_threshold():
     labels = torch.tensor([[1.0, 0.0, 0.0]])

@@ -210,6 +210,22 @@ def test_labels_follow_the_features(backend, device, label_kind):
         assert_close(targets.sum(1), torch.ones(2 * batch), torch.float32)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch,flow_size,keep_original", [(1, 1, True), (5, 1, False), (4, 2, True), (3, 3, False)])
+def test_labels_match_the_reference(dtype, batch, flow_size, keep_original):
+    """The production label mix against the reference oracle's ``mix_blocks``: B = 1, several flow blocks, with
+    and without the original flow, soft labels in both precisions."""
+    z = torch.randn(flow_size * batch, 3, dtype=dtype)
+    y = torch.rand(flow_size * batch, 4, dtype=dtype)
+    _, params = fastmix.flow_mix(z, keep_original=keep_original, per_sample=True, flow_size=flow_size,
+                                 generator=seeded("cpu", batch), backend="reference")
+    mixed = reference.mix_blocks(y, params.lam, params.perm, flow_size)
+    expected = torch.cat([y, mixed]) if keep_original else mixed
+    got = fastmix.flow_mix_labels(y, params)
+    assert got.dtype == dtype
+    assert_close(got, expected, dtype)
+
 class TwoMixNet(nn.Module):
     """Fig. 2b: Mixing modules on two hidden states of an affine network."""
 

@@ -15,6 +15,7 @@ from fastmix import _backend, _native
 from fastmix.api.gmm import INITS
 from fastmix.methods import gmm as fit_steps
 from fastmix.ops import gmm as gmm_ops
+from fastmix.reference import gmm as reference_gmm
 from helpers import assert_close, backend_params, compile_fullgraph
 from tolerances import SKLEARN_GMM_PARITY, tolerance
 
@@ -274,6 +275,42 @@ def test_posterior_is_a_probability_of_the_small_mean_component(backend):
         p = posterior[groups == group]
         assert p[v.argmin()] > 0.5 > p[v.argmax()], "the smallest loss is clean, the largest noisy"
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_posterior_matches_the_reference(dtype):
+    """The production posterior (eq. 8) against the reference oracle's normalise + posterior, on new values: a
+    one-value group (degenerate: 1.0), an empty group, a single-value batch and NaN/inf values (NaN there only)."""
+    values, groups = random_groups(4, seed=21, dtype=dtype)
+    values = torch.cat([values, values.new_tensor([0.3])])
+    groups = torch.cat([groups, groups.new_tensor([5])])  # group 4 stays empty, group 5 holds one value
+    fit = fastmix.fit_gmm2(values, groups, n_groups=6)
+    assert bool(fit.degenerate[4]) and bool(fit.degenerate[5])
+    probe = values * 1.3 - 0.05
+    probe[:3] = torch.tensor([math.nan, math.inf, -math.inf], dtype=dtype)
+    oracle = reference_gmm.posterior(
+        reference_gmm.normalise(probe, groups, fit.min, fit_steps.range_scale(fit.min, fit.max)), groups,
+        fit.weights, fit.means, fit.variances)
+    oracle = torch.where(fit.degenerate[groups] & torch.isfinite(probe), 1.0, oracle)
+    got = fastmix.gmm_posterior(probe, groups, fit)
+    assert got.dtype == dtype and bool(got[:3].isnan().all())
+    assert_close(got[3:], oracle[3:].to(dtype), dtype)
+    assert_close(fastmix.gmm_posterior(probe[-2:-1], groups[-2:-1], fit), oracle[-2:-1].to(dtype), dtype, "B = 1")
+
+
+def test_posterior_falls_with_the_loss_for_separated_components():
+    """Eq. 8 for two well-separated components of equal spread: p_G is in [0, 1], near 1 at the smallest loss and
+    near 0 at the largest, and falls monotonically as the loss grows in between."""
+    g = torch.Generator().manual_seed(8)
+    values = torch.cat([0.2 + 0.05 * torch.randn(3000, generator=g, dtype=torch.float64),
+                        0.8 + 0.05 * torch.randn(3000, generator=g, dtype=torch.float64)])
+    groups = torch.zeros_like(values, dtype=torch.int64)
+    fit = fastmix.fit_gmm2(values, groups, n_groups=1)
+    grid = torch.linspace(float(values.min()), float(values.max()), 2001, dtype=torch.float64)
+    posterior = fastmix.gmm_posterior(grid, torch.zeros_like(grid, dtype=torch.int64), fit)
+    assert bool(((posterior >= 0) & (posterior <= 1)).all())
+    assert bool((posterior.diff() <= 0).all()), "p_G never rises with the loss"
+    assert posterior[0] > 0.999 and posterior[-1] < 0.001
 
 @pytest.mark.parametrize("backend", cpu_backends())
 def test_recovers_synthetic_two_gaussian_parameters(backend):

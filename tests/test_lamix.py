@@ -175,6 +175,22 @@ def test_target_is_the_convex_combination_of_eq_10():
         assert_close(target, beta * local + (1 - beta) * global_label, torch.float64, f"beta={beta}")
 
 
+
+@pytest.mark.parametrize("label_kind", LABEL_KINDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [1, 6])
+def test_target_matches_the_reference(label_kind, dtype, batch):
+    """The production target (eq. 10) against the reference oracle: labels of every kind, B = 1, both precisions,
+    a column-major target-head output and every beta edge."""
+    _, target_logits = make_logits(batch, 5, dtype, "cpu", layout="column_major", seed=batch)
+    y = make_labels(label_kind, batch, 5, "cpu", seed=batch)
+    lam, partner = make_pairing(batch, "cpu", seed=batch)
+    labels = dense(y, 5).to(dtype)
+    for beta in (0.0, 0.3, 1.0):
+        got = fastmix.lamix_target(target_logits, y, lam, partner, beta=beta)
+        assert got.dtype == dtype
+        assert_close(got, reference.lamix_target(target_logits, labels, lam, partner, beta), dtype, f"beta={beta}")
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_beta_one_gives_the_local_label(backend, device):
     """beta = 1: the target is the mixup label (eq. 2 in eq. 10), so the loss is torch's soft cross-entropy and W_t

@@ -365,6 +365,29 @@ def test_opcheck(backend, device):
         torch.library.opcheck(mix_ops.pair_mix, (x, *structure, 2, 3, backend))
 
 
+
+@pytest.mark.parametrize("batch", [1, 2, 6])
+def test_transpose_is_the_adjoint(batch):
+    """``transpose`` gives the backward of a pair mix: ``<pair_mix(x), g> = <x, pair_mix^T(g)>``, for structures
+    with one term per segment and (transposed once) empty and multi-term segments; the term-to-segment map matches
+    the reference oracle's ``segment_rows``."""
+    g = torch.Generator().manual_seed(batch)
+    partner = torch.randint(0, batch, (batch,), generator=g)  # repeats: some samples feed several segments, some none
+    lam = torch.rand(batch, generator=g, dtype=torch.float64)
+    boxes = mix_api.sample_boxes(lam, 5, 6, None, g)
+    x = torch.randn(batch, 2, 5, 6, generator=g, dtype=torch.float64)
+    grad = torch.randn(batch, 2, 5, 6, generator=g, dtype=torch.float64)
+    structure = mix_ops._pairs_structure(lam, boxes, partner, torch.float64)
+    for _ in range(2):
+        transposed = mix_ops.transpose(*structure)
+        sources, offsets = structure[4], structure[5]
+        order = torch.sort(sources, stable=True).indices
+        assert torch.equal(transposed[4], reference.segment_rows(offsets, sources.numel())[order])
+        forward = (reference.pair_mix(x, *structure, 2, 3) * grad).sum()
+        backward = (x * reference.pair_mix(grad, *transposed, 2, 3)).sum()
+        assert_close(forward, backward, torch.float64)
+        structure = transposed
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_torch_compile_fullgraph(backend, device):
     def step(x, y):

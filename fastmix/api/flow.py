@@ -10,7 +10,6 @@ from torch import nn
 from fastmix import _backend, _checks, _random
 from fastmix._dtypes import compute_dtype
 from fastmix.ops import flow as flow_ops
-from fastmix.reference import flow as reference
 
 
 class FlowMixParams(NamedTuple):
@@ -107,7 +106,8 @@ def flow_mix_labels(y: torch.Tensor, params: FlowMixParams, *, num_classes: int 
     if y.dim() == 0 or y.size(0) != rows:
         raise ValueError(f"y must have {rows} samples (flow_size x B of the mixing call), got shape {tuple(y.shape)}")
     labels = _checks.labels_to_float(y, rows, params.lam.device, num_classes)
-    mixed = reference.mix_blocks(labels, params.lam.to(labels.dtype), params.perm, params.flow_size)
+    blocks = labels.unflatten(0, (params.flow_size, params.perm.numel()))
+    mixed = torch.lerp(blocks[:, params.perm], blocks, params.lam.to(labels.dtype).unsqueeze(1)).flatten(0, 1)
     return torch.cat([labels, mixed]) if params.keep_original else mixed
 
 

@@ -19,7 +19,6 @@ from fastmix import _backend, _checks
 from fastmix._dtypes import compute_dtype
 from fastmix.methods import gmm as fit_steps
 from fastmix.ops import gmm as gmm_ops
-from fastmix.reference import gmm as reference
 
 _REDUCE_OPS = {"sum": "SUM", "min": "MIN", "max": "MAX"}
 INITS = ("kmeans", "kmeans++", "quantile")
@@ -283,8 +282,26 @@ def gmm_posterior(values: torch.Tensor, groups: torch.Tensor, fit: GMM2Fit) -> t
     _check_values(values, groups)
     gmm_ops.check_data(values, groups.long(), fit.weights.size(0), omit_nonfinite=True)
     flat_values, flat_groups = values.reshape(-1), groups.reshape(-1).long()
-    x = reference.normalise(flat_values, flat_groups, fit.min, fit_steps.range_scale(fit.min, fit.max))
-    probability = reference.posterior(x, flat_groups, fit.weights, fit.means, fit.variances)
-    probability = torch.where(fit.degenerate[flat_groups] & torch.isfinite(flat_values), 1.0, probability)
+    probability = torch.where(fit.degenerate[flat_groups] & torch.isfinite(flat_values), 1.0,
+                              _clean_posterior(flat_values, flat_groups, fit))
     out_dtype = compute_dtype(values.dtype)
     return probability.view(values.shape).to(out_dtype)
+
+
+def _clean_posterior(values: torch.Tensor, groups: torch.Tensor, fit: GMM2Fit) -> torch.Tensor:
+    """Eq. 8 for two components as one sigmoid, float64: ``p_c = sigmoid(log w_c N(x; c) - log w_n N(x; n))`` for the
+    clean (smaller-mean) component c and the other one n, with ``x = (value - min) / range`` in the value's group.
+
+    The normalisation and both components are folded into one (G, 7) table per group, gathered once per value.
+    """
+    clean = (fit.means[:, 1] < fit.means[:, 0]).long()
+    order = torch.stack([clean, 1 - clean], dim=1)
+    means, variances = fit.means.gather(1, order), fit.variances.gather(1, order)
+    precisions = variances.rsqrt()
+    log_scales = fit.weights.gather(1, order).log() + precisions.log()
+    log_odds = log_scales[:, 0] - log_scales[:, 1]
+    inverse_range = fit_steps.range_scale(fit.min, fit.max).reciprocal()
+    table = torch.cat([fit.min[:, None], inverse_range[:, None], log_odds[:, None], means, precisions], dim=1)[groups]
+    x = (values.double() - table[:, 0]) * table[:, 1]
+    distances = ((x[:, None] - table[:, 3:5]) * table[:, 5:7]).square()
+    return torch.sigmoid(table[:, 2] + 0.5 * (distances[:, 1] - distances[:, 0]))

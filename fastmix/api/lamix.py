@@ -7,7 +7,6 @@ import torch
 from fastmix import _backend, _checks
 from fastmix.ops import lamix as lamix_ops
 from fastmix.ops import mix as mix_ops
-from fastmix.reference import lamix as reference
 
 
 def lamix_inputs(x: torch.Tensor, *, generator: torch.Generator | None = None, backend: str | None = None):
@@ -143,4 +142,7 @@ def lamix_target(target_logits: torch.Tensor, y: torch.Tensor, lam: torch.Tensor
     if target_logits.dtype == torch.float64:
         labels = labels.double()
     beta = _checks.check_real("beta", beta, 0.0, 1.0)
-    return reference.lamix_target(target_logits, labels, lam, partner, beta)
+    lam = lam.to(labels.dtype).unsqueeze(1)
+    local = torch.lerp(labels[partner], labels, lam)
+    global_soft = torch.sigmoid(target_logits.to(labels.dtype)).softmax(1)
+    return torch.lerp(global_soft, local, beta)

@@ -16,26 +16,15 @@ import torch
 from fastmix import _backend, _checks, _random
 from fastmix._dtypes import compute_dtype
 from fastmix.api import gmm
+from fastmix.api.balancemix import balancemix_loss
 from fastmix.ops import balancemix as balancemix_ops
-from fastmix.reference import balancemix as reference
 from fastmix.reference.balancemix import AMBIGUOUS, CLEAN, RELABELED
 
-__all__ = ["AMBIGUOUS", "CLEAN", "RELABELED", "BalanceMix", "BalanceMixState", "MinoritySampler", "balancemix_loss",
+MIN_SCORE = 1e-12
+"""The smallest Score (eq. 3) the minority sampler divides by."""
+
+__all__ = ["AMBIGUOUS", "CLEAN", "RELABELED", "BalanceMix", "BalanceMixState", "MinoritySampler",
            "manage_labels", "minority_sampling_probabilities"]
-
-
-def _check_matrix(name: str, value, shape: tuple | None = None, device: torch.device | None = None) -> torch.Tensor:
-    """A floating (N, K) tensor with N, K >= 1, of ``shape`` and on ``device`` where given."""
-    _checks.check_tensor(name, value)
-    if not value.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
-    if value.dim() != 2 or value.numel() == 0:
-        raise ValueError(f"{name} must have shape (N, K) with N, K >= 1, got shape {tuple(value.shape)}")
-    if shape is not None and tuple(value.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got shape {tuple(value.shape)}")
-    if device is not None and value.device != device:
-        raise ValueError(f"{name} is on {value.device} but the logits/labels are on {device}")
-    return value
 
 
 def _multi_hot(name: str, labels, shape: tuple | None = None, device: torch.device | None = None) -> torch.Tensor:
@@ -43,7 +32,7 @@ def _multi_hot(name: str, labels, shape: tuple | None = None, device: torch.devi
     _checks.check_tensor(name, labels)
     if labels.is_complex():
         raise TypeError(f"{name} must hold 0/1 multi-hot labels, got dtype {labels.dtype}")
-    labels = _check_matrix(name, labels if labels.is_floating_point() else labels.float(), shape, device)
+    labels = _checks.check_matrix(name, labels if labels.is_floating_point() else labels.float(), shape, device)
     if labels.device.type == "cpu" and not torch.compiler.is_compiling():
         if bool(((labels != 0) & (labels != 1)).any()):
             raise ValueError(f"{name} must hold multi-hot labels (0 or 1 only)")
@@ -62,10 +51,26 @@ def minority_sampling_probabilities(probabilities: torch.Tensor, labels: torch.T
     given (noisy) multi-hot labels. P(k) and A(k) are the mean confidences in the presence/absence of class k
     (eq. 2), Score sums them over an instance's labels (eq. 3), and the probability is ``1/Score`` normalised (eq. 4).
     """
-    probabilities = _check_matrix("probabilities", probabilities)
+    probabilities = _checks.check_matrix("probabilities", probabilities)
     _check_probabilities("probabilities", probabilities)
     labels = _multi_hot("labels", labels, probabilities.shape, probabilities.device)
-    return reference.sampling_probabilities(probabilities, labels)
+    return _sampling_probabilities(probabilities, labels)
+
+
+def _sampling_probabilities(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 2-4 in float64 on checked inputs: ``Score = sum_k A(k) + y . (P - A)``, probability ``1/Score`` normalised.
+
+    Scores are clamped at ``MIN_SCORE`` so that an instance whose every label has zero class confidence gets a
+    large but finite weight.
+    """
+    probabilities, labels = probabilities.double(), labels.double()
+    positives = labels.sum(0)
+    hits = (probabilities * labels).sum(0)
+    negatives = labels.size(0) - positives
+    presence = hits / positives.clamp(min=1.0)
+    absence = (negatives - probabilities.sum(0) + hits) / negatives.clamp(min=1.0)
+    inverse = (labels @ (presence - absence) + absence.sum()).clamp(min=MIN_SCORE).reciprocal()
+    return inverse / inverse.sum()
 
 
 class MinoritySampler(torch.utils.data.Sampler[int]):
@@ -133,7 +138,8 @@ def manage_labels(labels: torch.Tensor, clean_probability: torch.Tensor, view_co
     """
     tau = _checks.check_real("tau", tau, 0.5, 1.0, low_open=True)
     labels = _multi_hot("labels", labels)
-    clean_probability = _check_matrix("clean_probability", clean_probability, labels.shape, labels.device).float()
+    clean_probability = _checks.check_matrix("clean_probability", clean_probability, labels.shape,
+                                             labels.device).float()
     _check_probabilities("clean_probability", clean_probability)
     mean_confidence = None
     if view_confidences is not None:
@@ -142,29 +148,17 @@ def manage_labels(labels: torch.Tensor, clean_probability: torch.Tensor, view_co
             raise ValueError(f"view_confidences must have shape (V, {labels.size(0)}, {labels.size(1)}) with V >= 1, "
                              f"got shape {tuple(view_confidences.shape)}")
         _check_probabilities("view_confidences", view_confidences)
-        mean_confidence = _check_matrix("view_confidences", view_confidences.float().mean(0), device=labels.device)
-    return reference.manage_labels(labels, clean_probability, mean_confidence, tau)
-
-
-def balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, label_weights: torch.Tensor | None = None, *,
-                    backend: str | None = None) -> torch.Tensor:
-    """The BalanceMix loss (BalanceMix paper, eq. 10): ``(1/B) sum_b sum_k w_bk BCE(sigmoid(logits_bk), targets_bk)``.
-
-    ``label_weights`` is 1 on clean and re-labeled labels and p_G on ambiguous ones (``manage_labels`` returns it);
-    None gives plain BCE summed over classes, the warm-up loss (Algorithm 1, line 10). Logits (B, K) in fp32, fp16,
-    bf16 or fp64, any strides; the loss is a 0-dim float32 tensor (float64 for float64 logits) accumulated in that
-    precision. Gradients flow to the logits (a fused kernel on the C++ and Triton backends) and to float
-    targets/weights. ``backend``: "cpu" (C++), "triton", "reference" or None (Triton on CUDA tensors, the C++ kernel
-    on CPU tensors; there is no CUDA C++ kernel for this loss).
-    """
-    _check_matrix("logits", logits)
-    dtype = compute_dtype(logits.dtype)
-    targets = _check_matrix("targets", targets, logits.shape, logits.device).to(dtype)
-    if label_weights is not None:
-        label_weights = _check_matrix("label_weights", label_weights, logits.shape, logits.device).to(dtype)
-    name = _backend.resolve(backend, logits.device, cuda_default="triton", cpu_default="cpu",
-                            supported=balancemix_ops.BACKENDS)
-    return balancemix_ops.balancemix_loss_call(logits, targets, label_weights, name)
+        mean_confidence = _checks.check_matrix("view_confidences", view_confidences.float().mean(0),
+                                               device=labels.device)
+    clean = clean_probability > 0.5
+    labels = labels.to(clean_probability.dtype)
+    if mean_confidence is None:
+        return labels, torch.where(clean, CLEAN, AMBIGUOUS).to(torch.int8), torch.where(clean, 1.0, clean_probability)
+    to_one = mean_confidence >= tau
+    relabeled = (to_one | (mean_confidence <= 1.0 - tau)) & ~clean
+    refined = torch.where(relabeled, to_one.to(labels.dtype), labels)
+    categories = torch.where(clean, CLEAN, torch.where(relabeled, RELABELED, AMBIGUOUS)).to(torch.int8)
+    return refined, categories, torch.where(clean | relabeled, 1.0, clean_probability)
 
 
 def draw_mixing_ratios(batch: int, alpha: float, device, *, dtype: torch.dtype = torch.float32,
@@ -239,7 +233,7 @@ class BalanceMix:
             return None
         if values_are not in ("logits", "losses"):
             raise ValueError(f"values_are must be 'logits' or 'losses', got {values_are!r}")
-        values = _check_matrix("values", values)
+        values = _checks.check_matrix("values", values)
         if values.size(0) != self.sampler.num_samples or values.size(1) != self.num_classes:
             raise ValueError(f"values must have shape ({self.sampler.num_samples}, {self.num_classes}), "
                              f"got shape {tuple(values.shape)}")
@@ -254,7 +248,7 @@ class BalanceMix:
             losses = values
             label_confidence = torch.exp(-losses)
             probabilities = torch.where(labels > 0.5, label_confidence, 1.0 - label_confidence)
-        self.sampler.set_probabilities(reference.sampling_probabilities(probabilities, labels))
+        self.sampler.set_probabilities(_sampling_probabilities(probabilities, labels))
         if self.in_warmup:
             return None
         groups = gmm.label_groups(labels).reshape(-1)

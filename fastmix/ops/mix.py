@@ -156,7 +156,9 @@ def transpose(self_boxes, self_weights, seg_boxes, seg_weights, sources, offsets
     """The pair mix whose result is the gradient (adjoint) of the given one: term k of segment j becomes a term of
     segment ``sources[k]`` reading sample j, with the same box and weight. A stable sort keeps it deterministic."""
     batch = offsets.numel() - 1
-    rows = reference.segment_rows(offsets, sources.numel())
+    starts = offsets[1:-1]  # term k is in segment j when j segments start at or before k
+    rows = torch.zeros(sources.numel() + 1, dtype=offsets.dtype, device=offsets.device).index_add_(
+        0, starts, torch.ones_like(starts)).cumsum(0)[:-1]
     sorted_sources, order = torch.sort(sources, stable=True)
     new_offsets = torch.searchsorted(sorted_sources, torch.arange(batch + 1, device=offsets.device))
     return self_boxes, self_weights, seg_boxes[order], seg_weights[order], rows[order], new_offsets
