@@ -363,6 +363,13 @@ def test_opcheck(backend, device):
         torch.library.opcheck(mix_ops.mix_pairs_inplace, (inplace, lam, boxes, partner, 2, 3, backend))
         structure = mix_ops.transpose(*mix_ops._pairs_structure(torch.ones_like(lam), boxes, partner, x.dtype))
         torch.library.opcheck(mix_ops.pair_mix, (x, *structure, 2, 3, backend))
+    strided_lam = torch.rand(14, device=device)[1::2]  # storage offset 1, stride 2
+    offset_boxes = torch.cat([boxes[:1], boxes])[1:]  # storage offset 4
+    strided_partner = torch.stack([partner, partner], 1)[:, 1]
+    x = make_input("channel_slice", 7, torch.float32, device).requires_grad_()
+    for height_dim, width_dim in ((-1, -1), (2, 3)):
+        torch.library.opcheck(mix_ops.mix_pairs, (x, strided_lam, offset_boxes, strided_partner, height_dim, width_dim,
+                                                  backend))
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
