@@ -425,6 +425,15 @@ def native_inputs(dtype, batch, flow_size, features, rows_out):
     return wide[:, 3:3 + features], lam, torch.randperm(batch, generator=g)  # row stride != features
 
 
+def run_body(kernel, in_rows, lam, perm, out_rows, flow_size, keep_original):
+    """The CUDA kernel body ``kernel`` ("flow_forward_emulate" or "flow_backward_emulate", perm its inverse) on the
+    CPU, with the launcher's arguments, through ``_native.launch``."""
+    _native.launch(kernel, torch.device("cpu"), _native.Buffer(in_rows, in_rows.dtype, rows=True),
+                   _native.Buffer(lam, numel=perm.numel()), _native.Buffer(perm, torch.int64),
+                   _native.Buffer(out_rows, in_rows.dtype, rows=True), perm.numel(), flow_size, in_rows.size(1),
+                   keep_original, _native.DTYPE_CODES[in_rows.dtype])
+
+
 @native
 @pytest.mark.parametrize("dtype", NATIVE_DTYPES)
 @pytest.mark.parametrize("batch,flow_size,features", NATIVE_SHAPES)
@@ -434,9 +443,7 @@ def test_native_forward_body(dtype, batch, flow_size, features, keep_original):
     z_rows, lam, perm = native_inputs(dtype, batch, flow_size, features, rows)
     out = torch.full((2 * rows if keep_original else rows, features + 2), 7.0, dtype=dtype)
     out_rows = out[:, :features]
-    _native._C.flow_forward_emulate(z_rows.data_ptr(), z_rows.stride(0), lam.data_ptr(), perm.data_ptr(),
-                                    out_rows.data_ptr(), out_rows.stride(0), batch, flow_size, features,
-                                    keep_original, _native.DTYPE_CODES[dtype])
+    run_body("flow_forward_emulate", z_rows, lam, perm, out_rows, flow_size, keep_original)
     expected = reference.flow_mix(z_rows.double(), lam.double(), perm, flow_size, keep_original)
     assert_close(out_rows, expected, dtype)
     assert torch.all(out[:, features:] == 7.0), "wrote past the row"
@@ -452,9 +459,7 @@ def test_native_backward_body(dtype, batch, flow_size, features, keep_original):
     inverse = perm.argsort()
     grad_z = torch.full((rows, features + 2), 7.0, dtype=dtype)
     grad_z_rows = grad_z[:, :features]
-    _native._C.flow_backward_emulate(grad_rows.data_ptr(), grad_rows.stride(0), lam.data_ptr(), inverse.data_ptr(),
-                                     grad_z_rows.data_ptr(), grad_z_rows.stride(0), batch, flow_size, features,
-                                     keep_original, _native.DTYPE_CODES[dtype])
+    run_body("flow_backward_emulate", grad_rows, lam, inverse, grad_z_rows, flow_size, keep_original)
     expected = reference.flow_mix_backward(grad_rows.double(), lam.double(), perm, flow_size, keep_original)
     assert_close(grad_z_rows, expected, dtype)
     assert torch.all(grad_z[:, features:] == 7.0), "wrote past the row"
@@ -470,17 +475,13 @@ def test_native_bodies_non_finite(dtype, keep_original):
     z_rows = with_non_finite(z_rows)
     rows_out = 2 * batch if keep_original else batch
     out = torch.empty(rows_out, features, dtype=dtype)
-    _native._C.flow_forward_emulate(z_rows.data_ptr(), z_rows.stride(0), lam.data_ptr(), perm.data_ptr(),
-                                    out.data_ptr(), out.stride(0), batch, 1, features, keep_original,
-                                    _native.DTYPE_CODES[dtype])
+    run_body("flow_forward_emulate", z_rows, lam, perm, out, 1, keep_original)
     matrix = mixing_matrix(lam.tolist(), perm.tolist(), 1, keep_original)
     assert_close_nonfinite(out, weighted_sum_ieee(matrix, z_rows), dtype, "z'")
     grad = with_non_finite(torch.randn(rows_out, features, generator=torch.Generator().manual_seed(2)).to(dtype))
     inverse = perm.argsort()
     grad_z = torch.empty(batch, features, dtype=dtype)
-    _native._C.flow_backward_emulate(grad.data_ptr(), grad.stride(0), lam.data_ptr(), inverse.data_ptr(),
-                                     grad_z.data_ptr(), grad_z.stride(0), batch, 1, features, keep_original,
-                                     _native.DTYPE_CODES[dtype])
+    run_body("flow_backward_emulate", grad, lam, inverse, grad_z, 1, keep_original)
     halved = matrix / 2 if keep_original else matrix
     assert_close_nonfinite(grad_z, weighted_sum_ieee(halved.t(), grad), dtype, "grad_z")
 
@@ -498,8 +499,7 @@ def test_native_half_conversions_round_like_torch(dtype):
     lam = torch.cat([scale, torch.ones(n)])
     perm = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
     out = torch.empty_like(z)
-    _native._C.flow_forward_emulate(z.data_ptr(), z.stride(0), lam.data_ptr(), perm.data_ptr(), out.data_ptr(),
-                                    out.stride(0), 2 * n, 1, z.size(1), False, _native.DTYPE_CODES[dtype])
+    run_body("flow_forward_emulate", z, lam, perm, out, 1, False)
     expected = (z[:n].float() * scale[:, None]).to(dtype)
     same = out[:n].view(torch.int16) == expected.view(torch.int16)
     assert same.all(), f"{int((~same).sum())} conversions differ"

@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 import warnings
 
 import numpy as np
@@ -233,27 +234,22 @@ def test_unknown_cpu_isa_is_refused(monkeypatch):
 
 @pytest.mark.skipif(_native._C is None, reason="fastmix._C is not built")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_kernel_blocks_match_reference(dtype):
-    """The CUDA kernel's phases (csrc/gmm.h) emulated block by block on the CPU, over values sorted by group."""
+def test_cuda_kernel_blocks_match_reference(dtype, monkeypatch):
+    """The CUDA kernel's phases (csrc/gmm.h) emulated block by block on the CPU, over values sorted by group, called
+    through gmm2_em's "cuda" branch (its arguments as the GPU gets them, less the stream)."""
     losses, groups = backend_case(dtype, rows=700, seed=13)
     segments, lo, hi = segments_of(losses, groups, 18, "reference")
     eps = torch.finfo(dtype).eps
     init = fit_steps.quantile_init(segments, lo, hi, 5e-4, eps)
-    sorted_values, offsets, count = segments.sorted_values, segments.offsets, segments.count
-    shift, scale = segments.shift, segments.scale
-    expected = gmm_ops.gmm2_em(sorted_values, offsets, count, shift, scale, *init, 10, 1e-2, 5e-4, eps, "reference")
-    weights, means, variances = (p.clone() for p in init)
-    log_likelihood = torch.full((18, 10), math.nan, dtype=torch.float64)
-    n_iter = torch.zeros(18, dtype=torch.int64)
-    converged = torch.zeros(18, dtype=torch.uint8)
-    _native._C.gmm2_em_emulate(sorted_values.data_ptr(), offsets.data_ptr(), _native.DTYPE_CODES[dtype], 18,
-                               count.data_ptr(), shift.data_ptr(), scale.data_ptr(), weights.data_ptr(),
-                               means.data_ptr(), variances.data_ptr(), log_likelihood.data_ptr(), n_iter.data_ptr(),
-                               converged.data_ptr(), 10, 1e-2, 5e-4, eps)
+    args = (segments.sorted_values, segments.offsets, segments.count, segments.shift, segments.scale, *init, 10, 1e-2,
+            5e-4, eps)
+    expected = gmm_ops.gmm2_em(*args, "reference")
+    monkeypatch.setattr(_native, "native", lambda: types.SimpleNamespace(gmm2_em_cuda=_native._C.gmm2_em_emulate))
+    weights, means, variances, log_likelihood, n_iter, converged = gmm_ops.gmm2_em(*args, "cuda")
     for actual, wanted, name in zip((weights, means, variances, log_likelihood), expected, ("w", "mu", "var", "lb")):
         assert torch.equal(actual.isnan(), wanted.isnan()), name
         assert_close(actual.nan_to_num(), wanted.nan_to_num(), torch.float64, name)
-    assert torch.equal(n_iter, expected[4]) and torch.equal(converged.bool(), expected[5])
+    assert torch.equal(n_iter, expected[4]) and torch.equal(converged, expected[5])
     assert int(n_iter.max()) > 1
 
 
@@ -420,8 +416,19 @@ def test_label_groups():
         fastmix.label_groups(torch.tensor([1, 0]))
 
 
+def relaid(layout: str, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """The tensors' values unchanged, laid out "contiguous", "strided" (every other element of a wider buffer) or
+    "offset" (contiguous from storage offset 1)."""
+    if layout == "strided":
+        return [None if t is None else torch.stack([t, torch.zeros_like(t)], -1)[..., 0] for t in tensors]
+    if layout == "offset":
+        return [None if t is None else torch.cat([t.new_zeros(1), t.flatten()])[1:].view(t.shape) for t in tensors]
+    return list(tensors)
+
+
 @pytest.mark.parametrize("backend", cpu_backends(("reference", "cpu", "triton")))
-def test_opcheck(backend):
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "offset"])
+def test_opcheck(backend, layout):
     values, groups = random_groups(3, seed=9)
     values[::40] = math.nan
     segments = gmm_ops.gmm2_segments(values, groups, 3, True, "reference")
@@ -430,22 +437,58 @@ def test_opcheck(backend):
     params = (torch.full((3, 2), 0.5, dtype=torch.float64),
               torch.tensor([[0.1, 0.6]], dtype=torch.float64).expand(3, 2).contiguous(),
               torch.full((3, 2), 0.05, dtype=torch.float64))
+    values, groups, sorted_values, offsets, count, lo, scale = relaid(layout, values, groups, sorted_values, offsets,
+                                                                      count, lo, scale)
+    params = relaid(layout, *params)
     torch.library.opcheck(gmm_ops.gmm2_em, (sorted_values, offsets, count, lo, scale, *params, 5, 1e-2, 5e-4, 2.2e-16,
                                             backend))
     if backend != "triton":  # segments, init and the single E-step have no Triton kernels (the reference runs)
         torch.library.opcheck(gmm_ops.gmm2_estep, (sorted_values, offsets, lo, scale, *params, backend))
         torch.library.opcheck(gmm_ops.gmm2_segments, (values, groups, 3, True, backend))
         split = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
-        keys = torch.rand(values.numel(), dtype=torch.float64)
-        for centre in (None, torch.full((3,), 0.3, dtype=torch.float64)):
+        keys, centre, shifts = relaid(layout, torch.rand(values.numel(), dtype=torch.float64),
+                                      torch.full((3,), 0.3, dtype=torch.float64),
+                                      torch.stack([split / 2, (1 + split) / 2], 1))
+        for centre in (None, centre):
             torch.library.opcheck(gmm_ops.gmm2_race, (sorted_values, offsets, lo, scale, keys, centre, backend))
-        torch.library.opcheck(gmm_ops.gmm2_split_statistics, (sorted_values, offsets, lo, scale, split,
-                                                              torch.stack([split / 2, (1 + split) / 2], 1), backend))
+        torch.library.opcheck(gmm_ops.gmm2_split_statistics, (sorted_values, offsets, lo, scale,
+                                                              *relaid(layout, split), shifts, backend))
     if backend in gmm_ops.KMEANS_BACKENDS:
-        low, high = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+        low, high = relaid(layout, torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
         for seeds in (None, params[1]):
             torch.library.opcheck(gmm_ops.gmm2_kmeans, (sorted_values, offsets, count, lo, scale, low, high, seeds,
                                                         4, backend))
+
+
+@pytest.mark.parametrize("backend", cpu_backends(("cpu", "triton")))
+@pytest.mark.parametrize("layout", ["strided", "offset"])
+def test_kernels_read_strided_and_offset_inputs_like_contiguous_ones(backend, layout):
+    values, groups = random_groups(3, seed=12)
+    segments, lo, hi = segments_of(values, groups, 3, "cpu")
+    eps = torch.finfo(torch.float64).eps
+    init = fit_steps.quantile_init(segments, lo, hi, 5e-4, eps)
+    inputs = (segments.sorted_values, segments.offsets, segments.count, segments.shift, segments.scale)
+    low, high = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+
+    def outputs(sorted_values, offsets, count, shift, scale, weights, means, variances, low, high):
+        fitted = gmm_ops.gmm2_em(sorted_values, offsets, count, shift, scale, weights, means, variances, 6, 1e-3, 5e-4,
+                                 eps, backend)
+        kmeans = gmm_ops.gmm2_kmeans(sorted_values, offsets, count, shift, scale, low, high, means, 3, backend)
+        if backend == "triton":
+            return (*fitted, *kmeans)
+        estep = gmm_ops.gmm2_estep(sorted_values, offsets, shift, scale, weights, means, variances, backend)
+        race = gmm_ops.gmm2_race(sorted_values, offsets, shift, scale, low.new_ones(sorted_values.numel()), low,
+                                 backend)
+        split = gmm_ops.gmm2_split_statistics(sorted_values, offsets, shift, scale, high / 2, means, backend)
+        return (*fitted, *kmeans, estep, race, split)
+
+    expected = outputs(*inputs, *init, low, high)
+    actual = outputs(*relaid(layout, *inputs, *init, low, high))
+    for index, (got, wanted) in enumerate(zip(actual, expected)):
+        assert torch.equal(got.isnan(), wanted.isnan()) and torch.equal(got.nan_to_num(), wanted.nan_to_num()), index
+    if backend == "cpu":
+        sorted_values = gmm_ops.gmm2_segments(*relaid(layout, values, groups), 3, True, backend)[0]
+        assert torch.equal(sorted_values, segments.sorted_values)
 
 
 def test_compiles_fullgraph():

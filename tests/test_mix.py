@@ -363,6 +363,13 @@ def test_opcheck(backend, device):
         torch.library.opcheck(mix_ops.mix_pairs_inplace, (inplace, lam, boxes, partner, 2, 3, backend))
         structure = mix_ops.transpose(*mix_ops._pairs_structure(torch.ones_like(lam), boxes, partner, x.dtype))
         torch.library.opcheck(mix_ops.pair_mix, (x, *structure, 2, 3, backend))
+    strided_lam = torch.rand(14, device=device)[1::2]  # storage offset 1, stride 2
+    offset_boxes = torch.cat([boxes[:1], boxes])[1:]  # storage offset 4
+    strided_partner = torch.stack([partner, partner], 1)[:, 1]
+    x = make_input("channel_slice", 7, torch.float32, device).requires_grad_()
+    for height_dim, width_dim in ((-1, -1), (2, 3)):
+        torch.library.opcheck(mix_ops.mix_pairs, (x, strided_lam, offset_boxes, strided_partner, height_dim, width_dim,
+                                                  backend))
 
 
 
@@ -401,14 +408,14 @@ def test_torch_compile_fullgraph(backend, device):
 
 
 def emulate(x, structure, height_dim, width_dim):
-    """The CUDA kernel body over its launch grid, on the CPU, with the launcher's arguments."""
+    """The CUDA kernel body over its launch grid, on the CPU, with the launcher's arguments (through
+    ``_native.launch``)."""
     out = torch.full_like(x, 7)
     x_rows, out_rows = x.view(x.size(0), -1), out.view(out.size(0), -1)
     geometry = mix_ops.spatial_geometry(x, height_dim, width_dim)
-    tensors = [t.contiguous() for t in structure]
-    _native._C.pair_mix_emulate(x_rows.data_ptr(), x_rows.stride(0), out_rows.data_ptr(), out_rows.stride(0),
-                                x_rows.size(0), x_rows.size(1), *(t.data_ptr() for t in tensors), *geometry,
-                                height_dim >= 0, _native.DTYPE_CODES[x.dtype])
+    _native.launch("pair_mix_emulate", x.device, _native.Buffer(x_rows, x.dtype, rows=True),
+                   _native.Buffer(out_rows, x.dtype, rows=True), x_rows.size(0), x_rows.size(1),
+                   *(t.contiguous() for t in structure), *geometry, height_dim >= 0, _native.DTYPE_CODES[x.dtype])
     return out
 
 

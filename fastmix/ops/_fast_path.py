@@ -1,4 +1,5 @@
-"""A thin eager path for the loss custom ops: ``EagerOp`` and ``unit_column_rows``.
+"""A thin eager path for the loss custom ops: ``EagerOp``, ``unit_column_rows`` and the loss kernels' row operands
+(``label_arguments``, ``per_row_buffer``).
 
 Calling a ``torch.library.custom_op`` that has a registered autograd costs about 60-100 us of host time per forward
 and backward (measured on CPU with torch 2.13, 1 thread: an op that only allocates its outputs took 100-150 us for
@@ -15,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from fastmix import _layout
+from fastmix import _layout, _native
 
 
 def unit_column_rows(x: torch.Tensor) -> torch.Tensor:
@@ -24,6 +25,20 @@ def unit_column_rows(x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 2 and (x.stride(1) == 1 or x.size(1) <= 1):
         return x
     return _layout.rows_view(x)
+
+
+def label_arguments(labels: torch.Tensor, dtype: torch.dtype) -> tuple:
+    """Labels as the C++ loss kernels take them through ``_native.launch``, pointer and row stride: int64 class
+    indices (B,) with row stride 0, or (B, K) rows in ``dtype``."""
+    if labels.dim() == 1:
+        return _native.Buffer(labels.contiguous(), torch.int64, labels.numel()), 0
+    return (_native.Buffer(unit_column_rows(labels.to(dtype)), dtype, rows=True),)
+
+
+def per_row_buffer(values: torch.Tensor, dtype: torch.dtype) -> _native.Buffer:
+    """A (B,) per-row operand in ``dtype``, of any stride, as (B, 1) rows (pointer and stride): the gradient of a mean
+    or sum is an expanded scalar, passed with stride 0 and not copied."""
+    return _native.Buffer(values.to(dtype)[:, None], dtype, rows=True)
 
 
 class EagerOp:

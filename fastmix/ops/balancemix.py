@@ -27,15 +27,14 @@ def _check_inputs(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Te
                              f"{tuple(value.shape)}")
 
 
-def _native_args(logits, targets, weights):
-    """The C++ kernels' (B, K) operands as (pointer, row stride) pairs (a missing weights tensor is the null pointer),
-    then B, K and the dtype code; and the tensors behind the pointers (keep them alive)."""
-    logit_rows, target_rows = unit_column_rows(logits), unit_column_rows(targets)
-    weight_rows = None if weights is None else unit_column_rows(weights)
-    weight_args = (0, 0) if weight_rows is None else (weight_rows.data_ptr(), weight_rows.stride(0))
-    args = (logit_rows.data_ptr(), logit_rows.stride(0), target_rows.data_ptr(), target_rows.stride(0), *weight_args,
-            logits.size(0), logits.size(1), _native.DTYPE_CODES[logits.dtype])
-    return args, (logit_rows, target_rows, weight_rows)
+def _native_args(logits, targets, weights) -> tuple:
+    """The C++ kernels' (B, K) operands for ``_native.launch``, as rows (a missing weights tensor is the null pointer
+    and row stride 0, 0), then B, K and the dtype code."""
+    dtype = compute_dtype(logits.dtype)
+    weight_args = (0, 0) if weights is None else (_native.Buffer(unit_column_rows(weights), dtype, rows=True),)
+    return (_native.Buffer(unit_column_rows(logits), logits.dtype, rows=True),
+            _native.Buffer(unit_column_rows(targets), dtype, rows=True), *weight_args, logits.size(0), logits.size(1),
+            _native.DTYPE_CODES[logits.dtype])
 
 
 def _balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
@@ -47,8 +46,7 @@ def _balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch
         return reference.balancemix_loss(logits, targets, weights)
     if backend == "cpu":
         loss = logits.new_empty((), dtype=compute_dtype(logits.dtype))
-        args, _alive = _native_args(logits, targets, weights)
-        _native.native().balancemix_loss_forward_cpu(*args, loss.data_ptr())
+        _native.launch("balancemix_loss_forward_cpu", logits.device, *_native_args(logits, targets, weights), loss)
         return loss
     from fastmix.kernels.triton import balancemix as triton_balancemix
 
@@ -76,8 +74,8 @@ def _balancemix_loss_backward(grad_out: torch.Tensor, logits: torch.Tensor, targ
     if backend == "cpu":
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
         scale = grad_out.to(compute_dtype(logits.dtype))
-        args, _alive = _native_args(logits, targets, weights)
-        _native.native().balancemix_loss_backward_cpu(scale.data_ptr(), *args, grad.data_ptr())
+        _native.launch("balancemix_loss_backward_cpu", logits.device, _native.Buffer(scale, scale.dtype, 1),
+                       *_native_args(logits, targets, weights), grad)
         return grad
     if backend == "triton":
         from fastmix.kernels.triton import balancemix as triton_balancemix

@@ -29,6 +29,20 @@ def _float64(n_groups: int, device, columns: int = 0) -> torch.Tensor:
     return torch.empty((n_groups, columns) if columns else (n_groups,), dtype=torch.float64, device=device)
 
 
+def _float64_buffer(tensor: torch.Tensor | None, numel: int) -> _native.Buffer | int:
+    """A kernel's float64 argument of ``numel`` elements: a contiguous float64 copy of ``tensor`` (the tensor itself
+    when it already is one), or 0, the kernel's null pointer, for None."""
+    if tensor is None:
+        return 0
+    return _native.Buffer(tensor.to(torch.float64).contiguous(), torch.float64, numel)
+
+
+def _segment_arguments(sorted_values: torch.Tensor, offsets: torch.Tensor, n_groups: int) -> tuple:
+    """The segments as every native GMM kernel takes them: values, offsets (G + 1,), dtype code, G."""
+    return (sorted_values.contiguous(), _native.Buffer(offsets.contiguous(), torch.int64, n_groups + 1),
+            _native.DTYPE_CODES[sorted_values.dtype], n_groups)
+
+
 def check_data(values: torch.Tensor, groups: torch.Tensor, n_groups: int, omit_nonfinite: bool) -> None:
     """Groups in range and (unless omitted) finite values, checked on the device (gmm2_segments_cpu does both in
     its first pass)."""
@@ -57,14 +71,13 @@ def gmm2_segments(values: torch.Tensor, groups: torch.Tensor, n_groups: int, omi
         sorted_values = values[torch.argsort(keys, stable=True)]
         held = torch.arange(values.numel(), device=values.device) < offsets[-1]
         return torch.where(held, sorted_values, 0.0), offsets, count, lo, hi
-    values, groups = values.contiguous(), groups.contiguous()
-    sorted_values = torch.empty_like(values)
+    n = values.numel()
+    sorted_values = torch.empty(n, dtype=values.dtype, device=values.device)
     offsets = torch.empty(n_groups + 1, dtype=torch.int64, device=values.device)
     count, lo, hi = (_float64(n_groups, values.device) for _ in range(3))
-    _native.native().gmm2_segments_cpu(values.data_ptr(), groups.data_ptr(), values.numel(),
-                                       _native.DTYPE_CODES[values.dtype], n_groups, omit_nonfinite,
-                                       sorted_values.data_ptr(), offsets.data_ptr(), count.data_ptr(), lo.data_ptr(),
-                                       hi.data_ptr())
+    _native.launch("gmm2_segments_cpu", values.device, values.contiguous(),
+                   _native.Buffer(groups.contiguous(), torch.int64, n), n, _native.DTYPE_CODES[values.dtype], n_groups,
+                   omit_nonfinite, _native.Buffer(sorted_values, values.dtype, n), offsets, count, lo, hi)
     return sorted_values, offsets, count, lo, hi
 
 
@@ -78,25 +91,25 @@ def normalised_segments(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: 
     """The reference's view of segments: (x, groups, valid), all (n,): each position's normalised value (0 where
     none is held), group and whether it holds a value."""
     positions = torch.arange(sorted_values.numel(), device=sorted_values.device)
-    groups = torch.searchsorted(offsets[1:], positions, right=True).clamp(max=offsets.numel() - 2)
+    groups = torch.searchsorted(offsets[1:].contiguous(), positions, right=True).clamp(max=offsets.numel() - 2)
     valid = positions < offsets[-1]
     return torch.where(valid, reference.normalise(sorted_values, groups, lo, scale), 0.0), groups, valid
 
 
 def _segment_pass(backend: str, reference_pass, native_pass: str, columns: int, sorted_values: torch.Tensor,
-                  offsets: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, *extra: torch.Tensor | None):
+                  offsets: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor,
+                  *extra: tuple[torch.Tensor | None, int]):
     """One pass over every group's segment, (G, columns) float64: the C++ kernel ``native_pass`` on "cpu", else
-    ``reference_pass(x, groups, valid, n_groups, *extra)`` on the reference's view."""
+    ``reference_pass(x, groups, valid, n_groups, *tensors)`` on the reference's view. ``extra``: (tensor or None,
+    the element count the kernel reads from it) pairs."""
     n_groups = lo.size(0)
     if backend != "cpu":
-        return reference_pass(*normalised_segments(sorted_values, offsets, lo, scale), n_groups, *extra)
+        return reference_pass(*normalised_segments(sorted_values, offsets, lo, scale), n_groups,
+                              *(tensor for tensor, _ in extra))
     out = _float64(n_groups, sorted_values.device, columns)
-    lo, scale = lo.contiguous(), scale.contiguous()
-    extra = [None if tensor is None else tensor.contiguous() for tensor in extra]  # alive until the call returns
-    pointers = [0 if tensor is None else tensor.data_ptr() for tensor in extra]
-    getattr(_native.native(), native_pass)(sorted_values.data_ptr(), offsets.data_ptr(),
-                                           _native.DTYPE_CODES[sorted_values.dtype], n_groups, lo.data_ptr(),
-                                           scale.data_ptr(), *pointers, out.data_ptr())
+    _native.launch(native_pass, sorted_values.device, *_segment_arguments(sorted_values, offsets, n_groups),
+                   _float64_buffer(lo, n_groups), _float64_buffer(scale, n_groups),
+                   *(_float64_buffer(tensor, numel) for tensor, numel in extra), out)
     return out
 
 
@@ -104,8 +117,9 @@ def _segment_pass(backend: str, reference_pass, native_pass: str, columns: int, 
 def gmm2_split_statistics(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor,
                           split: torch.Tensor, shifts: torch.Tensor, backend: str) -> torch.Tensor:
     """The statistics (G, 7) of every group's hard split at ``split`` around ``shifts`` (reference.split_statistics)."""
+    n_groups = lo.size(0)
     return _segment_pass(backend, reference.split_statistics, "gmm2_split_statistics_cpu", 7, sorted_values, offsets,
-                         lo, scale, split, shifts)
+                         lo, scale, (split, n_groups), (shifts, 2 * n_groups))
 
 
 @gmm2_split_statistics.register_fake
@@ -119,7 +133,7 @@ def gmm2_race(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Tens
     """The k-means++ seeding's race over every group's segment (reference.race_statistics), (G, 3) float64; keys
     (n,) float64 at the segments' positions."""
     return _segment_pass(backend, reference.race_statistics, "gmm2_race_cpu", 3, sorted_values, offsets, lo, scale,
-                         keys, centre)
+                         (keys, sorted_values.numel()), (centre, lo.size(0)))
 
 
 @gmm2_race.register_fake
@@ -142,19 +156,18 @@ def gmm2_kmeans(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch
     n_groups = count.size(0)
     centres = _float64(n_groups, sorted_values.device, 2)
     stats = _float64(n_groups, sorted_values.device, 7)
-    inputs = [t.contiguous() for t in (sorted_values, offsets, count, lo, scale, low, high)]
-    seeds = None if seeds is None else seeds.to(torch.float64).contiguous()  # alive until the call returns
     if n_groups == 0:
         return centres, stats
     if backend == "triton":
         from fastmix.kernels.triton import gmm as triton_gmm
 
+        inputs = [t.contiguous() for t in (sorted_values, offsets, count, lo, scale, low, high)]
+        seeds = None if seeds is None else seeds.to(torch.float64).contiguous()
         triton_gmm.gmm2_kmeans(*inputs, seeds, steps, MEDIAN_BISECTIONS, centres, stats)
         return centres, stats
-    _native.native().gmm2_kmeans_cpu(inputs[0].data_ptr(), inputs[1].data_ptr(), _native.DTYPE_CODES[inputs[0].dtype],
-                                     n_groups, *(t.data_ptr() for t in inputs[2:]),
-                                     0 if seeds is None else seeds.data_ptr(), MEDIAN_BISECTIONS, steps,
-                                     centres.data_ptr(), stats.data_ptr())
+    _native.launch("gmm2_kmeans_cpu", sorted_values.device, *_segment_arguments(sorted_values, offsets, n_groups),
+                   *(_float64_buffer(t, n_groups) for t in (count, lo, scale, low, high)),
+                   _float64_buffer(seeds, 2 * n_groups), MEDIAN_BISECTIONS, steps, centres, stats)
     return centres, stats
 
 
@@ -170,7 +183,7 @@ def gmm2_estep(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Ten
     (reference.estep_statistics); the distributed fit all-reduces them. "cpu" runs the C++ pass, the other
     backends the reference."""
     return _segment_pass(backend, reference.estep_statistics, "gmm2_estep_cpu", 7, sorted_values, offsets, lo, scale,
-                         weights, means, variances)
+                         *((param, 2 * lo.size(0)) for param in (weights, means, variances)))
 
 
 @gmm2_estep.register_fake
@@ -208,17 +221,12 @@ def gmm2_em(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Ten
         triton_gmm.gmm2_em(sorted_values, offsets, count, lo, scale, out_weights, out_means, out_variances,
                            log_likelihood, n_iter, converged, max_iter, tol, reg_covar, eps)
         return out_weights, out_means, out_variances, log_likelihood, n_iter, converged.bool()
-    args = (sorted_values.data_ptr(), offsets.data_ptr(), _native.DTYPE_CODES[sorted_values.dtype], n_groups,
-            count.data_ptr(), lo.data_ptr(), scale.data_ptr(), out_weights.data_ptr(), out_means.data_ptr(),
-            out_variances.data_ptr(), log_likelihood.data_ptr(), n_iter.data_ptr(), converged.data_ptr(), max_iter,
-            tol, reg_covar, eps)
-    if backend == "cpu":
-        _native.native().gmm2_em_cpu(*args)
-    elif backend == "cuda":
-        with torch.cuda.device(device):
-            _native.native().gmm2_em_cuda(*args, _native.stream_handle(device))
-    else:
+    if backend not in ("cpu", "cuda"):
         raise ValueError(f"gmm2_em has no {backend!r} backend")
+    _native.launch(f"gmm2_em_{backend}", device, *_segment_arguments(sorted_values, offsets, n_groups),
+                   *(_float64_buffer(t, n_groups) for t in (count, lo, scale)),
+                   *(_native.Buffer(p, torch.float64, 2 * n_groups) for p in (out_weights, out_means, out_variances)),
+                   log_likelihood, n_iter, converged, max_iter, tol, reg_covar, eps)
     return out_weights, out_means, out_variances, log_likelihood, n_iter, converged.bool()
 
 

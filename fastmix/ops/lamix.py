@@ -14,7 +14,7 @@ import torch
 
 from fastmix import _checks, _native
 from fastmix._dtypes import compute_dtype
-from fastmix.ops._fast_path import EagerOp, unit_column_rows
+from fastmix.ops._fast_path import EagerOp, label_arguments, per_row_buffer, unit_column_rows
 from fastmix.reference import lamix as reference
 
 BACKENDS = ("triton", "reference", "cpu")
@@ -52,17 +52,14 @@ def _check_index_ranges(labels, partner, classes: int, backend: str) -> None:
                             f"partner holds sample indices outside [0, {batch})")
 
 
-def _native_args(logits, target_logits, labels, lam, partner):
-    """The C++ kernels' arguments from the logits to the partners, and the tensors behind their pointers."""
+def _native_args(logits, target_logits, labels, lam, partner) -> tuple:
+    """The C++ kernels' arguments from the logits to the partners, for ``_native.launch``."""
     compute = compute_dtype(logits.dtype)
-    z_rows, t_rows = unit_column_rows(logits), unit_column_rows(target_logits)
-    index = labels.dim() == 1
-    label_rows = labels.contiguous() if index else unit_column_rows(labels.to(compute))
-    lam_rows, partner_rows = lam.to(compute).contiguous(), partner.contiguous()
-    args = (z_rows.data_ptr(), z_rows.stride(0), t_rows.data_ptr(), t_rows.stride(0), z_rows.size(0), z_rows.size(1),
-            _native.DTYPE_CODES[z_rows.dtype], index, label_rows.data_ptr(), 0 if index else label_rows.stride(0),
-            lam_rows.data_ptr(), partner_rows.data_ptr())
-    return args, (z_rows, t_rows, label_rows, lam_rows, partner_rows)
+    batch = logits.size(0)
+    return (*(_native.Buffer(unit_column_rows(z), logits.dtype, rows=True) for z in (logits, target_logits)), batch,
+            logits.size(1), _native.DTYPE_CODES[logits.dtype], labels.dim() == 1, *label_arguments(labels, compute),
+            _native.Buffer(lam.to(compute).contiguous(), compute, batch),
+            _native.Buffer(partner.contiguous(), torch.int64, batch))
 
 
 def _lamix_loss(logits: torch.Tensor, target_logits: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor,
@@ -76,8 +73,8 @@ def _lamix_loss(logits: torch.Tensor, target_logits: torch.Tensor, labels: torch
             compute_dtype(logits.dtype))
     loss = logits.new_empty(logits.size(0), dtype=compute_dtype(logits.dtype))
     if backend == "cpu":
-        args, _alive = _native_args(logits, target_logits, labels, lam, partner)
-        _native.native().lamix_loss_forward_cpu(*args, beta, loss.data_ptr())
+        _native.launch("lamix_loss_forward_cpu", logits.device,
+                       *_native_args(logits, target_logits, labels, lam, partner), beta, loss)
         return loss
     from fastmix.kernels.triton import lamix as triton_lamix
 
@@ -121,11 +118,9 @@ def _lamix_loss_backward(grad_loss: torch.Tensor, logits: torch.Tensor, target_l
         return grad_z, grad_t
     compute = compute_dtype(logits.dtype)
     if backend == "cpu":
-        args, _alive = _native_args(logits, target_logits, labels, lam, partner)
-        grad_scale = grad_loss.to(compute)  # the gradient of a mean or sum is an expanded scalar: stride 0, no copy
-        _native.native().lamix_loss_backward_cpu(grad_scale.data_ptr(), grad_scale.stride(0), *args, beta,
-                                                 detach_target, grad_z.data_ptr(),
-                                                 grad_t.data_ptr() if not detach_target else 0)
+        _native.launch("lamix_loss_backward_cpu", logits.device, per_row_buffer(grad_loss, compute),
+                       *_native_args(logits, target_logits, labels, lam, partner), beta, detach_target, grad_z,
+                       0 if detach_target else grad_t)
         return grad_z, grad_t
     from fastmix.kernels.triton import lamix as triton_lamix
 

@@ -17,7 +17,7 @@ import torch
 
 from fastmix import _checks, _native
 from fastmix._dtypes import compute_dtype
-from fastmix.ops._fast_path import EagerOp, unit_column_rows
+from fastmix.ops._fast_path import EagerOp, label_arguments, per_row_buffer, unit_column_rows
 from fastmix.reference import lumix as reference
 
 BACKENDS = ("triton", "reference", "cpu")
@@ -60,18 +60,11 @@ def _check_index_ranges(y_a: torch.Tensor, y_b: torch.Tensor, n_classes: int, ba
                                 f"{name} holds class indices outside [0, {n_classes})")
 
 
-def _native_args(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, dtype: torch.dtype):
-    """The leading arguments of the C++ LUMix kernels, and the tensors behind their pointers (keep them alive)."""
-    rows = unit_column_rows(logits)
-    if y_a.dim() == 1:
-        labels_a, labels_b = y_a.contiguous(), y_b.contiguous()
-        strides = (0, 0)
-    else:
-        labels_a, labels_b = unit_column_rows(y_a.to(dtype)), unit_column_rows(y_b.to(dtype))
-        strides = (labels_a.stride(0), labels_b.stride(0))
-    args = (rows.data_ptr(), rows.stride(0), rows.size(0), rows.size(1), _native.DTYPE_CODES[rows.dtype],
-            y_a.dim() == 1, labels_a.data_ptr(), strides[0], labels_b.data_ptr(), strides[1])
-    return args, (rows, labels_a, labels_b)
+def _native_args(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, dtype: torch.dtype) -> tuple:
+    """The leading arguments of the C++ LUMix kernels, for ``_native.launch``."""
+    return (_native.Buffer(unit_column_rows(logits), logits.dtype, rows=True), logits.size(0), logits.size(1),
+            _native.DTYPE_CODES[logits.dtype], y_a.dim() == 1, *label_arguments(y_a, dtype),
+            *label_arguments(y_b, dtype))
 
 
 def _empty_rows_loss(logits: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,8 +90,8 @@ def _lumix_loss(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam:
     stats = logits.new_empty(logits.size(0), len(reference.STAT_COLUMNS), dtype=dtype)
     lam_rows = lam.to(dtype).contiguous()
     if backend == "cpu":
-        args, _alive = _native_args(logits, y_a, y_b, dtype)
-        _native.native().lumix_loss_forward_cpu(*args, lam_rows.data_ptr(), eta, loss.data_ptr(), stats.data_ptr())
+        _native.launch("lumix_loss_forward_cpu", logits.device, *_native_args(logits, y_a, y_b, dtype),
+                       _native.Buffer(lam_rows, dtype, logits.size(0)), eta, loss, stats)
         return loss, stats
     from fastmix.kernels.triton import lumix as triton_lumix
 
@@ -137,10 +130,9 @@ def _lumix_loss_backward(grad_rows: torch.Tensor, logits: torch.Tensor, y_a: tor
     grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
     lam_rows, stats_rows = lam.to(dtype).contiguous(), stats.to(dtype).contiguous()
     if backend == "cpu":
-        args, _alive = _native_args(logits, y_a, y_b, dtype)
-        grad_scale = grad_rows.to(dtype)  # the gradient of a mean or sum is an expanded scalar: stride 0, no copy
-        _native.native().lumix_loss_backward_cpu(*args, lam_rows.data_ptr(), eta, stats_rows.data_ptr(),
-                                                 grad_scale.data_ptr(), grad_scale.stride(0), grad.data_ptr())
+        _native.launch("lumix_loss_backward_cpu", logits.device, *_native_args(logits, y_a, y_b, dtype),
+                       _native.Buffer(lam_rows, dtype, logits.size(0)), eta, _native.Buffer(stats_rows, dtype),
+                       per_row_buffer(grad_rows, dtype), grad)
         return grad
     from fastmix.kernels.triton import lumix as triton_lumix
 
@@ -198,9 +190,8 @@ def _lumix_lambda(lam0: torch.Tensor, lam_r: torch.Tensor, logits: torch.Tensor,
     lam = logits.new_empty(logits.size(0), dtype=dtype)
     lam_s = torch.empty_like(lam)
     lam0_rows, lam_r_rows = lam0.to(dtype).contiguous(), lam_r.to(dtype).contiguous()
-    args, _alive = _native_args(logits, y_a, y_b, dtype)
-    _native.native().lumix_lambda_cpu(*args, lam0_rows.data_ptr(), lam_r_rows.data_ptr(), r1, r2, lam.data_ptr(),
-                                      lam_s.data_ptr())
+    _native.launch("lumix_lambda_cpu", logits.device, *_native_args(logits, y_a, y_b, dtype),
+                   *(_native.Buffer(t, dtype, logits.size(0)) for t in (lam0_rows, lam_r_rows)), r1, r2, lam, lam_s)
     return lam, lam_s
 
 
