@@ -56,7 +56,7 @@ def assemble(dest: Path) -> Path:
     (tree / "include" / CURAND_STUB).write_text("// fastmix uses no cuRAND; clang's CUDA wrapper includes this file\n")
     launcher = tree / "bin" / "fatbinary"
     launcher.write_text(
-        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        f"#!{sys.executable} -I\nimport sys\nsys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
         f"from cuda12_toolkit import fatbinary\nsys.exit(fatbinary(sys.argv[1:], {str(tree / 'lib64')!r}))\n"
     )
     launcher.chmod(0o755)
