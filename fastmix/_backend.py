@@ -76,11 +76,15 @@ def preferred_backend() -> str | None:
     return name
 
 
-def check_name(backend, supported: tuple) -> str | None:
-    """``backend`` if it is one of ``supported`` (an op's backends) or None (its default), else a ValueError: checked
-    where a backend is given, e.g. a module's constructor, not first at the call that uses it."""
-    if backend is not None and backend not in supported:
-        raise ValueError(f"backend must be one of {supported} or None, got {backend!r}")
+def check_name(backend, supported: tuple, *, default_allowed: bool = True) -> str | None:
+    """``backend`` if it is one of ``supported`` (an op's backends) or, where ``default_allowed``, None (the op's
+    default), else a ValueError: checked where a backend is given (a module's constructor, a custom op's launcher),
+    not first where it is used."""
+    if backend is None and default_allowed:
+        return None
+    if backend not in supported:
+        allowed = f"{supported} or None" if default_allowed else f"{supported}"
+        raise ValueError(f"backend must be one of {allowed}, got {backend!r}")
     return backend
 
 

@@ -114,7 +114,8 @@ def lumix_lambda(lam0, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tenso
     return_parts = _checks.check_bool("return_parts", return_parts)
     _checks.check_generator(generator, logits.device)
     lam_r = _random.sample_beta(alpha, logits.size(0), logits.device, generator, lam0.dtype)
-    backend = "cpu" if not _backend.unavailable_reason("cpu", logits.device.type) else "reference"
+    backend = _backend.resolve(None, logits.device, cuda_default="reference", cpu_default="cpu",
+                               supported=lumix_ops.LAMBDA_BACKENDS)
     lam, lam_s = lumix_ops.lumix_lambda_call(lam0, lam_r, logits.detach(), y_a, y_b, r1, r2, backend)
     return LUMixLambda(lam, lam_r, lam_s) if return_parts else lam
 

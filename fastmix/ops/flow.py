@@ -36,8 +36,7 @@ def _check_args(name: str, values: torch.Tensor, expected_rows: int, lam: torch.
                          f"got shape {tuple(values.shape)}")
     if lam.device != values.device or perm.device != values.device:
         raise ValueError(f"lam ({lam.device}) and perm ({perm.device}) must be on {name}'s device {values.device}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    _backend.check_name(backend, BACKENDS, default_allowed=False)
 
 
 def _kernel_params(lam: torch.Tensor, perm: torch.Tensor, dtype: torch.dtype):

@@ -21,6 +21,7 @@ from fastmix.ops._fast_path import EagerOp, label_arguments, per_row_buffer, uni
 from fastmix.reference import lumix as reference
 
 BACKENDS = ("triton", "reference", "cpu")
+LAMBDA_BACKENDS = ("cpu", "reference")  # lumix_lambda: the C++ kernel, or the reference on other devices
 
 
 def _dense_labels(labels: torch.Tensor, n_classes: int, dtype: torch.dtype) -> torch.Tensor:

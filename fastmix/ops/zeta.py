@@ -32,18 +32,13 @@ def p_series_norm(batch: int, gamma: float) -> float:
     return float(sum(n ** -gamma for n in range(1, batch + 1)))
 
 
-def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-
-
 def _check_weights_args(keys: torch.Tensor, gamma: float, backend: str) -> None:
     if keys.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"keys must be float32 or float64, got {keys.dtype}")
     if keys.dim() != 2 or keys.size(0) != keys.size(1):
         raise ValueError(f"keys must be a square (B, B) matrix, got shape {tuple(keys.shape)}")
     _checks.check_positive_finite("gamma", gamma)
-    _check_backend(backend)
+    _backend.check_name(backend, BACKENDS, default_allowed=False)
 
 
 def _check_mix_args(x: torch.Tensor, weights: torch.Tensor, backend: str) -> None:
@@ -57,7 +52,7 @@ def _check_mix_args(x: torch.Tensor, weights: torch.Tensor, backend: str) -> Non
         raise ValueError(f"weights must be (B, B) = ({x.size(0)}, {x.size(0)}), got {tuple(weights.shape)}")
     if weights.device != x.device:
         raise ValueError(f"weights are on {weights.device} but x is on {x.device}")
-    _check_backend(backend)
+    _backend.check_name(backend, BACKENDS, default_allowed=False)
 
 
 @torch.library.custom_op("fastmix::zeta_weights", mutates_args=())
