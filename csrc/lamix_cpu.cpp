@@ -21,15 +21,13 @@ struct LocalLabel {
   static constexpr bool kIndex = Index;
   FASTMIX_LOSS_INLINE Acc at(int64_t k) const {
     if constexpr (Index) {
-      return (k == own_class ? lam : Acc(0)) + (k == partner_class ? Acc(1) - lam : Acc(0));
+      return mixed_one_hot(k, own_class, partner_class, lam);
     } else {
       return lam * own_row[k] + (Acc(1) - lam) * partner_row[k];
     }
   }
   FASTMIX_LOSS_INLINE int labelled(int64_t out[2]) const {
-    out[0] = own_class;
-    out[1] = partner_class;
-    return own_class == partner_class ? 1 : 2;
+    return labelled_classes(own_class, partner_class, out);
   }
 };
 

@@ -81,6 +81,19 @@ FASTMIX_LOSS_INLINE float log1p_unit(float x) {
 }
 FASTMIX_LOSS_INLINE double log1p_unit(double x) { return std::log1p(x); }
 
+// A row's two labels given as class indices: lam on class `first` plus (1 - lam) on class `second`, at class k.
+template <typename Acc>
+FASTMIX_LOSS_INLINE Acc mixed_one_hot(int64_t k, int64_t first, int64_t second, Acc lam) {
+  return (k == first ? lam : Acc(0)) + (k == second ? Acc(1) - lam : Acc(0));
+}
+
+// The classes those two labels name, each once (row loops visit them after the dense part); returns their count.
+FASTMIX_LOSS_INLINE int labelled_classes(int64_t first, int64_t second, int64_t out[2]) {
+  out[0] = first;
+  out[1] = second;
+  return first == second ? 1 : 2;
+}
+
 // Runs fn() with its whole call tree inlined (flatten) and compiled for the widest vector ISA this CPU has:
 // AVX-512, AVX2 with FMA, or the x86-64 baseline (SSE2); the loops over classes are then as wide as the CPU allows.
 #if defined(__x86_64__) && defined(__GNUC__)

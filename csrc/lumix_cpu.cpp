@@ -19,14 +19,8 @@ struct LabelPair {
   FASTMIX_LOSS_INLINE Acc a(int64_t k) const { return row_a[k]; }
   FASTMIX_LOSS_INLINE Acc b(int64_t k) const { return row_b[k]; }
   // Index labels: the labelled classes, each once (y_a's, then y_b's if it differs), and their mixed target.
-  FASTMIX_LOSS_INLINE int labelled(int64_t out[2]) const {
-    out[0] = class_a;
-    out[1] = class_b;
-    return class_a == class_b ? 1 : 2;
-  }
-  FASTMIX_LOSS_INLINE Acc target(int64_t k, Acc lam) const {
-    return (k == class_a ? lam : Acc(0)) + (k == class_b ? Acc(1) - lam : Acc(0));
-  }
+  FASTMIX_LOSS_INLINE int labelled(int64_t out[2]) const { return labelled_classes(class_a, class_b, out); }
+  FASTMIX_LOSS_INLINE Acc target(int64_t k, Acc lam) const { return mixed_one_hot(k, class_a, class_b, lam); }
 };
 
 template <typename Acc, bool Index>
