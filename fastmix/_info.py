@@ -22,6 +22,7 @@ def op_backends() -> dict[str, tuple[tuple, str | None, str | None]]:
     """Public op -> (its backends, its default on CUDA tensors, its default on CPU tensors), as each public call
     passes them to ``_backend.resolve`` (tests/test_info.py checks that they match)."""
     from fastmix.ops import balancemix as balancemix_ops
+    from fastmix.ops import flow as flow_ops
     from fastmix.ops import gmm as gmm_ops
     from fastmix.ops import lamix as lamix_ops
     from fastmix.ops import lumix as lumix_ops
@@ -35,7 +36,7 @@ def op_backends() -> dict[str, tuple[tuple, str | None, str | None]]:
         "cutmix": (mix_backends, "cuda", "cpu"),
         "Mixup, FastCollateMixup": (mix_backends, "cuda", "cpu"),
         "lamix_inputs": (mix_backends, "cuda", "cpu"),
-        "flow_mix": (_backend.DEFAULT_SUPPORTED, "cuda", "reference"),
+        "flow_mix": (flow_ops.BACKENDS, "cuda", "reference"),
         "lumix_lambda": (lumix_ops.LAMBDA_BACKENDS, "reference", "cpu"),
         "lumix_loss": (lumix_ops.BACKENDS, "triton", "cpu"),
         "lamix_loss": (lamix_ops.BACKENDS, "triton", "cpu"),
