@@ -14,11 +14,11 @@ import math
 import torch
 
 from fastmix import _backend, _checks, _random
+from fastmix._categories import AMBIGUOUS, CLEAN, RELABELED
 from fastmix._dtypes import compute_dtype
 from fastmix.api import gmm
 from fastmix.api.balancemix import balancemix_loss
 from fastmix.ops import balancemix as balancemix_ops
-from fastmix.reference.balancemix import AMBIGUOUS, CLEAN, RELABELED
 
 MIN_SCORE = 1e-12
 """The smallest Score (eq. 3) the minority sampler divides by."""

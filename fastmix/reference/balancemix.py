@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from fastmix._categories import AMBIGUOUS, CLEAN, RELABELED
 from fastmix._dtypes import compute_dtype
-
-CLEAN, RELABELED, AMBIGUOUS = 0, 1, 2
-"""Per-label categories of eq. 8-10: C (p_G > 0.5), R (re-labeled by eq. 9), U (the rest)."""
 
 
 def class_confidences(probabilities: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
