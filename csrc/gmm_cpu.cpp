@@ -58,6 +58,17 @@ FASTMIX_INLINE double as_double(T v) {
   return static_cast<double>(Traits<T>::load(v));
 }
 
+// A software prefetch kPrefetchBytes ahead of a sequential read. The hardware prefetchers stop at every 4 KB page;
+// without this, passes over arrays beyond the second-level TLB's reach ran at half speed (measured, 1 thread: one
+// E-step over 9.6M float32 values 22.7 -> 12.7 ms; over 1.6M values, 2.3 ms either way). A prefetch never faults,
+// so reading ahead past an array's end is harmless.
+constexpr int64_t kPrefetchBytes = 4096;
+
+template <typename T>
+FASTMIX_INLINE void prefetch_ahead(const T* p) {
+  __builtin_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes);
+}
+
 // Per-group count, validation, then the stable counting sort: pass 1 counts each chunk's values per group; pass 2
 // sorts each chunk in a cache-resident buffer and copies its runs to their places (a direct scatter into 2G
 // far-apart streams is several times slower: a TLB miss per value).
@@ -72,6 +83,8 @@ void sort_by_group(const T* values, const int64_t* groups, int64_t n, int64_t n_
     int64_t* own = counts.data() + c * n_groups;
     const int64_t end = chunks.end(c, n);  // hoisted: the stores below could alias `chunks`
     for (int64_t i = chunks.begin(c); i < end; ++i) {
+      prefetch_ahead(groups + i);
+      prefetch_ahead(values + i);
       const int64_t g = groups[i];
       if (static_cast<uint64_t>(g) >= static_cast<uint64_t>(n_groups)) {
         ++bad_groups[c];
@@ -112,6 +125,8 @@ void sort_by_group(const T* values, const int64_t* groups, int64_t n, int64_t n_
       for (int64_t g = 0, at = 0; g < n_groups; at += own[g], ++g) next[g] = at;
       const int64_t end = chunks.end(c, n);
       for (int64_t i = chunks.begin(c); i < end; ++i) {
+        prefetch_ahead(groups + i);
+        prefetch_ahead(values + i);
         if (gmm::is_finite(as_double(values[i]))) buffer[next[groups[i]]++] = values[i];
       }
       for (int64_t g = 0, at = 0; g < n_groups; at += own[g], ++g) {
@@ -183,6 +198,7 @@ void group_range(const T* sorted, const int64_t* offsets, int64_t n_groups, doub
     std::fill(high, high + kLanes, sorted[block.begin]);
     int64_t i = block.begin;
     for (; i + kLanes <= block.end; i += kLanes) {
+      prefetch_ahead(sorted + i);
       for (int l = 0; l < kLanes; ++l) {
         low[l] = sorted[i + l] < low[l] ? sorted[i + l] : low[l];
         high[l] = sorted[i + l] > high[l] ? sorted[i + l] : high[l];
@@ -260,7 +276,10 @@ FASTMIX_INLINE void run_lanes(const T* values, int64_t n, const GroupConstants& 
   int64_t i = 0;
   while (i < whole) {
     const int64_t stop = std::min(whole, i + Sums::kVectorsPerFlush * L);
-    for (; i < stop; i += L) sums.template add<false>(normalise(load_lanes<L>(values + i, L)), D{});
+    for (; i < stop; i += L) {
+      prefetch_ahead(values + i);
+      sums.template add<false>(normalise(load_lanes<L>(values + i, L)), D{});
+    }
     sums.flush();
   }
   if (i < n) {
