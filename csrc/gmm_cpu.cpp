@@ -247,7 +247,7 @@ struct GroupConstants {
   double half_precision[2], offset[2], mean[2];         // E-step, see EStepSums
 };
 
-enum class Pass { kSplit, kEStep };
+enum class Pass { kSplit, kLloyd, kEStep };
 
 template <int L, typename T>
 FASTMIX_INLINE typename Lanes<L>::D load_lanes(const T* values, int64_t available) {
@@ -326,6 +326,46 @@ struct SplitSums {
         stats[3 + k] += shifted[k][l];
         stats[5 + k] += squared[k][l];
       }
+    }
+  }
+};
+
+// The k-means init's bisection and Lloyd steps need of a hard split only each side's count and mean: per side the
+// count and the sum of x, two masked adds (the select as a bit mask: GCC compiles a select here to branches);
+// store: out[1 + k] = the count, out[3 + k] = sum (x - shift_k) = sum x - count shift_k, as SplitSums lays them out.
+template <int L>
+struct LloydSums {
+  using D = typename Lanes<L>::D;
+  using I = typename Lanes<L>::I;
+  static constexpr int64_t kVectorsPerFlush = int64_t(1) << 40;
+  const GroupConstants c;
+  D count[2] = {}, sum[2] = {};
+
+  template <bool kMasked>
+  FASTMIX_INLINE void add(D x, D keep) {
+    D upper = reinterpret_cast<D>((x >= c.split) & reinterpret_cast<I>(splat<D>(1.0)));
+    D lower = 1.0 - upper;
+    if constexpr (kMasked) {
+      upper *= keep;
+      lower *= keep;
+    }
+    count[0] += lower;
+    count[1] += upper;
+    sum[0] += lower * x;
+    sum[1] += upper * x;
+  }
+
+  FASTMIX_INLINE void flush() {}
+
+  FASTMIX_INLINE void store(double* stats) const {
+    for (int s = 0; s < gmm::kStats; ++s) stats[s] = 0.0;
+    for (int k = 0; k < 2; ++k) {
+      double total = 0.0;
+      for (int l = 0; l < L; ++l) {
+        stats[1 + k] += count[k][l];
+        total += sum[k][l];
+      }
+      stats[3 + k] = total - stats[1 + k] * c.shift[k];
     }
   }
 };
@@ -425,6 +465,10 @@ FASTMIX_INLINE void run_pass(Pass pass, const T* values, int64_t n, const GroupC
     SplitSums<L> sums{c};
     run_lanes<L>(values, n, c, sums);
     sums.store(out);
+  } else if (pass == Pass::kLloyd) {
+    LloydSums<L> sums{c};
+    run_lanes<L>(values, n, c, sums);
+    sums.store(out);
   } else {
     EStepSums<L> sums{c};
     run_lanes<L>(values, n, c, sums);
@@ -509,8 +553,9 @@ void split_statistics(const T* sorted, const int64_t* offsets, int64_t n_groups,
 // Without seeds: the median split by bisection over the 2^bisections-step grid of [low, high] and the means of its
 // halves.
 // Then Lloyd steps, stopping early once the centres stop moving (a fixed point: further steps change nothing),
-// and the statistics (G, 7) of the final split around the final centres (G, 2). Each pass runs over the whole
-// segment, so its sums are rounded differently from the blocked passes' (to the last bits).
+// and the statistics (G, 7) of the final split around the final centres (G, 2). The bisection and the Lloyd steps
+// take only counts and sums of x (LloydSums); the final split's statistics a full SplitSums pass. Each pass runs over
+// the whole segment, so its sums are rounded differently from the blocked passes' (to the last bits).
 FASTMIX_INLINE void lloyd_update(const double* stats, double* centres) {
   for (int k = 0; k < 2; ++k) {
     if (stats[1 + k] > 0.0) centres[k] += stats[3 + k] / std::max(stats[1 + k], 1.0);
@@ -532,11 +577,11 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
     GroupConstants c{};
     c.lo = lo[g];
     c.inv_scale = 1.0 / scale[g];
-    auto split_pass = [&](double split, double shift0, double shift1) {
+    auto split_pass = [&](double split, double shift0, double shift1, Pass pass = Pass::kLloyd) {
       c.split = split;
       c.shift[0] = shift0;
       c.shift[1] = shift1;
-      run(Pass::kSplit, values, n, c, out);
+      run(pass, values, n, c, out);
     };
     if (seeds == nullptr) {
       double below = 0.0, above = grid_steps;
@@ -565,7 +610,7 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
       lloyd_update(out, centre);
       if (centre[0] == before[0] && centre[1] == before[1]) break;
     }
-    split_pass((centre[0] + centre[1]) / 2.0, centre[0], centre[1]);
+    split_pass((centre[0] + centre[1]) / 2.0, centre[0], centre[1], Pass::kSplit);
   }
 }
 
