@@ -247,7 +247,7 @@ struct GroupConstants {
   double half_precision[2], offset[2], mean[2];         // E-step, see EStepSums
 };
 
-enum class Pass { kSplit, kLloyd, kEStep };
+enum class Pass { kSplit, kLloyd, kCount, kEStep };
 
 template <int L, typename T>
 FASTMIX_INLINE typename Lanes<L>::D load_lanes(const T* values, int64_t available) {
@@ -330,10 +330,11 @@ struct SplitSums {
   }
 };
 
-// The k-means init's bisection and Lloyd steps need of a hard split only each side's count and mean: per side the
-// count and the sum of x, two masked adds (the select as a bit mask: GCC compiles a select here to branches);
-// store: out[1 + k] = the count, out[3 + k] = sum (x - shift_k) = sum x - count shift_k, as SplitSums lays them out.
-template <int L>
+// The k-means init's Lloyd steps need of a hard split only each side's count and mean: per side the count and the
+// sum of x, masked adds (the select as a bit mask: GCC compiles a select here to branches); store: out[1 + k] = the
+// count, out[3 + k] = sum (x - shift_k) = sum x - count shift_k, as SplitSums lays them out. The median bisection
+// needs only the count below the split (kSums = false: out[1], the rest 0).
+template <int L, bool kSums = true>
 struct LloydSums {
   using D = typename Lanes<L>::D;
   using I = typename Lanes<L>::I;
@@ -350,9 +351,11 @@ struct LloydSums {
       lower *= keep;
     }
     count[0] += lower;
-    count[1] += upper;
-    sum[0] += lower * x;
-    sum[1] += upper * x;
+    if constexpr (kSums) {
+      count[1] += upper;
+      sum[0] += lower * x;
+      sum[1] += upper * x;
+    }
   }
 
   FASTMIX_INLINE void flush() {}
@@ -467,6 +470,10 @@ FASTMIX_INLINE void run_pass(Pass pass, const T* values, int64_t n, const GroupC
     sums.store(out);
   } else if (pass == Pass::kLloyd) {
     LloydSums<L> sums{c};
+    run_lanes<L>(values, n, c, sums);
+    sums.store(out);
+  } else if (pass == Pass::kCount) {
+    LloydSums<L, false> sums{c};
     run_lanes<L>(values, n, c, sums);
     sums.store(out);
   } else {
@@ -588,7 +595,7 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
       for (int64_t i = 0; i < bisections; ++i) {
         const double middle = std::floor((below + above) / 2.0);
         const double split = low[g] + middle / grid_steps * (high[g] - low[g]);
-        split_pass(split, split, split);
+        split_pass(split, split, split, Pass::kCount);
         if (out[1] >= count[g] / 2.0) {
           above = middle;
         } else {
