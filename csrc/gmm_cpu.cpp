@@ -58,6 +58,17 @@ FASTMIX_INLINE double as_double(T v) {
   return static_cast<double>(Traits<T>::load(v));
 }
 
+// A software prefetch kPrefetchBytes ahead of a sequential read. The hardware prefetchers stop at every 4 KB page;
+// without this, passes over arrays beyond the second-level TLB's reach ran at half speed (measured, 1 thread: one
+// E-step over 9.6M float32 values 22.7 -> 12.7 ms; over 1.6M values, 2.3 ms either way). A prefetch never faults,
+// so reading ahead past an array's end is harmless.
+constexpr int64_t kPrefetchBytes = 4096;
+
+template <typename T>
+FASTMIX_INLINE void prefetch_ahead(const T* p) {
+  __builtin_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes);
+}
+
 // Per-group count, validation, then the stable counting sort: pass 1 counts each chunk's values per group; pass 2
 // sorts each chunk in a cache-resident buffer and copies its runs to their places (a direct scatter into 2G
 // far-apart streams is several times slower: a TLB miss per value).
@@ -72,6 +83,8 @@ void sort_by_group(const T* values, const int64_t* groups, int64_t n, int64_t n_
     int64_t* own = counts.data() + c * n_groups;
     const int64_t end = chunks.end(c, n);  // hoisted: the stores below could alias `chunks`
     for (int64_t i = chunks.begin(c); i < end; ++i) {
+      prefetch_ahead(groups + i);
+      prefetch_ahead(values + i);
       const int64_t g = groups[i];
       if (static_cast<uint64_t>(g) >= static_cast<uint64_t>(n_groups)) {
         ++bad_groups[c];
@@ -112,6 +125,8 @@ void sort_by_group(const T* values, const int64_t* groups, int64_t n, int64_t n_
       for (int64_t g = 0, at = 0; g < n_groups; at += own[g], ++g) next[g] = at;
       const int64_t end = chunks.end(c, n);
       for (int64_t i = chunks.begin(c); i < end; ++i) {
+        prefetch_ahead(groups + i);
+        prefetch_ahead(values + i);
         if (gmm::is_finite(as_double(values[i]))) buffer[next[groups[i]]++] = values[i];
       }
       for (int64_t g = 0, at = 0; g < n_groups; at += own[g], ++g) {
@@ -183,6 +198,7 @@ void group_range(const T* sorted, const int64_t* offsets, int64_t n_groups, doub
     std::fill(high, high + kLanes, sorted[block.begin]);
     int64_t i = block.begin;
     for (; i + kLanes <= block.end; i += kLanes) {
+      prefetch_ahead(sorted + i);
       for (int l = 0; l < kLanes; ++l) {
         low[l] = sorted[i + l] < low[l] ? sorted[i + l] : low[l];
         high[l] = sorted[i + l] > high[l] ? sorted[i + l] : high[l];
@@ -231,7 +247,7 @@ struct GroupConstants {
   double half_precision[2], offset[2], mean[2];         // E-step, see EStepSums
 };
 
-enum class Pass { kSplit, kEStep };
+enum class Pass { kSplit, kLloyd, kCount, kEStep };
 
 template <int L, typename T>
 FASTMIX_INLINE typename Lanes<L>::D load_lanes(const T* values, int64_t available) {
@@ -260,7 +276,10 @@ FASTMIX_INLINE void run_lanes(const T* values, int64_t n, const GroupConstants& 
   int64_t i = 0;
   while (i < whole) {
     const int64_t stop = std::min(whole, i + Sums::kVectorsPerFlush * L);
-    for (; i < stop; i += L) sums.template add<false>(normalise(load_lanes<L>(values + i, L)), D{});
+    for (; i < stop; i += L) {
+      prefetch_ahead(values + i);
+      sums.template add<false>(normalise(load_lanes<L>(values + i, L)), D{});
+    }
     sums.flush();
   }
   if (i < n) {
@@ -307,6 +326,49 @@ struct SplitSums {
         stats[3 + k] += shifted[k][l];
         stats[5 + k] += squared[k][l];
       }
+    }
+  }
+};
+
+// The k-means init's Lloyd steps need of a hard split only each side's count and mean: per side the count and the
+// sum of x, masked adds (the select as a bit mask: GCC compiles a select here to branches); store: out[1 + k] = the
+// count, out[3 + k] = sum (x - shift_k) = sum x - count shift_k, as SplitSums lays them out. The median bisection
+// needs only the count below the split (kSums = false: out[1], the rest 0).
+template <int L, bool kSums = true>
+struct LloydSums {
+  using D = typename Lanes<L>::D;
+  using I = typename Lanes<L>::I;
+  static constexpr int64_t kVectorsPerFlush = int64_t(1) << 40;
+  const GroupConstants c;
+  D count[2] = {}, sum[2] = {};
+
+  template <bool kMasked>
+  FASTMIX_INLINE void add(D x, D keep) {
+    D upper = reinterpret_cast<D>((x >= c.split) & reinterpret_cast<I>(splat<D>(1.0)));
+    D lower = 1.0 - upper;
+    if constexpr (kMasked) {
+      upper *= keep;
+      lower *= keep;
+    }
+    count[0] += lower;
+    if constexpr (kSums) {
+      count[1] += upper;
+      sum[0] += lower * x;
+      sum[1] += upper * x;
+    }
+  }
+
+  FASTMIX_INLINE void flush() {}
+
+  FASTMIX_INLINE void store(double* stats) const {
+    for (int s = 0; s < gmm::kStats; ++s) stats[s] = 0.0;
+    for (int k = 0; k < 2; ++k) {
+      double total = 0.0;
+      for (int l = 0; l < L; ++l) {
+        stats[1 + k] += count[k][l];
+        total += sum[k][l];
+      }
+      stats[3 + k] = total - stats[1 + k] * c.shift[k];
     }
   }
 };
@@ -406,6 +468,14 @@ FASTMIX_INLINE void run_pass(Pass pass, const T* values, int64_t n, const GroupC
     SplitSums<L> sums{c};
     run_lanes<L>(values, n, c, sums);
     sums.store(out);
+  } else if (pass == Pass::kLloyd) {
+    LloydSums<L> sums{c};
+    run_lanes<L>(values, n, c, sums);
+    sums.store(out);
+  } else if (pass == Pass::kCount) {
+    LloydSums<L, false> sums{c};
+    run_lanes<L>(values, n, c, sums);
+    sums.store(out);
   } else {
     EStepSums<L> sums{c};
     run_lanes<L>(values, n, c, sums);
@@ -490,8 +560,9 @@ void split_statistics(const T* sorted, const int64_t* offsets, int64_t n_groups,
 // Without seeds: the median split by bisection over the 2^bisections-step grid of [low, high] and the means of its
 // halves.
 // Then Lloyd steps, stopping early once the centres stop moving (a fixed point: further steps change nothing),
-// and the statistics (G, 7) of the final split around the final centres (G, 2). Each pass runs over the whole
-// segment, so its sums are rounded differently from the blocked passes' (to the last bits).
+// and the statistics (G, 7) of the final split around the final centres (G, 2). The bisection and the Lloyd steps
+// take only counts and sums of x (LloydSums); the final split's statistics a full SplitSums pass. Each pass runs over
+// the whole segment, so its sums are rounded differently from the blocked passes' (to the last bits).
 FASTMIX_INLINE void lloyd_update(const double* stats, double* centres) {
   for (int k = 0; k < 2; ++k) {
     if (stats[1 + k] > 0.0) centres[k] += stats[3 + k] / std::max(stats[1 + k], 1.0);
@@ -513,18 +584,18 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
     GroupConstants c{};
     c.lo = lo[g];
     c.inv_scale = 1.0 / scale[g];
-    auto split_pass = [&](double split, double shift0, double shift1) {
+    auto split_pass = [&](double split, double shift0, double shift1, Pass pass = Pass::kLloyd) {
       c.split = split;
       c.shift[0] = shift0;
       c.shift[1] = shift1;
-      run(Pass::kSplit, values, n, c, out);
+      run(pass, values, n, c, out);
     };
     if (seeds == nullptr) {
       double below = 0.0, above = grid_steps;
       for (int64_t i = 0; i < bisections; ++i) {
         const double middle = std::floor((below + above) / 2.0);
         const double split = low[g] + middle / grid_steps * (high[g] - low[g]);
-        split_pass(split, split, split);
+        split_pass(split, split, split, Pass::kCount);
         if (out[1] >= count[g] / 2.0) {
           above = middle;
         } else {
@@ -546,7 +617,7 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
       lloyd_update(out, centre);
       if (centre[0] == before[0] && centre[1] == before[1]) break;
     }
-    split_pass((centre[0] + centre[1]) / 2.0, centre[0], centre[1]);
+    split_pass((centre[0] + centre[1]) / 2.0, centre[0], centre[1], Pass::kSplit);
   }
 }
 

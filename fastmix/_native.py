@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+from typing import NamedTuple
 
 import torch
 
@@ -67,13 +67,14 @@ def native():
     return _C
 
 
-@dataclasses.dataclass(frozen=True)
-class Buffer:
+class Buffer(NamedTuple):
     """A tensor handed to a native kernel by ``launch``, with what the kernel assumes about it.
 
     ``dtype``: the dtype the kernel reads or writes (None: any). ``numel``: the element count it accesses
     (None: not checked). ``rows``: a 2-D view with unit column stride (``_layout.rows_view``), passed as two
     arguments, pointer and row stride; otherwise the tensor must be contiguous and is passed as its pointer.
+    A named tuple rather than a frozen dataclass: as immutable, and built in half the time (a loss call builds
+    several per launch).
     """
 
     tensor: torch.Tensor
@@ -83,22 +84,29 @@ class Buffer:
 
 
 def _kernel_arguments(kernel: str, device: torch.device, argument: int, buffer: Buffer) -> tuple[int, ...]:
-    tensor = buffer.tensor
-    where = f"fastmix._C.{kernel} argument {argument}"
+    """The pointer (and row stride) of ``buffer`` after its checks; the hot path reads each tensor property once and
+    formats a message only when a check fails."""
+    tensor, dtype, numel, rows = buffer
     if tensor.device != device:
-        raise ValueError(f"{where} is on {tensor.device}, the kernel runs on {device}")
-    if buffer.dtype is not None and tensor.dtype != buffer.dtype:
-        raise TypeError(f"{where} must be {buffer.dtype}, got {tensor.dtype}")
-    if buffer.numel is not None and tensor.numel() != buffer.numel:
-        raise ValueError(f"{where} must hold {buffer.numel} elements, got {tensor.numel()}")
-    if buffer.rows:
-        if tensor.dim() != 2 or (tensor.size(1) > 1 and tensor.stride(1) != 1):
-            raise ValueError(f"{where} must be 2-D rows with unit column stride, got shape {tuple(tensor.shape)} "
-                             f"strides {tensor.stride()}")
-        return tensor.data_ptr(), tensor.stride(0)
+        raise ValueError(f"{_where(kernel, argument)} is on {tensor.device}, the kernel runs on {device}")
+    if dtype is not None and tensor.dtype != dtype:
+        raise TypeError(f"{_where(kernel, argument)} must be {dtype}, got {tensor.dtype}")
+    if numel is not None and tensor.numel() != numel:
+        raise ValueError(f"{_where(kernel, argument)} must hold {numel} elements, got {tensor.numel()}")
+    if rows:
+        shape, strides = tensor.shape, tensor.stride()
+        if len(shape) != 2 or (shape[1] > 1 and strides[1] != 1):
+            raise ValueError(f"{_where(kernel, argument)} must be 2-D rows with unit column stride, got shape "
+                             f"{tuple(shape)} strides {strides}")
+        return tensor.data_ptr(), strides[0]
     if not tensor.is_contiguous():
-        raise ValueError(f"{where} must be contiguous, got shape {tuple(tensor.shape)} strides {tensor.stride()}")
+        raise ValueError(f"{_where(kernel, argument)} must be contiguous, got shape {tuple(tensor.shape)} strides "
+                         f"{tensor.stride()}")
     return (tensor.data_ptr(),)
+
+
+def _where(kernel: str, argument: int) -> str:
+    return f"fastmix._C.{kernel} argument {argument}"
 
 
 def launch(kernel: str, device: torch.device, *args):
@@ -112,10 +120,12 @@ def launch(kernel: str, device: torch.device, *args):
     """
     native_args = []
     for argument, value in enumerate(args):
-        if isinstance(value, torch.Tensor):
-            value = Buffer(value)
-        is_buffer = isinstance(value, Buffer)
-        native_args.extend(_kernel_arguments(kernel, device, argument, value) if is_buffer else (value,))
+        if isinstance(value, Buffer):
+            native_args.extend(_kernel_arguments(kernel, device, argument, value))
+        elif isinstance(value, torch.Tensor):
+            native_args.extend(_kernel_arguments(kernel, device, argument, Buffer(value)))
+        else:
+            native_args.append(value)
     function = getattr(native(), kernel)
     if device.type != "cuda":
         return function(*native_args)

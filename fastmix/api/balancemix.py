@@ -22,9 +22,11 @@ def balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, label_weights: 
     """
     _checks.check_matrix("logits", logits)
     dtype = compute_dtype(logits.dtype)
-    targets = _checks.check_matrix("targets", targets, logits.shape, logits.device).to(dtype)
+    targets = _checks.check_matrix("targets", targets, logits.shape, logits.device)
+    targets = targets if targets.dtype == dtype else targets.to(dtype)
     if label_weights is not None:
-        label_weights = _checks.check_matrix("label_weights", label_weights, logits.shape, logits.device).to(dtype)
+        label_weights = _checks.check_matrix("label_weights", label_weights, logits.shape, logits.device)
+        label_weights = label_weights if label_weights.dtype == dtype else label_weights.to(dtype)
     name = _backend.resolve(backend, logits.device, cuda_default="triton", cpu_default="cpu",
                             supported=balancemix_ops.BACKENDS)
     return balancemix_ops.balancemix_loss_call(logits, targets, label_weights, name)
