@@ -24,6 +24,8 @@ _REDUCE_OPS = {"sum": "SUM", "min": "MIN", "max": "MAX"}
 INITS = ("kmeans", "kmeans++", "quantile")
 NORMALIZATIONS = ("minmax", "none")
 NAN_POLICIES = ("raise", "omit")
+FUSED_INITS = ("kmeans", "quantile")
+"""Inits the "triton" backend runs, with the EM, in one launch (``gmm_ops.gmm2_fit``) when no process group is given."""
 
 
 class GMM2Fit(NamedTuple):
@@ -131,8 +133,8 @@ def _check_ranks_agree(process_group, values: torch.Tensor, groups: torch.Tensor
         bad_groups = ((groups < 0) | (groups >= n_groups)).any()
         if not omit_nonfinite:
             bad_values = ~torch.isfinite(values).all()
-    local = torch.cat([torch.tensor([float(v) for v in options.values()], dtype=torch.float64, device=values.device),
-                       torch.stack([bad_groups, bad_values]).double()])
+    options_here = torch.tensor([float(v) for v in options.values()], dtype=torch.float64).to(values.device)
+    local = torch.cat([options_here, torch.stack([bad_groups, bad_values]).double()])
     low, high = local.clone(), local.clone()
     dist.all_reduce(low, op=dist.ReduceOp.MIN, group=process_group)
     dist.all_reduce(high, op=dist.ReduceOp.MAX, group=process_group)
@@ -240,6 +242,10 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
         _check_ranks_agree(process_group, flat_values, flat_groups, n_groups, options, nan_policy == "omit")
     sorted_values, offsets, count, lo, hi = gmm_ops.gmm2_segments(flat_values, flat_groups, n_groups,
                                                                   nan_policy == "omit", name)
+    if name == "triton" and process_group is None and isinstance(init, str) and init in FUSED_INITS:
+        return GMM2Fit(*gmm_ops.gmm2_fit(sorted_values, offsets, count, lo, hi, normalize == "minmax", init == "kmeans",
+                                         max_iter, fit_steps.LLOYD_STEPS, tol, reg_covar, eps, fit_steps.MAX_MAGNITUDE,
+                                         name))
     if process_group is not None:
         count, lo, hi = fit_steps.reduce_range(count, lo, hi, reduce)
     shift, scale, unusable = fit_steps.normalisation(lo, hi, normalize)
@@ -256,7 +262,7 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
     if normalize == "none":
         lo, hi = torch.zeros_like(lo), torch.ones_like(hi)
     return GMM2Fit(
-        weights=torch.where(flag, torch.tensor([1.0, 0.0], dtype=torch.float64, device=values.device), weights),
+        weights=torch.where(flag, torch.eye(1, 2, dtype=torch.float64, device=values.device), weights),
         means=torch.where(flag, 0.0, means),
         variances=torch.where(flag, reg_covar, variances),
         log_likelihood=torch.where(flag, math.nan, log_likelihood),
