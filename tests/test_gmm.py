@@ -160,6 +160,60 @@ def test_backends_match_reference(backend, device, dtype, init):
     assert fits[0].degenerate.tolist() == [False] * 16 + [True, False]
 
 
+@pytest.mark.parametrize("backend", cpu_backends(("cpu", "triton")))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_segments_match_a_stable_sort_by_group(backend, dtype):
+    """Grouping (omitted values last as zeros, empty groups, groups of any size) against a stable sort written
+    here: each group's finite values in their input order, its count, min and max."""
+    losses, groups = backend_case(dtype, rows=700, seed=5)
+    values, groups = losses.reshape(-1), groups.reshape(-1)
+    sorted_values, offsets, count, lo, hi = gmm_ops.gmm2_segments(values, groups, 18, True, backend)
+    finite = torch.isfinite(values)
+    held = 0
+    for group in range(18):
+        mine = values[(groups == group) & finite]
+        assert int(offsets[group]) == held and int(offsets[group + 1]) == held + mine.numel(), group
+        assert torch.equal(sorted_values[held:held + mine.numel()], mine), group
+        assert float(count[group]) == mine.numel()
+        assert (float(lo[group]), float(hi[group])) == ((float(mine.min()), float(mine.max())) if mine.numel()
+                                                        else (0.0, 0.0)), group
+        held += mine.numel()
+    assert held == int(finite.sum()) and bool((sorted_values[held:] == 0).all())
+
+
+@pytest.mark.parametrize("backend", cpu_backends(("cpu", "triton", "reference")))
+def test_grouping_rejects_bad_data(backend):
+    values, groups = random_groups(3, seed=4)
+    with pytest.raises(ValueError, match="groups holds indices outside"):
+        fastmix.fit_gmm2(values, torch.where(groups == 2, 3, groups), n_groups=3, backend=backend)
+    with pytest.raises(ValueError, match="groups holds indices outside"):
+        fastmix.fit_gmm2(values, torch.where(groups == 2, -1, groups), n_groups=3, backend=backend)
+    values[17] = math.inf
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        fastmix.fit_gmm2(values, groups, n_groups=3, backend=backend)
+    assert not fastmix.fit_gmm2(values, groups, n_groups=3, nan_policy="omit", backend=backend).degenerate.any()
+
+
+@pytest.mark.parametrize("backend", cpu_backends(("triton",)))
+@pytest.mark.parametrize("init", INITS)
+def test_triton_fit_is_deterministic_and_independent_of_its_block(backend, init, monkeypatch):
+    """Two fits are bit-identical (fixed-order reductions, no atomics); splitting each group's values over 64
+    instead of 256 accumulator lanes (a different summation order) moves the fit only by rounding."""
+    from fastmix.kernels.triton import gmm as triton_gmm
+
+    losses, groups = backend_case(torch.float32, rows=400, seed=8)
+
+    def fit():
+        return fastmix.fit_gmm2(losses, groups, n_groups=18, init=init, nan_policy="omit", backend=backend,
+                                generator=torch.Generator().manual_seed(1))
+
+    first, second = fit(), fit()
+    for name, a, b in zip(first._fields, first, second):
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()), name
+    monkeypatch.setattr(triton_gmm, "BLOCK", 64)
+    assert_same_fit(fit(), first)
+
+
 FIT_IN_SUBPROCESS = """
 import sys, torch, fastmix
 g = torch.Generator().manual_seed(0)
@@ -209,16 +263,15 @@ def test_every_cpu_isa_matches_reference_to_rounding(isa, dtype, monkeypatch):
             torch.testing.assert_close(a, e, rtol=rtol, atol=1e-15, equal_nan=True, msg=name)
 
 
+@pytest.mark.parametrize("backend", cpu_backends(("cpu", "triton")))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_estep_statistics_match_reference(dtype):
-    """The single E-step the distributed fit all-reduces: the C++ pass against the reference's statistics."""
-    if _backend.unavailable_reason("cpu", "cpu"):
-        pytest.skip("fastmix._C is not built")
+def test_estep_statistics_match_reference(backend, dtype):
+    """The single E-step the distributed fit all-reduces: the kernel's pass against the reference's statistics."""
     losses, groups = backend_case(dtype, rows=777, seed=16)
-    segments, lo, hi = segments_of(losses, groups, 18, "cpu")
+    segments, lo, hi = segments_of(losses, groups, 18, backend)
     params = fit_steps.quantile_init(segments, lo, hi, 5e-4, 1e-7)
     stats = [gmm_ops.gmm2_estep(segments.sorted_values, segments.offsets, segments.shift, segments.scale, *params,
-                                backend) for backend in ("reference", "cpu")]
+                                name) for name in ("reference", backend)]
     torch.testing.assert_close(stats[1], stats[0], rtol=1e-13, atol=1e-12)
     torch.testing.assert_close(stats[1][:, 1:3].sum(1), segments.count)  # each value's responsibilities sum to 1
 
@@ -389,7 +442,7 @@ def test_inits_are_deterministic_and_kmeans_follows_the_generator():
         torch.testing.assert_close(run.means.sort(1).values, long_runs[0].means.sort(1).values, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("backend", cpu_backends())
+@pytest.mark.parametrize("backend", cpu_backends(("reference", "cpu", "triton")))
 def test_kmeans_seeding_races_draw_uniformly_then_by_squared_distance(backend):
     """k-means++ on 4000 groups of the values {0, 0.5, 1}: the first race picks each with probability 1/3; the second,
     from a first centre at 0, picks 1 with probability 1 / 1.25, 0.5 with 0.25 / 1.25 and 0 never."""
@@ -442,17 +495,20 @@ def test_opcheck(backend, layout):
     params = relaid(layout, *params)
     torch.library.opcheck(gmm_ops.gmm2_em, (sorted_values, offsets, count, lo, scale, *params, 5, 1e-2, 5e-4, 2.2e-16,
                                             backend))
-    if backend != "triton":  # segments, init and the single E-step have no Triton kernels (the reference runs)
-        torch.library.opcheck(gmm_ops.gmm2_estep, (sorted_values, offsets, lo, scale, *params, backend))
-        torch.library.opcheck(gmm_ops.gmm2_segments, (values, groups, 3, True, backend))
-        split = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
-        keys, centre, shifts = relaid(layout, torch.rand(values.numel(), dtype=torch.float64),
-                                      torch.full((3,), 0.3, dtype=torch.float64),
-                                      torch.stack([split / 2, (1 + split) / 2], 1))
-        for centre in (None, centre):
-            torch.library.opcheck(gmm_ops.gmm2_race, (sorted_values, offsets, lo, scale, keys, centre, backend))
-        torch.library.opcheck(gmm_ops.gmm2_split_statistics, (sorted_values, offsets, lo, scale,
-                                                              *relaid(layout, split), shifts, backend))
+    torch.library.opcheck(gmm_ops.gmm2_estep, (sorted_values, offsets, lo, scale, *params, backend))
+    torch.library.opcheck(gmm_ops.gmm2_segments, (values, groups, 3, True, backend))
+    split = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+    keys, centre, shifts = relaid(layout, torch.rand(values.numel(), dtype=torch.float64),
+                                  torch.full((3,), 0.3, dtype=torch.float64),
+                                  torch.stack([split / 2, (1 + split) / 2], 1))
+    for centre in (None, centre):
+        torch.library.opcheck(gmm_ops.gmm2_race, (sorted_values, offsets, lo, scale, keys, centre, backend))
+    torch.library.opcheck(gmm_ops.gmm2_split_statistics, (sorted_values, offsets, lo, scale,
+                                                          *relaid(layout, split), shifts, backend))
+    if backend == "triton":
+        for minmax, kmeans in ((True, True), (False, False)):  # tol 0: no NaN after a stop (opcheck compares)
+            torch.library.opcheck(gmm_ops.gmm2_fit, (sorted_values, offsets, count, lo, lo + scale, minmax, kmeans, 5,
+                                                     4, 0.0, 5e-4, 2.2e-16, 2.0 ** 500, backend))
     if backend in gmm_ops.KMEANS_BACKENDS:
         low, high = relaid(layout, torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
         for seeds in (None, params[1]):
@@ -474,8 +530,6 @@ def test_kernels_read_strided_and_offset_inputs_like_contiguous_ones(backend, la
         fitted = gmm_ops.gmm2_em(sorted_values, offsets, count, shift, scale, weights, means, variances, 6, 1e-3, 5e-4,
                                  eps, backend)
         kmeans = gmm_ops.gmm2_kmeans(sorted_values, offsets, count, shift, scale, low, high, means, 3, backend)
-        if backend == "triton":
-            return (*fitted, *kmeans)
         estep = gmm_ops.gmm2_estep(sorted_values, offsets, shift, scale, weights, means, variances, backend)
         race = gmm_ops.gmm2_race(sorted_values, offsets, shift, scale, low.new_ones(sorted_values.numel()), low,
                                  backend)
@@ -486,9 +540,8 @@ def test_kernels_read_strided_and_offset_inputs_like_contiguous_ones(backend, la
     actual = outputs(*relaid(layout, *inputs, *init, low, high))
     for index, (got, wanted) in enumerate(zip(actual, expected)):
         assert torch.equal(got.isnan(), wanted.isnan()) and torch.equal(got.nan_to_num(), wanted.nan_to_num()), index
-    if backend == "cpu":
-        sorted_values = gmm_ops.gmm2_segments(*relaid(layout, values, groups), 3, True, backend)[0]
-        assert torch.equal(sorted_values, segments.sorted_values)
+    sorted_values = gmm_ops.gmm2_segments(*relaid(layout, values, groups), 3, True, backend)[0]
+    assert torch.equal(sorted_values, segments.sorted_values)
 
 
 def test_compiles_fullgraph():
