@@ -25,7 +25,8 @@ import triton.language as tl
 
 LOG_2PI = math.log(2.0 * math.pi)
 BLOCK = 256
-"""Values per step of a segment pass (the width of the float64 accumulators); 4 warps."""
+"""Values per step of a segment pass (the width of the float64 accumulators), over SEGMENT_WARPS warps."""
+SEGMENT_WARPS = 8
 GROUPING_BLOCK = 1024
 """Values per program of the keys and gather kernels."""
 
@@ -302,22 +303,33 @@ def _gmm2_race_kernel(values_ptr, offsets_ptr, lo_ptr, scale_ptr, keys_ptr, cent
 
 # --------------------------------------------------------------------------------------------- k-means init and EM
 @triton.jit
+def _grid_split(low, high, step, grid_steps):
+    """The split at grid step ``step`` of [low, high], as fastmix/methods/gmm.py's ``median_split`` computes it."""
+    return low + step.to(tl.float64) / grid_steps * (high - low)
+
+
+@triton.jit
 def _median_centres(values_ptr, start, end, count, lo, inv_scale, low, high, BISECTIONS: tl.constexpr,
                     BLOCK: tl.constexpr):
-    """The median split over the 2^BISECTIONS-step grid of [low, high] (the smallest grid step with at least half
-    the values below it, by bisection) and its halves' statistics around their midpoints: (c0, c1, n0, n1, s0, s1,
-    q0, q1)."""
-    grid_steps = tl.full([], 1 << BISECTIONS, tl.float64)
-    below = tl.zeros([], tl.float64)
-    above = grid_steps
-    for _ in range(BISECTIONS):
-        middle = tl.floor((below + above) / 2.0)
-        split = low + middle / grid_steps * (high - low)
-        n0, n1, s0, s1, q0, q1 = _split_sums(values_ptr, start, end, lo, inv_scale, split, split, split, BLOCK)
-        enough = n0 >= count / 2.0
-        above = tl.where(enough, middle, above)
-        below = tl.where(enough, below, middle)
-    split = low + above / grid_steps * (high - low)
+    """The median split over the 2^BISECTIONS-step grid of [low, high] (the smallest grid step j with at least
+    half the values below split_j) and its halves' statistics around their midpoints: (c0, c1, n0, n1, s0, s1, q0,
+    q1). Two passes: a histogram of each value's grid step (the largest j < 2^BISECTIONS with split_j <= x, found by
+    comparing with the very splits a bisection would compare with), whose prefix sums count the values below every
+    split at once, then the halves' statistics."""
+    STEPS: tl.constexpr = 1 << BISECTIONS
+    grid_steps = tl.full([], STEPS, tl.float64)
+    histogram = tl.zeros([STEPS], tl.int32)
+    for block_start in range(start, end, BLOCK):
+        x, in_segment = _normalised_block(values_ptr, block_start, end, lo, inv_scale, BLOCK)
+        step = tl.zeros([BLOCK], tl.int32)
+        for bit in tl.static_range(BISECTIONS):
+            candidate = step + (1 << (BISECTIONS - 1 - bit))
+            step = tl.where(x >= _grid_split(low, high, candidate, grid_steps), candidate, step)
+        histogram += tl.histogram(step, STEPS, mask=in_segment)
+    below = tl.cumsum(histogram, axis=0).to(tl.float64)  # below[j - 1]: the values below split_j
+    steps = tl.arange(0, STEPS) + 1
+    enough = (below >= count / 2.0) & (steps < STEPS)  # j = 2^BISECTIONS always qualifies
+    split = _grid_split(low, high, tl.min(tl.where(enough, steps, STEPS), axis=0), grid_steps)
     c0 = 0.5 * (low + split)
     c1 = 0.5 * (split + high)
     n0, n1, s0, s1, q0, q1 = _split_sums(values_ptr, start, end, lo, inv_scale, split, c0, c1, BLOCK)
@@ -492,22 +504,22 @@ def gmm2_segments(values: torch.Tensor, groups: torch.Tensor, n_groups: int, omi
         _gmm2_gather_kernel[(n_flags,)](values, order, sorted_keys, sorted_values, n, n_groups, BLOCK=GROUPING_BLOCK,
                                         num_warps=4)
     _gmm2_range_kernel[(n_groups,)](sorted_keys, sorted_values, flags, offsets, count, lo, hi, ok, n, n_flags,
-                                    n_groups, n.bit_length() + 1, BLOCK=BLOCK, num_warps=4)
+                                    n_groups, n.bit_length() + 1, BLOCK=BLOCK, num_warps=SEGMENT_WARPS)
 
 
 def gmm2_split_statistics(sorted_values, offsets, lo, scale, split, shifts, stats) -> None:
     _gmm2_split_kernel[(lo.size(0),)](sorted_values, offsets, lo, scale, split, shifts, stats, BLOCK=BLOCK,
-                                      num_warps=4)
+                                      num_warps=SEGMENT_WARPS)
 
 
 def gmm2_estep(sorted_values, offsets, lo, scale, weights, means, variances, stats) -> None:
     _gmm2_estep_kernel[(lo.size(0),)](sorted_values, offsets, lo, scale, weights, means, variances, stats,
-                                      float64_argument(LOG_2PI), BLOCK=BLOCK, num_warps=4)
+                                      float64_argument(LOG_2PI), BLOCK=BLOCK, num_warps=SEGMENT_WARPS)
 
 
 def gmm2_race(sorted_values, offsets, lo, scale, keys, centre, stats) -> None:
     _gmm2_race_kernel[(lo.size(0),)](sorted_values, offsets, lo, scale, keys, lo if centre is None else centre, stats,
-                                     HAS_CENTRE=centre is not None, BLOCK=BLOCK, num_warps=4)
+                                     HAS_CENTRE=centre is not None, BLOCK=BLOCK, num_warps=SEGMENT_WARPS)
 
 
 def gmm2_kmeans(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
@@ -517,7 +529,7 @@ def gmm2_kmeans(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch
     _gmm2_kmeans_kernel[(count.size(0),)](sorted_values, offsets, count, lo, scale, low, high,
                                           centres if seeds is None else seeds, centres, stats, steps,
                                           HAS_SEEDS=seeds is not None, BISECTIONS=bisections, BLOCK=BLOCK,
-                                          num_warps=4)
+                                          num_warps=SEGMENT_WARPS)
 
 
 def gmm2_em(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
@@ -529,7 +541,7 @@ def gmm2_em(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Ten
     _gmm2_em_kernel[(count.size(0),)](sorted_values, offsets, count, lo, scale, weights, means, variances,
                                       log_likelihood, n_iter, converged, max_iter, float64_argument(tol),
                                       float64_argument(reg_covar), float64_argument(eps), float64_argument(LOG_2PI),
-                                      BLOCK=BLOCK, num_warps=4)
+                                      BLOCK=BLOCK, num_warps=SEGMENT_WARPS)
 
 
 def gmm2_fit(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
@@ -540,4 +552,4 @@ def gmm2_fit(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Te
     _gmm2_fit_kernel[(count.size(0),)](sorted_values, offsets, count, lo, hi, *outputs, max_iter, steps,
                                        float64_argument(tol), float64_argument(reg_covar), float64_argument(eps),
                                        float64_argument(LOG_2PI), float64_argument(max_magnitude), MINMAX=minmax,
-                                       KMEANS=kmeans, BISECTIONS=bisections, BLOCK=BLOCK, num_warps=4)
+                                       KMEANS=kmeans, BISECTIONS=bisections, BLOCK=BLOCK, num_warps=SEGMENT_WARPS)
