@@ -139,11 +139,17 @@ def backend_case(dtype, rows=300, seed=3):
     return losses, groups
 
 
-def assert_same_fit(actual, expected):
+def fit_dtype(backend: str, dtype: torch.dtype) -> torch.dtype:
+    """The tolerance of a backend's fit of ``dtype`` values against the reference's: the Triton E-step computes each
+    value's terms in the values' dtype (float32 exp and log for float32 values), every other backend in float64."""
+    return dtype if backend == "triton" else torch.float64
+
+
+def assert_same_fit(actual, expected, dtype: torch.dtype = torch.float64):
     for name in ("weights", "means", "variances", "log_likelihood", "min", "max"):
         a, e = getattr(actual, name), getattr(expected, name)
         assert torch.equal(a.isnan(), e.isnan()), name
-        assert_close(a.nan_to_num(), e.nan_to_num(), torch.float64, name)
+        assert_close(a.nan_to_num(), e.nan_to_num(), dtype, name)
     for name in ("n_iter", "converged", "degenerate"):
         assert torch.equal(getattr(actual, name), getattr(expected, name)), name
 
@@ -156,7 +162,7 @@ def test_backends_match_reference(backend, device, dtype, init):
     losses, groups = losses.to(device), groups.to(device)
     fits = [fastmix.fit_gmm2(losses, groups, n_groups=18, init=init, nan_policy="omit", backend=b,
                              generator=torch.Generator(device).manual_seed(0)) for b in ("reference", backend)]
-    assert_same_fit(fits[1], fits[0])
+    assert_same_fit(fits[1], fits[0], fit_dtype(backend, dtype))
     assert fits[0].degenerate.tolist() == [False] * 16 + [True, False]
 
 
@@ -211,7 +217,7 @@ def test_triton_fit_is_deterministic_and_independent_of_its_block(backend, init,
     for name, a, b in zip(first._fields, first, second):
         assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()), name
     monkeypatch.setattr(triton_gmm, "BLOCK", 64)
-    assert_same_fit(fit(), first)
+    assert_same_fit(fit(), first, torch.float32)  # float32 lanes summed in another order
 
 
 FIT_IN_SUBPROCESS = """
@@ -272,7 +278,10 @@ def test_estep_statistics_match_reference(backend, dtype):
     params = fit_steps.quantile_init(segments, lo, hi, 5e-4, 1e-7)
     stats = [gmm_ops.gmm2_estep(segments.sorted_values, segments.offsets, segments.shift, segments.scale, *params,
                                 name) for name in ("reference", backend)]
-    torch.testing.assert_close(stats[1], stats[0], rtol=1e-13, atol=1e-12)
+    if fit_dtype(backend, dtype) == torch.float64:
+        torch.testing.assert_close(stats[1], stats[0], rtol=1e-13, atol=1e-12)
+    else:
+        assert_close(stats[1], stats[0], torch.float32)
     torch.testing.assert_close(stats[1][:, 1:3].sum(1), segments.count)  # each value's responsibilities sum to 1
 
 
@@ -690,7 +699,7 @@ def test_explicit_init_of_any_strides_gives_the_contiguous_fit(backend, device):
     for init in (column_major, sliced):
         assert not init[1].is_contiguous()
         fit = fastmix.fit_gmm2(losses, groups, n_groups=18, init=init, nan_policy="omit", backend=backend)
-        assert_same_fit(fit, expected)
+        assert_same_fit(fit, expected, fit_dtype(backend, losses.dtype))
     assert all(torch.equal(a, b) for a, b in zip(column_major, before))
 
 

@@ -188,22 +188,36 @@ def _split_sums(values_ptr, start, end, lo, inv_scale, split, c0, c1, BLOCK: tl.
 @triton.jit
 def _estep_sums(values_ptr, start, end, lo, inv_scale, w0, w1, m0, m1, v0, v1, log_2pi, BLOCK: tl.constexpr):
     """One E-step over a group's segment (csrc/gmm.h ``accumulate``): sum log p(x), and per component sum r_k,
-    sum r_k (x - mu_k), sum r_k (x - mu_k)^2."""
+    sum r_k (x - mu_k), sum r_k (x - mu_k)^2. The per-value arithmetic and the BLOCK lanes' running sums are in the
+    values' dtype (float32 values: float32 exp and log instead of float64 ones, the bulk of the cost), the sum over
+    the lanes and everything per group in float64."""
+    dtype = values_ptr.dtype.element_ty
     p0 = 1.0 / tl.sqrt(v0)
     p1 = 1.0 / tl.sqrt(v1)
-    offset0 = -0.5 * log_2pi + tl.log(p0) + tl.log(w0)
-    offset1 = -0.5 * log_2pi + tl.log(p1) + tl.log(w1)
-    log_prob_acc = tl.zeros([BLOCK], dtype=tl.float64)
-    r0_acc = tl.zeros([BLOCK], dtype=tl.float64)
-    r1_acc = tl.zeros([BLOCK], dtype=tl.float64)
-    d0_acc = tl.zeros([BLOCK], dtype=tl.float64)
-    d1_acc = tl.zeros([BLOCK], dtype=tl.float64)
-    q0_acc = tl.zeros([BLOCK], dtype=tl.float64)
-    q1_acc = tl.zeros([BLOCK], dtype=tl.float64)
+    offset0 = (-0.5 * log_2pi + tl.log(p0) + tl.log(w0)).to(dtype)
+    offset1 = (-0.5 * log_2pi + tl.log(p1) + tl.log(w1)).to(dtype)
+    scaled_mean0 = (m0 * p0).to(dtype)
+    scaled_mean1 = (m1 * p1).to(dtype)
+    mean0 = m0.to(dtype)
+    mean1 = m1.to(dtype)
+    shift = lo.to(dtype)
+    inverse = inv_scale.to(dtype)
+    p0 = p0.to(dtype)
+    p1 = p1.to(dtype)
+    log_prob_acc = tl.zeros([BLOCK], dtype=dtype)
+    r0_acc = tl.zeros([BLOCK], dtype=dtype)
+    r1_acc = tl.zeros([BLOCK], dtype=dtype)
+    d0_acc = tl.zeros([BLOCK], dtype=dtype)
+    d1_acc = tl.zeros([BLOCK], dtype=dtype)
+    q0_acc = tl.zeros([BLOCK], dtype=dtype)
+    q1_acc = tl.zeros([BLOCK], dtype=dtype)
     for block_start in range(start, end, BLOCK):
-        x, ok = _normalised_block(values_ptr, block_start, end, lo, inv_scale, BLOCK)
-        z0 = x * p0 - m0 * p0
-        z1 = x * p1 - m1 * p1
+        offs = block_start + tl.arange(0, BLOCK)
+        ok = offs < end
+        v = tl.load(values_ptr + offs, mask=ok, other=0.0)
+        x = tl.where(ok, (v - shift) * inverse, 0.0)
+        z0 = x * p0 - scaled_mean0
+        z1 = x * p1 - scaled_mean1
         a0 = offset0 - 0.5 * z0 * z0
         a1 = offset1 - 0.5 * z1 * z1
         top = tl.maximum(a0, a1)
@@ -215,16 +229,21 @@ def _estep_sums(values_ptr, start, end, lo, inv_scale, w0, w1, m0, m1, v0, v1, l
         r0 = tl.where(ok, tl.where(first_on_top, r_top, r_other), 0.0)
         r1 = tl.where(ok, tl.where(first_on_top, r_other, r_top), 0.0)
         log_prob_acc += tl.where(ok, top + tl.log(total), 0.0)
-        dx0 = x - m0
-        dx1 = x - m1
+        dx0 = x - mean0
+        dx1 = x - mean1
         r0_acc += r0
         r1_acc += r1
         d0_acc += r0 * dx0
         d1_acc += r1 * dx1
         q0_acc += r0 * dx0 * dx0
         q1_acc += r1 * dx1 * dx1
-    return (tl.sum(log_prob_acc), tl.sum(r0_acc), tl.sum(r1_acc), tl.sum(d0_acc), tl.sum(d1_acc), tl.sum(q0_acc),
-            tl.sum(q1_acc))
+    return (_lane_sum(log_prob_acc), _lane_sum(r0_acc), _lane_sum(r1_acc), _lane_sum(d0_acc), _lane_sum(d1_acc),
+            _lane_sum(q0_acc), _lane_sum(q1_acc))
+
+
+@triton.jit
+def _lane_sum(lanes):
+    return tl.sum(lanes.to(tl.float64), axis=0)
 
 
 @triton.jit
