@@ -322,9 +322,11 @@ def _gmm2_race_kernel(values_ptr, offsets_ptr, lo_ptr, scale_ptr, keys_ptr, cent
 
 # --------------------------------------------------------------------------------------------- k-means init and EM
 @triton.jit
-def _grid_split(low, high, step, grid_steps):
-    """The split at grid step ``step`` of [low, high], as fastmix/methods/gmm.py's ``median_split`` computes it."""
-    return low + step.to(tl.float64) / grid_steps * (high - low)
+def _grid_split(low, high, step, grid_step_size):
+    """The split at grid step ``step`` of [low, high], as fastmix/methods/gmm.py's ``median_split`` computes it
+    (``low + step / 2^B * (high - low)``): ``grid_step_size`` = 2^-B, an exact power of two, so multiplying by it
+    rounds exactly as dividing by 2^B does."""
+    return low + step.to(tl.float64) * grid_step_size * (high - low)
 
 
 @triton.jit
@@ -336,19 +338,19 @@ def _median_centres(values_ptr, start, end, count, lo, inv_scale, low, high, BIS
     comparing with the very splits a bisection would compare with), whose prefix sums count the values below every
     split at once, then the halves' statistics."""
     STEPS: tl.constexpr = 1 << BISECTIONS
-    grid_steps = tl.full([], STEPS, tl.float64)
+    grid_step_size = 1.0 / tl.full([], STEPS, tl.float64)
     histogram = tl.zeros([STEPS], tl.int32)
     for block_start in range(start, end, BLOCK):
         x, in_segment = _normalised_block(values_ptr, block_start, end, lo, inv_scale, BLOCK)
         step = tl.zeros([BLOCK], tl.int32)
         for bit in tl.static_range(BISECTIONS):
             candidate = step + (1 << (BISECTIONS - 1 - bit))
-            step = tl.where(x >= _grid_split(low, high, candidate, grid_steps), candidate, step)
+            step = tl.where(x >= _grid_split(low, high, candidate, grid_step_size), candidate, step)
         histogram += tl.histogram(step, STEPS, mask=in_segment)
     below = tl.cumsum(histogram, axis=0).to(tl.float64)  # below[j - 1]: the values below split_j
     steps = tl.arange(0, STEPS) + 1
     enough = (below >= count / 2.0) & (steps < STEPS)  # j = 2^BISECTIONS always qualifies
-    split = _grid_split(low, high, tl.min(tl.where(enough, steps, STEPS), axis=0), grid_steps)
+    split = _grid_split(low, high, tl.min(tl.where(enough, steps, STEPS), axis=0), grid_step_size)
     c0 = 0.5 * (low + split)
     c1 = 0.5 * (split + high)
     n0, n1, s0, s1, q0, q1 = _split_sums(values_ptr, start, end, lo, inv_scale, split, c0, c1, BLOCK)
