@@ -189,7 +189,7 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
         init: "kmeans" (the default; deterministic): scikit-learn's default init, k-means then one M-step of its
             two clusters, with the k-means seeded by the means of the two halves of the median split instead of
             scikit-learn's random k-means++ seeds, then up to 30 Lloyd steps (a group stops at its fixed point;
-            on "cpu" and "triton" one call runs them all). With DivideMix's settings EM stops 2-4 iterations after
+            on "cpu" and the GPU backends one call runs them all). With DivideMix's settings EM stops 2-4 iterations after
             its start, so the init decides the clean set: this one gives scikit-learn's default fit up to the
             spread of scikit-learn's own seeds. "kmeans++": the same with k-means++ seeds drawn
             from ``generator``. "quantile": the median split's two halves (no k-means; EM then stays near a 50/50
@@ -198,16 +198,20 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
             variances > 0, weights >= 0 summing to 1); a group with a zero weight (e.g. a previous fit's
             degenerate placeholder) starts from the "kmeans" init instead, as that component could never recover.
         generator: the random source of init="kmeans++" (nothing else is random).
-        backend: "cpu" (C++), "reference", "triton", "cuda", or None for the default.
+        backend: "cpu" (C++), "reference", "triton", "cuda", or None for the default. On "triton" a fit with
+            init "kmeans" or "quantile" and no process group is 7 launches and no host sync on CUDA tensors: the
+            grouping (a keys kernel, a stable sort, a gather, a range kernel, two device-side asserts) and one
+            kernel for the rest of the fit.
         nan_policy: "raise" rejects NaN/inf values; "omit" ignores them.
         process_group: a torch.distributed group over which the values are sharded: counts, min/max, the init's
             passes and each iteration's E-step statistics (one (G, 7) all-reduce) are summed over the ranks, so every
             rank gets the fit of the full data. First the ranks check (one host read) that they fit the same problem
             and that no rank's data is rejected: a mismatch or a rank's bad data raises the same ValueError on every
-            rank. The passes run the "cpu" kernels on CPU tensors and the reference's on GPU tensors.
+            rank. The passes run the "cpu" kernels on CPU tensors and the Triton ones on GPU tensors.
 
     The kernels ("cpu", "triton", "cuda") take each iteration's statistics in one pass, around the current means
-    (algebraically scikit-learn's two-pass variance; the reference does two passes). ``eps`` in ``nk + 10 eps`` is
+    (algebraically scikit-learn's two-pass variance; the reference does two passes). The Triton E-step computes each
+    float32 value's terms in float32 (float64 sums per group), float64 values in float64. ``eps`` in ``nk + 10 eps`` is
     that of the values' dtype, as in scikit-learn. A float64 group whose range float64 cannot normalise (max - min
     overflows, or its reciprocal does; with normalize="none", magnitudes above 2^500) is flagged degenerate, the
     same on every backend.
