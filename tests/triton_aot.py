@@ -146,9 +146,10 @@ def compile_all(capabilities: list[int]) -> list[Compiled]:
     run = JITFunction.run
 
     def compile_only(self, *args, grid, warmup, **kwargs):
-        self.compile = recording_compile
         for capability in capabilities:
             driver.set_active(_CompileOnlyDriver(capability))
+            self.device_caches[capability]  # a target's first use sets self.compile: set it after that
+            self.compile = recording_compile
             run(self, *args, grid=grid, warmup=True, **kwargs)
 
     JITFunction.run = compile_only
