@@ -108,11 +108,11 @@ def normalised_segments(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: 
     return torch.where(valid, reference.normalise(sorted_values, groups, lo, scale), 0.0), groups, valid
 
 
-def _segment_pass(backend: str, reference_pass, kernel_pass: str, columns: int, sorted_values: torch.Tensor,
+def _segment_pass(backend: str, reference_pass, native_pass: str, columns: int, sorted_values: torch.Tensor,
                   offsets: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor,
                   *extra: tuple[torch.Tensor | None, int]):
-    """One pass over every group's segment, (G, columns) float64: the C++ kernel ``gmm2_<kernel_pass>_cpu`` on
-    "cpu", the Triton kernel ``kernel_pass`` on the GPU backends, ``reference_pass(x, groups, valid, n_groups,
+    """One pass over every group's segment, (G, columns) float64: the C++ kernel ``native_pass`` on "cpu", its
+    Triton twin (``native_pass`` without "_cpu") on the GPU backends, ``reference_pass(x, groups, valid, n_groups,
     *tensors)`` on the reference's view. ``extra``: (tensor or None, the element count the kernel reads from it)
     pairs."""
     n_groups = lo.size(0)
@@ -124,12 +124,11 @@ def _segment_pass(backend: str, reference_pass, kernel_pass: str, columns: int, 
         from fastmix.kernels.triton import gmm as triton_gmm
 
         if n_groups:
-            getattr(triton_gmm, f"gmm2_{kernel_pass}")(
+            getattr(triton_gmm, native_pass.removesuffix("_cpu"))(
                 sorted_values.contiguous(), offsets.contiguous(), *(_float64_contiguous(t) for t in (lo, scale)),
                 *(_float64_contiguous(tensor) for tensor, _ in extra), out)
         return out
-    _native.launch(f"gmm2_{kernel_pass}_cpu", sorted_values.device,
-                   *_segment_arguments(sorted_values, offsets, n_groups),
+    _native.launch(native_pass, sorted_values.device, *_segment_arguments(sorted_values, offsets, n_groups),
                    _float64_buffer(lo, n_groups), _float64_buffer(scale, n_groups),
                    *(_float64_buffer(tensor, numel) for tensor, numel in extra), out)
     return out
@@ -140,7 +139,7 @@ def gmm2_split_statistics(sorted_values: torch.Tensor, offsets: torch.Tensor, lo
                           split: torch.Tensor, shifts: torch.Tensor, backend: str) -> torch.Tensor:
     """The statistics (G, 7) of every group's hard split at ``split`` around ``shifts`` (reference.split_statistics)."""
     n_groups = lo.size(0)
-    return _segment_pass(backend, reference.split_statistics, "split_statistics", 7, sorted_values, offsets,
+    return _segment_pass(backend, reference.split_statistics, "gmm2_split_statistics_cpu", 7, sorted_values, offsets,
                          lo, scale, (split, n_groups), (shifts, 2 * n_groups))
 
 
@@ -154,7 +153,7 @@ def gmm2_race(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Tens
               keys: torch.Tensor, centre: torch.Tensor | None, backend: str) -> torch.Tensor:
     """The k-means++ seeding's race over every group's segment (reference.race_statistics), (G, 3) float64; keys
     (n,) float64 at the segments' positions."""
-    return _segment_pass(backend, reference.race_statistics, "race", 3, sorted_values, offsets, lo, scale,
+    return _segment_pass(backend, reference.race_statistics, "gmm2_race_cpu", 3, sorted_values, offsets, lo, scale,
                          (keys, sorted_values.numel()), (centre, lo.size(0)))
 
 
@@ -203,7 +202,7 @@ def gmm2_estep(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: torch.Ten
     """One E-step's statistics of every group's segment, (G, 7) float64 around ``means``
     (reference.estep_statistics); the distributed fit all-reduces them. "cpu" runs the C++ pass, the other
     backends the reference."""
-    return _segment_pass(backend, reference.estep_statistics, "estep", 7, sorted_values, offsets, lo, scale,
+    return _segment_pass(backend, reference.estep_statistics, "gmm2_estep_cpu", 7, sorted_values, offsets, lo, scale,
                          *((param, 2 * lo.size(0)) for param in (weights, means, variances)))
 
 
