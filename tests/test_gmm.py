@@ -336,9 +336,11 @@ def test_posterior_is_a_probability_of_the_small_mean_component(backend):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_posterior_matches_the_reference(dtype):
+@pytest.mark.parametrize("backend", cpu_backends(("reference", "triton")))
+def test_posterior_matches_the_reference(dtype, backend):
     """The production posterior (eq. 8) against the reference oracle's normalise + posterior, on new values: a
-    one-value group (degenerate: 1.0), an empty group, a single-value batch and NaN/inf values (NaN there only)."""
+    one-value group (degenerate: 1.0), an empty group, a single-value batch, no values and NaN/inf values (NaN
+    there only); a group out of range is rejected."""
     values, groups = random_groups(4, seed=21, dtype=dtype)
     values = torch.cat([values, values.new_tensor([0.3])])
     groups = torch.cat([groups, groups.new_tensor([5])])  # group 4 stays empty, group 5 holds one value
@@ -350,10 +352,14 @@ def test_posterior_matches_the_reference(dtype):
         reference_gmm.normalise(probe, groups, fit.min, fit_steps.range_scale(fit.min, fit.max)), groups,
         fit.weights, fit.means, fit.variances)
     oracle = torch.where(fit.degenerate[groups] & torch.isfinite(probe), 1.0, oracle)
-    got = fastmix.gmm_posterior(probe, groups, fit)
+    got = fastmix.gmm_posterior(probe, groups, fit, backend=backend)
     assert got.dtype == dtype and bool(got[:3].isnan().all())
     assert_close(got[3:], oracle[3:].to(dtype), dtype)
-    assert_close(fastmix.gmm_posterior(probe[-2:-1], groups[-2:-1], fit), oracle[-2:-1].to(dtype), dtype, "B = 1")
+    assert_close(fastmix.gmm_posterior(probe[-2:-1], groups[-2:-1], fit, backend=backend), oracle[-2:-1].to(dtype),
+                 dtype, "B = 1")
+    assert fastmix.gmm_posterior(probe[:0], groups[:0], fit, backend=backend).shape == (0,)
+    with pytest.raises(ValueError, match="groups holds indices outside"):
+        fastmix.gmm_posterior(probe, torch.where(groups == 3, 6, groups), fit, backend=backend)
 
 
 def test_posterior_falls_with_the_loss_for_separated_components():
@@ -515,6 +521,10 @@ def test_opcheck(backend, layout):
     torch.library.opcheck(gmm_ops.gmm2_split_statistics, (sorted_values, offsets, lo, scale,
                                                           *relaid(layout, split), shifts, backend))
     if backend == "triton":
+        fit = fastmix.fit_gmm2(values, groups, n_groups=3, nan_policy="omit")
+        finite = values.nan_to_num(0.5)  # opcheck compares outputs without NaN equality
+        torch.library.opcheck(gmm_ops.gmm2_posterior, (*relaid(layout, finite, groups), fit.weights, fit.means,
+                                                       fit.variances, fit.min, fit.max, fit.degenerate, backend))
         for minmax, kmeans in ((True, True), (False, False)):  # tol 0: no NaN after a stop (opcheck compares)
             torch.library.opcheck(gmm_ops.gmm2_fit, (sorted_values, offsets, count, lo, lo + scale, minmax, kmeans, 5,
                                                      4, 0.0, 5e-4, 2.2e-16, 2.0 ** 500, backend))

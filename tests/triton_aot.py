@@ -49,7 +49,7 @@ SIZES = {
     "gmm": [(torch.float64, batch, 3) for batch in (80, 5000)] + [(torch.float32, 80, 3)],
 }
 FAMILY = {"flow_mix": "images", "lumix_loss": "logits", "lamix_loss": "logits", "balancemix_loss": "logits",
-          "fit_gmm2": "gmm"}
+          "fit_gmm2": "gmm", "gmm_posterior": "gmm"}
 
 
 class _CompileOnlyDriver:

@@ -278,20 +278,27 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
     )
 
 
-def gmm_posterior(values: torch.Tensor, groups: torch.Tensor, fit: GMM2Fit) -> torch.Tensor:
+def gmm_posterior(values: torch.Tensor, groups: torch.Tensor, fit: GMM2Fit, *, backend: str | None = None
+                  ) -> torch.Tensor:
     """Eq. 8: the probability that each value belongs to its group's small-mean ("clean") component.
 
     Values are normalised with the fit's per-group min/max, so new values (e.g. the next batch's losses) work too.
     Returns a tensor of values' shape in [0, 1] (float64 for float64 values, else float32); degenerate groups give
-    1.0. NaN/inf values give NaN.
+    1.0. NaN/inf values give NaN. backend: "reference" (PyTorch; the default on CPU tensors), "triton" (one kernel
+    and the group-range check: 3 launches, the default on CUDA tensors), or None for the default.
     """
     _checks.check_tensor("values", values)
     _checks.check_tensor("groups", groups)
     if not isinstance(fit, GMM2Fit):
         raise TypeError(f"fit must be a GMM2Fit, got {type(fit).__name__}")
     _check_values(values, groups)
-    gmm_ops.check_data(values, groups.long(), fit.weights.size(0), omit_nonfinite=True)
+    name = _backend.resolve(backend, values.device, cuda_default="triton", cpu_default="reference",
+                            supported=gmm_ops.POSTERIOR_BACKENDS)
     flat_values, flat_groups = values.reshape(-1), groups.reshape(-1).long()
+    if name == "triton":
+        return gmm_ops.gmm2_posterior(flat_values, flat_groups, fit.weights, fit.means, fit.variances, fit.min,
+                                      fit.max, fit.degenerate, name).view(values.shape)
+    gmm_ops.check_data(values, groups.long(), fit.weights.size(0), omit_nonfinite=True)
     probability = torch.where(fit.degenerate[flat_groups] & torch.isfinite(flat_values), 1.0,
                               _clean_posterior(flat_values, flat_groups, fit))
     out_dtype = compute_dtype(values.dtype)

@@ -17,12 +17,14 @@ from __future__ import annotations
 import torch
 
 from fastmix import _checks, _native
+from fastmix._dtypes import compute_dtype
 from fastmix.reference import gmm as reference
 
 BACKENDS = ("cpu", "reference", "triton", "cuda")
 CUDA_DEFAULT = "triton"
 KMEANS_BACKENDS = ("cpu", "triton", "cuda")
 GPU_BACKENDS = ("triton", "cuda")
+POSTERIOR_BACKENDS = ("reference", "triton")
 """Backends whose grouping, init and passes run the Triton kernels."""
 MEDIAN_BISECTIONS = 8
 """The median split is the upper edge of the step of a 2^8 = 256-step grid of the group's range holding the median."""
@@ -296,3 +298,25 @@ def _fit_outputs(count: torch.Tensor, max_iter: int) -> tuple[torch.Tensor, ...]
 def _(sorted_values, offsets, count, lo, hi, minmax, kmeans, max_iter, steps, tol, reg_covar, eps, max_magnitude,
       backend):
     return _fit_outputs(count, max_iter)
+
+
+@torch.library.custom_op("fastmix::gmm2_posterior", mutates_args=())
+def gmm2_posterior(values: torch.Tensor, groups: torch.Tensor, weights: torch.Tensor, means: torch.Tensor,
+                   variances: torch.Tensor, fit_min: torch.Tensor, fit_max: torch.Tensor, degenerate: torch.Tensor,
+                   backend: str) -> torch.Tensor:
+    """Eq. 8 on "triton" (one kernel, then the group-range check: 3 launches): the clean component's posterior of
+    each of the 1-D ``values`` in its group's fit, in ``compute_dtype(values.dtype)``."""
+    if backend != "triton":
+        raise ValueError(f"gmm2_posterior has no {backend!r} backend")
+    from fastmix.kernels.triton import gmm as triton_gmm
+
+    out = torch.empty(values.shape, dtype=compute_dtype(values.dtype), device=values.device)
+    fit = tuple(t.to(torch.float64).contiguous() for t in (weights, means, variances, fit_min, fit_max))
+    ok = triton_gmm.gmm2_posterior(values.contiguous(), groups.contiguous(), (*fit, degenerate.contiguous()), out)
+    _checks.check_on_device(ok.all(), f"groups holds indices outside [0, n_groups={weights.size(0)})")
+    return out
+
+
+@gmm2_posterior.register_fake
+def _(values, groups, weights, means, variances, fit_min, fit_max, degenerate, backend):
+    return torch.empty(values.shape, dtype=compute_dtype(values.dtype), device=values.device)

@@ -574,3 +574,56 @@ def gmm2_fit(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Te
                                        float64_argument(tol), float64_argument(reg_covar), float64_argument(eps),
                                        float64_argument(LOG_2PI), float64_argument(max_magnitude), MINMAX=minmax,
                                        KMEANS=kmeans, BISECTIONS=bisections, BLOCK=BLOCK, num_warps=SEGMENT_WARPS)
+
+
+@triton.jit
+def _gmm2_posterior_kernel(values_ptr, groups_ptr, weights_ptr, means_ptr, variances_ptr, min_ptr, max_ptr,
+                           degenerate_ptr, out_ptr, ok_ptr, n, n_groups, BLOCK: tl.constexpr):
+    """Eq. 8 per value, in float64, as fastmix/api/gmm.py's ``_clean_posterior``: the sigmoid of the clean
+    (smaller-mean) component's log-density minus the other's, with the value normalised by its group's min and
+    range; 1.0 for a finite value of a degenerate group. ok[program]: every group in range (a value of a group out of
+    range reads group 0's fit)."""
+    pid = tl.program_id(0)
+    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    held = offs < n
+    v = tl.load(values_ptr + offs, mask=held, other=0.0).to(tl.float64)
+    group = tl.load(groups_ptr + offs, mask=held, other=0)
+    in_range = (group >= 0) & (group < n_groups)
+    group = tl.where(in_range, group, 0)
+    m0 = tl.load(means_ptr + 2 * group)
+    m1 = tl.load(means_ptr + 2 * group + 1)
+    second_clean = m1 < m0
+    clean_mean = tl.where(second_clean, m1, m0)
+    other_mean = tl.where(second_clean, m0, m1)
+    v0 = tl.load(variances_ptr + 2 * group)
+    v1 = tl.load(variances_ptr + 2 * group + 1)
+    clean_precision = 1.0 / tl.sqrt(tl.where(second_clean, v1, v0))
+    other_precision = 1.0 / tl.sqrt(tl.where(second_clean, v0, v1))
+    w0 = tl.load(weights_ptr + 2 * group)
+    w1 = tl.load(weights_ptr + 2 * group + 1)
+    log_odds = ((tl.log(tl.where(second_clean, w1, w0)) + tl.log(clean_precision))
+                - (tl.log(tl.where(second_clean, w0, w1)) + tl.log(other_precision)))
+    group_min = tl.load(min_ptr + group)
+    group_max = tl.load(max_ptr + group)
+    x = (v - group_min) * (1.0 / tl.where(group_max > group_min, group_max - group_min, 1.0))
+    clean_distance = (x - clean_mean) * clean_precision
+    other_distance = (x - other_mean) * other_precision
+    z = log_odds + 0.5 * (other_distance * other_distance - clean_distance * clean_distance)
+    probability = 1.0 / (1.0 + tl.exp(-z))
+    degenerate = tl.load(degenerate_ptr + group).to(tl.int1)
+    probability = tl.where(degenerate & _is_finite(v), 1.0, probability)
+    tl.store(out_ptr + offs, probability.to(out_ptr.dtype.element_ty), mask=held)
+    tl.store(ok_ptr + pid, tl.min((~held | in_range).to(tl.int32), axis=0) != 0)
+
+
+def gmm2_posterior(values: torch.Tensor, groups: torch.Tensor, fit: tuple[torch.Tensor, ...],
+                   out: torch.Tensor) -> torch.Tensor:
+    """Fills ``out`` (n,) from contiguous 1-D values and int64 groups; ``fit`` = (weights, means, variances (G, 2),
+    min, max (G,)) contiguous float64 and degenerate (G,) bool. Returns per program whether its groups were in range
+    (bool)."""
+    n = values.numel()
+    ok = torch.empty(triton.cdiv(n, GROUPING_BLOCK), dtype=torch.bool, device=values.device)
+    if n:
+        _gmm2_posterior_kernel[(ok.numel(),)](values, groups, *fit, out, ok, n, fit[3].numel(), BLOCK=GROUPING_BLOCK,
+                                              num_warps=4)
+    return ok
