@@ -622,8 +622,8 @@ def gmm2_posterior(values: torch.Tensor, groups: torch.Tensor, fit: tuple[torch.
     min, max (G,)) contiguous float64 and degenerate (G,) bool. Returns per program whether its groups were in range
     (bool)."""
     n = values.numel()
-    ok = torch.empty(triton.cdiv(n, GROUPING_BLOCK), dtype=torch.bool, device=values.device)
+    ok = torch.empty(triton.cdiv(n, BLOCK), dtype=torch.bool, device=values.device)
     if n:
-        _gmm2_posterior_kernel[(ok.numel(),)](values, groups, *fit, out, ok, n, fit[3].numel(), BLOCK=GROUPING_BLOCK,
+        _gmm2_posterior_kernel[(ok.numel(),)](values, groups, *fit, out, ok, n, fit[3].numel(), BLOCK=BLOCK,
                                               num_warps=4)
     return ok
