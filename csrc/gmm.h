@@ -34,20 +34,22 @@ FASTMIX_HD Prepared prepare(const double* weights, const double* means, const do
   return p;
 }
 
-// Adds one normalised value's E-step to stats (log p(x) by a max-shifted log-sum-exp, as scikit-learn).
+// Adds one normalised value's E-step to stats (log p(x) by a max-shifted log-sum-exp, as scikit-learn). The
+// larger of the two terms is picked by selects, not by a runtime array index (which puts arrays in local memory
+// on a GPU).
 FASTMIX_HD void accumulate(double x, const Prepared& p, double* stats) {
-  double weighted[2];
-  for (int k = 0; k < 2; ++k) {
-    const double z = x * p.precision_chol[k] - p.scaled_mean[k];
-    weighted[k] = p.offset[k] - 0.5 * z * z;
-  }
-  const int top = weighted[1] > weighted[0] ? 1 : 0;
-  const double other = exp(weighted[1 - top] - weighted[top]);
+  const double z0 = x * p.precision_chol[0] - p.scaled_mean[0];
+  const double z1 = x * p.precision_chol[1] - p.scaled_mean[1];
+  const double weighted0 = p.offset[0] - 0.5 * z0 * z0;
+  const double weighted1 = p.offset[1] - 0.5 * z1 * z1;
+  const bool second_on_top = weighted1 > weighted0;
+  const double top = second_on_top ? weighted1 : weighted0;
+  const double other = exp((second_on_top ? weighted0 : weighted1) - top);
   const double sum = 1.0 + other;
-  stats[0] += weighted[top] + log(sum);
-  double resp[2];
-  resp[top] = 1.0 / sum;
-  resp[1 - top] = other * resp[top];
+  stats[0] += top + log(sum);
+  const double resp_top = 1.0 / sum;
+  const double resp_other = other * resp_top;
+  const double resp[2] = {second_on_top ? resp_other : resp_top, second_on_top ? resp_top : resp_other};
   for (int k = 0; k < 2; ++k) {
     const double d = x - p.mean[k];
     stats[1 + k] += resp[k];

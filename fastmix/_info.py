@@ -42,7 +42,7 @@ def op_backends() -> dict[str, tuple[tuple, str | None, str | None]]:
         "lamix_loss": (lamix_ops.BACKENDS, "triton", "cpu"),
         "balancemix_loss": (balancemix_ops.BACKENDS, "triton", "cpu"),
         "fit_gmm2": (gmm_ops.BACKENDS, gmm_ops.CUDA_DEFAULT, "cpu"),
-        "gmm_posterior": ((), None, None),
+        "gmm_posterior": (gmm_ops.POSTERIOR_BACKENDS, "triton", "reference"),
     }
 
 

@@ -64,6 +64,13 @@ def _gmm_values(device: torch.device, dtype=torch.float64, batch: int = 80, clas
     return {"values": values.to(device, dtype), "groups": groups, "classes": classes}
 
 
+def _gmm_posterior_inputs(device: torch.device, dtype=torch.float64, batch: int = 80, classes: int = 3) -> dict:
+    """``_gmm_values`` and the reference's fit of them."""
+    inputs = _gmm_values(device, dtype, batch, classes)
+    inputs["fit"] = fastmix.fit_gmm2(inputs["values"], inputs["groups"], n_groups=classes, backend="reference")
+    return inputs
+
+
 def _timm_mixup(mode: str) -> Callable:
     def call(inputs, backend, generator):
         mixer = fastmix.Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, mode=mode, num_classes=inputs["classes"],
@@ -107,4 +114,7 @@ CASES = (
            LOSS_BACKENDS),
     OpCase("fit_gmm2", _gmm_values, _fit_gmm2, ("cuda", "triton", "reference", "cpu"), forward_budget=10,
            differentiable=False),
+    OpCase("gmm_posterior", _gmm_posterior_inputs,
+           lambda i, b, g: fastmix.gmm_posterior(i["values"], i["groups"], i["fit"], backend=b),
+           ("triton", "reference"), differentiable=False),
 )

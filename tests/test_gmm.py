@@ -139,11 +139,17 @@ def backend_case(dtype, rows=300, seed=3):
     return losses, groups
 
 
-def assert_same_fit(actual, expected):
+def fit_dtype(backend: str, dtype: torch.dtype) -> torch.dtype:
+    """The tolerance of a backend's fit of ``dtype`` values against the reference's: the Triton E-step computes each
+    value's terms in the values' dtype (float32 exp and log for float32 values), every other backend in float64."""
+    return dtype if backend == "triton" else torch.float64
+
+
+def assert_same_fit(actual, expected, dtype: torch.dtype = torch.float64):
     for name in ("weights", "means", "variances", "log_likelihood", "min", "max"):
         a, e = getattr(actual, name), getattr(expected, name)
         assert torch.equal(a.isnan(), e.isnan()), name
-        assert_close(a.nan_to_num(), e.nan_to_num(), torch.float64, name)
+        assert_close(a.nan_to_num(), e.nan_to_num(), dtype, name)
     for name in ("n_iter", "converged", "degenerate"):
         assert torch.equal(getattr(actual, name), getattr(expected, name)), name
 
@@ -156,8 +162,62 @@ def test_backends_match_reference(backend, device, dtype, init):
     losses, groups = losses.to(device), groups.to(device)
     fits = [fastmix.fit_gmm2(losses, groups, n_groups=18, init=init, nan_policy="omit", backend=b,
                              generator=torch.Generator(device).manual_seed(0)) for b in ("reference", backend)]
-    assert_same_fit(fits[1], fits[0])
+    assert_same_fit(fits[1], fits[0], fit_dtype(backend, dtype))
     assert fits[0].degenerate.tolist() == [False] * 16 + [True, False]
+
+
+@pytest.mark.parametrize("backend", cpu_backends(("cpu", "triton")))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_segments_match_a_stable_sort_by_group(backend, dtype):
+    """Grouping (omitted values last as zeros, empty groups, groups of any size) against a stable sort written
+    here: each group's finite values in their input order, its count, min and max."""
+    losses, groups = backend_case(dtype, rows=700, seed=5)
+    values, groups = losses.reshape(-1), groups.reshape(-1)
+    sorted_values, offsets, count, lo, hi = gmm_ops.gmm2_segments(values, groups, 18, True, backend)
+    finite = torch.isfinite(values)
+    held = 0
+    for group in range(18):
+        mine = values[(groups == group) & finite]
+        assert int(offsets[group]) == held and int(offsets[group + 1]) == held + mine.numel(), group
+        assert torch.equal(sorted_values[held:held + mine.numel()], mine), group
+        assert float(count[group]) == mine.numel()
+        assert (float(lo[group]), float(hi[group])) == ((float(mine.min()), float(mine.max())) if mine.numel()
+                                                        else (0.0, 0.0)), group
+        held += mine.numel()
+    assert held == int(finite.sum()) and bool((sorted_values[held:] == 0).all())
+
+
+@pytest.mark.parametrize("backend", cpu_backends(("cpu", "triton", "reference")))
+def test_grouping_rejects_bad_data(backend):
+    values, groups = random_groups(3, seed=4)
+    with pytest.raises(ValueError, match="groups holds indices outside"):
+        fastmix.fit_gmm2(values, torch.where(groups == 2, 3, groups), n_groups=3, backend=backend)
+    with pytest.raises(ValueError, match="groups holds indices outside"):
+        fastmix.fit_gmm2(values, torch.where(groups == 2, -1, groups), n_groups=3, backend=backend)
+    values[17] = math.inf
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        fastmix.fit_gmm2(values, groups, n_groups=3, backend=backend)
+    assert not fastmix.fit_gmm2(values, groups, n_groups=3, nan_policy="omit", backend=backend).degenerate.any()
+
+
+@pytest.mark.parametrize("backend", cpu_backends(("triton",)))
+@pytest.mark.parametrize("init", INITS)
+def test_triton_fit_is_deterministic_and_independent_of_its_block(backend, init, monkeypatch):
+    """Two fits are bit-identical (fixed-order reductions, no atomics); splitting each group's values over 64
+    instead of 256 accumulator lanes (a different summation order) moves the fit only by rounding."""
+    from fastmix.kernels.triton import gmm as triton_gmm
+
+    losses, groups = backend_case(torch.float32, rows=400, seed=8)
+
+    def fit():
+        return fastmix.fit_gmm2(losses, groups, n_groups=18, init=init, nan_policy="omit", backend=backend,
+                                generator=torch.Generator().manual_seed(1))
+
+    first, second = fit(), fit()
+    for name, a, b in zip(first._fields, first, second):
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()), name
+    monkeypatch.setattr(triton_gmm, "BLOCK", 64)
+    assert_same_fit(fit(), first, torch.float32)  # float32 lanes summed in another order
 
 
 FIT_IN_SUBPROCESS = """
@@ -209,17 +269,19 @@ def test_every_cpu_isa_matches_reference_to_rounding(isa, dtype, monkeypatch):
             torch.testing.assert_close(a, e, rtol=rtol, atol=1e-15, equal_nan=True, msg=name)
 
 
+@pytest.mark.parametrize("backend", cpu_backends(("cpu", "triton")))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_estep_statistics_match_reference(dtype):
-    """The single E-step the distributed fit all-reduces: the C++ pass against the reference's statistics."""
-    if _backend.unavailable_reason("cpu", "cpu"):
-        pytest.skip("fastmix._C is not built")
+def test_estep_statistics_match_reference(backend, dtype):
+    """The single E-step the distributed fit all-reduces: the kernel's pass against the reference's statistics."""
     losses, groups = backend_case(dtype, rows=777, seed=16)
-    segments, lo, hi = segments_of(losses, groups, 18, "cpu")
+    segments, lo, hi = segments_of(losses, groups, 18, backend)
     params = fit_steps.quantile_init(segments, lo, hi, 5e-4, 1e-7)
     stats = [gmm_ops.gmm2_estep(segments.sorted_values, segments.offsets, segments.shift, segments.scale, *params,
-                                backend) for backend in ("reference", "cpu")]
-    torch.testing.assert_close(stats[1], stats[0], rtol=1e-13, atol=1e-12)
+                                name) for name in ("reference", backend)]
+    if fit_dtype(backend, dtype) == torch.float64:
+        torch.testing.assert_close(stats[1], stats[0], rtol=1e-13, atol=1e-12)
+    else:
+        assert_close(stats[1], stats[0], torch.float32)
     torch.testing.assert_close(stats[1][:, 1:3].sum(1), segments.count)  # each value's responsibilities sum to 1
 
 
@@ -274,9 +336,11 @@ def test_posterior_is_a_probability_of_the_small_mean_component(backend):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_posterior_matches_the_reference(dtype):
+@pytest.mark.parametrize("backend", cpu_backends(("reference", "triton")))
+def test_posterior_matches_the_reference(dtype, backend):
     """The production posterior (eq. 8) against the reference oracle's normalise + posterior, on new values: a
-    one-value group (degenerate: 1.0), an empty group, a single-value batch and NaN/inf values (NaN there only)."""
+    one-value group (degenerate: 1.0), an empty group, a single-value batch, no values and NaN/inf values (NaN
+    there only); a group out of range is rejected."""
     values, groups = random_groups(4, seed=21, dtype=dtype)
     values = torch.cat([values, values.new_tensor([0.3])])
     groups = torch.cat([groups, groups.new_tensor([5])])  # group 4 stays empty, group 5 holds one value
@@ -288,10 +352,14 @@ def test_posterior_matches_the_reference(dtype):
         reference_gmm.normalise(probe, groups, fit.min, fit_steps.range_scale(fit.min, fit.max)), groups,
         fit.weights, fit.means, fit.variances)
     oracle = torch.where(fit.degenerate[groups] & torch.isfinite(probe), 1.0, oracle)
-    got = fastmix.gmm_posterior(probe, groups, fit)
+    got = fastmix.gmm_posterior(probe, groups, fit, backend=backend)
     assert got.dtype == dtype and bool(got[:3].isnan().all())
     assert_close(got[3:], oracle[3:].to(dtype), dtype)
-    assert_close(fastmix.gmm_posterior(probe[-2:-1], groups[-2:-1], fit), oracle[-2:-1].to(dtype), dtype, "B = 1")
+    assert_close(fastmix.gmm_posterior(probe[-2:-1], groups[-2:-1], fit, backend=backend), oracle[-2:-1].to(dtype),
+                 dtype, "B = 1")
+    assert fastmix.gmm_posterior(probe[:0], groups[:0], fit, backend=backend).shape == (0,)
+    with pytest.raises(ValueError, match="groups holds indices outside"):
+        fastmix.gmm_posterior(probe, torch.where(groups == 3, 6, groups), fit, backend=backend)
 
 
 def test_posterior_falls_with_the_loss_for_separated_components():
@@ -389,7 +457,7 @@ def test_inits_are_deterministic_and_kmeans_follows_the_generator():
         torch.testing.assert_close(run.means.sort(1).values, long_runs[0].means.sort(1).values, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("backend", cpu_backends())
+@pytest.mark.parametrize("backend", cpu_backends(("reference", "cpu", "triton")))
 def test_kmeans_seeding_races_draw_uniformly_then_by_squared_distance(backend):
     """k-means++ on 4000 groups of the values {0, 0.5, 1}: the first race picks each with probability 1/3; the second,
     from a first centre at 0, picks 1 with probability 1 / 1.25, 0.5 with 0.25 / 1.25 and 0 never."""
@@ -442,17 +510,24 @@ def test_opcheck(backend, layout):
     params = relaid(layout, *params)
     torch.library.opcheck(gmm_ops.gmm2_em, (sorted_values, offsets, count, lo, scale, *params, 5, 1e-2, 5e-4, 2.2e-16,
                                             backend))
-    if backend != "triton":  # segments, init and the single E-step have no Triton kernels (the reference runs)
-        torch.library.opcheck(gmm_ops.gmm2_estep, (sorted_values, offsets, lo, scale, *params, backend))
-        torch.library.opcheck(gmm_ops.gmm2_segments, (values, groups, 3, True, backend))
-        split = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
-        keys, centre, shifts = relaid(layout, torch.rand(values.numel(), dtype=torch.float64),
-                                      torch.full((3,), 0.3, dtype=torch.float64),
-                                      torch.stack([split / 2, (1 + split) / 2], 1))
-        for centre in (None, centre):
-            torch.library.opcheck(gmm_ops.gmm2_race, (sorted_values, offsets, lo, scale, keys, centre, backend))
-        torch.library.opcheck(gmm_ops.gmm2_split_statistics, (sorted_values, offsets, lo, scale,
-                                                              *relaid(layout, split), shifts, backend))
+    torch.library.opcheck(gmm_ops.gmm2_estep, (sorted_values, offsets, lo, scale, *params, backend))
+    torch.library.opcheck(gmm_ops.gmm2_segments, (values, groups, 3, True, backend))
+    split = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+    keys, centre, shifts = relaid(layout, torch.rand(values.numel(), dtype=torch.float64),
+                                  torch.full((3,), 0.3, dtype=torch.float64),
+                                  torch.stack([split / 2, (1 + split) / 2], 1))
+    for centre in (None, centre):
+        torch.library.opcheck(gmm_ops.gmm2_race, (sorted_values, offsets, lo, scale, keys, centre, backend))
+    torch.library.opcheck(gmm_ops.gmm2_split_statistics, (sorted_values, offsets, lo, scale,
+                                                          *relaid(layout, split), shifts, backend))
+    if backend == "triton":
+        fit = fastmix.fit_gmm2(values, groups, n_groups=3, nan_policy="omit")
+        finite = values.nan_to_num(0.5)  # opcheck compares outputs without NaN equality
+        torch.library.opcheck(gmm_ops.gmm2_posterior, (*relaid(layout, finite, groups), fit.weights, fit.means,
+                                                       fit.variances, fit.min, fit.max, fit.degenerate, backend))
+        for minmax, kmeans in ((True, True), (False, False)):  # tol 0: no NaN after a stop (opcheck compares)
+            torch.library.opcheck(gmm_ops.gmm2_fit, (sorted_values, offsets, count, lo, lo + scale, minmax, kmeans, 5,
+                                                     4, 0.0, 5e-4, 2.2e-16, 2.0 ** 500, backend))
     if backend in gmm_ops.KMEANS_BACKENDS:
         low, high = relaid(layout, torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
         for seeds in (None, params[1]):
@@ -474,8 +549,6 @@ def test_kernels_read_strided_and_offset_inputs_like_contiguous_ones(backend, la
         fitted = gmm_ops.gmm2_em(sorted_values, offsets, count, shift, scale, weights, means, variances, 6, 1e-3, 5e-4,
                                  eps, backend)
         kmeans = gmm_ops.gmm2_kmeans(sorted_values, offsets, count, shift, scale, low, high, means, 3, backend)
-        if backend == "triton":
-            return (*fitted, *kmeans)
         estep = gmm_ops.gmm2_estep(sorted_values, offsets, shift, scale, weights, means, variances, backend)
         race = gmm_ops.gmm2_race(sorted_values, offsets, shift, scale, low.new_ones(sorted_values.numel()), low,
                                  backend)
@@ -486,9 +559,8 @@ def test_kernels_read_strided_and_offset_inputs_like_contiguous_ones(backend, la
     actual = outputs(*relaid(layout, *inputs, *init, low, high))
     for index, (got, wanted) in enumerate(zip(actual, expected)):
         assert torch.equal(got.isnan(), wanted.isnan()) and torch.equal(got.nan_to_num(), wanted.nan_to_num()), index
-    if backend == "cpu":
-        sorted_values = gmm_ops.gmm2_segments(*relaid(layout, values, groups), 3, True, backend)[0]
-        assert torch.equal(sorted_values, segments.sorted_values)
+    sorted_values = gmm_ops.gmm2_segments(*relaid(layout, values, groups), 3, True, backend)[0]
+    assert torch.equal(sorted_values, segments.sorted_values)
 
 
 def test_compiles_fullgraph():
@@ -637,7 +709,7 @@ def test_explicit_init_of_any_strides_gives_the_contiguous_fit(backend, device):
     for init in (column_major, sliced):
         assert not init[1].is_contiguous()
         fit = fastmix.fit_gmm2(losses, groups, n_groups=18, init=init, nan_policy="omit", backend=backend)
-        assert_same_fit(fit, expected)
+        assert_same_fit(fit, expected, fit_dtype(backend, losses.dtype))
     assert all(torch.equal(a, b) for a, b in zip(column_major, before))
 
 

@@ -8,6 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import fastmix
+from fastmix import _backend
 from helpers import assert_close
 
 WORLD = 2
@@ -27,7 +28,7 @@ def fit_fields(fit):
     return {name: getattr(fit, name) for name in fit._fields}
 
 
-def worker(rank: int, port: int, results):
+def worker(rank: int, port: int, results, backend: str):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         losses, groups = full_data()
@@ -40,7 +41,7 @@ def worker(rank: int, port: int, results):
         for name, options in inits.items():
             fit = fastmix.fit_gmm2(losses[shard], groups[shard], n_groups=10, nan_policy="omit",
                                    process_group=dist.group.WORLD, generator=torch.Generator().manual_seed(rank),
-                                   **options)
+                                   backend=backend, **options)
             out[name] = fit_fields(fit)
         results[rank] = out
     finally:
@@ -54,10 +55,14 @@ def free_port() -> int:
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
-def test_sharded_fit_equals_single_process_fit():
+@pytest.mark.parametrize("backend", [pytest.param(name, marks=[pytest.mark.skip(reason=reason)] if reason else [])
+                                     for name in ("cpu", "triton")
+                                     for reason in [_backend.unavailable_reason(name, "cpu")]])
+def test_sharded_fit_equals_single_process_fit(backend):
+    """The ranks' passes are the backend's kernels ("triton": the Triton passes under the interpreter)."""
     manager = mp.Manager()
     results = manager.dict()
-    mp.spawn(worker, args=(free_port(), results), nprocs=WORLD, join=True)
+    mp.spawn(worker, args=(free_port(), results, backend), nprocs=WORLD, join=True)
     losses, groups = full_data()
     init = (torch.full((10, 2), 0.5, dtype=torch.float64), torch.tensor([[0.1, 0.7]]).expand(10, 2).double(),
             torch.full((10, 2), 0.04, dtype=torch.float64))

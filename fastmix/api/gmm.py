@@ -24,6 +24,8 @@ _REDUCE_OPS = {"sum": "SUM", "min": "MIN", "max": "MAX"}
 INITS = ("kmeans", "kmeans++", "quantile")
 NORMALIZATIONS = ("minmax", "none")
 NAN_POLICIES = ("raise", "omit")
+FUSED_INITS = ("kmeans", "quantile")
+"""Inits the "triton" backend runs, with the EM, in one launch (``gmm_ops.gmm2_fit``) when no process group is given."""
 
 
 class GMM2Fit(NamedTuple):
@@ -131,8 +133,8 @@ def _check_ranks_agree(process_group, values: torch.Tensor, groups: torch.Tensor
         bad_groups = ((groups < 0) | (groups >= n_groups)).any()
         if not omit_nonfinite:
             bad_values = ~torch.isfinite(values).all()
-    local = torch.cat([torch.tensor([float(v) for v in options.values()], dtype=torch.float64, device=values.device),
-                       torch.stack([bad_groups, bad_values]).double()])
+    options_here = torch.tensor([float(v) for v in options.values()], dtype=torch.float64).to(values.device)
+    local = torch.cat([options_here, torch.stack([bad_groups, bad_values]).double()])
     low, high = local.clone(), local.clone()
     dist.all_reduce(low, op=dist.ReduceOp.MIN, group=process_group)
     dist.all_reduce(high, op=dist.ReduceOp.MAX, group=process_group)
@@ -187,7 +189,7 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
         init: "kmeans" (the default; deterministic): scikit-learn's default init, k-means then one M-step of its
             two clusters, with the k-means seeded by the means of the two halves of the median split instead of
             scikit-learn's random k-means++ seeds, then up to 30 Lloyd steps (a group stops at its fixed point;
-            on "cpu" and "triton" one call runs them all). With DivideMix's settings EM stops 2-4 iterations after
+            on "cpu" and the GPU backends one call runs them all). With DivideMix's settings EM stops 2-4 iterations after
             its start, so the init decides the clean set: this one gives scikit-learn's default fit up to the
             spread of scikit-learn's own seeds. "kmeans++": the same with k-means++ seeds drawn
             from ``generator``. "quantile": the median split's two halves (no k-means; EM then stays near a 50/50
@@ -196,16 +198,20 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
             variances > 0, weights >= 0 summing to 1); a group with a zero weight (e.g. a previous fit's
             degenerate placeholder) starts from the "kmeans" init instead, as that component could never recover.
         generator: the random source of init="kmeans++" (nothing else is random).
-        backend: "cpu" (C++), "reference", "triton", "cuda", or None for the default.
+        backend: "cpu" (C++), "reference", "triton", "cuda", or None for the default. On "triton" a fit with
+            init "kmeans" or "quantile" and no process group is 7 launches and no host sync on CUDA tensors: the
+            grouping (a keys kernel, a stable sort, a gather, a range kernel, two device-side asserts) and one
+            kernel for the rest of the fit.
         nan_policy: "raise" rejects NaN/inf values; "omit" ignores them.
         process_group: a torch.distributed group over which the values are sharded: counts, min/max, the init's
             passes and each iteration's E-step statistics (one (G, 7) all-reduce) are summed over the ranks, so every
             rank gets the fit of the full data. First the ranks check (one host read) that they fit the same problem
             and that no rank's data is rejected: a mismatch or a rank's bad data raises the same ValueError on every
-            rank. The passes run the "cpu" kernels on CPU tensors and the reference's on GPU tensors.
+            rank. The passes run the "cpu" kernels on CPU tensors and the Triton ones on GPU tensors.
 
     The kernels ("cpu", "triton", "cuda") take each iteration's statistics in one pass, around the current means
-    (algebraically scikit-learn's two-pass variance; the reference does two passes). ``eps`` in ``nk + 10 eps`` is
+    (algebraically scikit-learn's two-pass variance; the reference does two passes). The Triton E-step computes each
+    float32 value's terms in float32 (float64 sums per group), float64 values in float64. ``eps`` in ``nk + 10 eps`` is
     that of the values' dtype, as in scikit-learn. A float64 group whose range float64 cannot normalise (max - min
     overflows, or its reciprocal does; with normalize="none", magnitudes above 2^500) is flagged degenerate, the
     same on every backend.
@@ -240,6 +246,10 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
         _check_ranks_agree(process_group, flat_values, flat_groups, n_groups, options, nan_policy == "omit")
     sorted_values, offsets, count, lo, hi = gmm_ops.gmm2_segments(flat_values, flat_groups, n_groups,
                                                                   nan_policy == "omit", name)
+    if name == "triton" and process_group is None and isinstance(init, str) and init in FUSED_INITS:
+        return GMM2Fit(*gmm_ops.gmm2_fit(sorted_values, offsets, count, lo, hi, normalize == "minmax", init == "kmeans",
+                                         max_iter, fit_steps.LLOYD_STEPS, tol, reg_covar, eps, fit_steps.MAX_MAGNITUDE,
+                                         name))
     if process_group is not None:
         count, lo, hi = fit_steps.reduce_range(count, lo, hi, reduce)
     shift, scale, unusable = fit_steps.normalisation(lo, hi, normalize)
@@ -256,7 +266,7 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
     if normalize == "none":
         lo, hi = torch.zeros_like(lo), torch.ones_like(hi)
     return GMM2Fit(
-        weights=torch.where(flag, torch.tensor([1.0, 0.0], dtype=torch.float64, device=values.device), weights),
+        weights=torch.where(flag, torch.eye(1, 2, dtype=torch.float64, device=values.device), weights),
         means=torch.where(flag, 0.0, means),
         variances=torch.where(flag, reg_covar, variances),
         log_likelihood=torch.where(flag, math.nan, log_likelihood),
@@ -268,20 +278,27 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
     )
 
 
-def gmm_posterior(values: torch.Tensor, groups: torch.Tensor, fit: GMM2Fit) -> torch.Tensor:
+def gmm_posterior(values: torch.Tensor, groups: torch.Tensor, fit: GMM2Fit, *, backend: str | None = None
+                  ) -> torch.Tensor:
     """Eq. 8: the probability that each value belongs to its group's small-mean ("clean") component.
 
     Values are normalised with the fit's per-group min/max, so new values (e.g. the next batch's losses) work too.
     Returns a tensor of values' shape in [0, 1] (float64 for float64 values, else float32); degenerate groups give
-    1.0. NaN/inf values give NaN.
+    1.0. NaN/inf values give NaN. backend: "reference" (PyTorch; the default on CPU tensors), "triton" (one kernel
+    and the group-range check: 3 launches, the default on CUDA tensors), or None for the default.
     """
     _checks.check_tensor("values", values)
     _checks.check_tensor("groups", groups)
     if not isinstance(fit, GMM2Fit):
         raise TypeError(f"fit must be a GMM2Fit, got {type(fit).__name__}")
     _check_values(values, groups)
-    gmm_ops.check_data(values, groups.long(), fit.weights.size(0), omit_nonfinite=True)
+    name = _backend.resolve(backend, values.device, cuda_default="triton", cpu_default="reference",
+                            supported=gmm_ops.POSTERIOR_BACKENDS)
     flat_values, flat_groups = values.reshape(-1), groups.reshape(-1).long()
+    if name == "triton":
+        return gmm_ops.gmm2_posterior(flat_values, flat_groups, fit.weights, fit.means, fit.variances, fit.min,
+                                      fit.max, fit.degenerate, name).view(values.shape)
+    gmm_ops.check_data(values, groups.long(), fit.weights.size(0), omit_nonfinite=True)
     probability = torch.where(fit.degenerate[flat_groups] & torch.isfinite(flat_values), 1.0,
                               _clean_posterior(flat_values, flat_groups, fit))
     out_dtype = compute_dtype(values.dtype)

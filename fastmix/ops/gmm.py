@@ -1,26 +1,31 @@
 """Two-component GMM custom ops (BalanceMix paper, eq. 6-8): ``fastmix::gmm2_segments``, ``gmm2_split_statistics``
-and ``gmm2_race`` (the inits' passes; ``gmm2_kmeans``, all of the k-means init's passes in one call on "cpu"),
-``gmm2_em``, ``gmm2_estep``.
+and ``gmm2_race`` (the inits' passes; ``gmm2_kmeans``, all of the k-means init's passes in one call on "cpu" and
+"triton"), ``gmm2_em``, ``gmm2_estep``, and ``gmm2_fit`` (on "triton": the whole fit after the grouping, one launch).
 
 The fit is not differentiable (no autograd formula): its outputs are statistics of the data, used as constants by
 BalanceMix. ``gmm2_segments`` validates the data and puts the finite values in group order once per fit (group g
 at ``sorted_values[offsets[g]:offsets[g + 1]]``, zeros after ``offsets[G]`` in place of the omitted values); the
 init's passes, the EM and the single E-step (for the distributed fit) read those segments and normalise on
 the fly with the per-group ``lo`` and ``scale``. Backends: "cpu" (C++, OpenMP, vectorised passes), "reference",
-and on CUDA tensors "triton" and "cuda" (one persistent launch per fit); segments, init and the single E-step run
-the reference (torch) there. The CUDA default is Triton: neither GPU kernel has been timed (nor the CUDA one run)
-on a GPU yet. Every (G, 2) parameter tensor handed to a kernel is a contiguous float64 copy."""
+and on CUDA tensors "triton" and "cuda" (the native EM, one persistent launch per fit; its grouping, init and
+passes run the Triton kernels). The CUDA default is Triton: neither GPU kernel has been timed (nor the CUDA one
+run) on a GPU yet, and only Triton fuses the whole fit into one launch. Every (G, 2) parameter tensor handed to a
+kernel is a contiguous float64 copy."""
 
 from __future__ import annotations
 
 import torch
 
 from fastmix import _checks, _native
+from fastmix._dtypes import compute_dtype
 from fastmix.reference import gmm as reference
 
 BACKENDS = ("cpu", "reference", "triton", "cuda")
 CUDA_DEFAULT = "triton"
-KMEANS_BACKENDS = ("cpu", "triton")
+KMEANS_BACKENDS = ("cpu", "triton", "cuda")
+GPU_BACKENDS = ("triton", "cuda")
+POSTERIOR_BACKENDS = ("reference", "triton")
+"""Backends whose grouping, init and passes run the Triton kernels."""
 MEDIAN_BISECTIONS = 8
 """The median split is the upper edge of the step of a 2^8 = 256-step grid of the group's range holding the median."""
 
@@ -37,10 +42,17 @@ def _float64_buffer(tensor: torch.Tensor | None, numel: int) -> _native.Buffer |
     return _native.Buffer(tensor.to(torch.float64).contiguous(), torch.float64, numel)
 
 
+def _float64_contiguous(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(torch.float64).contiguous()
+
+
 def _segment_arguments(sorted_values: torch.Tensor, offsets: torch.Tensor, n_groups: int) -> tuple:
     """The segments as every native GMM kernel takes them: values, offsets (G + 1,), dtype code, G."""
     return (sorted_values.contiguous(), _native.Buffer(offsets.contiguous(), torch.int64, n_groups + 1),
             _native.DTYPE_CODES[sorted_values.dtype], n_groups)
+
+
+NONFINITE_MESSAGE = "values contains NaN or infinity; pass nan_policy='omit' to ignore those values"
 
 
 def check_data(values: torch.Tensor, groups: torch.Tensor, n_groups: int, omit_nonfinite: bool) -> None:
@@ -52,8 +64,7 @@ def check_data(values: torch.Tensor, groups: torch.Tensor, n_groups: int, omit_n
     _checks.check_on_device((smallest >= 0) & (largest < n_groups),
                             f"groups holds indices outside [0, n_groups={n_groups})")
     if not omit_nonfinite:
-        _checks.check_on_device(torch.isfinite(values).all(),
-                                "values contains NaN or infinity; pass nan_policy='omit' to ignore those values")
+        _checks.check_on_device(torch.isfinite(values).all(), NONFINITE_MESSAGE)
 
 
 @torch.library.custom_op("fastmix::gmm2_segments", mutates_args=())
@@ -61,20 +72,23 @@ def gmm2_segments(values: torch.Tensor, groups: torch.Tensor, n_groups: int, omi
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Checks 1-D values/int64 groups, then returns (sorted_values, offsets (G + 1,) int64, and per group the
     float64 count, min and max of its finite values; an empty group has min = max = 0). The sort is stable."""
-    if backend != "cpu":
-        check_data(values, groups, n_groups, omit_nonfinite)
-        valid = torch.isfinite(values)
-        keys = torch.where(valid, groups, n_groups)  # omitted values sort after every group
-        offsets = torch.zeros(n_groups + 1, dtype=torch.int64, device=values.device)
-        offsets[1:] = torch.bincount(keys, minlength=n_groups + 1)[:n_groups].cumsum(0)
-        count, lo, hi = reference.group_range(values, groups.clamp(0, n_groups - 1), valid, n_groups)
-        sorted_values = values[torch.argsort(keys, stable=True)]
-        held = torch.arange(values.numel(), device=values.device) < offsets[-1]
-        return torch.where(held, sorted_values, 0.0), offsets, count, lo, hi
     n = values.numel()
+    if backend == "reference":
+        check_data(values, groups, n_groups, omit_nonfinite)
+        return reference.segments(values, groups, n_groups)
     sorted_values = torch.empty(n, dtype=values.dtype, device=values.device)
     offsets = torch.empty(n_groups + 1, dtype=torch.int64, device=values.device)
     count, lo, hi = (_float64(n_groups, values.device) for _ in range(3))
+    if backend in GPU_BACKENDS:
+        from fastmix.kernels.triton import gmm as triton_gmm
+
+        ok = torch.empty(2, dtype=torch.bool, device=values.device)
+        triton_gmm.gmm2_segments(values.contiguous(), groups.contiguous(), n_groups, omit_nonfinite, sorted_values,
+                                 offsets, count, lo, hi, ok)
+        _checks.check_on_device(ok[0], f"groups holds indices outside [0, n_groups={n_groups})")
+        if not omit_nonfinite:
+            _checks.check_on_device(ok[1], NONFINITE_MESSAGE)
+        return sorted_values, offsets, count, lo, hi
     _native.launch("gmm2_segments_cpu", values.device, values.contiguous(),
                    _native.Buffer(groups.contiguous(), torch.int64, n), n, _native.DTYPE_CODES[values.dtype], n_groups,
                    omit_nonfinite, _native.Buffer(sorted_values, values.dtype, n), offsets, count, lo, hi)
@@ -99,14 +113,23 @@ def normalised_segments(sorted_values: torch.Tensor, offsets: torch.Tensor, lo: 
 def _segment_pass(backend: str, reference_pass, native_pass: str, columns: int, sorted_values: torch.Tensor,
                   offsets: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor,
                   *extra: tuple[torch.Tensor | None, int]):
-    """One pass over every group's segment, (G, columns) float64: the C++ kernel ``native_pass`` on "cpu", else
-    ``reference_pass(x, groups, valid, n_groups, *tensors)`` on the reference's view. ``extra``: (tensor or None,
-    the element count the kernel reads from it) pairs."""
+    """One pass over every group's segment, (G, columns) float64: the C++ kernel ``native_pass`` on "cpu", its
+    Triton twin (``native_pass`` without "_cpu") on the GPU backends, ``reference_pass(x, groups, valid, n_groups,
+    *tensors)`` on the reference's view. ``extra``: (tensor or None, the element count the kernel reads from it)
+    pairs."""
     n_groups = lo.size(0)
-    if backend != "cpu":
+    if backend == "reference":
         return reference_pass(*normalised_segments(sorted_values, offsets, lo, scale), n_groups,
                               *(tensor for tensor, _ in extra))
     out = _float64(n_groups, sorted_values.device, columns)
+    if backend in GPU_BACKENDS:
+        from fastmix.kernels.triton import gmm as triton_gmm
+
+        if n_groups:
+            getattr(triton_gmm, native_pass.removesuffix("_cpu"))(
+                sorted_values.contiguous(), offsets.contiguous(), *(_float64_contiguous(t) for t in (lo, scale)),
+                *(_float64_contiguous(tensor) for tensor, _ in extra), out)
+        return out
     _native.launch(native_pass, sorted_values.device, *_segment_arguments(sorted_values, offsets, n_groups),
                    _float64_buffer(lo, n_groups), _float64_buffer(scale, n_groups),
                    *(_float64_buffer(tensor, numel) for tensor, numel in extra), out)
@@ -146,7 +169,7 @@ def gmm2_kmeans(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch
                 scale: torch.Tensor, low: torch.Tensor, high: torch.Tensor, seeds: torch.Tensor | None, steps: int,
                 backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The k-means inits' passes in one call on "cpu" (C++, one group per thread with its segment in cache) and
-    "triton" (one program per group): from ``seeds`` (G, 2), or without them from the means of the halves of the
+    the GPU backends (Triton, one program per group): from ``seeds`` (G, 2), or without them from the means of the halves of the
     median split over the 2^MEDIAN_BISECTIONS-step grid of [low, high] (G,), at most ``steps`` Lloyd steps
     (stopping once the centres stop moving), then the final split's statistics. Returns (centres (G, 2),
     statistics (G, 7)); fastmix/methods/gmm.py composes the same from ``gmm2_split_statistics`` passes on the other
@@ -158,12 +181,11 @@ def gmm2_kmeans(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch
     stats = _float64(n_groups, sorted_values.device, 7)
     if n_groups == 0:
         return centres, stats
-    if backend == "triton":
+    if backend in GPU_BACKENDS:
         from fastmix.kernels.triton import gmm as triton_gmm
 
         inputs = [t.contiguous() for t in (sorted_values, offsets, count, lo, scale, low, high)]
-        seeds = None if seeds is None else seeds.to(torch.float64).contiguous()
-        triton_gmm.gmm2_kmeans(*inputs, seeds, steps, MEDIAN_BISECTIONS, centres, stats)
+        triton_gmm.gmm2_kmeans(*inputs, _float64_contiguous(seeds), steps, MEDIAN_BISECTIONS, centres, stats)
         return centres, stats
     _native.launch("gmm2_kmeans_cpu", sorted_values.device, *_segment_arguments(sorted_values, offsets, n_groups),
                    *(_float64_buffer(t, n_groups) for t in (count, lo, scale, low, high)),
@@ -209,17 +231,20 @@ def gmm2_em(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Ten
     device = sorted_values.device
     out_weights, out_means, out_variances = (p.to(torch.float64).clone(memory_format=torch.contiguous_format)
                                              for p in (weights, means, variances))
+    sorted_values, offsets, count, lo, scale = (t.contiguous() for t in (sorted_values, offsets, count, lo, scale))
+    if backend == "triton":  # the kernel writes every output element
+        from fastmix.kernels.triton import gmm as triton_gmm
+
+        log_likelihood = torch.empty((n_groups, max_iter), dtype=torch.float64, device=device)
+        n_iter = torch.empty(n_groups, dtype=torch.int64, device=device)
+        converged = torch.empty(n_groups, dtype=torch.uint8, device=device)
+        triton_gmm.gmm2_em(sorted_values, offsets, count, lo, scale, out_weights, out_means, out_variances,
+                           log_likelihood, n_iter, converged, max_iter, tol, reg_covar, eps)
+        return out_weights, out_means, out_variances, log_likelihood, n_iter, converged.bool()
     log_likelihood = torch.full((n_groups, max_iter), float("nan"), dtype=torch.float64, device=device)
     n_iter = torch.zeros(n_groups, dtype=torch.int64, device=device)
     converged = torch.zeros(n_groups, dtype=torch.uint8, device=device)
-    sorted_values, offsets, count, lo, scale = (t.contiguous() for t in (sorted_values, offsets, count, lo, scale))
     if sorted_values.numel() == 0:  # every group is empty: nothing to launch
-        return out_weights, out_means, out_variances, log_likelihood, n_iter, converged.bool()
-    if backend == "triton":
-        from fastmix.kernels.triton import gmm as triton_gmm
-
-        triton_gmm.gmm2_em(sorted_values, offsets, count, lo, scale, out_weights, out_means, out_variances,
-                           log_likelihood, n_iter, converged, max_iter, tol, reg_covar, eps)
         return out_weights, out_means, out_variances, log_likelihood, n_iter, converged.bool()
     if backend not in ("cpu", "cuda"):
         raise ValueError(f"gmm2_em has no {backend!r} backend")
@@ -237,3 +262,61 @@ def _(sorted_values, offsets, count, lo, scale, weights, means, variances, max_i
     pair = weights.new_empty((n_groups, 2), dtype=torch.float64)
     return (pair, pair.clone(), pair.clone(), weights.new_empty((n_groups, max_iter), dtype=torch.float64),
             weights.new_empty((n_groups,), dtype=torch.int64), weights.new_empty((n_groups,), dtype=torch.bool))
+
+
+@torch.library.custom_op("fastmix::gmm2_fit", mutates_args=())
+def gmm2_fit(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
+             hi: torch.Tensor, minmax: bool, kmeans: bool, max_iter: int, steps: int, tol: float, reg_covar: float,
+             eps: float, max_magnitude: float, backend: str
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                        torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The whole fit after ``gmm2_segments`` in one launch ("triton"): per group the normalisation ("minmax" if
+    ``minmax`` else "none", unusable ranges beyond ``max_magnitude``), the "kmeans" (``kmeans``, at most ``steps``
+    Lloyd steps) or "quantile" init, the EM and the degenerate placeholders. Returns the fields of a GMM2Fit:
+    (weights, means, variances (G, 2), log_likelihood (G, max_iter), n_iter, converged, degenerate, min, max)."""
+    if backend != "triton":
+        raise ValueError(f"gmm2_fit has no {backend!r} backend")
+    from fastmix.kernels.triton import gmm as triton_gmm
+
+    outputs = _fit_outputs(count, max_iter)
+    triton_gmm.gmm2_fit(sorted_values.contiguous(), offsets.contiguous(), count.contiguous(), lo.contiguous(),
+                        hi.contiguous(), outputs, minmax, kmeans, max_iter, steps, MEDIAN_BISECTIONS, tol, reg_covar,
+                        eps, max_magnitude)
+    return outputs
+
+
+def _fit_outputs(count: torch.Tensor, max_iter: int) -> tuple[torch.Tensor, ...]:
+    n_groups, device = count.size(0), count.device
+    pairs = tuple(_float64(n_groups, device, 2) for _ in range(3))
+    return (*pairs, _float64(n_groups, device, max_iter), torch.empty(n_groups, dtype=torch.int64, device=device),
+            torch.empty(n_groups, dtype=torch.bool, device=device),
+            torch.empty(n_groups, dtype=torch.bool, device=device), _float64(n_groups, device),
+            _float64(n_groups, device))
+
+
+@gmm2_fit.register_fake
+def _(sorted_values, offsets, count, lo, hi, minmax, kmeans, max_iter, steps, tol, reg_covar, eps, max_magnitude,
+      backend):
+    return _fit_outputs(count, max_iter)
+
+
+@torch.library.custom_op("fastmix::gmm2_posterior", mutates_args=())
+def gmm2_posterior(values: torch.Tensor, groups: torch.Tensor, weights: torch.Tensor, means: torch.Tensor,
+                   variances: torch.Tensor, fit_min: torch.Tensor, fit_max: torch.Tensor, degenerate: torch.Tensor,
+                   backend: str) -> torch.Tensor:
+    """Eq. 8 on "triton" (one kernel, then the group-range check: 3 launches): the clean component's posterior of
+    each of the 1-D ``values`` in its group's fit, in ``compute_dtype(values.dtype)``."""
+    if backend != "triton":
+        raise ValueError(f"gmm2_posterior has no {backend!r} backend")
+    from fastmix.kernels.triton import gmm as triton_gmm
+
+    out = torch.empty(values.shape, dtype=compute_dtype(values.dtype), device=values.device)
+    fit = tuple(t.to(torch.float64).contiguous() for t in (weights, means, variances, fit_min, fit_max))
+    ok = triton_gmm.gmm2_posterior(values.contiguous(), groups.contiguous(), (*fit, degenerate.contiguous()), out)
+    _checks.check_on_device(ok.all(), f"groups holds indices outside [0, n_groups={weights.size(0)})")
+    return out
+
+
+@gmm2_posterior.register_fake
+def _(values, groups, weights, means, variances, fit_min, fit_max, degenerate, backend):
+    return torch.empty(values.shape, dtype=compute_dtype(values.dtype), device=values.device)

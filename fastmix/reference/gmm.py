@@ -30,6 +30,17 @@ def group_range(values: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor,
     return count, torch.where(empty, 0.0, lo), torch.where(empty, 0.0, hi)
 
 
+def segments(values: torch.Tensor, groups: torch.Tensor, n_groups: int):
+    """The finite values in group order by a stable sort, zeros after them in place of the omitted ones: (sorted
+    values, offsets (G + 1,) int64, and per group the count, min and max, see ``group_range``)."""
+    valid = torch.isfinite(values)
+    keys = torch.where(valid, groups, n_groups)  # omitted values sort after every group
+    sorted_keys, order = torch.sort(keys, stable=True)
+    offsets = torch.searchsorted(sorted_keys, torch.arange(n_groups + 1, device=values.device))
+    count, lo, hi = group_range(values, groups.clamp(0, n_groups - 1), valid, n_groups)
+    return torch.where(sorted_keys < n_groups, values[order], 0.0), offsets, count, lo, hi
+
+
 def normalise(values: torch.Tensor, groups: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Per-group normalisation in float64, computed as ``(x - lo) * (1 / scale)`` by every backend (a multiplication
     in the kernels' hot loops; within an ulp of the division), so their inits' split decisions agree bit for bit."""
