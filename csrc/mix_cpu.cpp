@@ -2,7 +2,8 @@
 //   mix_pairs_cpu     the unified pair mix at the memory floor: out[i, e] = x[p[i], e] inside box i, else
 //                     w[i] x[i, e] + (1 - w[i]) x[p[i], e]; out of place, or in place when out == x;
 //   pair_mix_emulate  the CUDA kernel's per-thread body (mix.h) over its launch grid, which tests the CUDA index
-//                     arithmetic without a GPU and runs the general pair mix (the gradients).
+//                     arithmetic without a GPU and runs the general pair mix;
+//   mix_pairs_emulate the same for mix_pairs_thread: the pair mix and its adjoint (the gradients of mix_pairs).
 //
 // mix_pairs_cpu splits each canonical row into lines: one line per coordinate of the outer spatial dim (the box's
 // rows lie in a line as one contiguous run per repetition of the inner spatial dim), or fixed chunks without a box.
@@ -140,8 +141,11 @@ __attribute__((target("avx512f"))) void lerp_uint8_avx512(uint8_t* dst, const ui
   for (int64_t k = 0; k + 16 <= n; k += 16) {
     const __m128i a16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + k));
     const __m128i b16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + k));
-    const __m512 mixed = _mm512_add_ps(_mm512_mul_ps(w16, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(a16))),
-                                       _mm512_mul_ps(v16, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b16))));
+    // An add with an explicit rounding mode: the compiler cannot fuse it with a product into an FMA (AVX-512F
+    // has FMA, and GCC contracts a plain add there), so both products stay rounded as in the reference.
+    const __m512 mixed = _mm512_add_round_ps(_mm512_mul_ps(w16, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(a16))),
+                                             _mm512_mul_ps(v16, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b16))),
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512i rounded = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(mixed, zero), top));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k), _mm512_cvtusepi32_epi8(rounded));
   }
@@ -340,6 +344,23 @@ void emulate_pair_mix(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t 
   }
 }
 
+template <typename T>
+void emulate_mix_pairs(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
+                       int64_t features, uintptr_t weight, uintptr_t boxes, uintptr_t sources, uintptr_t offsets,
+                       bool adjoint, const mix::Geometry& g) {
+  using Acc = typename Traits<T>::acc;
+  const Grid grid = mix::pair_mix_grid(batch, features);
+#pragma omp parallel for schedule(static)
+  for (int64_t block = 0; block < grid.blocks; ++block) {
+    for (int thread = 0; thread < grid.threads; ++thread) {
+      mix::mix_pairs_thread<T>(block, thread, reinterpret_cast<const T*>(x), x_row_stride, reinterpret_cast<T*>(out),
+                               out_row_stride, features, reinterpret_cast<const Acc*>(weight),
+                               reinterpret_cast<const int32_t*>(boxes), reinterpret_cast<const int64_t*>(sources),
+                               reinterpret_cast<const int64_t*>(offsets), adjoint, g);
+    }
+  }
+}
+
 }  // namespace
 
 void mix_pairs_cpu(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
@@ -375,6 +396,18 @@ void pair_mix_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t 
     using T = decltype(tag);
     emulate_pair_mix<T>(x, x_row_stride, out, out_row_stride, batch, features, self_boxes, self_weights,
                         seg_boxes, seg_weights, sources, offsets, g);
+  });
+}
+
+void mix_pairs_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
+                       int64_t features, uintptr_t weight, uintptr_t boxes, uintptr_t sources, uintptr_t offsets,
+                       int64_t height, int64_t width, int64_t h_div, int64_t w_div, bool has_box, bool adjoint,
+                       int dtype) {
+  const mix::Geometry g{height, width, h_div, w_div, has_box};
+  dispatch_dtype<true>(dtype, "mix_pairs_emulate", [&](auto tag) {
+    using T = decltype(tag);
+    emulate_mix_pairs<T>(x, x_row_stride, out, out_row_stride, batch, features, weight, boxes, sources, offsets,
+                         adjoint, g);
   });
 }
 
