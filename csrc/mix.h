@@ -28,6 +28,24 @@ struct Geometry {
   bool has_box;
 };
 
+// w * v rounded on its own: the compiler never fuses it with the following add into an FMA (nvcc contracts by
+// default), so every term is rounded as the reference rounds it and uint8 results are bit-exact.
+FASTMIX_HD float unfused_product(float w, float v) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(w, v);
+#else
+  return w * v;
+#endif
+}
+
+FASTMIX_HD double unfused_product(double w, double v) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(w, v);
+#else
+  return w * v;
+#endif
+}
+
 template <typename W>
 FASTMIX_HD W term_weight(const int32_t* boxes, const W* weights, int64_t index, int64_t h, int64_t w,
                          const Geometry& g) {
@@ -52,10 +70,10 @@ FASTMIX_HD void pair_mix_thread(int64_t block, int thread, const T* x, int64_t x
   const int64_t h = g.has_box ? f / g.h_div % g.height : 0;  // no divisions for a pure mixup
   const int64_t w = g.has_box ? f / g.w_div % g.width : 0;
   Acc weight = term_weight(self_boxes, self_weights, row, h, w, g);
-  Acc acc = weight != Acc(0) ? weight * Traits<T>::load(x[row * x_row_stride + f]) : Acc(0);
+  Acc acc = weight != Acc(0) ? unfused_product(weight, Traits<T>::load(x[row * x_row_stride + f])) : Acc(0);
   for (int64_t k = offsets[row]; k < offsets[row + 1]; ++k) {
     weight = term_weight(seg_boxes, seg_weights, k, h, w, g);
-    if (weight != Acc(0)) acc += weight * Traits<T>::load(x[sources[k] * x_row_stride + f]);
+    if (weight != Acc(0)) acc += unfused_product(weight, Traits<T>::load(x[sources[k] * x_row_stride + f]));
   }
   out[row * out_row_stride + f] = Traits<T>::store(acc);
 }
@@ -84,13 +102,13 @@ FASTMIX_HD void mix_pairs_thread(int64_t block, int thread, const T* x, int64_t 
   const int64_t h = g.has_box ? f / g.h_div % g.height : 0;
   const int64_t w = g.has_box ? f / g.w_div % g.width : 0;
   Acc term = own_weight(boxes, weight, row, h, w, g);
-  Acc acc = term != Acc(0) ? term * Traits<T>::load(x[row * x_row_stride + f]) : Acc(0);
+  Acc acc = term != Acc(0) ? unfused_product(term, Traits<T>::load(x[row * x_row_stride + f])) : Acc(0);
   const int64_t first = offsets ? offsets[row] : row;
   const int64_t last = offsets ? offsets[row + 1] : row + 1;
   for (int64_t k = first; k < last; ++k) {
     const int64_t source = sources[k];
     term = Acc(1) - own_weight(boxes, weight, adjoint ? source : row, h, w, g);
-    if (term != Acc(0)) acc += term * Traits<T>::load(x[source * x_row_stride + f]);
+    if (term != Acc(0)) acc += unfused_product(term, Traits<T>::load(x[source * x_row_stride + f]));
   }
   out[row * out_row_stride + f] = Traits<T>::store(acc);
 }

@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 
 import fastmix
-from fastmix import _native, _random
+from fastmix import _layout, _native, _random
 from fastmix._dtypes import compute_dtype
 from fastmix.api import mix as mix_api
 from fastmix.ops import mix as mix_ops
@@ -691,6 +691,28 @@ def test_inplace_cutmix_writes_only_the_boxes():
     inside = reference.box_mask(boxes, 8, 6)[:, None]
     assert torch.equal(x.view(torch.int32)[~inside.expand_as(x)], before.view(torch.int32)[~inside.expand_as(x)])
     assert torch.equal(x[inside.expand_as(x)], before[partner][inside.expand_as(x)])
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("dtype,layout", [(torch.float32, layout) for layout in PAIR_LAYOUTS]
+                         + [(dtype, "channels_last") for dtype in (torch.float16, torch.bfloat16, torch.float64)])
+@pytest.mark.parametrize("partner_kind", ["perm", "self", "repeats"])
+def test_adjoint_is_the_gradient_of_the_reference_mix(backend, device, dtype, layout, partner_kind):
+    """mix_pairs_unchecked's adjoint (with the inverse permutation, or the readers' lists for repeated partners)
+    against torch's autograd through the reference formula, in float64."""
+    g, height_dim, width_dim = pair_input(layout, 7, dtype, seed=1)
+    weight, boxes, partner = pair_params(7, 7, 9, partner_kind)
+    weight = weight.to(compute_dtype(dtype))
+    inverse = torch.argsort(partner) if partner_kind != "repeats" else None
+    for dims in ((height_dim, width_dim), (-1, -1)):
+        x = torch.zeros(g.shape, dtype=torch.float64, requires_grad=True)
+        spatial = dims if dims[0] >= 0 else (None, None)
+        mixed = reference.mix_pairs(x, weight.double(), boxes, partner, *spatial)
+        expected, = torch.autograd.grad(mixed, x, g.double())
+        args = [t.to(device) if t is not None else None for t in (g, weight, boxes, partner, inverse)]
+        actual = mix_ops.mix_pairs_unchecked(*args, *dims, backend, True)
+        assert actual.stride() == _layout.empty_like_rows(args[0]).stride()
+        assert_close(actual, expected, dtype, f"dims {dims}")
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

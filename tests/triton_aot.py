@@ -146,9 +146,10 @@ def compile_all(capabilities: list[int]) -> list[Compiled]:
     run = JITFunction.run
 
     def compile_only(self, *args, grid, warmup, **kwargs):
-        self.compile = recording_compile
         for capability in capabilities:
             driver.set_active(_CompileOnlyDriver(capability))
+            self.device_caches[capability]  # a target's first use creates its binder, which resets self.compile
+            self.compile = recording_compile
             run(self, *args, grid=grid, warmup=True, **kwargs)
 
     JITFunction.run = compile_only
@@ -161,7 +162,33 @@ def compile_all(capabilities: list[int]) -> list[Compiled]:
             out = case.call(inputs, "triton", torch.Generator().manual_seed(0))
             if case.differentiable:
                 out.backward(torch.ones_like(out))
+    for variant in VARIANTS:
+        variant(device)
     return list(compiled.values())
+
+
+def _mix_variants(device):
+    """Mix-family specialisations no op case reaches: minmax boxes with a gate, dense (soft, multi-hot) labels,
+    float labels with gradients (no labels in the parameter kernel), uint8 images, FastCollateMixup's "half" mode."""
+    import fastmix
+    from fastmix.ops import mix as mix_ops
+
+    x = torch.rand(6, 3, 8, 10, device=device)
+    soft = torch.rand(6, 4, device=device)
+    fastmix.cutmix(x, soft, minmax=(0.2, 0.8), backend="triton")
+    fastmix.Mixup(cutmix_alpha=1.0, cutmix_minmax=(0.2, 0.8), prob=0.5, mode="elem", num_classes=4,
+                  backend="triton")(x, soft)
+    fastmix.mixup(x, soft > 0.5, multi_label=True, backend="triton")
+    seed = torch.zeros(1, dtype=torch.int64, device=device)  # float labels with gradients: none in the kernel
+    mix_ops.mix_params(seed, None, 4, 0.1, False, 6, 1, 1, "elem", True, 1.0, 0.0, 1.0, 0.5, None, True, torch.float64)
+    images = (x * 255).to(torch.uint8)
+    fastmix.mixup(images, soft, backend="triton")
+    fastmix.FastCollateMixup(cutmix_alpha=1.0, mode="half", num_classes=4, backend="triton")(
+        [(image, 1) for image in images])
+
+
+# Calls beyond the op cases, each specialising kernels the op cases leave out.
+VARIANTS = (_mix_variants,)
 
 
 if __name__ == "__main__":

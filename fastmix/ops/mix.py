@@ -1,16 +1,17 @@
 """Per-sample Mixup/CutMix custom ops: ``fastmix::mix_pairs``, its in-place twin ``fastmix::mix_pairs_inplace``,
-and ``fastmix::pair_mix``.
+``fastmix::pair_mix``, and for the library's own calls ``fastmix::mix_params`` and ``fastmix::mix_pairs_unchecked``.
 
 ``mix_pairs`` is the forward mix of every mode (LUMix paper, eq. 1 and Mixup): ``out[i, e] = x[partner[i], e]``
 inside ``boxes[i]``, else ``weight[i] x[i, e] + (1 - weight[i]) x[partner[i], e]`` (Mixup: an empty box and
 ``weight = lam``; CutMix: ``weight = 1``; an unmixed sample: ``weight = 1`` and an empty box). ``mixup_pairs`` and
-``cutmix_pairs`` are its two pure cases. ``pair_mix`` is the general form (see fastmix/reference/mix.py): every
-sample is its own weight (inside/outside a box) times itself plus a weighted sum over a segment of source samples.
-The gradient of ``mix_pairs`` is a ``pair_mix`` over the samples that took each sample as partner (found by a
-stable sort, no atomics), so backward is deterministic and works for any ``partner`` (a permutation, the flipped
-batch, or indices drawn with repetition).
+``cutmix_pairs`` are its two pure cases. Its gradient is the adjoint mix over the samples that took each sample as
+partner (their lists found by a stable counting sort, no atomics), so backward is deterministic and works for any
+``partner`` (a permutation, the flipped batch, or indices drawn with repetition); with the inverse permutation
+(which the parameter kernel writes) it is one term per sample. ``pair_mix`` is the general form (see
+fastmix/reference/mix.py): every sample is its own weight (inside/outside a box) times itself plus a weighted sum
+over a segment of source samples.
 
-Boxes are int32 ``(y0, y1, x0, x1)``, half-open. Weights are float32 (float64 for float64 x) pairs
+Boxes are int32 ``(y0, y1, x0, x1)``, half-open. ``pair_mix``'s weights are float32 (float64 for float64 x) pairs
 ``(weight_in_box, weight_out_of_box)``. ``height_dim``/``width_dim`` < 0 mean "no spatial dims" (pure mixup).
 """
 
@@ -260,8 +261,24 @@ def _adjoint(grad_out, weight, boxes, partner, inverse, height_dim, width_dim, b
     if backend == "reference":
         structure = transpose(*_pairs_structure(weight, boxes, partner, grad_out.dtype))
         return pair_mix(grad_out, *structure, height_dim, width_dim, backend)
+    if backend == "cpu" and inverse is not None:
+        return _adjoint_cpu(grad_out, weight, boxes, inverse, height_dim, width_dim)
     sources, offsets = (inverse, None) if inverse is not None else readers(partner, backend)
     return _launch_pairs(grad_out, weight, boxes, sources, offsets, height_dim, width_dim, backend, adjoint=True)
+
+
+def _adjoint_cpu(grad_out, weight, boxes, inverse, height_dim, width_dim):
+    """The C++ adjoint for a partner permutation (mix_pairs_cpu's lines and runs, OpenMP)."""
+    out = _layout.empty_like_rows(grad_out)
+    grad_rows, out_rows = _layout.rows_view(grad_out), _layout.rows_view(out)
+    batch = grad_rows.size(0)
+    _native.launch(
+        "mix_pairs_adjoint_cpu", grad_out.device, _native.Buffer(grad_rows, grad_out.dtype, rows=True),
+        _native.Buffer(out_rows, grad_out.dtype, rows=True), *grad_rows.shape,
+        _native.Buffer(weight, compute_dtype(grad_out.dtype), batch), _native.Buffer(boxes, torch.int32, batch * 4),
+        _native.Buffer(inverse, torch.int64, batch), *spatial_geometry(grad_out, height_dim, width_dim),
+        height_dim >= 0, _native.DTYPE_CODES[grad_out.dtype])
+    return out
 
 
 @torch.library.custom_op("fastmix::mix_pairs", mutates_args=())

@@ -47,14 +47,15 @@ def _pair_mix_kernel(x_ptr, x_row_stride, out_ptr, out_row_stride, features, sel
         w = cols
     ones = tl.full([BLOCK_F], 1.0, dtype=self_weights_ptr.dtype.element_ty)
     weight = _box_weight(self_box_ptr, self_weights_ptr, row, h, w, ones, HAS_BOX)
-    values = tl.load(x_ptr + row * x_row_stride + cols, mask=in_row & (weight != 0), other=0)
+    # tl.where, not &: a scalar weight (no box) makes the interpreter's & of a bool scalar and block fail
+    values = tl.load(x_ptr + row * x_row_stride + cols, mask=tl.where(weight != 0, in_row, False), other=0)
     acc = weight * values.to(weight.dtype)
     start = tl.load(offsets_ptr + row)
     end = tl.load(offsets_ptr + row + 1)
     for k in range(start, end):
         source = tl.load(sources_ptr + k)
         weight = _box_weight(seg_box_ptr, seg_weights_ptr, k, h, w, ones, HAS_BOX)
-        values = tl.load(x_ptr + source * x_row_stride + cols, mask=in_row & (weight != 0), other=0)
+        values = tl.load(x_ptr + source * x_row_stride + cols, mask=tl.where(weight != 0, in_row, False), other=0)
         acc += weight * values.to(weight.dtype)
     if IS_UINT8:  # round half to even, saturate
         acc = tl.minimum(tl.maximum(acc, 0.0), 255.0)
@@ -77,9 +78,10 @@ def pair_mix(x_rows: torch.Tensor, out_rows: torch.Tensor, self_boxes: torch.Ten
 
 
 @triton.jit
-def _own_weight(weight_ptr, box_ptr, index, h, w, ones, HAS_BOX: tl.constexpr):
-    """``W_index`` per column: 0 inside sample ``index``'s box, ``weight[index]`` outside."""
-    weight = tl.load(weight_ptr + index) * ones
+def _own_weight(weight_ptr, box_ptr, index, h, w, HAS_BOX: tl.constexpr):
+    """``W_index``: 0 inside sample ``index``'s box, ``weight[index]`` outside; per column with a box, else one
+    scalar."""
+    weight = tl.load(weight_ptr + index)
     if HAS_BOX:
         y0 = tl.load(box_ptr + 4 * index)
         y1 = tl.load(box_ptr + 4 * index + 1)
@@ -105,9 +107,9 @@ def _mix_pairs_kernel(x_ptr, x_row_stride, out_ptr, out_row_stride, features, we
     else:  # unused: every element is outside the (absent) box
         h = cols
         w = cols
-    ones = tl.full([BLOCK_F], 1.0, dtype=weight_ptr.dtype.element_ty)
-    weight = _own_weight(weight_ptr, box_ptr, row, h, w, ones, HAS_BOX)
-    values = tl.load(x_ptr + row * x_row_stride + cols, mask=in_row & (weight != 0), other=0)
+    weight = _own_weight(weight_ptr, box_ptr, row, h, w, HAS_BOX)
+    # tl.where, not &: a scalar weight (no box) makes the interpreter's & of a bool scalar and block fail
+    values = tl.load(x_ptr + row * x_row_stride + cols, mask=tl.where(weight != 0, in_row, False), other=0)
     acc = weight * values.to(weight.dtype)
     if ONE_TERM:
         start = row
@@ -118,10 +120,10 @@ def _mix_pairs_kernel(x_ptr, x_row_stride, out_ptr, out_row_stride, features, we
     for k in range(start, end):
         source = tl.load(sources_ptr + k)
         if ADJOINT:
-            weight = 1.0 - _own_weight(weight_ptr, box_ptr, source, h, w, ones, HAS_BOX)
+            weight = 1.0 - _own_weight(weight_ptr, box_ptr, source, h, w, HAS_BOX)
         else:
-            weight = 1.0 - _own_weight(weight_ptr, box_ptr, row, h, w, ones, HAS_BOX)
-        values = tl.load(x_ptr + source * x_row_stride + cols, mask=in_row & (weight != 0), other=0)
+            weight = 1.0 - _own_weight(weight_ptr, box_ptr, row, h, w, HAS_BOX)
+        values = tl.load(x_ptr + source * x_row_stride + cols, mask=tl.where(weight != 0, in_row, False), other=0)
         acc += weight * values.to(weight.dtype)
     if IS_UINT8:  # round half to even, saturate
         acc = tl.minimum(tl.maximum(acc, 0.0), 255.0)
@@ -140,10 +142,13 @@ def mix_pairs(x_rows: torch.Tensor, out_rows: torch.Tensor, weight: torch.Tensor
     batch, features = x_rows.shape
     block_f = 1024
     grid = (batch * triton.cdiv(features, block_f),)
+    # No fused multiply-adds: each product rounded apart, as the reference computes them (uint8 is bit-exact).
+    # maxnreg: without it ptxas held the fp16 adjoint with the readers' lists to 32 registers on sm_80 and spilled
+    # 8 B (48 registers with it); 64 is too few for fp64 with a box (80).
     _mix_pairs_kernel[grid](x_rows, x_rows.stride(0), out_rows, out_rows.stride(0), features, weight, boxes, sources,
                             sources if offsets is None else offsets, height, width, h_div, w_div, HAS_BOX=has_box,
                             ADJOINT=adjoint, ONE_TERM=offsets is None, IS_UINT8=x_rows.dtype == torch.uint8,
-                            BLOCK_F=block_f, num_warps=4)
+                            BLOCK_F=block_f, num_warps=4, enable_fp_fusion=False, maxnreg=128)
 
 
 @triton.jit
@@ -171,7 +176,7 @@ def readers(partner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     batch = partner.numel()
     sources = torch.empty(batch, dtype=torch.int64, device=partner.device)
     offsets = torch.empty(batch + 1, dtype=torch.int64, device=partner.device)
-    block = 64
+    block = 32  # a (32, 32) int64 comparison tile: 8 per thread
     _readers_kernel[(triton.cdiv(batch + 1, block),)](partner, sources, offsets, batch, BLOCK=block, num_warps=4)
     return sources, offsets
 
@@ -300,10 +305,11 @@ def mix_params(seed: torch.Tensor, labels: torch.Tensor | None, label_kind: str,
                cutmix_alpha: float, mix_prob: float, switch_prob: float, height: int, width: int,
                box_range: tuple[int, int, int, int] | None, correct_lam: bool) -> None:
     """Fills ``outputs = (lam, weight, boxes, partner, inverse, cutmix, mixed_labels)`` (see ``_mix_params_kernel``
-    and fastmix.ops.mix.mix_params); ``box_range = (low_h, span_h, low_w, span_w)`` for minmax boxes. One launch."""
+    and fastmix.ops.mix.mix_params); ``box_range = (low_h, span_h, low_w, span_w)`` for minmax boxes. One launch,
+    one program per 32 samples."""
     lam = outputs[0]
     batch = lam.numel()
-    block = 64
+    block = 32  # (32, 32) permutation tiles and (32, 64) label tiles: no spills with both Beta rejection loops
     label_strides = (0, 0) if labels is None else (labels.stride(0), labels.stride(-1))
     low_h, span_h, low_w, span_w = box_range or (0, 1, 0, 1)
     _mix_params_kernel[(triton.cdiv(batch, block),)](
