@@ -21,6 +21,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("flow_forward_cuda", &fastmix::flow_forward_cuda, py::call_guard<py::gil_scoped_release>());
   m.def("flow_backward_cuda", &fastmix::flow_backward_cuda, py::call_guard<py::gil_scoped_release>());
   m.def("pair_mix_cuda", &fastmix::pair_mix_cuda, py::call_guard<py::gil_scoped_release>());
+  m.def("mix_pairs_cuda", &fastmix::mix_pairs_cuda, py::call_guard<py::gil_scoped_release>());
 #else
   m.attr("built_with_cuda") = false;
   m.attr("cuda_build_version") = 0;
@@ -29,6 +30,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("flow_forward_emulate", &fastmix::flow_forward_emulate, py::call_guard<py::gil_scoped_release>());
   m.def("flow_backward_emulate", &fastmix::flow_backward_emulate, py::call_guard<py::gil_scoped_release>());
   m.def("pair_mix_emulate", &fastmix::pair_mix_emulate, py::call_guard<py::gil_scoped_release>());
+  m.def("mix_pairs_emulate", &fastmix::mix_pairs_emulate, py::call_guard<py::gil_scoped_release>());
+  m.def("mix_pairs_adjoint_cpu", &fastmix::mix_pairs_adjoint_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("mix_pairs_cpu", &fastmix::mix_pairs_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_segments_cpu", &fastmix::gmm2_segments_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_split_statistics_cpu", &fastmix::gmm2_split_statistics_cpu,

@@ -1,4 +1,4 @@
-// Per-sample Mixup/CutMix CUDA kernel: a thin wrapper that runs the body in mix.h over the launch grid.
+// Per-sample Mixup/CutMix CUDA kernels: thin wrappers that run the bodies in mix.h over the launch grid.
 #include <cuda_runtime.h>
 #include <stdexcept>
 #include <string>
@@ -31,7 +31,34 @@ static void launch(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out
       reinterpret_cast<const int64_t*>(sources), reinterpret_cast<const int64_t*>(offsets), g);
 }
 
+template <typename T>
+__global__ void mix_pairs_kernel(const T* x, int64_t x_row_stride, T* out, int64_t out_row_stride, int64_t features,
+                                 const typename Traits<T>::acc* weight, const int32_t* boxes, const int64_t* sources,
+                                 const int64_t* offsets, bool adjoint, Geometry g) {
+  mix_pairs_thread<T>(blockIdx.x, threadIdx.x, x, x_row_stride, out, out_row_stride, features, weight, boxes,
+                      sources, offsets, adjoint, g);
+}
+
 }  // namespace mix
+
+void mix_pairs_cuda(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
+                    int64_t features, uintptr_t weight, uintptr_t boxes, uintptr_t sources, uintptr_t offsets,
+                    int64_t height, int64_t width, int64_t h_div, int64_t w_div, bool has_box, bool adjoint,
+                    int dtype, uintptr_t stream) {
+  const mix::Geometry g{height, width, h_div, w_div, has_box};
+  const Grid grid = mix::pair_mix_grid(batch, features);
+  if (grid.blocks == 0) return;
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  dispatch_dtype<true>(dtype, "mix_pairs_cuda", [&](auto tag) {
+    using T = decltype(tag);
+    using Acc = typename Traits<T>::acc;
+    mix::mix_pairs_kernel<T><<<grid.blocks, grid.threads, 0, s>>>(
+        reinterpret_cast<const T*>(x), x_row_stride, reinterpret_cast<T*>(out), out_row_stride, features,
+        reinterpret_cast<const Acc*>(weight), reinterpret_cast<const int32_t*>(boxes),
+        reinterpret_cast<const int64_t*>(sources), reinterpret_cast<const int64_t*>(offsets), adjoint, g);
+  });
+  check_launch("mix_pairs_cuda");
+}
 
 void pair_mix_cuda(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
                    int64_t features, uintptr_t self_boxes, uintptr_t self_weights, uintptr_t seg_boxes,

@@ -2,7 +2,10 @@
 //   mix_pairs_cpu     the unified pair mix at the memory floor: out[i, e] = x[p[i], e] inside box i, else
 //                     w[i] x[i, e] + (1 - w[i]) x[p[i], e]; out of place, or in place when out == x;
 //   pair_mix_emulate  the CUDA kernel's per-thread body (mix.h) over its launch grid, which tests the CUDA index
-//                     arithmetic without a GPU and runs the general pair mix (the gradients).
+//                     arithmetic without a GPU and runs the general pair mix;
+//   mix_pairs_emulate the same for mix_pairs_thread: the pair mix and its adjoint (the gradients of mix_pairs);
+//   mix_pairs_adjoint_cpu  the adjoint for a partner permutation at the memory floor, on the same lines:
+//                     grad[j, e] = W_j(e) g[j, e] + (1 - W_i(e)) g[i, e], i = inverse[j] (the gradient of a call).
 //
 // mix_pairs_cpu splits each canonical row into lines: one line per coordinate of the outer spatial dim (the box's
 // rows lie in a line as one contiguous run per repetition of the inner spatial dim), or fixed chunks without a box.
@@ -140,8 +143,11 @@ __attribute__((target("avx512f"))) void lerp_uint8_avx512(uint8_t* dst, const ui
   for (int64_t k = 0; k + 16 <= n; k += 16) {
     const __m128i a16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + k));
     const __m128i b16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + k));
-    const __m512 mixed = _mm512_add_ps(_mm512_mul_ps(w16, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(a16))),
-                                       _mm512_mul_ps(v16, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b16))));
+    // An add with an explicit rounding mode: the compiler cannot fuse it with a product into an FMA (AVX-512F
+    // has FMA, and GCC contracts a plain add there), so both products stay rounded as in the reference.
+    const __m512 mixed = _mm512_add_round_ps(_mm512_mul_ps(w16, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(a16))),
+                                             _mm512_mul_ps(v16, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b16))),
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512i rounded = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(mixed, zero), top));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k), _mm512_cvtusepi32_epi8(rounded));
   }
@@ -350,6 +356,82 @@ void emulate_pair_mix(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t 
   }
 }
 
+// dst = a own + b src, where a zero weight skips its input (a NaN there does not leak) and a weight of 1 copies.
+template <typename T, typename Acc>
+void weighted_sum(T* dst, const T* own, const T* src, int64_t n, Acc a, Acc b, Isa isa) {
+  if (n <= 0) return;
+  if (a != Acc(0) && b != Acc(0)) {
+    lerp(dst, own, src, n, a, b, isa);
+    return;
+  }
+  const T* from = a != Acc(0) ? own : src;
+  const Acc w = a != Acc(0) ? a : b;
+  if (w == Acc(1)) {
+    copy(dst, from, n);
+    return;
+  }
+#pragma omp simd
+  for (int64_t k = 0; k < n; ++k) dst[k] = Traits<T>::store(w * Traits<T>::load(from[k]));
+}
+
+// One line of the adjoint: every stretch between the two boxes' run ends has constant weights (0 or w_j on own
+// values, 1 or 1 - w_i on the source's).
+template <typename T, typename Acc>
+void adjoint_line(T* dst, const T* own, const T* src, int64_t n, Acc w_own, Acc w_src, Run own_run, Run src_run,
+                  const Lines& g) {
+  if (own_run.lo >= own_run.hi && src_run.lo >= src_run.hi) {
+    weighted_sum(dst, own, src, n, w_own, Acc(1) - w_src, g.isa);
+    return;
+  }
+  int64_t ends[6] = {0, own_run.lo, own_run.hi, src_run.lo, src_run.hi, g.period};
+  std::sort(ends, ends + 6);
+  for (int64_t s = 0; s < n; s += g.period) {
+    for (int k = 0; k < 5; ++k) {
+      const int64_t lo = ends[k], hi = ends[k + 1];
+      if (lo >= hi) continue;
+      const bool in_own = lo >= own_run.lo && lo < own_run.hi, in_src = lo >= src_run.lo && lo < src_run.hi;
+      weighted_sum(dst + s + lo, own + s + lo, src + s + lo, hi - lo, in_own ? Acc(0) : w_own,
+                   in_src ? Acc(1) : Acc(1) - w_src, g.isa);
+    }
+  }
+}
+
+template <typename T>
+void mix_pairs_adjoint(const T* grad, int64_t grad_row_stride, T* out, int64_t out_row_stride, int64_t batch,
+                       int64_t features, const typename Traits<T>::acc* weight, const int32_t* boxes,
+                       const int64_t* inverse, const Lines& g) {
+  const bool parallel = batch * features >= kParallelMin;
+  const int64_t per_block = std::max<int64_t>(1, kBlockBytes / static_cast<int64_t>(sizeof(T)) / g.length);
+  const int64_t blocks = (g.count + per_block - 1) / per_block;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t t = 0; t < batch * blocks; ++t) {
+    const int64_t j = t / blocks, i = inverse[j], l0 = t % blocks * per_block, l1 = std::min(l0 + per_block, g.count);
+    for (int64_t l = l0; l < l1; ++l) {
+      const int64_t start = l * g.length, n = std::min(g.length, features - start);
+      adjoint_line(out + j * out_row_stride + start, grad + j * grad_row_stride + start,
+                   grad + i * grad_row_stride + start, n, weight[j], weight[i], box_run(boxes + 4 * j, g, l),
+                   box_run(boxes + 4 * i, g, l), g);
+    }
+  }
+}
+
+template <typename T>
+void emulate_mix_pairs(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
+                       int64_t features, uintptr_t weight, uintptr_t boxes, uintptr_t sources, uintptr_t offsets,
+                       bool adjoint, const mix::Geometry& g) {
+  using Acc = typename Traits<T>::acc;
+  const Grid grid = mix::pair_mix_grid(batch, features);
+#pragma omp parallel for schedule(static)
+  for (int64_t block = 0; block < grid.blocks; ++block) {
+    for (int thread = 0; thread < grid.threads; ++thread) {
+      mix::mix_pairs_thread<T>(block, thread, reinterpret_cast<const T*>(x), x_row_stride, reinterpret_cast<T*>(out),
+                               out_row_stride, features, reinterpret_cast<const Acc*>(weight),
+                               reinterpret_cast<const int32_t*>(boxes), reinterpret_cast<const int64_t*>(sources),
+                               reinterpret_cast<const int64_t*>(offsets), adjoint, g);
+    }
+  }
+}
+
 }  // namespace
 
 void mix_pairs_cpu(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
@@ -385,6 +467,32 @@ void pair_mix_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t 
     using T = decltype(tag);
     emulate_pair_mix<T>(x, x_row_stride, out, out_row_stride, batch, features, self_boxes, self_weights,
                         seg_boxes, seg_weights, sources, offsets, g);
+  });
+}
+
+void mix_pairs_adjoint_cpu(uintptr_t grad, int64_t grad_row_stride, uintptr_t out, int64_t out_row_stride,
+                           int64_t batch, int64_t features, uintptr_t weight, uintptr_t boxes, uintptr_t inverse,
+                           int64_t height, int64_t width, int64_t h_div, int64_t w_div, bool has_box, int dtype) {
+  if (features == 0) return;  // nothing to mix (and an empty dim makes the spatial divisors 0)
+  const Lines g = make_lines(features, height, width, h_div, w_div, has_box);
+  dispatch_dtype<false>(dtype, "mix_pairs_adjoint_cpu", [&](auto tag) {
+    using T = decltype(tag);
+    using Acc = typename Traits<T>::acc;
+    mix_pairs_adjoint<T>(reinterpret_cast<const T*>(grad), grad_row_stride, reinterpret_cast<T*>(out),
+                         out_row_stride, batch, features, reinterpret_cast<const Acc*>(weight),
+                         reinterpret_cast<const int32_t*>(boxes), reinterpret_cast<const int64_t*>(inverse), g);
+  });
+}
+
+void mix_pairs_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
+                       int64_t features, uintptr_t weight, uintptr_t boxes, uintptr_t sources, uintptr_t offsets,
+                       int64_t height, int64_t width, int64_t h_div, int64_t w_div, bool has_box, bool adjoint,
+                       int dtype) {
+  const mix::Geometry g{height, width, h_div, w_div, has_box};
+  dispatch_dtype<true>(dtype, "mix_pairs_emulate", [&](auto tag) {
+    using T = decltype(tag);
+    emulate_mix_pairs<T>(x, x_row_stride, out, out_row_stride, batch, features, weight, boxes, sources, offsets,
+                         adjoint, g);
   });
 }
 

@@ -56,6 +56,18 @@ void pair_mix_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t 
                       int64_t features, uintptr_t self_boxes, uintptr_t self_weights, uintptr_t seg_boxes,
                       uintptr_t seg_weights, uintptr_t sources, uintptr_t offsets, int64_t height, int64_t width,
                       int64_t h_div, int64_t w_div, bool has_box, int dtype);
+// mix_pairs_adjoint_cpu: the gradient of mix_pairs for a partner permutation, grad[j, e] = W_j(e) g[j, e] +
+// (1 - W_i(e)) g[i, e] with i = inverse[j] and W_t 0 inside box t, weight[t] outside (float dtypes).
+void mix_pairs_adjoint_cpu(uintptr_t grad, int64_t grad_row_stride, uintptr_t out, int64_t out_row_stride,
+                           int64_t batch, int64_t features, uintptr_t weight, uintptr_t boxes, uintptr_t inverse,
+                           int64_t height, int64_t width, int64_t h_div, int64_t w_div, bool has_box, int dtype);
+// mix_pairs_emulate: the pair mix (adjoint false; sources = partner) or its adjoint (sources = the inverse
+// permutation, or with offsets (B + 1 int64; 0 for none) the lists of the samples reading each row), the CUDA
+// kernel's body (mix.h mix_pairs_thread) over its launch grid, on host memory: the CPU gradient for any partner.
+void mix_pairs_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
+                       int64_t features, uintptr_t weight, uintptr_t boxes, uintptr_t sources, uintptr_t offsets,
+                       int64_t height, int64_t width, int64_t h_div, int64_t w_div, bool has_box, bool adjoint,
+                       int dtype);
 
 // Flow-Mixup Mixing module (flow_cpu.cpp): the CUDA kernels' bodies over their launch grids, on host memory.
 void flow_forward_emulate(uintptr_t z, int64_t z_row_stride, uintptr_t lam, uintptr_t perm, uintptr_t out,
@@ -101,6 +113,10 @@ void pair_mix_cuda(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out
                    int64_t features, uintptr_t self_boxes, uintptr_t self_weights, uintptr_t seg_boxes,
                    uintptr_t seg_weights, uintptr_t sources, uintptr_t offsets, int64_t height, int64_t width,
                    int64_t h_div, int64_t w_div, bool has_box, int dtype, uintptr_t stream);
+void mix_pairs_cuda(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
+                    int64_t features, uintptr_t weight, uintptr_t boxes, uintptr_t sources, uintptr_t offsets,
+                    int64_t height, int64_t width, int64_t h_div, int64_t w_div, bool has_box, bool adjoint,
+                    int dtype, uintptr_t stream);
 void flow_forward_cuda(uintptr_t z, int64_t z_row_stride, uintptr_t lam, uintptr_t perm, uintptr_t out,
                        int64_t out_row_stride, int64_t batch, int64_t flow_size, int64_t features, bool keep_original,
                        int dtype, uintptr_t stream);

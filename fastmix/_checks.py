@@ -134,23 +134,20 @@ def check_on_device(ok: torch.Tensor, message: str) -> None:
         torch._assert_async(ok, message)
 
 
-def labels_to_float(y, batch: int, device: torch.device, num_classes: int | None) -> torch.Tensor:
-    """Integer (B,) class indices or float (B, K) one-hot/soft/multi-hot labels -> float (B, K).
-
-    Integer labels out of ``[0, num_classes)`` raise a ValueError for CPU tensors; for CUDA tensors the
-    check runs on the device (a device-side assert), because a host-side check would synchronise.
-    """
+def check_labels(y, batch: int, device: torch.device, num_classes: int | None, *, dense: bool = False) -> int:
+    """The structure of ``labels_to_float``'s labels (not their values); returns the number of classes K.
+    ``dense``: y holds (B, K) labels of any dtype (multi-hot bool/int/float)."""
     check_tensor("y", y)
     if y.device != device:
         raise ValueError(f"y is on {y.device} but x is on {device}")
     if y.dim() == 0 or y.size(0) != batch:
         raise ValueError(f"y must have the batch size of x ({batch}), got shape {tuple(y.shape)}")
-    if y.is_floating_point():
+    if y.is_floating_point() or dense:
         if y.dim() != 2:
             raise ValueError(f"float labels y must have shape (B, K), got shape {tuple(y.shape)}")
         if num_classes is not None and y.size(1) != num_classes:
             raise ValueError(f"y has {y.size(1)} classes but num_classes={num_classes}")
-        return y if y.dtype in (torch.float32, torch.float64) else y.float()
+        return y.size(1)
     if y.dtype == torch.bool or y.is_complex():
         raise TypeError(f"y must hold integer class indices or float labels, got dtype {y.dtype}")
     if y.dim() != 1:
@@ -161,6 +158,18 @@ def labels_to_float(y, batch: int, device: torch.device, num_classes: int | None
     if batch * num_classes > MAX_LABEL_ELEMENTS:
         raise ValueError(f"num_classes={num_classes} with a batch of {batch} needs a ({batch}, {num_classes}) label "
                          f"tensor, more than {MAX_LABEL_ELEMENTS} elements")
+    return num_classes
+
+
+def labels_to_float(y, batch: int, device: torch.device, num_classes: int | None) -> torch.Tensor:
+    """Integer (B,) class indices or float (B, K) one-hot/soft/multi-hot labels -> float (B, K).
+
+    Integer labels out of ``[0, num_classes)`` raise a ValueError for CPU tensors; for CUDA tensors the
+    check runs on the device (a device-side assert), because a host-side check would synchronise.
+    """
+    num_classes = check_labels(y, batch, device, num_classes)
+    if y.is_floating_point():
+        return y if y.dtype in (torch.float32, torch.float64) else y.float()
     index = y.long().clamp(0, num_classes - 1)
     check_on_device((index == y).all(), f"y holds class indices outside [0, {num_classes})")
     one_hot = torch.zeros(batch, num_classes, dtype=torch.float32, device=device)

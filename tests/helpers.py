@@ -121,6 +121,11 @@ def seeded(device, seed: int = 0) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
+# The mix family's two parameter samplers: torch's (the "reference" and "cpu" backends) and the parameter kernel
+# (the kernel backends, here "triton").
+SAMPLERS = backend_params(("reference", "triton"))
+
+
 def with_cpu_kernel(params):
     """``params`` plus the "cpu" backend (the C++ CPU kernels), skipped when fastmix._C is not built."""
     reason = _backend.unavailable_reason("cpu", "cpu")

@@ -1,18 +1,21 @@
 """Per-sample Mixup/CutMix (CutMix: LUMix paper, eq. 1-2): parity with the reference, kept-area lambda, uint8,
 timm's box rule, autograd (any partner map), custom ops, compile, the CUDA body on the CPU grid, bad input."""
 
+import itertools
 import subprocess
 import sys
 
 import pytest
 import torch
+from scipy import stats
 
 import fastmix
-from fastmix import _native, _random
+from fastmix import _layout, _native, _random
+from fastmix._dtypes import compute_dtype
 from fastmix.api import mix as mix_api
 from fastmix.ops import mix as mix_ops
 from fastmix.reference import mix as reference
-from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, assert_close, assert_compiled_matches_eager,
+from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, SAMPLERS, assert_close, assert_compiled_matches_eager,
                      assert_rejected_untouched, backend_params, make_batch, make_labels, seeded, with_cpu_kernel)
 
 BATCHES = (1, 2, 3, 7, 64)
@@ -181,13 +184,69 @@ def test_minmax_boxes_are_timms():
     assert (boxes[:, 1] == height).any() and (boxes[:, 0] == 0).any(), "every origin, the last one included"
 
 
+@pytest.mark.parametrize("backend,device", SAMPLERS)
 @pytest.mark.parametrize("alpha", [0.2, 1.0, 4.0])
-def test_lambda_is_beta_distributed(alpha):
-    lam = fastmix.mixup(torch.zeros(20000, 1), torch.zeros(20000, 2), alpha=alpha, generator=seeded("cpu"))[2].lam
-    variance = 1 / (4 * (2 * alpha + 1))  # Beta(a, a): mean 1/2, variance 1 / (4 (2a + 1))
-    assert abs(lam.mean().item() - 0.5) < 0.01
-    assert abs(lam.var().item() - variance) < 0.05 * variance
+def test_lambda_is_beta_distributed(backend, device, alpha):
+    count = 2000
+    lam = fastmix.mixup(torch.zeros(count, 1, device=device), torch.zeros(count, 2, device=device), alpha=alpha,
+                        pairing="flip", generator=seeded(device), backend=backend)[2].lam.double().cpu()
     assert ((lam >= 0) & (lam <= 1)).all()
+    assert stats.kstest(lam.numpy(), stats.beta(alpha, alpha).cdf).pvalue > 1e-3
+    variance = 1 / (4 * (2 * alpha + 1))  # Beta(a, a): mean 1/2, variance 1 / (4 (2a + 1))
+    assert abs(lam.mean().item() - 0.5) < 4 * (variance / count) ** 0.5
+
+
+@pytest.mark.parametrize("backend,device", SAMPLERS)
+def test_drawn_boxes_are_timms_for_the_drawn_lambda(backend, device):
+    """Every box CutMix draws (correct_lam=False keeps lam the Beta draw) is timm's box for its lam and some pixel
+    centre, on both samplers; the centres spread over the image."""
+    height, width, count = 12, 10, 300
+    _, _, params = fastmix.cutmix(torch.zeros(count, 1, height, width, device=device),
+                                  torch.zeros(count, 2, device=device), correct_lam=False, pairing="flip",
+                                  generator=seeded(device, 3), backend=backend)
+    centres_seen = set()
+    for value, box in zip(params.lam.tolist(), params.boxes.tolist()):
+        matches = [(cy, cx) for cy in range(height) for cx in range(width)
+                   if timm_rand_bbox(height, width, value, cy, cx) == tuple(box)]
+        assert matches, f"box {box} is not timm's box for lam={value}"
+        centres_seen.update(matches)
+    assert len(centres_seen) > height * width // 2, "centres spread over the image"
+
+
+@pytest.mark.parametrize("backend,device", SAMPLERS)
+def test_drawn_minmax_boxes_are_timms(backend, device):
+    height, width, lo, hi, count = 20, 16, 0.2, 0.8, 1000
+    _, _, params = fastmix.cutmix(torch.zeros(count, 1, height, width, device=device),
+                                  torch.zeros(count, 2, device=device), minmax=(lo, hi), pairing="flip",
+                                  generator=seeded(device, 5), backend=backend)
+    boxes = params.boxes.cpu()
+    cut_h, cut_w = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
+    assert set(cut_h.tolist()) == set(range(int(height * lo), int(height * hi)))
+    assert set(cut_w.tolist()) == set(range(int(width * lo), int(width * hi)))
+    assert stats.chisquare(torch.bincount(cut_h)[int(height * lo):].numpy()).pvalue > 1e-3, "uniform sides"
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] <= height).all() and (boxes[:, 3] <= width).all()
+    assert (boxes[:, 1] == height).any() and (boxes[:, 0] == 0).any(), "every origin, the last one included"
+    assert_close(params.lam, 1 - reference.box_mask(params.boxes, height, width).float().mean(dim=(1, 2)),
+                 torch.float32, "minmax always corrects lam")
+
+
+@pytest.mark.parametrize("backend,device", SAMPLERS)
+def test_random_partners_are_permutations_drawn_afresh(backend, device):
+    """Every call draws a new permutation; over 60 calls all 6 of 3 samples appear (the kernel sampler's
+    uniformity is tested on its own in tests/test_random.py)."""
+    x, y = torch.zeros(3, 1, device=device), torch.zeros(3, 2, device=device)
+    generator = seeded(device, 9)
+    seen = {tuple(fastmix.mixup(x, y, generator=generator, backend=backend)[2].partner.tolist()) for _ in range(60)}
+    assert seen == set(itertools.permutations(range(3)))
+
+
+@pytest.mark.parametrize("backend,device", SAMPLERS)
+def test_class_indices_out_of_range_raise(backend, device):
+    x = torch.zeros(4, 3, 4, 4, device=device)
+    for y in (torch.tensor([0, 1, 5, 2], device=device), torch.tensor([0, -1, 2, 2], device=device)):
+        for fn in (fastmix.mixup, fastmix.cutmix):
+            with pytest.raises(ValueError, match=r"class indices outside \[0, 5\)"):
+                fn(x, y, num_classes=5, backend=backend)
 
 
 def with_cpu_isas(params):
@@ -240,9 +299,10 @@ def test_timm_formulas_for_fixed_parameters(backend, device):
     cutmix = torch.tensor([False, False, True, False, True, True], device=device)
     boxes = torch.tensor([[0, 0, 0, 0], [0, 0, 0, 0], [0, 6, 0, 5], [0, 0, 0, 0], [3, 12, 5, 10], [10, 12, 9, 10]],
                          dtype=torch.int32, device=device)
-    params = mix_api.MixParams(lam, torch.arange(batch - 1, -1, -1, device=device), boxes, cutmix)
+    partner = torch.arange(batch - 1, -1, -1, device=device)
     labels = mix_api.smooth(torch.nn.functional.one_hot(y, classes).float(), smoothing)
-    x_mixed, y_mixed = mix_api.apply(x, labels, params, 2, 3, backend, inplace=False)
+    x_mixed = mix_ops.mix_pairs(x, torch.where(cutmix, 1.0, lam), boxes, partner, 2, 3, backend)
+    y_mixed = mix_api.mix_labels(labels, lam, partner)
     # timm: x_orig = x.clone(); for i: j = B-1-i; if lam != 1: paste the box, or x[i] lam + x_orig[j] (1 - lam)
     expected = x.clone()
     for i in range(batch):
@@ -363,6 +423,9 @@ def test_opcheck(backend, device):
         torch.library.opcheck(mix_ops.mix_pairs_inplace, (inplace, lam, boxes, partner, 2, 3, backend))
         structure = mix_ops.transpose(*mix_ops._pairs_structure(torch.ones_like(lam), boxes, partner, x.dtype))
         torch.library.opcheck(mix_ops.pair_mix, (x, *structure, 2, 3, backend))
+        for inverse, adjoint in ((partner, False), (partner, True), (None, True)):  # flip is its own inverse
+            torch.library.opcheck(mix_ops.mix_pairs_unchecked, (x, lam, boxes, partner, inverse, 2, 3, backend,
+                                                                adjoint))
     strided_lam = torch.rand(14, device=device)[1::2]  # storage offset 1, stride 2
     offset_boxes = torch.cat([boxes[:1], boxes])[1:]  # storage offset 4
     strided_partner = torch.stack([partner, partner], 1)[:, 1]
@@ -441,6 +504,33 @@ def test_cuda_body_on_the_cpu_grid(dtype, batch, height, width):
     x_last = x.to(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # NHWC rows
     cut_last = emulate(x_last, mix_ops._pairs_structure(ones, boxes, partner, dtype), 1, 2)
     assert torch.equal(cut_last, reference.cutmix_pairs(x_last, boxes, partner, 1, 2))
+    # mix_pairs_thread: the mix, and its adjoint with the readers' lists and with an inverse permutation
+    weight = torch.where(torch.arange(batch) % 2 == 0, 1.0, lam).to(compute_dtype(dtype))
+    mixed = emulate_pairs(x, weight, boxes, partner, None, 2, 3, adjoint=False)
+    assert_mixed_close(mixed, reference.mix_pairs(x, weight, boxes, partner, 2, 3), dtype, "mix_pairs_thread")
+    if dtype != torch.uint8:
+        transposed = mix_ops.transpose(*mix_ops._pairs_structure(weight, boxes, partner, dtype))
+        expected = reference.pair_mix(x, *transposed, 2, 3)
+        sources, offsets = mix_ops.readers(partner, "cpu")
+        assert_mixed_close(emulate_pairs(x, weight, boxes, sources, offsets, 2, 3, adjoint=True), expected, dtype,
+                           "adjoint, readers' lists")
+        perm = torch.randperm(batch, generator=g)
+        transposed = mix_ops.transpose(*mix_ops._pairs_structure(weight, boxes, perm, dtype))
+        expected = reference.pair_mix(x, *transposed, 2, 3)
+        assert_mixed_close(emulate_pairs(x, weight, boxes, torch.argsort(perm), None, 2, 3, adjoint=True), expected,
+                           dtype, "adjoint, inverse permutation")
+
+
+def emulate_pairs(x, weight, boxes, sources, offsets, height_dim, width_dim, adjoint):
+    """``mix_pairs_thread`` (the CUDA kernels' body) over its launch grid on the CPU, through ``_native.launch``."""
+    out = torch.full_like(x, 7)
+    x_rows, out_rows = x.view(x.size(0), -1), out.view(out.size(0), -1)
+    geometry = mix_ops.spatial_geometry(x, height_dim, width_dim)
+    _native.launch("mix_pairs_emulate", x.device, _native.Buffer(x_rows, x.dtype, rows=True),
+                   _native.Buffer(out_rows, x.dtype, rows=True), x_rows.size(0), x_rows.size(1), weight,
+                   boxes.to(torch.int32).contiguous(), sources, 0 if offsets is None else offsets, *geometry,
+                   height_dim >= 0, adjoint, _native.DTYPE_CODES[x.dtype])
+    return out
 
 
 @pytest.mark.parametrize(
@@ -601,6 +691,28 @@ def test_inplace_cutmix_writes_only_the_boxes():
     inside = reference.box_mask(boxes, 8, 6)[:, None]
     assert torch.equal(x.view(torch.int32)[~inside.expand_as(x)], before.view(torch.int32)[~inside.expand_as(x)])
     assert torch.equal(x[inside.expand_as(x)], before[partner][inside.expand_as(x)])
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("dtype,layout", [(torch.float32, layout) for layout in PAIR_LAYOUTS]
+                         + [(dtype, "channels_last") for dtype in (torch.float16, torch.bfloat16, torch.float64)])
+@pytest.mark.parametrize("partner_kind", ["perm", "self", "repeats"])
+def test_adjoint_is_the_gradient_of_the_reference_mix(backend, device, dtype, layout, partner_kind):
+    """mix_pairs_unchecked's adjoint (with the inverse permutation, or the readers' lists for repeated partners)
+    against torch's autograd through the reference formula, in float64."""
+    g, height_dim, width_dim = pair_input(layout, 7, dtype, seed=1)
+    weight, boxes, partner = pair_params(7, 7, 9, partner_kind)
+    weight = weight.to(compute_dtype(dtype))
+    inverse = torch.argsort(partner) if partner_kind != "repeats" else None
+    for dims in ((height_dim, width_dim), (-1, -1)):
+        x = torch.zeros(g.shape, dtype=torch.float64, requires_grad=True)
+        spatial = dims if dims[0] >= 0 else (None, None)
+        mixed = reference.mix_pairs(x, weight.double(), boxes, partner, *spatial)
+        expected, = torch.autograd.grad(mixed, x, g.double())
+        args = [t.to(device) if t is not None else None for t in (g, weight, boxes, partner, inverse)]
+        actual = mix_ops.mix_pairs_unchecked(*args, *dims, backend, True)
+        assert actual.stride() == _layout.empty_like_rows(args[0]).stride()
+        assert_close(actual, expected, dtype, f"dims {dims}")
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

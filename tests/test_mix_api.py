@@ -127,6 +127,20 @@ def test_one_random_draw_of_each_kind_per_call(mode, minmax):
     assert draws.counts == {"rand": 1, "_standard_gamma": 1, "randperm": 1}
 
 
+@pytest.mark.parametrize("backend,device", backend_params(("triton",)))
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
+def test_kernel_backends_draw_one_seed_per_call(backend, device, mode):
+    """On the kernel backends the generator gives one seed per call; the parameter kernel draws the rest."""
+    x, y = torch.zeros(6, 3, 8, 8, device=device), torch.zeros(6, 3, device=device)
+    mixer = fastmix.Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, mode=mode, num_classes=3, generator=seeded(device),
+                          backend=backend)
+    with RandomDraws() as draws:
+        mixer(x, y)
+        fastmix.cutmix(x, y, minmax=(0.2, 0.7), generator=seeded(device), backend=backend)
+        fastmix.mixup(x, y, generator=seeded(device), backend=backend)
+    assert draws.counts == {"randint": 3}
+
+
 def test_numpy_scalars_are_numbers():
     x = torch.rand(6, 3, 8, 8)
     y = torch.tensor([0, 1, 2, 3, 4, 0])

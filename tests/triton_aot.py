@@ -148,7 +148,7 @@ def compile_all(capabilities: list[int]) -> list[Compiled]:
     def compile_only(self, *args, grid, warmup, **kwargs):
         for capability in capabilities:
             driver.set_active(_CompileOnlyDriver(capability))
-            self.device_caches[capability]  # a target's first use sets self.compile: set it after that
+            self.device_caches[capability]  # a target's first use creates its binder, which resets self.compile
             self.compile = recording_compile
             run(self, *args, grid=grid, warmup=True, **kwargs)
 
@@ -163,8 +163,29 @@ def compile_all(capabilities: list[int]) -> list[Compiled]:
             out = case.call(inputs, "triton", torch.Generator().manual_seed(0))
             if case.differentiable:
                 out.backward(torch.ones_like(out))
-    _gmm_kernels_beyond_the_default_fit(device)
+    for variant in VARIANTS:
+        variant(device)
     return list(compiled.values())
+
+
+def _mix_variants(device):
+    """Mix-family specialisations no op case reaches: minmax boxes with a gate, dense (soft, multi-hot) labels,
+    float labels with gradients (no labels in the parameter kernel), uint8 images, FastCollateMixup's "half" mode."""
+    import fastmix
+    from fastmix.ops import mix as mix_ops
+
+    x = torch.rand(6, 3, 8, 10, device=device)
+    soft = torch.rand(6, 4, device=device)
+    fastmix.cutmix(x, soft, minmax=(0.2, 0.8), backend="triton")
+    fastmix.Mixup(cutmix_alpha=1.0, cutmix_minmax=(0.2, 0.8), prob=0.5, mode="elem", num_classes=4,
+                  backend="triton")(x, soft)
+    fastmix.mixup(x, soft > 0.5, multi_label=True, backend="triton")
+    seed = torch.zeros(1, dtype=torch.int64, device=device)  # float labels with gradients: none in the kernel
+    mix_ops.mix_params(seed, None, 4, 0.1, False, 6, 1, 1, "elem", True, 1.0, 0.0, 1.0, 0.5, None, True, torch.float64)
+    images = (x * 255).to(torch.uint8)
+    fastmix.mixup(images, soft, backend="triton")
+    fastmix.FastCollateMixup(cutmix_alpha=1.0, mode="half", num_classes=4, backend="triton")(
+        [(image, 1) for image in images])
 
 
 def _gmm_kernels_beyond_the_default_fit(device: torch.device) -> None:
@@ -189,6 +210,10 @@ def _gmm_kernels_beyond_the_default_fit(device: torch.device) -> None:
         sorted_values, offsets, count, lo, hi = gmm_ops.gmm2_segments(values, groups, n_groups, False, "triton")
         gmm_ops.gmm2_estep(sorted_values, offsets, lo, hi - lo, weights, means, variances, "triton")
         gmm_ops.gmm2_split_statistics(sorted_values, offsets, lo, hi - lo, (lo + hi) / 2, means, "triton")
+
+
+# Calls beyond the op cases, each specialising kernels the op cases leave out.
+VARIANTS = (_mix_variants, _gmm_kernels_beyond_the_default_fit)
 
 
 if __name__ == "__main__":

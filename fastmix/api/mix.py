@@ -3,6 +3,11 @@
 ``x_mixed[i] = lam[i] x[i] + (1 - lam[i]) x[partner[i]]`` (Mixup) or ``x[partner[i]]`` pasted into ``x[i]`` inside
 ``boxes[i]`` (CutMix), and ``y_mixed[i] = lam[i] y[i] + (1 - lam[i]) y[partner[i]]`` (eq. 2): ``lam`` weighs a
 sample's own label, for CutMix its kept-area fraction. One kernel launch mixes the whole batch.
+
+Where the parameters come from: on the kernel backends ("triton", "cuda") one parameter kernel
+(``fastmix::mix_params``) draws them from a seed drawn on the device, and mixes the labels; a call is then three
+launches (seed, parameters and labels, mix), with no host sync. The "cpu" and "reference" backends draw them with
+torch's sampler (``sample``), by the same rules.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import NamedTuple
 import torch
 
 from fastmix import _backend, _checks, _random
+from fastmix._dtypes import compute_dtype
 from fastmix.ops import mix as mix_ops
 
 PAIRINGS = ("perm", "flip")
@@ -27,7 +33,8 @@ class MixParams(NamedTuple):
         ``(0, 0, 0, 0)`` for samples mixed by Mixup.
     cutmix: (B,) bool, True where sample i was mixed by CutMix.
 
-    Where one draw serves the whole batch (``per_sample=False``, timm's "batch" mode) these are expanded views of it.
+    Where one draw serves the whole batch (``per_sample=False``, timm's "batch" mode) every row holds it (expanded
+    views of it on the "cpu" and "reference" backends).
     """
 
     lam: torch.Tensor
@@ -79,13 +86,6 @@ def spatial_dims(x: torch.Tensor, layout) -> tuple[int, int]:
         raise ValueError(f"x must have a height and width >= 1 for CutMix (no box fits in a zero-size side), "
                          f"got shape {tuple(x.shape)}")
     return height_dim, width_dim
-
-
-def sample_partner(batch: int, pairing: str, generator, device) -> torch.Tensor:
-    """A uniform random permutation ("perm"; a sample may draw itself) or ``B - 1 - i`` ("flip", as timm pairs)."""
-    if pairing == "perm":
-        return torch.randperm(batch, generator=generator, device=device)
-    return torch.arange(batch - 1, -1, -1, device=device)
 
 
 def box_draws(minmax) -> int:
@@ -145,22 +145,164 @@ def mix_labels(labels: torch.Tensor, lam: torch.Tensor, partner: torch.Tensor) -
     return torch.lerp(labels[partner], labels, lam.to(labels.dtype)[:, None])
 
 
-def apply(x: torch.Tensor, labels: torch.Tensor, params: MixParams, height_dim: int, width_dim: int, backend: str,
-          inplace: bool):
-    """Mixes x and the float labels with ``params`` in one launch (``fastmix::mix_pairs``): CutMix samples paste
-    their partner's box (weight 1 outside it), the others interpolate with lam over an empty box."""
-    weight = torch.where(params.cutmix, 1.0, params.lam)
-    args = (weight, params.boxes, params.partner, height_dim, width_dim, backend)
+class Sampling(NamedTuple):
+    """What a call draws, as timm's ``Mixup`` describes it: ``draws`` "batch" (one draw for the batch), "pair" (one
+    per pair (i, B-1-i)), "elem" (one per sample) or "half" (one per sample of the first B // 2, the rest unmixed);
+    partners a random permutation (``permute``) or the flipped batch; a mixer is on when its alpha is > 0; ``mix_prob``
+    the chance a draw mixes at all; ``switch_prob`` the chance of CutMix when both mixers are on; CutMix boxes from
+    ``minmax`` or from lam, lam corrected to the kept fraction with ``correct_lam`` (always with ``minmax``)."""
+
+    draws: str
+    permute: bool
+    mixup_alpha: float
+    cutmix_alpha: float
+    mix_prob: float = 1.0
+    switch_prob: float = 0.5
+    minmax: tuple[float, float] | None = None
+    correct_lam: bool = True
+    layout: str = "NCHW"
+
+
+class Labels(NamedTuple):
+    """Checked labels: ``y`` (int class indices (B,) or dense (B, K)), ``classes`` K, the smoothing ``s`` and whether
+    they are multi-label (smoothed towards 0.5)."""
+
+    y: torch.Tensor
+    classes: int
+    smoothing: float
+    multi_label: bool
+
+
+def draw_count(draws: str, batch: int) -> int:
+    """How many independent draws a batch takes (``Sampling.draws``)."""
+    return {"batch": 1, "pair": (batch + 1) // 2, "elem": batch, "half": batch // 2}[draws]
+
+
+def per_sample(draws: str, values: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Tensor, ...]:
+    """Each sample's row of ``values`` (``lam, boxes, cutmix``): row 0 for all ("batch"), row min(i, B-1-i)
+    ("pair"), row i ("elem"), row i for the first B // 2 and unmixed rows (lam 1, no box) for the rest ("half")."""
+    if draws == "batch":
+        return tuple(v.expand(batch, *v.shape[1:]) for v in values)
+    if draws == "pair":
+        rows = torch.arange(batch, device=values[0].device)
+        rows = torch.minimum(rows, rows.flip(0))
+        return tuple(v[rows] for v in values)
+    if draws == "half":
+        lam, boxes, cutmix = values
+        rest = batch - lam.size(0)
+        return (torch.cat([lam, lam.new_ones(rest)]), torch.cat([boxes, boxes.new_zeros(rest, 4)]),
+                torch.cat([cutmix, cutmix.new_zeros(rest)]))
+    return values
+
+
+def sample(x: torch.Tensor, sampling: Sampling, generator) -> MixParams:
+    """Draws one batch's parameters with torch's sampler (the "cpu" and "reference" backends) from one
+    ``torch.rand`` (gate, switch, boxes, Beta boosts), one Gamma draw (both Beta distributions) and, with
+    ``permute``, one ``torch.randperm``."""
+    batch, device = x.size(0), x.device
+    count = draw_count(sampling.draws, batch)
+    alphas = [alpha for alpha in (sampling.cutmix_alpha, sampling.mixup_alpha) if alpha > 0]  # CutMix's first
+    cutmix_on = sampling.cutmix_alpha > 0
+    if cutmix_on:
+        height_dim, width_dim = spatial_dims(x, sampling.layout)
+        height, width = x.size(height_dim), x.size(width_dim)
+    first_box_draw = 2  # rows 0 and 1: the gate and the mixer switch
+    first_beta_draw = first_box_draw + (box_draws(sampling.minmax) if cutmix_on else 0)
+    uniform = torch.rand((first_beta_draw + 2 * len(alphas), count), dtype=torch.float64, device=device,
+                         generator=generator)
+    lams = _random.sample_betas(alphas, count, device, generator,
+                                uniform[first_beta_draw:].view(len(alphas), 2, count))
+    mixed = uniform[0] < sampling.mix_prob
+    if len(alphas) == 2:
+        cutmix = uniform[1] < sampling.switch_prob
+        lam = torch.where(cutmix, lams[0], lams[1])
+        cutmix = cutmix & mixed
+    else:
+        lam = lams[0]
+        cutmix = mixed if cutmix_on else torch.zeros_like(mixed)
+    if cutmix_on:
+        boxes = sample_boxes(lam, height, width, sampling.minmax, generator,
+                             uniform[first_box_draw:first_beta_draw].T) * cutmix[:, None]
+        if sampling.correct_lam or sampling.minmax is not None:
+            lam = torch.where(cutmix, kept_fraction(boxes, height, width), lam)
+    else:
+        boxes = torch.zeros((count, 4), dtype=torch.int32, device=device)
+    lam = torch.where(mixed, lam, 1.0).float()
+    lam, boxes, cutmix = per_sample(sampling.draws, (lam, boxes, cutmix), batch)
+    if sampling.permute:
+        partner = torch.randperm(batch, generator=generator, device=device)
+    else:
+        partner = torch.arange(batch - 1, -1, -1, device=device)
+    return MixParams(lam, partner, boxes, cutmix)
+
+
+def samples_in_kernel(backend: str, device: torch.device) -> bool:
+    """Whether a call on ``backend`` draws its parameters in the parameter kernel: on the kernel backends, where
+    Triton runs on ``device``."""
+    return backend in ("triton", "cuda") and not _backend.unavailable_reason("triton", device.type)
+
+
+def box_range(minmax, height: int, width: int) -> list[int] | None:
+    """``(low_h, span_h, low_w, span_w)``: minmax box sides are ``low + randint(span)`` (``sample_boxes``)."""
+    if minmax is None:
+        return None
+    lo, hi = minmax
+    low_h, low_w = int(height * lo), int(width * lo)
+    return [low_h, max(int(height * hi), low_h + 1) - low_h, low_w, max(int(width * hi), low_w + 1) - low_w]
+
+
+def float_labels(labels: Labels) -> torch.Tensor:
+    """The smoothed float (B, K) labels (the torch path of ``mix_batch``)."""
+    y = labels.y
+    y = y.float() if labels.multi_label and not y.is_floating_point() else y
+    dense = _checks.labels_to_float(y, y.size(0), y.device, labels.classes)
+    return smooth(dense, labels.smoothing, labels.multi_label)
+
+
+def mix_batch(x: torch.Tensor, labels: Labels, sampling: Sampling, generator, backend: str, inplace: bool):
+    """Draws the parameters, mixes x in one launch (``fastmix::mix_pairs_unchecked``; CutMix samples paste their
+    partner's box with weight 1 outside it, the others interpolate with lam over an empty box) and the labels;
+    returns ``(x_mixed, y_mixed, params)``."""
+    height_dim, width_dim = spatial_dims(x, sampling.layout) if sampling.cutmix_alpha > 0 else (-1, -1)
+    batch, y = x.size(0), labels.y
+    if samples_in_kernel(backend, x.device):
+        kernel_labels = None if y.requires_grad else y  # gradients to y: the labels are mixed by torch ops
+        if kernel_labels is not None and not y.is_floating_point() and y.dim() == 1:
+            check_classes_on_cpu(y, labels.classes)
+        height = x.size(height_dim) if height_dim >= 0 else 1
+        width = x.size(width_dim) if width_dim >= 0 else 1
+        lam, weight, boxes, partner, inverse, cutmix, y_mixed = mix_ops.mix_params(
+            _random.draw_seed(generator, x.device), kernel_labels, labels.classes, labels.smoothing,
+            labels.multi_label, batch, height, width, sampling.draws, sampling.permute, sampling.mixup_alpha,
+            sampling.cutmix_alpha, sampling.mix_prob, sampling.switch_prob,
+            box_range(sampling.minmax, height, width), sampling.correct_lam, compute_dtype(x.dtype))
+        params = MixParams(lam, partner, boxes, cutmix)
+        if kernel_labels is None:
+            y_mixed = mix_labels(float_labels(labels), lam, partner)
+    else:
+        params = sample(x, sampling, generator)
+        weight = torch.where(params.cutmix, 1.0, params.lam).to(compute_dtype(x.dtype))
+        boxes, inverse = params.boxes.contiguous(), torch.argsort(params.partner)
+        y_mixed = mix_labels(float_labels(labels), params.lam, params.partner)
     if inplace:
-        mix_ops.mix_pairs_inplace(x, *args)
+        mix_ops.mix_pairs_inplace(x, weight, boxes, params.partner, height_dim, width_dim, backend)
         x_mixed = x
     else:
-        x_mixed = mix_ops.mix_pairs(x, *args)
-    return x_mixed, mix_labels(labels, params.lam, params.partner)
+        x_mixed = mix_ops.mix_pairs_unchecked(x, weight, boxes, params.partner, inverse, height_dim, width_dim,
+                                              backend, False)
+    return x_mixed, y_mixed, params
+
+
+def check_classes_on_cpu(y: torch.Tensor, classes: int) -> None:
+    """Class indices in [0, K) for CPU tensors in eager mode on the parameter kernel's path, a ValueError: the
+    Triton interpreter runs no device asserts. On a GPU the kernel's compiled-in device assert checks them, as
+    ``torch._assert_async`` would, with no launch of its own."""
+    if y.device.type == "cpu" and not torch.compiler.is_compiling():
+        _checks.check_on_device(((y >= 0) & (y < classes)).all(), f"y holds class indices outside [0, {classes})")
 
 
 def prepare(x, y, num_classes, label_smoothing, generator, backend, inplace, multi_label=False):
-    """Checks shared by mixup and cutmix; returns (smoothed float labels, backend name).
+    """Checks shared by mixup, cutmix and Mixup; returns (``Labels``, backend name).
 
     ``multi_label`` (timm's argument): y must be dense (B, K) multi-hot labels (bool, int or float), smoothed
     towards 0.5. On CPU tensors the C++ kernel (``fastmix::mix_pairs``) is the default for Mixup and CutMix: on a
@@ -171,14 +313,13 @@ def prepare(x, y, num_classes, label_smoothing, generator, backend, inplace, mul
         _checks.check_tensor("y", y)
         if y.dim() != 2:
             raise ValueError(f"multi_label=True takes dense labels y of shape (B, K), got shape {tuple(y.shape)}")
-        y = y if y.is_floating_point() else y.float()
-    labels = _checks.labels_to_float(y, x.size(0), x.device, num_classes)
-    labels = smooth(labels, _checks.check_real("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True),
-                    multi_label)
+    classes = _checks.check_labels(y, x.size(0), x.device, num_classes, dense=multi_label)
+    smoothing = _checks.check_real("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
     _checks.check_generator(generator, x.device)
     if _checks.check_bool("inplace", inplace):
         check_inplace(x)
-    return labels, _backend.resolve(backend, x.device, cpu_default="cpu", supported=mix_ops.BACKENDS)
+    name = _backend.resolve(backend, x.device, cpu_default="cpu", supported=mix_ops.BACKENDS)
+    return Labels(y, classes, smoothing, multi_label), name
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, *, alpha: float = 1.0, per_sample: bool = True, pairing: str = "perm",
@@ -195,7 +336,9 @@ def mixup(x: torch.Tensor, y: torch.Tensor, *, alpha: float = 1.0, per_sample: b
         label_smoothing: s in [0, 1); labels become ``y (1 - s) + s / K`` before mixing (timm's on/off values for
             int labels; the same affine map for float labels).
         multi_label: y holds dense (B, K) multi-hot labels (bool/int/float), smoothed to ``y (1 - s) + s / 2`` (timm).
-        generator: the torch.Generator (on x's device) every parameter is drawn from.
+        generator: the torch.Generator (on x's device) every parameter is drawn from; on the kernel backends it
+            gives one 64-bit seed per call (one ``torch.randint`` on the device), from which the parameter kernel
+            draws everything.
         inplace: write the result into x (x must not require grad, nor be an expanded or self-overlapping view).
             Otherwise x is never modified.
         backend: "cuda", "triton", "reference", "cpu" (the C++ kernel with OpenMP; the default for CPU tensors when
@@ -206,15 +349,9 @@ def mixup(x: torch.Tensor, y: torch.Tensor, *, alpha: float = 1.0, per_sample: b
         x (both partners) and to float y.
     """
     labels, name = prepare(x, y, num_classes, label_smoothing, generator, backend, inplace, multi_label=multi_label)
-    alpha = _checks.check_positive_finite("alpha", alpha)
-    pairing = check_pairing(pairing)
-    batch = x.size(0)
-    lam = _random.sample_beta(alpha, batch if _checks.check_bool("per_sample", per_sample) else 1, x.device,
-                              generator).expand(batch)
-    partner = sample_partner(batch, pairing, generator, x.device)
-    boxes = torch.zeros((batch, 4), dtype=torch.int32, device=x.device)
-    params = MixParams(lam, partner, boxes, torch.zeros(batch, dtype=torch.bool, device=x.device))
-    return (*apply(x, labels, params, -1, -1, name, inplace), params)
+    sampling = Sampling("elem" if _checks.check_bool("per_sample", per_sample) else "batch",
+                        check_pairing(pairing) == "perm", _checks.check_positive_finite("alpha", alpha), 0.0)
+    return mix_batch(x, labels, sampling, generator, name, inplace)
 
 
 def cutmix(x: torch.Tensor, y: torch.Tensor, *, alpha: float = 1.0, minmax=None, correct_lam: bool = True,
@@ -241,19 +378,9 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, *, alpha: float = 1.0, minmax=None,
         to the one input element it was copied from.
     """
     labels, name = prepare(x, y, num_classes, label_smoothing, generator, backend, inplace, multi_label=multi_label)
-    alpha = _checks.check_positive_finite("alpha", alpha)
-    minmax = check_minmax(minmax)
-    correct_lam = _checks.check_bool("correct_lam", correct_lam)
-    pairing = check_pairing(pairing)
-    height_dim, width_dim = spatial_dims(x, layout)
-    batch, height, width = x.size(0), x.size(height_dim), x.size(width_dim)
-    count = batch if _checks.check_bool("per_sample", per_sample) else 1
-    draws = box_draws(minmax)  # one torch.rand for the boxes and the Beta draws
-    uniform = torch.rand((draws + 2, count), dtype=torch.float64, device=x.device, generator=generator)
-    lam = _random.sample_betas((alpha,), count, x.device, generator, uniform[draws:].view(1, 2, count))[0]
-    boxes = sample_boxes(lam, height, width, minmax, generator, uniform[:draws].T)
-    lam = kept_fraction(boxes, height, width) if correct_lam or minmax is not None else lam.float()
-    partner = sample_partner(batch, pairing, generator, x.device)
-    params = MixParams(lam.expand(batch), partner, boxes.expand(batch, 4),
-                       torch.ones(batch, dtype=torch.bool, device=x.device))
-    return (*apply(x, labels, params, height_dim, width_dim, name, inplace), params)
+    sampling = Sampling("elem" if _checks.check_bool("per_sample", per_sample) else "batch",
+                        check_pairing(pairing) == "perm", 0.0, _checks.check_positive_finite("alpha", alpha),
+                        minmax=check_minmax(minmax), correct_lam=_checks.check_bool("correct_lam", correct_lam),
+                        layout=layout)
+    spatial_dims(x, layout)  # checked before anything is drawn
+    return mix_batch(x, labels, sampling, generator, name, inplace)

@@ -1,16 +1,14 @@
 """``fastmix.Mixup`` / ``fastmix.FastCollateMixup``: timm 1.0.31's ``Mixup`` and ``FastCollateMixup`` (constructor,
-call convention, statistics) on the device, in one launch."""
+call convention, statistics) on the device: on the kernel backends three launches a call (seed, parameters and
+labels, mix), see fastmix/api/mix.py."""
 
 from __future__ import annotations
 
 import torch
 from torch.utils.data import default_collate
 
-from fastmix import _checks, _random
+from fastmix import _checks
 from fastmix.api import mix
-
-# Rows of the one torch.rand a call draws: the gate, the mixer switch, then the box draws, then the Beta draws.
-_GATE, _SWITCH, _FIRST_BOX_DRAW = 0, 1, 2
 
 
 class Mixup:
@@ -28,8 +26,10 @@ class Mixup:
 
     Deliberate differences from timm 1.0.31:
 
-    - Randomness: torch's RNG on x's device (``generator=``), not numpy's global RNG; one ``torch.rand`` and one
-      Gamma draw per call, no host sync, no Python loop: one kernel launch mixes the batch, whatever the mode.
+    - Randomness: torch's RNG on x's device (``generator=``), not numpy's global RNG: on the kernel backends one
+      seed per call drawn on the device, from which one kernel draws every parameter (Philox); on the "cpu" and
+      "reference" backends one ``torch.rand`` and one Gamma draw per call. No host sync, no Python loop: one
+      kernel launch mixes the batch, whatever the mode.
     - Odd batches work in every mode: the middle sample pairs with itself and stays unchanged (timm asserts).
     - Targets may be int class indices (B,) or float one-hot/soft/multi-hot (B, K); smoothing maps every kind by
       ``y (1 - s) + s / K``. Targets are float32 (float64 for float64 targets), never x's dtype.
@@ -74,66 +74,26 @@ class Mixup:
         self.backend = backend
         self.mixup_enabled = True
 
-    def _draw_count(self, batch: int) -> int:
-        """How many independent draws a batch takes: one, one per pair, or one per sample."""
-        return {"batch": 1, "pair": (batch + 1) // 2, "elem": batch}[self.mode]
-
-    def _per_sample(self, draws: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Tensor, ...]:
-        """Each sample's row of ``draws``: row 0 for all ("batch"), row min(i, B-1-i) ("pair"), row i ("elem")."""
-        if self.mode == "batch":
-            return tuple(d.expand(batch, *d.shape[1:]) for d in draws)
-        if self.mode == "pair":
-            rows = torch.arange(batch, device=draws[0].device)
-            rows = torch.minimum(rows, rows.flip(0))
-            return tuple(d[rows] for d in draws)
-        return draws
+    def _sampling(self) -> mix.Sampling:
+        return mix.Sampling(self.mode, False, self.mixup_alpha, self.cutmix_alpha, self.mix_prob, self.switch_prob,
+                            self.cutmix_minmax, self.correct_lam, self.layout)
 
     def sample(self, x: torch.Tensor) -> mix.MixParams:
-        """Draws one batch's parameters on x's device (per mode, as the class docstring says), from one
-        ``torch.rand`` (gate, switch, boxes, Beta boosts) and one Gamma draw (both Beta distributions)."""
-        batch, device, generator = x.size(0), x.device, self.generator
-        count = self._draw_count(batch)
-        alphas = [alpha for alpha in (self.cutmix_alpha, self.mixup_alpha) if alpha > 0]  # CutMix's first
-        cutmix_on = self.cutmix_alpha > 0
-        if cutmix_on:  # checked before anything is drawn
-            height_dim, width_dim = mix.spatial_dims(x, self.layout)
-            height, width = x.size(height_dim), x.size(width_dim)
-        box_draws = mix.box_draws(self.cutmix_minmax) if cutmix_on else 0
-        first_beta_draw = _FIRST_BOX_DRAW + box_draws
-        uniform = torch.rand((first_beta_draw + 2 * len(alphas), count), dtype=torch.float64, device=device,
-                             generator=generator)
-        lams = _random.sample_betas(alphas, count, device, generator,
-                                    uniform[first_beta_draw:].view(len(alphas), 2, count))
-        mixed = uniform[_GATE] < self.mix_prob
-        if len(alphas) == 2:
-            cutmix = uniform[_SWITCH] < self.switch_prob
-            lam = torch.where(cutmix, lams[0], lams[1])
-            cutmix = cutmix & mixed
-        else:
-            lam = lams[0]
-            cutmix = mixed if cutmix_on else torch.zeros_like(mixed)
-        if cutmix_on:
-            boxes = mix.sample_boxes(lam, height, width, self.cutmix_minmax, generator,
-                                     uniform[_FIRST_BOX_DRAW:first_beta_draw].T) * cutmix[:, None]
-            if self.correct_lam or self.cutmix_minmax is not None:
-                lam = torch.where(cutmix, mix.kept_fraction(boxes, height, width), lam)
-        else:
-            boxes = torch.zeros((count, 4), dtype=torch.int32, device=device)
-        lam = torch.where(mixed, lam, 1.0).float()
-        lam, boxes, cutmix = self._per_sample((lam, boxes, cutmix), batch)
-        partner = torch.arange(batch - 1, -1, -1, device=device)
-        return mix.MixParams(lam, partner, boxes, cutmix)
+        """Draws one batch's parameters on x's device (per mode, as the class docstring says) with torch's sampler
+        (one ``torch.rand`` and one Gamma draw), as the "cpu" and "reference" backends do."""
+        if self.cutmix_alpha > 0:  # checked before anything is drawn
+            mix.spatial_dims(x, self.layout)
+        return mix.sample(x, self._sampling(), self.generator)
 
     def _mix(self, x: torch.Tensor, target: torch.Tensor):
         """``(x_mixed, target_mixed, params)``; ``params`` is None when ``mixup_enabled`` is False."""
         labels, name = mix.prepare(x, target, self.num_classes, self.label_smoothing, self.generator, self.backend,
                                    self.inplace, multi_label=self.multi_label)
         if not self.mixup_enabled:
-            return x, labels, None
-        params = self.sample(x)
-        spatial = mix.spatial_dims(x, self.layout) if self.cutmix_alpha > 0 else (-1, -1)
-        x_mixed, y_mixed = mix.apply(x, labels, params, *spatial, name, self.inplace)
-        return x_mixed, y_mixed, params
+            return x, mix.float_labels(labels), None
+        if self.cutmix_alpha > 0:  # checked before anything is drawn
+            mix.spatial_dims(x, self.layout)
+        return mix.mix_batch(x, labels, self._sampling(), self.generator, name, self.inplace)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor, *, return_params: bool = False):
         """Mixes ``(x, target)``; returns ``(x_mixed, target_mixed)`` (and the ``MixParams`` if asked)."""
@@ -161,18 +121,6 @@ class FastCollateMixup(Mixup):
     """
 
     MODES = ("batch", "pair", "elem", "half")
-
-    def _draw_count(self, batch: int) -> int:
-        return batch // 2 if self.mode == "half" else super()._draw_count(batch)
-
-    def _per_sample(self, draws: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Tensor, ...]:
-        """"half": the drawn rows for the first B/2 samples, unmixed rows (lam 1, no box) for the rest."""
-        if self.mode != "half":
-            return super()._per_sample(draws, batch)
-        lam, boxes, cutmix = draws
-        rest = batch - lam.size(0)
-        return (torch.cat([lam, lam.new_ones(rest)]), torch.cat([boxes, boxes.new_zeros(rest, 4)]),
-                torch.cat([cutmix, cutmix.new_zeros(rest)]))
 
     def __call__(self, batch, _=None):
         images = torch.stack([torch.as_tensor(image) for image, _ in batch])

@@ -1,16 +1,17 @@
 """Per-sample Mixup/CutMix custom ops: ``fastmix::mix_pairs``, its in-place twin ``fastmix::mix_pairs_inplace``,
-and ``fastmix::pair_mix``.
+``fastmix::pair_mix``, and for the library's own calls ``fastmix::mix_params`` and ``fastmix::mix_pairs_unchecked``.
 
 ``mix_pairs`` is the forward mix of every mode (LUMix paper, eq. 1 and Mixup): ``out[i, e] = x[partner[i], e]``
 inside ``boxes[i]``, else ``weight[i] x[i, e] + (1 - weight[i]) x[partner[i], e]`` (Mixup: an empty box and
 ``weight = lam``; CutMix: ``weight = 1``; an unmixed sample: ``weight = 1`` and an empty box). ``mixup_pairs`` and
-``cutmix_pairs`` are its two pure cases. ``pair_mix`` is the general form (see fastmix/reference/mix.py): every
-sample is its own weight (inside/outside a box) times itself plus a weighted sum over a segment of source samples.
-The gradient of ``mix_pairs`` is a ``pair_mix`` over the samples that took each sample as partner (found by a
-stable sort, no atomics), so backward is deterministic and works for any ``partner`` (a permutation, the flipped
-batch, or indices drawn with repetition).
+``cutmix_pairs`` are its two pure cases. Its gradient is the adjoint mix over the samples that took each sample as
+partner (their lists found by a stable counting sort, no atomics), so backward is deterministic and works for any
+``partner`` (a permutation, the flipped batch, or indices drawn with repetition); with the inverse permutation
+(which the parameter kernel writes) it is one term per sample. ``pair_mix`` is the general form (see
+fastmix/reference/mix.py): every sample is its own weight (inside/outside a box) times itself plus a weighted sum
+over a segment of source samples.
 
-Boxes are int32 ``(y0, y1, x0, x1)``, half-open. Weights are float32 (float64 for float64 x) pairs
+Boxes are int32 ``(y0, y1, x0, x1)``, half-open. ``pair_mix``'s weights are float32 (float64 for float64 x) pairs
 ``(weight_in_box, weight_out_of_box)``. ``height_dim``/``width_dim`` < 0 mean "no spatial dims" (pure mixup).
 """
 
@@ -203,14 +204,80 @@ def _mix_pairs_cpu(x_rows, out_rows, x, weight, boxes, partner, height_dim, widt
         height, width, h_div, w_div, height_dim >= 0, _native.DTYPE_CODES[x.dtype])
 
 
+def _launch_pairs(x, weight, boxes, sources, offsets, height_dim, width_dim, backend, adjoint):
+    """The pair mix kernel of ``backend`` (triton, cuda, or for the adjoint the CUDA body on the CPU): the mix
+    (``sources`` the partners) or its adjoint (``sources`` the inverse permutation, or with ``offsets`` the readers'
+    lists, see ``readers``). Operands already in the kernels' dtypes, contiguous."""
+    out = _layout.empty_like_rows(x)
+    x_rows, out_rows = _layout.rows_view(x), _layout.rows_view(out)
+    height, width, h_div, w_div = spatial_geometry(x, height_dim, width_dim)
+    if backend == "triton":
+        from fastmix.kernels.triton import mix as triton_mix
+
+        triton_mix.mix_pairs(x_rows, out_rows, weight, boxes, sources, offsets, height, width, h_div, w_div,
+                             height_dim >= 0, adjoint)
+        return out
+    batch, features = x_rows.shape
+    weight_dtype = compute_dtype(x.dtype)
+    segments = () if offsets is None else (_native.Buffer(offsets, torch.int64, batch + 1),)
+    _native.launch(
+        "mix_pairs_emulate" if backend == "cpu" else "mix_pairs_cuda", x.device,
+        _native.Buffer(x_rows, x.dtype, rows=True), _native.Buffer(out_rows, x.dtype, rows=True), batch, features,
+        _native.Buffer(weight, weight_dtype, batch), _native.Buffer(boxes, torch.int32, batch * 4),
+        _native.Buffer(sources, torch.int64), *(segments or (0,)), height, width, h_div, w_div, height_dim >= 0,
+        adjoint, _native.DTYPE_CODES[x.dtype])
+    return out
+
+
 def _mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend):
+    """The forward mix of ``mix_pairs`` with operands of any dtype and layout (converted when they must be)."""
     if backend == "reference":
         spatial = (height_dim, width_dim) if height_dim >= 0 else (None, None)
         return _layout.empty_like_rows(x).copy_(reference.mix_pairs(x, weight, boxes, partner, *spatial))
-    if backend != "cpu":
-        return _launch(x, *_pairs_structure(weight, boxes, partner, x.dtype), height_dim, width_dim, backend)
-    out = _layout.empty_like_rows(x)
-    _mix_pairs_cpu(_layout.rows_view(x), _layout.rows_view(out), x, weight, boxes, partner, height_dim, width_dim)
+    if backend == "cpu":
+        out = _layout.empty_like_rows(x)
+        _mix_pairs_cpu(_layout.rows_view(x), _layout.rows_view(out), x, weight, boxes, partner, height_dim,
+                       width_dim)
+        return out
+    weight = weight.to(compute_dtype(x.dtype)).contiguous()
+    boxes, partner = boxes.to(torch.int32).contiguous(), partner.to(torch.int64).contiguous()
+    return _launch_pairs(x, weight, boxes, partner, None, height_dim, width_dim, backend, adjoint=False)
+
+
+def readers(partner: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sources, offsets)``: the samples that read row j (``partner[i] = j``) in increasing i are
+    ``sources[offsets[j]:offsets[j + 1]]``, for any int64 partner map; one launch on the kernel backends."""
+    if backend in ("triton", "cuda"):
+        from fastmix.kernels.triton import mix as triton_mix
+
+        return triton_mix.readers(partner)
+    sorted_partner, sources = torch.sort(partner, stable=True)
+    return sources, torch.searchsorted(sorted_partner, torch.arange(partner.numel() + 1, device=partner.device))
+
+
+def _adjoint(grad_out, weight, boxes, partner, inverse, height_dim, width_dim, backend):
+    """The gradient of the pair mix: ``grad_x[j] = W_j g_j + sum_{i: partner[i] = j} (1 - W_i) g_i``; with the
+    inverse permutation one term per row (one launch), otherwise the readers' lists (two)."""
+    if backend == "reference":
+        structure = transpose(*_pairs_structure(weight, boxes, partner, grad_out.dtype))
+        return pair_mix(grad_out, *structure, height_dim, width_dim, backend)
+    if backend == "cpu" and inverse is not None:
+        return _adjoint_cpu(grad_out, weight, boxes, inverse, height_dim, width_dim)
+    sources, offsets = (inverse, None) if inverse is not None else readers(partner, backend)
+    return _launch_pairs(grad_out, weight, boxes, sources, offsets, height_dim, width_dim, backend, adjoint=True)
+
+
+def _adjoint_cpu(grad_out, weight, boxes, inverse, height_dim, width_dim):
+    """The C++ adjoint for a partner permutation (mix_pairs_cpu's lines and runs, OpenMP)."""
+    out = _layout.empty_like_rows(grad_out)
+    grad_rows, out_rows = _layout.rows_view(grad_out), _layout.rows_view(out)
+    batch = grad_rows.size(0)
+    _native.launch(
+        "mix_pairs_adjoint_cpu", grad_out.device, _native.Buffer(grad_rows, grad_out.dtype, rows=True),
+        _native.Buffer(out_rows, grad_out.dtype, rows=True), *grad_rows.shape,
+        _native.Buffer(weight, compute_dtype(grad_out.dtype), batch), _native.Buffer(boxes, torch.int32, batch * 4),
+        _native.Buffer(inverse, torch.int64, batch), *spatial_geometry(grad_out, height_dim, width_dim),
+        height_dim >= 0, _native.DTYPE_CODES[grad_out.dtype])
     return out
 
 
@@ -222,7 +289,8 @@ def mix_pairs(x: torch.Tensor, weight: torch.Tensor, boxes: torch.Tensor, partne
     weight float (B,), boxes int (B, 4) ``(y0, y1, x0, x1)`` half-open over dims ``height_dim``, ``width_dim`` of x
     (< 0: no box), partner int (B,) in [0, B). Math in fp32 (fp64 for fp64 x); uint8 rounds half to even and
     saturates; the box region is copied exactly. Gradient flows to x only, summed deterministically:
-    ``grad_x[j] = W_j g_j + sum_{i: partner[i] = j} (1 - W_i) g_i`` with ``W`` 0 in the box and ``weight`` outside.
+    ``grad_x[j] = W_j g_j + sum_{i: partner[i] = j} (1 - W_i) g_i`` with ``W`` 0 in the box and ``weight`` outside
+    (``mix_pairs_unchecked``'s adjoint: two launches, the readers' lists and the adjoint kernel).
     """
     check_pairs(x, weight, boxes, partner, height_dim, width_dim)
     return _mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend)
@@ -246,12 +314,52 @@ def _backward_mix_pairs(ctx, grad_out):
     weight, boxes, partner = ctx.saved_tensors
     grad_x = None
     if ctx.needs_input_grad[0]:
-        structure = transpose(*_pairs_structure(weight, boxes, partner, ctx.dtype))
-        grad_x = pair_mix(grad_out, *structure, *ctx.spatial, ctx.backend)
+        weight = weight.to(compute_dtype(ctx.dtype)).contiguous()
+        boxes, partner = boxes.to(torch.int32).contiguous(), partner.to(torch.int64).contiguous()
+        grad_x = mix_pairs_unchecked(grad_out, weight, boxes, partner, None, *ctx.spatial, ctx.backend, True)
     return (grad_x,) + (None,) * 6
 
 
 mix_pairs.register_autograd(_backward_mix_pairs, setup_context=_setup_mix_pairs)
+
+
+@torch.library.custom_op("fastmix::mix_pairs_unchecked", mutates_args=())
+def mix_pairs_unchecked(x: torch.Tensor, weight: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor,
+                        inverse: torch.Tensor | None, height_dim: int, width_dim: int, backend: str,
+                        adjoint: bool) -> torch.Tensor:
+    """``mix_pairs`` (``adjoint=False``) or its adjoint, the gradient (``adjoint=True``), for arguments the library
+    built itself, unchecked: weight in x's accumulation type (float32, float64 for float64 x), int32 boxes inside
+    the image, int64 partner in [0, B), all contiguous; ``inverse`` the inverse permutation when partner is one
+    (the parameter kernel writes it), else None. The mix is one launch; the adjoint
+    ``grad_x[j] = W_j g_j + sum_{i: partner[i] = j} (1 - W_i) g_i`` is one launch with ``inverse``
+    (``grad_x[j] = W_j g_j + (1 - W_i) g_i``, ``i = inverse[j]``), else two (the readers' lists, then the kernel).
+    Each is the other's gradient."""
+    if adjoint:
+        return _adjoint(x, weight, boxes, partner, inverse, height_dim, width_dim, backend)
+    if backend in ("reference", "cpu"):
+        return _mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend)
+    return _launch_pairs(x, weight, boxes, partner, None, height_dim, width_dim, backend, adjoint=False)
+
+
+@mix_pairs_unchecked.register_fake
+def _(x, weight, boxes, partner, inverse, height_dim, width_dim, backend, adjoint):
+    return _layout.empty_like_rows(x)
+
+
+def _setup_mix_pairs_unchecked(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[1:5])
+    ctx.arguments = inputs[5:8]
+    ctx.adjoint = inputs[8]
+
+
+def _backward_mix_pairs_unchecked(ctx, grad_out):
+    grad_x = None
+    if ctx.needs_input_grad[0]:
+        grad_x = mix_pairs_unchecked(grad_out, *ctx.saved_tensors, *ctx.arguments, not ctx.adjoint)
+    return (grad_x,) + (None,) * 8
+
+
+mix_pairs_unchecked.register_autograd(_backward_mix_pairs_unchecked, setup_context=_setup_mix_pairs_unchecked)
 
 
 @torch.library.custom_op("fastmix::mix_pairs_inplace", mutates_args=("x",))
@@ -286,3 +394,49 @@ def cutmix_pairs(x: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor, he
     element is copied from exactly one input (``mix_pairs`` with weight 1)."""
     weight = torch.ones(x.size(0), dtype=torch.float32, device=x.device)
     return mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend)
+
+
+@torch.library.custom_op("fastmix::mix_params", mutates_args=())
+def mix_params(seed: torch.Tensor, labels: torch.Tensor | None, classes: int, smoothing: float, multi_label: bool,
+               batch: int, height: int, width: int, draws: str, permute: bool, mixup_alpha: float,
+               cutmix_alpha: float, mix_prob: float, switch_prob: float, box_range: list[int] | None,
+               correct_lam: bool, weight_dtype: torch.dtype
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                          torch.Tensor]:
+    """One call's mix parameters and mixed labels from the int64 ``seed`` (fastmix._random.draw_seed), in one
+    launch (fastmix/kernels/triton/mix.py ``_mix_params_kernel``), drawn as ``fastmix.api.mix.sample`` describes
+    (``Sampling``'s fields; ``box_range`` from ``fastmix.api.mix.box_range``).
+
+    Returns ``(lam float32 (B,), weight (B,) in weight_dtype, boxes int32 (B, 4), partner int64 (B,), inverse int64
+    (B,) (partner's inverse permutation), cutmix bool (B,), mixed labels (B, K))``: the labels (int class indices
+    (B,) in [0, classes), or dense (B, K) of any dtype) smoothed by ``y (1 - s) + s / K`` (``s / 2`` with
+    ``multi_label``) and mixed, float32 (float64 for float64 labels); (B, 0) without labels. Class indices are
+    checked by a device assert compiled into the kernel. Arguments are the library's own, unchecked.
+    """
+    from fastmix.kernels.triton import mix as triton_mix
+
+    outputs = _mix_params_outputs(seed, labels, classes, batch, weight_dtype)
+    kind = "none" if labels is None else ("index" if labels.dim() == 1 else "dense")
+    keep, add = 1.0 - smoothing, smoothing * (0.5 if multi_label else 1.0 / classes)
+    triton_mix.mix_params(seed, labels, kind, classes if labels is not None else 0, keep, add, outputs, draws=draws,
+                          permute=permute, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob,
+                          switch_prob=switch_prob, height=height, width=width,
+                          box_range=None if box_range is None else tuple(box_range), correct_lam=correct_lam)
+    return outputs
+
+
+def _mix_params_outputs(seed, labels, classes, batch, weight_dtype):
+    device = seed.device
+    label_dtype = torch.float64 if labels is not None and labels.dtype == torch.float64 else torch.float32
+    return (torch.empty(batch, dtype=torch.float32, device=device),
+            torch.empty(batch, dtype=weight_dtype, device=device),
+            torch.empty((batch, 4), dtype=torch.int32, device=device),
+            torch.empty(batch, dtype=torch.int64, device=device), torch.empty(batch, dtype=torch.int64, device=device),
+            torch.empty(batch, dtype=torch.bool, device=device),
+            torch.empty((batch, classes if labels is not None else 0), dtype=label_dtype, device=device))
+
+
+@mix_params.register_fake
+def _(seed, labels, classes, smoothing, multi_label, batch, height, width, draws, permute, mixup_alpha, cutmix_alpha,
+      mix_prob, switch_prob, box_range, correct_lam, weight_dtype):
+    return _mix_params_outputs(seed, labels, classes, batch, weight_dtype)
