@@ -124,22 +124,24 @@ def check_generator(generator, device: torch.device) -> None:
         raise ValueError(f"generator is on {generator.device.type} but the tensors are on {device.type}")
 
 
+def host_reads_values(tensor: torch.Tensor) -> bool:
+    """Whether the host can read ``tensor``'s values without a sync: a CPU tensor in eager mode."""
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def check_on_device(ok: torch.Tensor, message: str) -> None:
     """A data-dependent check (``ok`` a bool scalar tensor): a ValueError for CPU tensors in eager mode; on CUDA
     tensors or under torch.compile a device-side assert, because a host-side check would synchronise."""
-    if ok.device.type == "cpu" and not torch.compiler.is_compiling():
+    if host_reads_values(ok):
         if not bool(ok):
             raise ValueError(message)
     else:
         torch._assert_async(ok, message)
 
 
-def labels_to_float(y, batch: int, device: torch.device, num_classes: int | None) -> torch.Tensor:
-    """Integer (B,) class indices or float (B, K) one-hot/soft/multi-hot labels -> float (B, K).
-
-    Integer labels out of ``[0, num_classes)`` raise a ValueError for CPU tensors; for CUDA tensors the
-    check runs on the device (a device-side assert), because a host-side check would synchronise.
-    """
+def check_labels(y, batch: int, device: torch.device, num_classes: int | None) -> torch.Tensor:
+    """Integer (B,) class indices (with ``num_classes``) or float (B, K) one-hot/soft/multi-hot labels, checked on
+    the host (type, shape, device, ``num_classes``; not the index values) and returned as given."""
     check_tensor("y", y)
     if y.device != device:
         raise ValueError(f"y is on {y.device} but x is on {device}")
@@ -150,7 +152,7 @@ def labels_to_float(y, batch: int, device: torch.device, num_classes: int | None
             raise ValueError(f"float labels y must have shape (B, K), got shape {tuple(y.shape)}")
         if num_classes is not None and y.size(1) != num_classes:
             raise ValueError(f"y has {y.size(1)} classes but num_classes={num_classes}")
-        return y if y.dtype in (torch.float32, torch.float64) else y.float()
+        return y
     if y.dtype == torch.bool or y.is_complex():
         raise TypeError(f"y must hold integer class indices or float labels, got dtype {y.dtype}")
     if y.dim() != 1:
@@ -161,6 +163,19 @@ def labels_to_float(y, batch: int, device: torch.device, num_classes: int | None
     if batch * num_classes > MAX_LABEL_ELEMENTS:
         raise ValueError(f"num_classes={num_classes} with a batch of {batch} needs a ({batch}, {num_classes}) label "
                          f"tensor, more than {MAX_LABEL_ELEMENTS} elements")
+    return y
+
+
+def labels_to_float(y, batch: int, device: torch.device, num_classes: int | None) -> torch.Tensor:
+    """Integer (B,) class indices or float (B, K) one-hot/soft/multi-hot labels -> float (B, K).
+
+    Integer labels out of ``[0, num_classes)`` raise a ValueError for CPU tensors; for CUDA tensors the
+    check runs on the device (a device-side assert), because a host-side check would synchronise.
+    """
+    y = check_labels(y, batch, device, num_classes)
+    if y.is_floating_point():
+        return y if y.dtype in (torch.float32, torch.float64) else y.float()
+    num_classes = int(num_classes)
     index = y.long().clamp(0, num_classes - 1)
     check_on_device((index == y).all(), f"y holds class indices outside [0, {num_classes})")
     one_hot = torch.zeros(batch, num_classes, dtype=torch.float32, device=device)

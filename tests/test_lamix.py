@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from triton.runtime.errors import InterpreterError
 
 import fastmix
 from fastmix import _backend
@@ -401,6 +402,23 @@ def test_empty_batch_or_classes_launch_nothing(backend, device, batch, classes):
     grad_z, grad_t = lamix_ops.lamix_loss_backward(torch.ones(batch, device=device), logits, logits, labels, lam,
                                                    partner, 0.5, False, backend)
     assert grad_z.shape == grad_t.shape == (batch, classes)
+
+
+def test_triton_kernel_asserts_labels_and_partners_on_the_device(device_asserts):
+    """On the GPU path no host-side check runs: the kernel asserts class indices in [0, K) and partners in [0, B) as
+    it reads them, in the forward and the backward, and valid ones pass."""
+    lamix_ops.lamix_loss(LOGITS, LOGITS, Y, LAM, PERM, 0.5, False, "triton")
+    lamix_ops.lamix_loss_backward(LAM, LOGITS, LOGITS, Y, LAM, PERM, 0.5, False, "triton")
+    for bad in (-1, 4):
+        labels = Y.clone()
+        labels[3] = bad
+        with pytest.raises(InterpreterError, match="y holds class indices outside"):
+            lamix_ops.lamix_loss(LOGITS, LOGITS, labels, LAM, PERM, 0.5, False, "triton")
+    for bad in (-1, 6):
+        partner = PERM.clone()
+        partner[4] = bad
+        with pytest.raises(InterpreterError, match="partner holds sample indices outside"):
+            lamix_ops.lamix_loss_backward(LAM, LOGITS, LOGITS, Y, LAM, partner, 0.5, True, "triton")
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

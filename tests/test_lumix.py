@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from triton.runtime.errors import InterpreterError
 
 import fastmix
 from fastmix import _backend
@@ -422,6 +423,23 @@ def test_bad_input(call, error, match):
         call(*inputs)
     for now, then in zip(inputs, before):
         assert torch.equal(now, then)
+
+
+@pytest.mark.parametrize("name", ["y_a", "y_b"])
+def test_triton_kernels_assert_class_indices_on_the_device(device_asserts, name):
+    """On the GPU path no host-side check runs: the forward and backward kernels assert the class indices as they
+    read them (an index below 0 or at K), and valid ones pass."""
+    logits, y_a, y_b, lam = _inputs()
+    _, stats = lumix_ops.lumix_loss(logits, y_a, y_b, lam, 0.5, "triton")
+    lumix_ops.lumix_loss_backward(lam, logits, y_a, y_b, lam, stats, 0.5, "triton")
+    for bad in (-1, logits.size(1)):
+        labels = {"y_a": y_a, "y_b": y_b}
+        labels[name] = labels[name].clone()
+        labels[name][2] = bad
+        with pytest.raises(InterpreterError, match=f"{name} holds class indices outside"):
+            lumix_ops.lumix_loss(logits, labels["y_a"], labels["y_b"], lam, 0.5, "triton")
+        with pytest.raises(InterpreterError, match=f"{name} holds class indices outside"):
+            lumix_ops.lumix_loss_backward(lam, logits, labels["y_a"], labels["y_b"], lam, stats, 0.5, "triton")
 
 
 @pytest.mark.parametrize("label_kind", ["int", "soft"])

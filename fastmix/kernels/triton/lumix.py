@@ -3,7 +3,9 @@
 One program per row. The mixed target ``y = lam y_a + (1 - lam) y_b`` is formed in registers from the two label
 rows (or from two class indices), never stored. A row that fits one block (``K <= BLOCK_K``) is read once; a
 longer row is read twice (online log-sum-exp, then the hinge, which needs the final scores). ``eta`` travels as its
-float64 bits (``scalars``), so fp64 kernels use it exactly on a GPU too.
+float64 bits (``scalars``), so fp64 kernels use it exactly on a GPU too. Class indices are asserted in [0, K) on the
+device as they are read (``checks``); per-row operands (``lam``, class indices, the incoming gradient) are read
+through their strides, so an expanded scalar is never copied.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fastmix.kernels.triton.checks import DEVICE_ASSERTS
 from fastmix.kernels.triton.scalars import float64_bits, float64_from_bits
 
 # Rows longer than this loop over blocks of it. A 16384-column block with 16 warps needs 128 registers a thread and
@@ -48,12 +51,16 @@ def _hinge_terms(z, y_a, y_b, target, log_sum_exp, min_a, min_b):
 
 
 @triton.jit
-def _row_setup(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, row,
-               INDEX_LABELS: tl.constexpr, ACC: tl.constexpr):
-    lam = tl.load(lam_ptr + row).to(ACC)
+def _row_setup(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, lam_stride, row,
+               n_classes, INDEX_LABELS: tl.constexpr, ACC: tl.constexpr):
+    """Row ``row``'s logits and label pointers (a label's stride is its row stride, or its element stride for class
+    indices), its class indices (asserted in [0, K)) and its ``lam``."""
+    lam = tl.load(lam_ptr + row * lam_stride).to(ACC)
     if INDEX_LABELS:
-        index_a = tl.load(y_a_ptr + row)
-        index_b = tl.load(y_b_ptr + row)
+        index_a = tl.load(y_a_ptr + row * y_a_stride)
+        index_b = tl.load(y_b_ptr + row * y_b_stride)
+        tl.device_assert((index_a >= 0) & (index_a < n_classes), "y_a holds class indices outside [0, K)")
+        tl.device_assert((index_b >= 0) & (index_b < n_classes), "y_b holds class indices outside [0, K)")
     else:
         index_a = 0
         index_b = 0
@@ -62,15 +69,16 @@ def _row_setup(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stri
 
 
 @triton.jit
-def _lumix_loss_fwd_kernel(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, eta_bits,
-                           loss_ptr, stats_ptr, n_classes, INDEX_LABELS: tl.constexpr, BLOCK_K: tl.constexpr,
+def _lumix_loss_fwd_kernel(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, lam_stride,
+                           eta_bits, loss_ptr, stats_ptr, n_classes, INDEX_LABELS: tl.constexpr, BLOCK_K: tl.constexpr,
                            SINGLE_BLOCK: tl.constexpr):
     """Row i: ``loss[i] = sum_k y_k (lse - z_k) + eta sum_k y_k max(0, b_k - p_k)`` and the 5 backward stats."""
     row = tl.program_id(0).to(tl.int64)
     acc = stats_ptr.dtype.element_ty
     eta = float64_from_bits(eta_bits).to(acc)
     logits_row, y_a_row, y_b_row, index_a, index_b, lam = _row_setup(
-        logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, row, INDEX_LABELS, acc)
+        logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, lam_stride, row, n_classes,
+        INDEX_LABELS, acc)
     cols = tl.arange(0, BLOCK_K)
     if SINGLE_BLOCK:
         z, y_a, y_b, target, valid = _load_chunk(logits_row, y_a_row, y_b_row, index_a, index_b, cols, n_classes,
@@ -120,23 +128,24 @@ def _lumix_loss_fwd_kernel(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_p
 
 
 @triton.jit
-def _lumix_loss_bwd_kernel(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, eta_bits,
-                           stats_ptr, grad_rows_ptr, grad_ptr, grad_stride, n_classes, INDEX_LABELS: tl.constexpr,
-                           BLOCK_K: tl.constexpr):
+def _lumix_loss_bwd_kernel(logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, lam_stride,
+                           eta_bits, stats_ptr, grad_rows_ptr, grad_rows_stride, grad_ptr, grad_stride, n_classes,
+                           INDEX_LABELS: tl.constexpr, BLOCK_K: tl.constexpr):
     """Program (row i, block c): ``grad_j = g_i (p_j sum_k y_k - y_j + eta p_j (sum_k h_k p_k - h_j))``,
     ``h_k = y_k [b_k > p_k]``: no reduction left, so every block of a row runs independently."""
     row = tl.program_id(0).to(tl.int64)
     acc = stats_ptr.dtype.element_ty
     eta = float64_from_bits(eta_bits).to(acc)
     logits_row, y_a_row, y_b_row, index_a, index_b, lam = _row_setup(
-        logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, row, INDEX_LABELS, acc)
+        logits_ptr, logits_stride, y_a_ptr, y_a_stride, y_b_ptr, y_b_stride, lam_ptr, lam_stride, row, n_classes,
+        INDEX_LABELS, acc)
     stats_row = stats_ptr + row * 5
     log_sum_exp = tl.load(stats_row)
     label_sum = tl.load(stats_row + 1)
     hinge_mass = tl.load(stats_row + 2)
     min_a = tl.load(stats_row + 3)
     min_b = tl.load(stats_row + 4)
-    grad_row = tl.load(grad_rows_ptr + row).to(acc)
+    grad_row = tl.load(grad_rows_ptr + row * grad_rows_stride).to(acc)
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     z, y_a, y_b, target, valid = _load_chunk(logits_row, y_a_row, y_b_row, index_a, index_b, cols, n_classes, lam,
                                              INDEX_LABELS, acc)
@@ -161,31 +170,24 @@ def backward_config(n_classes: int, block_k: int | None = None) -> dict:
     return {"BLOCK_K": block, "num_warps": min(max(block // 256, 1), 8)}
 
 
-def _label_args(labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """A label tensor and its row stride: (B,) class indices have no columns, so stride 0."""
-    return labels, (labels.stride(0) if labels.dim() == 2 else 0)
-
-
 def lumix_loss_forward(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: torch.Tensor, eta: float,
                        loss: torch.Tensor, stats: torch.Tensor, block_k: int | None = None) -> None:
     """Writes per-row losses (B,) and stats (B, 5) into ``loss``/``stats``; logits and float labels (B, K) with unit
-    column stride, or int64 class indices (B,); ``lam`` (B,) contiguous."""
+    column stride, or int64 class indices (B,) of any stride; ``lam`` (B,) of any stride."""
     batch, n_classes = logits.shape
-    y_a, y_a_stride = _label_args(y_a)
-    y_b, y_b_stride = _label_args(y_b)
     _lumix_loss_fwd_kernel[(batch,)](
-        logits, logits.stride(0), y_a, y_a_stride, y_b, y_b_stride, lam, float64_bits(eta), loss, stats, n_classes,
-        INDEX_LABELS=y_a.dim() == 1, **forward_config(n_classes, block_k))
+        logits, logits.stride(0), y_a, y_a.stride(0), y_b, y_b.stride(0), lam, lam.stride(0), float64_bits(eta), loss,
+        stats, n_classes, INDEX_LABELS=y_a.dim() == 1, **forward_config(n_classes, block_k), **DEVICE_ASSERTS)
 
 
 def lumix_loss_backward(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: torch.Tensor, eta: float,
                         stats: torch.Tensor, grad_rows: torch.Tensor, grad: torch.Tensor,
                         block_k: int | None = None) -> None:
-    """Writes d(sum_i grad_rows_i loss_i)/d logits into ``grad`` (B, K) with unit column stride."""
+    """Writes d(sum_i grad_rows_i loss_i)/d logits into ``grad`` (B, K) with unit column stride; ``grad_rows`` (B,) of
+    any stride (an expanded scalar for a mean or sum)."""
     batch, n_classes = logits.shape
     config = backward_config(n_classes, block_k)
-    y_a, y_a_stride = _label_args(y_a)
-    y_b, y_b_stride = _label_args(y_b)
     _lumix_loss_bwd_kernel[(batch, triton.cdiv(n_classes, config["BLOCK_K"]))](
-        logits, logits.stride(0), y_a, y_a_stride, y_b, y_b_stride, lam, float64_bits(eta), stats, grad_rows, grad,
-        grad.stride(0), n_classes, INDEX_LABELS=y_a.dim() == 1, **config)
+        logits, logits.stride(0), y_a, y_a.stride(0), y_b, y_b.stride(0), lam, lam.stride(0), float64_bits(eta), stats,
+        grad_rows, grad_rows.stride(0), grad, grad.stride(0), n_classes, INDEX_LABELS=y_a.dim() == 1, **config,
+        **DEVICE_ASSERTS)
