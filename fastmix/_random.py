@@ -1,4 +1,4 @@
-"""Device-side random draws shared by every method: one Beta sampler."""
+"""Device-side random draws shared by every method: one Beta sampler, and the seed of the in-kernel sampler."""
 
 from __future__ import annotations
 
@@ -35,3 +35,9 @@ def sample_beta(alpha: float, count: int, device, generator: torch.Generator | N
                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``count`` draws of Beta(alpha, alpha) on ``device`` from ``generator``, in ``dtype`` (see ``sample_betas``)."""
     return sample_betas((alpha,), count, device, generator)[0].to(dtype)
+
+
+def draw_seed(generator: torch.Generator | None, device) -> torch.Tensor:
+    """A (1,) int64 seed on ``device`` for the in-kernel sampler (fastmix/kernels/triton/random.py): one
+    ``torch.randint`` over all 64 bits, drawn on the device (no host sync; a CUDA-graph replay draws a new one)."""
+    return torch.randint(-2**63, 2**63 - 1, (1,), dtype=torch.int64, device=device, generator=generator)
