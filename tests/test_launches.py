@@ -32,7 +32,7 @@ OVER_BUDGET = {
     ("cutmix", "backward"): 54, ("Mixup-batch", "forward"): 78, ("Mixup-batch", "backward"): 54,
     ("Mixup-pair", "forward"): 84, ("Mixup-pair", "backward"): 54, ("Mixup-elem", "forward"): 78,
     ("Mixup-elem", "backward"): 54, ("flow_mix", "forward"): 19, ("flow_mix", "backward"): 8,
-    ("lumix_lambda", "forward"): 13, ("lamix_inputs", "forward"): 15, ("lamix_inputs", "backward"): 28,
+    ("lamix_inputs", "forward"): 15, ("lamix_inputs", "backward"): 28,
     ("fit_gmm2", "forward"): 99,
 }
 # (op, pass) -> the syncs found; same rule.
@@ -72,7 +72,7 @@ def test_the_counter_counts_kernels_not_views_and_flags_syncs():
 
 
 def _backend(case) -> str | None:
-    return "triton" if "triton" in case.backends else None  # lumix_lambda has no backend to choose
+    return "triton" if "triton" in case.backends else None
 
 
 def _run(case):

@@ -48,7 +48,7 @@ SIZES = {
                for classes in (10, 1000, 21843)],
     "gmm": [(torch.float64, batch, 3) for batch in (80, 5000)] + [(torch.float32, 80, 3)],
 }
-FAMILY = {"flow_mix": "images", "lumix_loss": "logits", "lamix_loss": "logits", "balancemix_loss": "logits",
+FAMILY = {"flow_mix": "images", "lumix_lambda": "logits", "lumix_loss": "logits", "lamix_loss": "logits", "balancemix_loss": "logits",
           "fit_gmm2": "gmm"}
 
 

@@ -1,5 +1,6 @@
 """LUMix custom ops (LUMix paper, eq. 3-8): ``fastmix::lumix_loss``, its backward ``fastmix::lumix_loss_backward``
-and the label weight ``fastmix::lumix_lambda``.
+and the label weight: ``fastmix::lumix_lambda`` (given the Beta draw ``lam_r``; "cpu" and "reference") and
+``fastmix::lumix_lambda_sampled`` (Triton, drawing ``lam_r`` in the kernel from a device seed).
 
 The loss returns per-row losses and a (B, 5) float table of per-row statistics (``reference.STAT_COLUMNS``) that the
 backward reads instead of re-reducing each row. Labels are int64 class indices (B,) or float rows (B, K); gradients
@@ -22,7 +23,6 @@ from fastmix.ops._fast_path import EagerOp, label_arguments, per_row_buffer, uni
 from fastmix.reference import lumix as reference
 
 BACKENDS = ("triton", "reference", "cpu")
-LAMBDA_BACKENDS = ("cpu", "reference")  # lumix_lambda: the C++ kernel, or the reference on other devices
 
 
 def _dense_labels(labels: torch.Tensor, n_classes: int, dtype: torch.dtype) -> torch.Tensor:
@@ -211,3 +211,44 @@ def _(lam0, lam_r, logits, y_a, y_b, r1, r2, backend):
 
 
 lumix_lambda_call = EagerOp(lumix_lambda, _lumix_lambda)
+
+
+def _check_seed(seed: torch.Tensor, logits: torch.Tensor) -> None:
+    if not (seed.dtype == torch.int64 and seed.shape == (1,) and seed.device == logits.device):
+        raise ValueError(f"seed must be a (1,) int64 tensor on the logits' device, got {seed.dtype} "
+                         f"{tuple(seed.shape)} on {seed.device}")
+
+
+def _lumix_lambda_sampled(lam0: torch.Tensor, seed: torch.Tensor, logits: torch.Tensor, y_a: torch.Tensor,
+                          y_b: torch.Tensor, r1: float, r2: float,
+                          alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_inputs(logits, y_a, y_b, lam0)
+    _check_seed(seed, logits)
+    _check_index_ranges(y_a, y_b, logits.size(1), "triton")
+    dtype = compute_dtype(logits.dtype)
+    lam = logits.new_empty(logits.size(0), dtype=dtype)
+    lam_r, lam_s = torch.empty_like(lam), torch.empty_like(lam)
+    if logits.size(0):
+        from fastmix.kernels.triton import lumix as triton_lumix
+
+        triton_lumix.lumix_lambda(seed, unit_column_rows(logits), _kernel_labels(y_a), _kernel_labels(y_b), lam0, r1,
+                                  r2, alpha, lam, lam_r, lam_s)
+    return lam, lam_r, lam_s
+
+
+lumix_lambda_sampled = torch.library.custom_op("fastmix::lumix_lambda_sampled", _lumix_lambda_sampled,
+                                               mutates_args=())
+lumix_lambda_sampled.__doc__ = """``(lam, lam_r, lam_s)`` of eq. 3-5, (B,) each, fp32 (fp64 for fp64 logits), from
+detached logits, with ``lam_r ~ Beta(alpha, alpha)`` drawn in the Triton kernel from ``seed`` ((1,) int64, e.g.
+``fastmix._random.draw_seed``): the same seed gives the same draws."""
+
+
+@lumix_lambda_sampled.register_fake
+def _(lam0, seed, logits, y_a, y_b, r1, r2, alpha):
+    _check_inputs(logits, y_a, y_b, lam0)
+    _check_seed(seed, logits)
+    lam = logits.new_empty(logits.size(0), dtype=compute_dtype(logits.dtype))
+    return lam, torch.empty_like(lam), torch.empty_like(lam)
+
+
+lumix_lambda_sampled_call = EagerOp(lumix_lambda_sampled, _lumix_lambda_sampled)
