@@ -31,8 +31,7 @@ OVER_BUDGET = {
     ("mixup", "forward"): 36, ("mixup", "backward"): 28, ("cutmix", "forward"): 67,
     ("cutmix", "backward"): 54, ("Mixup-batch", "forward"): 78, ("Mixup-batch", "backward"): 54,
     ("Mixup-pair", "forward"): 84, ("Mixup-pair", "backward"): 54, ("Mixup-elem", "forward"): 78,
-    ("Mixup-elem", "backward"): 54, ("flow_mix", "forward"): 19, ("flow_mix", "backward"): 8,
-    ("lamix_inputs", "forward"): 15, ("lamix_inputs", "backward"): 28,
+    ("Mixup-elem", "backward"): 54, ("lamix_inputs", "forward"): 15, ("lamix_inputs", "backward"): 28,
     ("fit_gmm2", "forward"): 99,
 }
 # (op, pass) -> the syncs found; same rule.

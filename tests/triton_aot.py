@@ -152,6 +152,9 @@ def compile_all(capabilities: list[int]) -> list[Compiled]:
             run(self, *args, grid=grid, warmup=True, **kwargs)
 
     JITFunction.run = compile_only
+    # The CUDA path's value checks: compile-only launches write nothing, so a host-side check of a kernel's output
+    # (parameters drawn in a kernel) would read uninitialised memory.
+    torch.compiler.is_compiling = lambda: True
     device = torch.device("cpu")
     for case in CASES:
         if "triton" not in case.backends:
