@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import stats as scipy_stats
 from triton.runtime.errors import InterpreterError
 
 import fastmix
@@ -229,13 +230,33 @@ def test_lamix_inputs_average_pairs(backend, device, dtype, layout):
     x = make_batch(layout, 7, dtype, device)
     x_before = x.clone()
     x_avg, perm = fastmix.lamix_inputs(x, generator=seeded(device), backend=backend)
-    assert torch.equal(perm, torch.randperm(7, generator=seeded(device), device=device))
+    if backend != "triton":  # Triton draws it in its kernel: test_triton_pairing_is_a_uniform_permutation
+        assert torch.equal(perm, torch.randperm(7, generator=seeded(device), device=device))
     assert torch.equal(perm.sort().values, torch.arange(7, device=device))
     assert_close(x_avg, reference.lamix_inputs(x.double(), perm), dtype, "eq. 4")
     assert x_avg.dtype == dtype and x_avg.shape == x.shape
     if layout == "channels_last":
         assert x_avg.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(x, x_before)
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("triton",)))
+def test_triton_pairing_is_a_uniform_permutation(backend, device):
+    """The pairing kernel's permutation: every (sample, position) pair equally likely (chi-square over 300 seeds with
+    B = 7), a permutation at B = 300 (several blocks), ratios 1/2; through lamix_inputs, the same generator seed
+    draws the same permutation and another seed not."""
+    perms, halves = zip(*(lamix_ops.lamix_pairs(torch.tensor([seed], device=device), 7) for seed in range(300)))
+    perms = torch.stack(perms).cpu()
+    counts = torch.stack([(perms == value).sum(0) for value in range(7)])  # (value, position) counts, 300/7 each
+    assert scipy_stats.chisquare(counts.flatten().numpy()).pvalue > 1e-3
+    assert torch.equal(torch.stack(halves).cpu(), torch.full((300, 7), 0.5))
+    perm, _ = lamix_ops.lamix_pairs(torch.tensor([-3], device=device), 300)
+    assert perm.dtype == torch.int64 and torch.equal(perm.sort().values.cpu(), torch.arange(300))
+    x = make_batch("features", 9, torch.float32, device)
+    first = fastmix.lamix_inputs(x, generator=seeded(device), backend=backend)[1]
+    assert torch.equal(fastmix.lamix_inputs(x, generator=seeded(device), backend=backend)[1], first)
+    assert not torch.equal(fastmix.lamix_inputs(x, generator=seeded(device, 1), backend=backend)[1], first)
+    torch.library.opcheck(lamix_ops.lamix_pairs, (torch.tensor([4], device=device), 5))
 
 
 @pytest.mark.parametrize("backend,device", MIX_BACKENDS)

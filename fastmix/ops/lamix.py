@@ -1,5 +1,6 @@
-"""LaMix custom ops (LaMix paper, eq. 2 and 9-11): ``fastmix::lamix_loss`` and its gradient
-``fastmix::lamix_loss_backward``, the target (eq. 10) and its cross-entropy (eq. 11) fused.
+"""LaMix custom ops (LaMix paper, eq. 2-4 and 9-11): ``fastmix::lamix_loss`` and its gradient
+``fastmix::lamix_loss_backward``, the target (eq. 10) and its cross-entropy (eq. 11) fused, and
+``fastmix::lamix_pairs``, the averaged inputs' pairing (eq. 4) drawn in a Triton kernel.
 
 The backward recomputes the row statistics from the logits instead of storing (B, K) gradients in the forward:
 fewer bytes move in all, and nothing of size (B, K) lives between the two passes. Backends: "cpu" (C++, OpenMP
@@ -171,3 +172,29 @@ def _backward_with(gradients):
 
 lamix_loss.register_autograd(_backward_with(lamix_loss_backward), setup_context=_setup_context)
 lamix_loss_call = EagerOp(lamix_loss, _lamix_loss, _setup_context, _backward_with(_lamix_loss_backward))
+
+
+def _check_pairs_args(seed: torch.Tensor, batch: int) -> None:
+    if seed.dtype != torch.int64 or seed.shape != (1,) or batch < 0:
+        raise ValueError(f"seed must be a (1,) int64 tensor and batch >= 0, got {seed.dtype} {tuple(seed.shape)} "
+                         f"and {batch}")
+
+
+@torch.library.custom_op("fastmix::lamix_pairs", mutates_args=())
+def lamix_pairs(seed: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(perm, half)``: a uniformly random permutation of 0..B-1 (int64) drawn by one Triton kernel from ``seed``
+    ((1,) int64, e.g. ``fastmix._random.draw_seed``) and the (B,) float32 mixing ratios 1/2 of eq. 4, as
+    ``fastmix::mixup_pairs`` takes them. The same seed gives the same permutation."""
+    _check_pairs_args(seed, batch)
+    from fastmix.kernels.triton import lamix as triton_lamix
+
+    perm = seed.new_empty(batch)
+    half = seed.new_empty(batch, dtype=torch.float32)
+    triton_lamix.lamix_pairs(seed, perm, half)
+    return perm, half
+
+
+@lamix_pairs.register_fake
+def _(seed, batch):
+    _check_pairs_args(seed, batch)
+    return seed.new_empty(batch), seed.new_empty(batch, dtype=torch.float32)

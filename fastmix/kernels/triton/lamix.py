@@ -1,4 +1,5 @@
-"""LaMix Triton kernel (LaMix paper, eq. 2 and 9-11): target and cross-entropy fused, one row per program.
+"""LaMix Triton kernels (LaMix paper, eq. 2-4 and 9-11): the pairing of the averaged inputs (eq. 4), drawn in the
+kernel, and the loss: target and cross-entropy fused, one row per program.
 
 The same kernel serves the forward (loss only) and the backward (gradients scaled by the incoming gradient, loss
 not written): recomputing the row statistics in the backward reads the logits once more but never stores (B, K)
@@ -15,7 +16,22 @@ import triton
 import triton.language as tl
 
 from fastmix.kernels.triton.checks import DEVICE_ASSERTS
+from fastmix.kernels.triton.random import permutation_rank
 from fastmix.kernels.triton.scalars import float64_bits, float64_from_bits
+
+
+BLOCK_PAIRS = 64  # samples per program of the pairing kernel (a (64, 64) key comparison per step)
+
+
+@triton.jit
+def _lamix_pairs_kernel(seed_ptr, perm_ptr, half_ptr, batch, BLOCK: tl.constexpr):
+    """A block of samples i: ``perm[i]`` of a uniformly random permutation (the rank of i among iid keys,
+    ``random.permutation_rank``) and the mixing ratio 1/2 of eq. 4, the two parameters of the averaged inputs."""
+    samples = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = samples < batch
+    rank = permutation_rank(tl.load(seed_ptr), samples, batch, 0, 0, BLOCK)
+    tl.store(perm_ptr + samples, rank.to(perm_ptr.dtype.element_ty), mask=mask)
+    tl.store(half_ptr + samples, tl.full([BLOCK], 0.5, half_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -112,6 +128,15 @@ def _lamix_loss_kernel(z_ptr, z_row_stride, t_ptr, t_row_stride, y_ptr, y_stride
     if LABEL_INDEX:
         own_class = tl.load(y_ptr + row * y_stride)  # the partner's class is asserted by its own row's program
         tl.device_assert((own_class >= 0) & (own_class < classes), "y holds class indices outside [0, K)")
+
+
+def lamix_pairs(seed: torch.Tensor, perm: torch.Tensor, half: torch.Tensor) -> None:
+    """Draws a uniformly random permutation into ``perm`` (B,) int64 from ``seed`` ((1,) int64) and fills ``half``
+    (B,) with 1/2; both contiguous."""
+    batch = perm.numel()
+    if batch:
+        _lamix_pairs_kernel[(triton.cdiv(batch, BLOCK_PAIRS),)](seed, perm, half, batch, BLOCK=BLOCK_PAIRS,
+                                                                num_warps=4)
 
 
 def _launch(z_rows, t_rows, labels, lam, partner, beta, loss, grad_loss, grad_z, grad_t, grads, detach_target):
