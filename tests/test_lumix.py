@@ -381,7 +381,7 @@ def test_torch_compile_fullgraph(backend, device):
     torch._dynamo.reset()
 
     def step(logits, y_a, y_b, lam0):
-        lam = fastmix.lumix_lambda(lam0, logits, y_a, y_b)
+        lam = fastmix.lumix_lambda(lam0, logits, y_a, y_b, backend=backend)
         return fastmix.lumix_loss(logits, y_a, y_b, lam, backend=backend), lam
 
     logits = make_logits(4, 10, torch.float32, device).requires_grad_()
