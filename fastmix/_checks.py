@@ -124,10 +124,15 @@ def check_generator(generator, device: torch.device) -> None:
         raise ValueError(f"generator is on {generator.device.type} but the tensors are on {device.type}")
 
 
+def host_reads_values(tensor: torch.Tensor) -> bool:
+    """Whether the host can read ``tensor``'s values without a sync: a CPU tensor in eager mode."""
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def check_on_device(ok: torch.Tensor, message: str) -> None:
     """A data-dependent check (``ok`` a bool scalar tensor): a ValueError for CPU tensors in eager mode; on CUDA
     tensors or under torch.compile a device-side assert, because a host-side check would synchronise."""
-    if ok.device.type == "cpu" and not torch.compiler.is_compiling():
+    if host_reads_values(ok):
         if not bool(ok):
             raise ValueError(message)
     else:

@@ -37,7 +37,7 @@ def op_backends() -> dict[str, tuple[tuple, str | None, str | None]]:
         "Mixup, FastCollateMixup": (mix_backends, "cuda", "cpu"),
         "lamix_inputs": (mix_backends, "cuda", "cpu"),
         "flow_mix": (flow_ops.BACKENDS, "cuda", "reference"),
-        "lumix_lambda": (lumix_ops.LAMBDA_BACKENDS, "reference", "cpu"),
+        "lumix_lambda": (lumix_ops.BACKENDS, "triton", "cpu"),
         "lumix_loss": (lumix_ops.BACKENDS, "triton", "cpu"),
         "lamix_loss": (lamix_ops.BACKENDS, "triton", "cpu"),
         "balancemix_loss": (balancemix_ops.BACKENDS, "triton", "cpu"),

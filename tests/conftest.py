@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -19,3 +20,19 @@ def gpu_float_arguments():
 
     with gpu_floats.gpu_float_arguments():
         yield
+
+
+@pytest.fixture
+def device_asserts(monkeypatch):
+    """For one test: the GPU's value checks under the interpreter. Ops skip the host-side checks they make for CPU
+    tensors (as for CUDA tensors) and the kernels' ``tl.device_assert`` runs, which the interpreter otherwise
+    compiles out (it ignores the DEVICE_ASSERTS launch option); a failing one raises from the launch."""
+    import dataclasses
+
+    from triton.runtime import interpreter
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("runs the Triton kernels' asserts under the interpreter (TRITON_INTERPRET=1)")
+    builder = interpreter.interpreter_builder
+    monkeypatch.setattr(builder, "options", dataclasses.replace(builder.options, debug=True, sanitize_overflow=False))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)

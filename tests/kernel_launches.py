@@ -36,7 +36,8 @@ SYNC_OPS = {aten._local_scalar_dense.default, aten.nonzero.default, aten.nonzero
 
 @dataclasses.dataclass
 class TritonLaunch:
-    """One Triton launch: the kernel, its arguments by name and its launch options (num_warps, ...)."""
+    """One Triton launch: the kernel, its arguments by name (tensors described, ``_described``) and its launch options
+    (num_warps, ...)."""
 
     kernel: object
     arguments: dict
@@ -57,6 +58,12 @@ class Launches:
     def summary(self) -> str:
         names = [str(op) for op in self.aten] + [f"triton:{launch.kernel.__name__}" for launch in self.triton]
         return f"{self.total} launches ({', '.join(names + [f'_C.{name}' for name in self.native])})"
+
+
+def _described(value):
+    """A kernel argument as recorded: a tensor as (dtype, shape, strides), since holding it would keep it alive past
+    the op (a leaf's gradient is then copied into ``.grad`` instead of taken, a launch a GPU run does not make)."""
+    return (value.dtype, tuple(value.shape), value.stride()) if isinstance(value, torch.Tensor) else value
 
 
 def _is_sync(func, args) -> bool:
@@ -135,7 +142,8 @@ def count_launches():
     def counted_run(self, *args, grid, warmup, **kwargs):
         if not warmup:
             names = self.arg_names
-            arguments = dict(zip(names, args)) | {k: v for k, v in kwargs.items() if k in names}
+            given = dict(zip(names, args)) | {k: v for k, v in kwargs.items() if k in names}
+            arguments = {name: _described(value) for name, value in given.items()}
             options = {k: v for k, v in kwargs.items() if k not in names}
             launches.triton.append(TritonLaunch(self.fn, arguments, options))
         with _inside_kernel(counter):

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from scipy import stats as scipy_stats
+from triton.runtime.errors import InterpreterError
 from torch import nn
 
 import fastmix
@@ -187,6 +189,30 @@ def test_p_is_beta_and_perm_is_a_permutation(backend, device):
     # Beta(3, 3): mean 1/2, variance 1/28; the bounds are > 5 standard errors wide for 4000 draws.
     assert abs(lam.mean().item() - 0.5) < 0.015 and abs(lam.var().item() - 1 / 28) < 0.006
     assert lam.min() > 0 and lam.max() < 1
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("triton",)))
+def test_triton_draws_p_from_beta_and_a_uniform_permutation(backend, device):
+    """The parameter kernel's draws: p ~ Beta(alpha, alpha) (Kolmogorov-Smirnov against scipy on fixed seeds), one p
+    per call unless per_sample, a permutation with every (sample, position) pair equally likely (chi-square over 300
+    seeds with B = 7); through flow_mix, the same generator seed draws the same, another seed not."""
+    for alpha in (0.3, 3.0):
+        lam, perm = flow_ops.flow_params(torch.tensor([round(10 * alpha)], device=device), alpha, 1024, True,
+                                         torch.float64)
+        assert scipy_stats.kstest(lam.cpu().numpy(), scipy_stats.beta(alpha, alpha).cdf).pvalue > 1e-3
+        assert torch.equal(perm.sort().values.cpu(), torch.arange(1024))
+        shared, _ = flow_ops.flow_params(torch.tensor([5], device=device), alpha, 100, False, torch.float32)
+        assert torch.all(shared == shared[0]), "one p per mixing call by default (eq. 2)"
+    perms = torch.stack([flow_ops.flow_params(torch.tensor([seed], device=device), 3.0, 7, False, torch.float32)[1]
+                         for seed in range(300)]).cpu()
+    counts = torch.stack([(perms == value).sum(0) for value in range(7)])  # (value, position) counts, 300/7 each
+    assert scipy_stats.chisquare(counts.flatten().numpy()).pvalue > 1e-3
+    z = torch.zeros(9, 1, device=device)
+    first = fastmix.flow_mix(z, per_sample=True, generator=seeded(device), backend=backend)[1]
+    again = fastmix.flow_mix(z, per_sample=True, generator=seeded(device), backend=backend)[1]
+    other = fastmix.flow_mix(z, per_sample=True, generator=seeded(device, 1), backend=backend)[1]
+    assert torch.equal(again.lam, first.lam) and torch.equal(again.perm, first.perm)
+    assert not torch.equal(other.lam, first.lam)
 
 
 @pytest.mark.parametrize("backend,device", backend_params())
@@ -404,6 +430,21 @@ def test_torch_compile_network(backend, device):
 )
 def test_bad_input(call, error, match):
     assert_rejected_untouched(call, error, match, torch.randn(6, 3, 4, 4), torch.tensor([0, 1, 2, 3, 0, 1]))
+
+
+def test_triton_kernels_assert_the_shuffle_on_the_device(device_asserts):
+    """On the GPU path no host-side check runs: the forward kernel asserts that perm holds indices in [0, B) and
+    is a permutation, the backward kernel that it is a permutation (it finds each sample's preimage)."""
+    z = make_batch("features", 6, torch.float32, "cpu")
+    lam = torch.full((3,), 0.25)
+    flow_ops.flow_mix(z, lam, torch.tensor([2, 0, 1]), 2, True, "triton")
+    flow_ops.flow_mix_backward(torch.cat([z, z]), lam, torch.tensor([2, 0, 1]), 2, True, "triton")
+    for perm in (torch.tensor([0, 1, 3]), torch.tensor([0, 0, 1]), torch.tensor([-1, 0, 1])):
+        with pytest.raises(InterpreterError, match="perm must be a permutation"):
+            flow_ops.flow_mix(z, lam, perm, 2, True, "triton")
+    for perm in (torch.tensor([0, 0, 1]), torch.tensor([2, 2, 2])):
+        with pytest.raises(InterpreterError, match="perm must be a permutation"):
+            flow_ops.flow_mix_backward(torch.cat([z, z]), lam, perm, 2, True, "triton")
 
 
 def test_unavailable_backend_is_an_error_not_a_fallback():

@@ -21,9 +21,7 @@ import pytest
 CAPABILITIES = (80, 90)
 # Spills being fixed by the kernels' owners: (kernel, constexprs it has, a pointer dtype it takes or None) -> what
 # was measured. Matching specialisations xfail (strict=False) while they last; any other spill fails.
-KNOWN_SPILLS = {
-    ("_lamix_loss_kernel", (("BLOCK_K", 1024),), "*fp64"): "lamix fp64 at K=1000 on sm_80: 8-24 B",
-}
+KNOWN_SPILLS = {}
 
 
 def _cuobjdump():

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import stats as scipy_stats
+from triton.runtime.errors import InterpreterError
 
 import fastmix
 from fastmix import _backend
@@ -228,13 +230,33 @@ def test_lamix_inputs_average_pairs(backend, device, dtype, layout):
     x = make_batch(layout, 7, dtype, device)
     x_before = x.clone()
     x_avg, perm = fastmix.lamix_inputs(x, generator=seeded(device), backend=backend)
-    assert torch.equal(perm, torch.randperm(7, generator=seeded(device), device=device))
+    if backend != "triton":  # Triton draws it in its kernel: test_triton_pairing_is_a_uniform_permutation
+        assert torch.equal(perm, torch.randperm(7, generator=seeded(device), device=device))
     assert torch.equal(perm.sort().values, torch.arange(7, device=device))
     assert_close(x_avg, reference.lamix_inputs(x.double(), perm), dtype, "eq. 4")
     assert x_avg.dtype == dtype and x_avg.shape == x.shape
     if layout == "channels_last":
         assert x_avg.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(x, x_before)
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("triton",)))
+def test_triton_pairing_is_a_uniform_permutation(backend, device):
+    """The pairing kernel's permutation: every (sample, position) pair equally likely (chi-square over 300 seeds with
+    B = 7), a permutation at B = 300 (several blocks), ratios 1/2; through lamix_inputs, the same generator seed
+    draws the same permutation and another seed not."""
+    perms, halves = zip(*(lamix_ops.lamix_pairs(torch.tensor([seed], device=device), 7) for seed in range(300)))
+    perms = torch.stack(perms).cpu()
+    counts = torch.stack([(perms == value).sum(0) for value in range(7)])  # (value, position) counts, 300/7 each
+    assert scipy_stats.chisquare(counts.flatten().numpy()).pvalue > 1e-3
+    assert torch.equal(torch.stack(halves).cpu(), torch.full((300, 7), 0.5))
+    perm, _ = lamix_ops.lamix_pairs(torch.tensor([-3], device=device), 300)
+    assert perm.dtype == torch.int64 and torch.equal(perm.sort().values.cpu(), torch.arange(300))
+    x = make_batch("features", 9, torch.float32, device)
+    first = fastmix.lamix_inputs(x, generator=seeded(device), backend=backend)[1]
+    assert torch.equal(fastmix.lamix_inputs(x, generator=seeded(device), backend=backend)[1], first)
+    assert not torch.equal(fastmix.lamix_inputs(x, generator=seeded(device, 1), backend=backend)[1], first)
+    torch.library.opcheck(lamix_ops.lamix_pairs, (torch.tensor([4], device=device), 5))
 
 
 @pytest.mark.parametrize("backend,device", MIX_BACKENDS)
@@ -369,7 +391,7 @@ def test_torch_compile_fullgraph(backend, device):
     head = fastmix.LaMixHead(12, 4)
 
     def step(x, y):
-        x_avg, perm = fastmix.lamix_inputs(x, backend="reference")
+        x_avg, perm = fastmix.lamix_inputs(x, backend=backend)
         lam = torch.rand(x.size(0), device=x.device)
         logits, target_logits = head(x_avg.flatten(1))
         return fastmix.lamix_loss(logits, target_logits, y, lam, perm, backend=backend)
@@ -401,6 +423,23 @@ def test_empty_batch_or_classes_launch_nothing(backend, device, batch, classes):
     grad_z, grad_t = lamix_ops.lamix_loss_backward(torch.ones(batch, device=device), logits, logits, labels, lam,
                                                    partner, 0.5, False, backend)
     assert grad_z.shape == grad_t.shape == (batch, classes)
+
+
+def test_triton_kernel_asserts_labels_and_partners_on_the_device(device_asserts):
+    """On the GPU path no host-side check runs: the kernel asserts class indices in [0, K) and partners in [0, B) as
+    it reads them, in the forward and the backward, and valid ones pass."""
+    lamix_ops.lamix_loss(LOGITS, LOGITS, Y, LAM, PERM, 0.5, False, "triton")
+    lamix_ops.lamix_loss_backward(LAM, LOGITS, LOGITS, Y, LAM, PERM, 0.5, False, "triton")
+    for bad in (-1, 4):
+        labels = Y.clone()
+        labels[3] = bad
+        with pytest.raises(InterpreterError, match="y holds class indices outside"):
+            lamix_ops.lamix_loss(LOGITS, LOGITS, labels, LAM, PERM, 0.5, False, "triton")
+    for bad in (-1, 6):
+        partner = PERM.clone()
+        partner[4] = bad
+        with pytest.raises(InterpreterError, match="partner holds sample indices outside"):
+            lamix_ops.lamix_loss_backward(LAM, LOGITS, LOGITS, Y, LAM, partner, 0.5, True, "triton")
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import stats as scipy_stats
+from triton.runtime.errors import InterpreterError
 
 import fastmix
 from fastmix import _backend
@@ -302,6 +304,59 @@ def test_random_part_is_beta():
     assert abs(lam_r.var().item() - 0.05) < 0.004
 
 
+@pytest.mark.parametrize("dtype", (*FLOAT_DTYPES, torch.float64))
+@pytest.mark.parametrize("label_kind", ["int", "one_hot", "soft", "multi_hot"])
+@pytest.mark.parametrize("batch,classes", [(1, 1), (3, 10), (7, 1003), (20, 13)])
+def test_triton_lambda_matches_the_reference_given_its_draw(dtype, label_kind, batch, classes):
+    """The Triton kernel of eq. 3-5 draws lam_r itself: given that draw, lam and lam_s are the reference op's."""
+    if triton_unavailable():
+        pytest.skip(triton_unavailable())
+    logits = make_logits(batch, classes, dtype, "cpu")
+    y_a, y_b, _, _ = label_pair(label_kind, batch, classes, "cpu")
+    acc = compute_dtype(dtype)
+    lam0 = make_lam(batch, "cpu", dtype=acc)
+    lam, lam_r, lam_s = fastmix.lumix_lambda(lam0, logits, y_a, y_b, r1=0.3, r2=0.2, generator=seeded("cpu"),
+                                             return_parts=True, backend="triton")
+    want_lam, want_lam_s = lumix_ops.lumix_lambda(lam0, lam_r, logits, y_a, y_b, 0.3, 0.2, "reference")
+    assert lam.dtype == lam_r.dtype == lam_s.dtype == acc
+    assert ((lam_r > 0) & (lam_r < 1)).all()
+    assert_close(lam_s, want_lam_s, acc, "lam_s")
+    assert_close(lam, want_lam, acc, "lam")
+
+
+def test_triton_lambda_takes_strided_inputs():
+    if triton_unavailable():
+        pytest.skip(triton_unavailable())
+    logits, y_a, y_b, lam0 = _opcheck_inputs("sliced", "int", "cpu")
+    soft_logits, soft_a, soft_b, _ = _opcheck_inputs("sliced", "soft", "cpu")
+    for z, a, b in ((logits, y_a, y_b), (soft_logits, soft_a, soft_b)):
+        for weight in (lam0, torch.tensor(0.25).expand(4)):
+            lam, lam_r, lam_s = fastmix.lumix_lambda(weight, z, a, b, return_parts=True, backend="triton")
+            want_lam, want_lam_s = lumix_ops.lumix_lambda(weight.contiguous(), lam_r, z.contiguous(), a.contiguous(),
+                                                          b.contiguous(), 0.4, 0.1, "reference")
+            assert_close(lam_s, want_lam_s, torch.float32)
+            assert_close(lam, want_lam, torch.float32)
+
+
+@pytest.mark.parametrize("alpha", [0.2, 2.0])
+def test_triton_random_part_is_beta(alpha):
+    """lam_r drawn in the Triton kernel is Beta(alpha, alpha) (eq. 3): a Kolmogorov-Smirnov test against scipy on a
+    fixed seed, and the same seed draws the same numbers while another seed does not."""
+    if triton_unavailable():
+        pytest.skip(triton_unavailable())
+    logits = torch.zeros(3000, 1)
+    labels = torch.zeros(3000, dtype=torch.long)
+
+    def draw(seed):
+        return fastmix.lumix_lambda(0.5, logits, labels, labels, alpha=alpha, generator=seeded("cpu", seed),
+                                    return_parts=True, backend="triton").lam_r
+
+    lam_r = draw(0)
+    assert scipy_stats.kstest(lam_r.double().numpy(), scipy_stats.beta(alpha, alpha).cdf).pvalue > 1e-3
+    assert torch.equal(lam_r, draw(0))
+    assert not torch.equal(lam_r, draw(1))
+
+
 # ---------------------------------------------------------------- custom ops, compile
 
 
@@ -315,6 +370,9 @@ def test_opcheck(backend, device, label_kind):
     _, stats = lumix_ops.lumix_loss(logits.detach(), y_a, y_b, lam, 0.5, backend)
     torch.library.opcheck(lumix_ops.lumix_loss_backward, (torch.rand(4, device=device), logits.detach(), y_a, y_b,
                                                           lam, stats, 0.5, backend))
+    if backend == "triton":
+        seed = torch.tensor([7], device=device)
+        torch.library.opcheck(lumix_ops.lumix_lambda_sampled, (lam, seed, logits.detach(), y_a, y_b, 0.4, 0.1, 2.0))
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -323,7 +381,7 @@ def test_torch_compile_fullgraph(backend, device):
     torch._dynamo.reset()
 
     def step(logits, y_a, y_b, lam0):
-        lam = fastmix.lumix_lambda(lam0, logits, y_a, y_b)
+        lam = fastmix.lumix_lambda(lam0, logits, y_a, y_b, backend=backend)
         return fastmix.lumix_loss(logits, y_a, y_b, lam, backend=backend), lam
 
     logits = make_logits(4, 10, torch.float32, device).requires_grad_()
@@ -422,6 +480,26 @@ def test_bad_input(call, error, match):
         call(*inputs)
     for now, then in zip(inputs, before):
         assert torch.equal(now, then)
+
+
+@pytest.mark.parametrize("name", ["y_a", "y_b"])
+def test_triton_kernels_assert_class_indices_on_the_device(device_asserts, name):
+    """On the GPU path no host-side check runs: the loss's forward and backward kernels and the label weight's
+    kernel assert the class indices as they read them (an index below 0 or at K), and valid ones pass."""
+    logits, y_a, y_b, lam = _inputs()
+    _, stats = lumix_ops.lumix_loss(logits, y_a, y_b, lam, 0.5, "triton")
+    lumix_ops.lumix_loss_backward(lam, logits, y_a, y_b, lam, stats, 0.5, "triton")
+    fastmix.lumix_lambda(lam, logits, y_a, y_b, backend="triton")
+    for bad in (-1, logits.size(1)):
+        labels = {"y_a": y_a, "y_b": y_b}
+        labels[name] = labels[name].clone()
+        labels[name][2] = bad
+        with pytest.raises(InterpreterError, match=f"{name} holds class indices outside"):
+            lumix_ops.lumix_loss(logits, labels["y_a"], labels["y_b"], lam, 0.5, "triton")
+        with pytest.raises(InterpreterError, match=f"{name} holds class indices outside"):
+            lumix_ops.lumix_loss_backward(lam, logits, labels["y_a"], labels["y_b"], lam, stats, 0.5, "triton")
+        with pytest.raises(InterpreterError, match=f"{name} holds class indices outside"):
+            fastmix.lumix_lambda(lam, logits, labels["y_a"], labels["y_b"], backend="triton")
 
 
 @pytest.mark.parametrize("label_kind", ["int", "soft"])

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from triton.runtime.errors import InterpreterError
 
 import fastmix
 from fastmix.kernels.triton import zeta as triton_zeta
@@ -59,6 +60,62 @@ def test_labels_are_mixed_with_the_same_weights(backend, device, label_kind):
     assert torch.equal(y, y_before)
     if label_kind in ("int", "one_hot", "soft"):  # probability vectors stay probability vectors
         assert_close(y_mixed.sum(1), torch.ones(9), torch.float32)
+
+
+def label_samples(batch, classes, device):
+    """(name, labels) in every kind and dtype the op takes, strided ones included."""
+    index = make_labels("int", 2 * batch, classes, device)
+    soft = make_labels("soft", batch, classes, device)
+    return [("int64", index[:batch]), ("int32", index[:batch].int()), ("int strided", index[::2]),
+            ("uint8", index[:batch].to(torch.uint8)), ("soft fp16", soft.half()), ("soft bf16", soft.bfloat16()),
+            ("soft fp64", soft.double()), ("soft column-major", soft.t().contiguous().t()),
+            ("multi-hot sliced", make_labels("multi_hot", batch, classes + 3, device)[:, 2:classes + 2])]
+
+
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("batch", [1, 3, 7])
+def test_labels_of_every_kind_and_dtype(backend, device, x_dtype, batch):
+    """y_mixed = W @ y (eq. 2) with W rounded to y_mixed's dtype: float32, float64 for float64 labels."""
+    x = make_batch("features", batch, x_dtype, device)
+    for name, y in label_samples(batch, 5, device):
+        y_before = y.clone()
+        _, y_mixed, weights = fastmix.zeta_mixup(x, y, num_classes=5, generator=seeded(device), backend=backend,
+                                                 return_weights=True)
+        dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
+        dense = y.to(dtype) if y.is_floating_point() else torch.nn.functional.one_hot(y.long(), 5).to(dtype)
+        assert y_mixed.dtype == dtype and y_mixed.shape == (batch, 5) and y_mixed.is_contiguous(), name
+        assert_close(y_mixed, weights.to(dtype).cpu() @ dense.cpu(), dtype, name)
+        assert torch.equal(y, y_before), name
+
+
+@pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
+@pytest.mark.parametrize("label_dtype", [torch.float16, torch.float32, torch.float64])
+def test_label_gradient_is_weights_transposed(backend, device, label_dtype):
+    x = make_batch("nchw", 7, torch.float64, device).requires_grad_()
+    y = make_labels("soft", 7, 4, device).to(label_dtype).requires_grad_()
+    x_mixed, y_mixed, weights = fastmix.zeta_mixup(x, y, generator=seeded(device), backend=backend,
+                                                   return_weights=True)
+    grad_y = torch.randn_like(y_mixed)
+    y_mixed.backward(grad_y)
+    assert x.grad is None  # x_mixed is unused: no gradient reaches x
+    assert y.grad.dtype == label_dtype
+    compute = torch.float64 if label_dtype == torch.float64 else torch.float32
+    assert_close(y.grad, (weights.to(compute).t() @ grad_y).to(label_dtype), label_dtype)
+
+
+def test_triton_kernel_asserts_class_indices_on_the_device(device_asserts):
+    """On the GPU path no host-side check runs: the mix kernel asserts each class index in [0, K) as it reads it,
+    and valid ones pass."""
+    x = make_batch("features", 7, torch.float32, "cpu")
+    weights = reference_weights(7, "cpu")
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 3])
+    zeta_ops.zeta_mixup(x, weights, labels, 4, "triton")
+    for bad in (-1, 4):
+        wrong = labels.clone()
+        wrong[5] = bad
+        with pytest.raises(InterpreterError, match="y holds class indices outside"):
+            zeta_ops.zeta_mixup(x, weights, wrong, 4, "triton")
 
 
 @pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
@@ -184,6 +241,10 @@ def test_opcheck(backend, device):
         torch.library.opcheck(zeta_ops.zeta_mix, (x, w, backend))
     x8 = (make_batch("nchw", 7, torch.float32, device) * 40 + 128).clamp(0, 255).to(torch.uint8)
     torch.library.opcheck(zeta_ops.zeta_mix, (x8[1:7:2], weights[:3, :3].contiguous(), backend))
+    for name, labels in label_samples(7, 5, device):
+        x = make_batch("channels_last", 7, torch.float32, device).requires_grad_()
+        torch.library.opcheck(zeta_ops.zeta_mixup, (x, weights, labels.requires_grad_(labels.is_floating_point()),
+                                                    5, backend))
 
 
 @pytest.mark.parametrize("backend,device", backend_params(BACKENDS))

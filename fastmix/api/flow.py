@@ -65,6 +65,8 @@ def flow_mix(
         flow_size: how many flow blocks of B samples z holds, one after another along dim 0 (2 after one Mixing
             module with the original flow kept). Every block is mixed with the same ``p`` and ``perm`` (Fig. 2b).
         generator: the torch.Generator (on z's device) that draws ``p`` then ``perm``; all drawing is on the device.
+            Triton draws both inside one kernel from one device seed taken from the generator; the other backends
+            use PyTorch's samplers, so one seeded generator gives different draws on Triton than on the others.
         backend: "cuda", "triton", "reference", or None for the default (see ``fastmix.info()``).
 
     Returns:
@@ -82,8 +84,12 @@ def flow_mix(
     name = _backend.resolve(backend, z.device)
     batch = z.size(0) // flow_size
     lam_dtype = compute_dtype(z.dtype)
-    lam = _random.sample_beta(alpha, batch if per_sample else 1, z.device, generator, lam_dtype).expand(batch).contiguous()
-    perm = torch.randperm(batch, generator=generator, device=z.device)
+    if name == "triton":  # one seed, then p and the shuffle from one kernel
+        lam, perm = flow_ops.flow_params(_random.draw_seed(generator, z.device), alpha, batch, per_sample, lam_dtype)
+    else:
+        lam = _random.sample_beta(alpha, batch if per_sample else 1, z.device, generator, lam_dtype)
+        lam = lam.expand(batch).contiguous()
+        perm = torch.randperm(batch, generator=generator, device=z.device)
     z_out = flow_ops.flow_mix(z, lam, perm, flow_size, keep_original, name)
     return z_out, FlowMixParams(lam, perm, flow_size, keep_original)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fastmix import _backend, _checks
+from fastmix import _backend, _checks, _random
 from fastmix.ops import lamix as lamix_ops
 from fastmix.ops import mix as mix_ops
 
@@ -15,13 +15,18 @@ def lamix_inputs(x: torch.Tensor, *, generator: torch.Generator | None = None, b
     One averaged input per pair, whatever the mixing ratio: the Mixup kernel (``fastmix::mixup_pairs``) with
     lam = 0.5, so any trailing shape and layout, output in x's dtype and dimension order, math in float32.
     ``perm`` (B,) int64 is a uniformly random permutation drawn on x's device from ``generator``; like mixup's
-    ``x[randperm]``, it may pair a sample with itself. Gradients flow to x.
+    ``x[randperm]``, it may pair a sample with itself. Triton draws it inside a kernel from one device seed taken
+    from the generator; the other backends with ``torch.randperm``, so one seeded generator gives a different
+    permutation on Triton than on the others. Gradients flow to x.
     """
     _checks.check_batch_input("x", x)
     _checks.check_generator(generator, x.device)
     name = _backend.resolve(backend, x.device, cpu_default="cpu", supported=mix_ops.BACKENDS)  # as fastmix.mixup
-    perm = torch.randperm(x.size(0), generator=generator, device=x.device)
-    half = torch.full((x.size(0),), 0.5, dtype=torch.float32, device=x.device)
+    if name == "triton":  # one seed, then the permutation and the ratios from one kernel
+        perm, half = lamix_ops.lamix_pairs(_random.draw_seed(generator, x.device), x.size(0))
+    else:
+        perm = torch.randperm(x.size(0), generator=generator, device=x.device)
+        half = torch.full((x.size(0),), 0.5, dtype=torch.float32, device=x.device)
     return mix_ops.mixup_pairs(x, half, perm, name), perm
 
 

@@ -84,7 +84,7 @@ def _check_weight(name: str, value, logits: torch.Tensor) -> torch.Tensor:
 
 def lumix_lambda(lam0, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, *, r1: float = 0.4,
                  r2: float = 0.1, alpha: float = 2.0, generator: torch.Generator | None = None,
-                 return_parts: bool = False):
+                 return_parts: bool = False, backend: str | None = None):
     """LUMix's label weight of ``y_a`` (LUMix paper, eq. 3-5): ``lam = (1 - r1 - r2) lam0 + r1 lam_r + r2 lam_s``.
 
     ``lam_r ~ Beta(alpha, alpha)`` per sample, drawn on the logits' device from ``generator``;
@@ -102,6 +102,10 @@ def lumix_lambda(lam0, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tenso
         alpha: Beta concentration of ``lam_r``, > 0. Paper default 2.0 (Table 10).
         generator: torch.Generator on the logits' device, or None for the default.
         return_parts: return ``LUMixLambda(lam, lam_r, lam_s)`` instead of ``lam`` alone.
+        backend: "cpu" (C++), "triton", "reference", or None (``FASTMIX_BACKEND``, else Triton on CUDA tensors and
+            the C++ kernel on CPU tensors). Triton draws ``lam_r`` inside its kernel from one device seed taken
+            from ``generator`` (one launch for the seed, one for everything else); the others draw it with
+            PyTorch's Beta sampler, so one seeded generator gives different draws on Triton than on the others.
 
     Returns:
         ``lam`` (B,) fp32 (fp64 for fp64 logits), no gradient.
@@ -113,10 +117,14 @@ def lumix_lambda(lam0, logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tenso
     alpha = _checks.check_positive_finite("alpha", alpha)
     return_parts = _checks.check_bool("return_parts", return_parts)
     _checks.check_generator(generator, logits.device)
-    lam_r = _random.sample_beta(alpha, logits.size(0), logits.device, generator, lam0.dtype)
-    backend = _backend.resolve(None, logits.device, cuda_default="reference", cpu_default="cpu",
-                               supported=lumix_ops.LAMBDA_BACKENDS)
-    lam, lam_s = lumix_ops.lumix_lambda_call(lam0, lam_r, logits.detach(), y_a, y_b, r1, r2, backend)
+    backend = _backend.resolve(backend, logits.device, cuda_default="triton", cpu_default="cpu",
+                               supported=lumix_ops.BACKENDS)
+    if backend == "triton":
+        seed = _random.draw_seed(generator, logits.device)
+        lam, lam_r, lam_s = lumix_ops.lumix_lambda_sampled_call(lam0, seed, logits.detach(), y_a, y_b, r1, r2, alpha)
+    else:
+        lam_r = _random.sample_beta(alpha, logits.size(0), logits.device, generator, lam0.dtype)
+        lam, lam_s = lumix_ops.lumix_lambda_call(lam0, lam_r, logits.detach(), y_a, y_b, r1, r2, backend)
     return LUMixLambda(lam, lam_r, lam_s) if return_parts else lam
 
 

@@ -53,13 +53,12 @@ def zeta_mixup(
     gamma = _checks.check_positive_scalar("gamma", gamma)
     self_dominant = _checks.check_bool("self_dominant", self_dominant)
     batch = x.size(0)
-    labels = _checks.labels_to_float(y, batch, x.device, num_classes)
+    classes = _checks.check_labels(y, batch, x.device, num_classes)
     _checks.check_generator(generator, x.device)
     name = _backend.resolve(backend, x.device, cuda_default="triton", supported=zeta_ops.BACKENDS)
     keys = torch.rand((batch, batch), generator=generator, device=x.device, dtype=compute_dtype(x.dtype))
     weights = zeta_ops.zeta_weights(keys, gamma, self_dominant, name)
-    x_mixed = zeta_ops.zeta_mix(x, weights, name)
-    y_mixed = weights.to(labels.dtype) @ labels
+    x_mixed, y_mixed = zeta_ops.zeta_mixup(x, weights, y, classes, name)
     return (x_mixed, y_mixed, weights) if return_weights else (x_mixed, y_mixed)
 
 

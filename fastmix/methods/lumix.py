@@ -39,7 +39,8 @@ class LUMix(nn.Module):
         correct_lam: ``lam0`` is the kept-area fraction after the box is clipped to the image (CutMix eq. 1-2).
         r1, r2, alpha: as in ``fastmix.lumix_lambda`` (paper defaults 0.4, 0.1, 2.0).
         eta: weight of the hinge R, as in ``fastmix.lumix_loss``.
-        backend: the loss kernel's backend, as in ``fastmix.lumix_loss``.
+        backend: the backend of the label weight and the loss, as in ``fastmix.lumix_lambda`` and
+            ``fastmix.lumix_loss``.
     """
 
     def __init__(self, num_classes: int | None = None, *, cutmix_alpha: float = 1.0, correct_lam: bool = True,
@@ -64,7 +65,7 @@ class LUMix(nn.Module):
         logits = model(x_mixed)
         y_partner = y.index_select(0, params.partner)
         lam = lumix_lambda(params.lam, logits, y, y_partner, r1=self.r1, r2=self.r2, alpha=self.alpha,
-                           generator=generator)
+                           generator=generator, backend=self.backend)
         loss = lumix_loss(logits, y, y_partner, lam, eta=self.eta, backend=self.backend)
         return LUMixOutput(loss, logits, lam, params)
 

@@ -1,4 +1,5 @@
-"""Flow-Mixup custom ops: ``fastmix::flow_mix`` and ``fastmix::flow_mix_backward`` (Flow-Mixup paper, eq. 2-3).
+"""Flow-Mixup custom ops: ``fastmix::flow_mix``, ``fastmix::flow_mix_backward`` and ``fastmix::flow_params`` (Flow-Mixup
+paper, eq. 2-3).
 
 ``flow_mix`` maps z (flow_size * B rows) to ``[z, z_mixed]`` (or ``z_mixed``); its autograd is
 ``flow_mix_backward``, which halves the summed gradient (eq. 3) when the original flow is kept. That backward is
@@ -39,13 +40,15 @@ def _check_args(name: str, values: torch.Tensor, expected_rows: int, lam: torch.
     _backend.check_name(backend, BACKENDS, default_allowed=False)
 
 
-def _kernel_params(lam: torch.Tensor, perm: torch.Tensor, dtype: torch.dtype):
-    """p in the kernels' accumulation dtype (fp32, fp64 for fp64 data) and the shuffle as int64, both contiguous,
-    after checking (asynchronously on a GPU) that perm is a permutation of 0..B-1: the kernels index with it and
-    the backward inverts it."""
-    perm = perm.long().contiguous()
-    _checks.check_on_device((perm.sort().values == torch.arange(perm.numel(), device=perm.device)).all(),
-                            "perm must be a permutation of 0..B-1")
+def _kernel_params(lam: torch.Tensor, perm: torch.Tensor, dtype: torch.dtype, backend: str):
+    """p in the kernels' accumulation dtype (fp32, fp64 for fp64 data) and the shuffle, both contiguous, after
+    checking that perm is a permutation of 0..B-1 (the kernels index with it and the backward inverts it):
+    asynchronously on a GPU; the Triton kernels check it themselves (kernels.triton.flow), so here only where the
+    host reads it for free. Triton reads int32 and int64 shuffles; the others take int64."""
+    if backend != "triton" or _checks.host_reads_values(perm):
+        _checks.check_on_device((perm.sort().values == torch.arange(perm.numel(), device=perm.device)).all(),
+                                "perm must be a permutation of 0..B-1")
+    perm = perm.contiguous() if backend == "triton" else perm.long().contiguous()
     return lam.to(compute_dtype(dtype)).contiguous(), perm
 
 
@@ -60,7 +63,7 @@ def flow_mix(z: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor, flow_size: 
     """
     _check_args("z", z, flow_size * perm.numel(), lam, perm, flow_size, backend)
     out = _layout.empty_like_rows(z, batch=_output_rows(z.size(0), keep_original))
-    lam, perm = _kernel_params(lam, perm, z.dtype)
+    lam, perm = _kernel_params(lam, perm, z.dtype, backend)
     if backend == "reference":
         if keep_original:
             out[:z.size(0)].copy_(z)
@@ -95,18 +98,18 @@ def flow_mix_backward(grad: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor,
     rows = flow_size * perm.numel()
     _check_args("grad", grad, _output_rows(rows, keep_original), lam, perm, flow_size, backend)
     grad_z = _layout.empty_like_rows(grad, batch=rows)
-    lam, perm = _kernel_params(lam, perm, grad.dtype)
+    lam, perm = _kernel_params(lam, perm, grad.dtype, backend)
     if backend == "reference":
         grad_z.copy_(reference.flow_mix_backward(grad, lam, perm, flow_size, keep_original))
         return grad_z
     grad_rows = _layout.rows_view(grad)
     grad_z_rows = _layout.rows_view(grad_z)
-    inverse = torch.empty_like(perm).scatter_(0, perm, torch.arange(perm.numel(), device=perm.device))
     if backend == "triton":
         from fastmix.kernels.triton import flow as triton_flow
 
-        triton_flow.flow_mix_backward(grad_rows, lam, inverse, grad_z_rows, keep_original)
+        triton_flow.flow_mix_backward(grad_rows, lam, perm, grad_z_rows, keep_original)
         return grad_z
+    inverse = torch.empty_like(perm).scatter_(0, perm, torch.arange(perm.numel(), device=perm.device))
     _native.launch("flow_backward_cuda", grad.device, _native.Buffer(grad_rows, grad.dtype, rows=True),
                    _native.Buffer(lam, numel=perm.numel()), _native.Buffer(inverse, torch.int64),
                    _native.Buffer(grad_z_rows, grad.dtype, rows=True), perm.numel(), flow_size, grad_z_rows.size(1),
@@ -148,3 +151,32 @@ def _flow_mix_backward_autograd(ctx, grad_grad_z):
 
 flow_mix.register_autograd(_flow_mix_autograd, setup_context=_setup_context)
 flow_mix_backward.register_autograd(_flow_mix_backward_autograd, setup_context=_setup_context)
+
+
+def _check_params_args(seed: torch.Tensor, alpha: float, batch: int, dtype: torch.dtype) -> None:
+    if seed.dtype != torch.int64 or seed.shape != (1,):
+        raise ValueError(f"seed must be a (1,) int64 tensor, got {seed.dtype} {tuple(seed.shape)}")
+    _checks.check_positive_finite("alpha", alpha)
+    if batch < 0 or dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"batch must be >= 0 and dtype float32 or float64, got {batch} and {dtype}")
+
+
+@torch.library.custom_op("fastmix::flow_params", mutates_args=())
+def flow_params(seed: torch.Tensor, alpha: float, batch: int, per_sample: bool,
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lam, perm)`` for ``flow_mix`` drawn by one Triton kernel from ``seed`` ((1,) int64, e.g.
+    ``fastmix._random.draw_seed``): p ~ Beta(alpha, alpha) in ``dtype``, one per sample with ``per_sample`` else
+    one for all, and a uniformly random permutation of 0..B-1 (int64). The same seed gives the same draws."""
+    _check_params_args(seed, alpha, batch, dtype)
+    from fastmix.kernels.triton import flow as triton_flow
+
+    lam = seed.new_empty(batch, dtype=dtype)
+    perm = seed.new_empty(batch)
+    triton_flow.flow_params(seed, alpha, lam, perm, per_sample)
+    return lam, perm
+
+
+@flow_params.register_fake
+def _(seed, alpha, batch, per_sample, dtype):
+    _check_params_args(seed, alpha, batch, dtype)
+    return seed.new_empty(batch, dtype=dtype), seed.new_empty(batch)

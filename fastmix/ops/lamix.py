@@ -1,11 +1,13 @@
-"""LaMix custom ops (LaMix paper, eq. 2 and 9-11): ``fastmix::lamix_loss`` and its gradient
-``fastmix::lamix_loss_backward``, the target (eq. 10) and its cross-entropy (eq. 11) fused.
+"""LaMix custom ops (LaMix paper, eq. 2-4 and 9-11): ``fastmix::lamix_loss`` and its gradient
+``fastmix::lamix_loss_backward``, the target (eq. 10) and its cross-entropy (eq. 11) fused, and
+``fastmix::lamix_pairs``, the averaged inputs' pairing (eq. 4) drawn in a Triton kernel.
 
 The backward recomputes the row statistics from the logits instead of storing (B, K) gradients in the forward:
 fewer bytes move in all, and nothing of size (B, K) lives between the two passes. Backends: "cpu" (C++, OpenMP
 over rows), "triton", "reference". Each op checks its arguments before a kernel runs; class indices and partners are
-checked on the device for the Triton and reference backends, by the C++ kernel before it computes on "cpu". A batch
-or class count of 0 launches nothing: the loss of an empty row is 0.
+checked by the C++ kernel before it computes on "cpu", by a device-side assert in the Triton kernel
+(``kernels.triton.checks``; on CPU tensors in eager mode on the host first, for a ValueError), and on the device for
+the reference. A batch or class count of 0 launches nothing: the loss of an empty row is 0.
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ def _check_inputs(logits, target_logits, labels, lam, partner, *grads):
 
 
 def _check_index_ranges(labels, partner, classes: int, backend: str) -> None:
-    """Class indices in [0, K) and partners in [0, B): on the device here, except on "cpu", whose kernels check
-    them before computing."""
-    if backend == "cpu":
+    """Class indices in [0, K) and partners in [0, B): on the device here for the reference; the C++ kernels check
+    them before computing, the Triton kernel asserts them as it reads them (checked here too where the host reads
+    them for free)."""
+    if backend == "cpu" or (backend == "triton" and not _checks.host_reads_values(partner)):
         return
     if labels.dim() == 1:
         _checks.check_on_device(((labels >= 0) & (labels < classes)).all(),
@@ -79,9 +82,7 @@ def _lamix_loss(logits: torch.Tensor, target_logits: torch.Tensor, labels: torch
     from fastmix.kernels.triton import lamix as triton_lamix
 
     z_rows, t_rows, label_rows = _rows(logits, target_logits, labels)
-    lam = lam.to(compute_dtype(logits.dtype)).contiguous()
-    partner = partner.contiguous()
-    triton_lamix.lamix_loss(z_rows, t_rows, label_rows, lam, partner, beta, loss)
+    triton_lamix.lamix_loss(z_rows, t_rows, label_rows, lam.to(compute_dtype(logits.dtype)), partner, beta, loss)
     return loss
 
 
@@ -100,7 +101,8 @@ def _(logits, target_logits, labels, lam, partner, beta, detach_target, backend)
 
 
 def _rows(logits, target_logits, labels):
-    label_rows = labels.contiguous() if labels.dim() == 1 else unit_column_rows(labels)
+    """The Triton kernel's (B, K) operands with unit column stride; class indices as they are (any stride)."""
+    label_rows = labels if labels.dim() == 1 else unit_column_rows(labels)
     return unit_column_rows(logits), unit_column_rows(target_logits), label_rows
 
 
@@ -125,11 +127,8 @@ def _lamix_loss_backward(grad_loss: torch.Tensor, logits: torch.Tensor, target_l
     from fastmix.kernels.triton import lamix as triton_lamix
 
     z_rows, t_rows, label_rows = _rows(logits, target_logits, labels)
-    lam = lam.to(compute).contiguous()
-    grad_loss = grad_loss.to(compute).contiguous()
-    partner = partner.contiguous()
-    triton_lamix.lamix_loss_backward(grad_loss, z_rows, t_rows, label_rows, lam, partner, beta, detach_target,
-                                     grad_z, grad_t)
+    triton_lamix.lamix_loss_backward(grad_loss, z_rows, t_rows, label_rows, lam.to(compute), partner, beta,
+                                     detach_target, grad_z, grad_t)
     return grad_z, grad_t
 
 
@@ -173,3 +172,29 @@ def _backward_with(gradients):
 
 lamix_loss.register_autograd(_backward_with(lamix_loss_backward), setup_context=_setup_context)
 lamix_loss_call = EagerOp(lamix_loss, _lamix_loss, _setup_context, _backward_with(_lamix_loss_backward))
+
+
+def _check_pairs_args(seed: torch.Tensor, batch: int) -> None:
+    if seed.dtype != torch.int64 or seed.shape != (1,) or batch < 0:
+        raise ValueError(f"seed must be a (1,) int64 tensor and batch >= 0, got {seed.dtype} {tuple(seed.shape)} "
+                         f"and {batch}")
+
+
+@torch.library.custom_op("fastmix::lamix_pairs", mutates_args=())
+def lamix_pairs(seed: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(perm, half)``: a uniformly random permutation of 0..B-1 (int64) drawn by one Triton kernel from ``seed``
+    ((1,) int64, e.g. ``fastmix._random.draw_seed``) and the (B,) float32 mixing ratios 1/2 of eq. 4, as
+    ``fastmix::mixup_pairs`` takes them. The same seed gives the same permutation."""
+    _check_pairs_args(seed, batch)
+    from fastmix.kernels.triton import lamix as triton_lamix
+
+    perm = seed.new_empty(batch)
+    half = seed.new_empty(batch, dtype=torch.float32)
+    triton_lamix.lamix_pairs(seed, perm, half)
+    return perm, half
+
+
+@lamix_pairs.register_fake
+def _(seed, batch):
+    _check_pairs_args(seed, batch)
+    return seed.new_empty(batch), seed.new_empty(batch, dtype=torch.float32)

@@ -1,12 +1,14 @@
 """LUMix custom ops (LUMix paper, eq. 3-8): ``fastmix::lumix_loss``, its backward ``fastmix::lumix_loss_backward``
-and the label weight ``fastmix::lumix_lambda``.
+and the label weight: ``fastmix::lumix_lambda`` (given the Beta draw ``lam_r``; "cpu" and "reference") and
+``fastmix::lumix_lambda_sampled`` (Triton, drawing ``lam_r`` in the kernel from a device seed).
 
 The loss returns per-row losses and a (B, 5) float table of per-row statistics (``reference.STAT_COLUMNS``) that the
 backward reads instead of re-reducing each row. Labels are int64 class indices (B,) or float rows (B, K); gradients
 flow to the logits only (``lam`` and the labels are constants of the loss, as in Algorithm 1). Backends: "cpu" (C++,
 OpenMP over rows), "triton", "reference". Each op checks its arguments before a kernel runs; class indices are
-checked on the device for the Triton and reference backends, by the C++ kernel before it computes on "cpu". A batch
-or class count of 0 launches nothing: the loss of an empty row is 0.
+checked by the C++ kernel before it computes on "cpu", by a device-side assert in the Triton kernels
+(``kernels.triton.checks``; on CPU tensors in eager mode on the host first, for a ValueError), and on the device
+for the reference. A batch or class count of 0 launches nothing: the loss of an empty row is 0.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from fastmix.ops._fast_path import EagerOp, label_arguments, per_row_buffer, uni
 from fastmix.reference import lumix as reference
 
 BACKENDS = ("triton", "reference", "cpu")
-LAMBDA_BACKENDS = ("cpu", "reference")  # lumix_lambda: the C++ kernel, or the reference on other devices
 
 
 def _dense_labels(labels: torch.Tensor, n_classes: int, dtype: torch.dtype) -> torch.Tensor:
@@ -31,7 +32,8 @@ def _dense_labels(labels: torch.Tensor, n_classes: int, dtype: torch.dtype) -> t
 
 
 def _kernel_labels(labels: torch.Tensor) -> torch.Tensor:
-    return labels.contiguous() if labels.dim() == 1 else unit_column_rows(labels)
+    """Labels as the Triton kernels read them: class indices of any stride, or rows with unit column stride."""
+    return labels if labels.dim() == 1 else unit_column_rows(labels)
 
 
 def _check_inputs(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, *weights: torch.Tensor) -> None:
@@ -53,8 +55,9 @@ def _check_inputs(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, *w
 
 
 def _check_index_ranges(y_a: torch.Tensor, y_b: torch.Tensor, n_classes: int, backend: str) -> None:
-    """Class indices in [0, K): on the device here, except on "cpu", whose kernels check them before computing."""
-    if y_a.dim() != 1 or backend == "cpu":
+    """Class indices in [0, K): on the device here for the reference; the C++ kernels check them before computing,
+    the Triton kernels assert them as they read them (checked here too where the host reads them for free)."""
+    if y_a.dim() != 1 or backend == "cpu" or (backend == "triton" and not _checks.host_reads_values(y_a)):
         return
     for name, labels in (("y_a", y_a), ("y_b", y_b)):
         _checks.check_on_device(((labels >= 0) & (labels < n_classes)).all(),
@@ -89,16 +92,15 @@ def _lumix_loss(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam:
         return reference.loss_and_statistics(logits, dense_a, dense_b, lam, eta)
     loss = logits.new_empty(logits.size(0), dtype=dtype)
     stats = logits.new_empty(logits.size(0), len(reference.STAT_COLUMNS), dtype=dtype)
-    lam_rows = lam.to(dtype).contiguous()
     if backend == "cpu":
         _native.launch("lumix_loss_forward_cpu", logits.device, *_native_args(logits, y_a, y_b, dtype),
-                       _native.Buffer(lam_rows, dtype, logits.size(0)), eta, loss, stats)
+                       _native.Buffer(lam.to(dtype).contiguous(), dtype, logits.size(0)), eta, loss, stats)
         return loss, stats
     from fastmix.kernels.triton import lumix as triton_lumix
 
     logits_rows = unit_column_rows(logits)
     labels_a, labels_b = _kernel_labels(y_a), _kernel_labels(y_b)
-    triton_lumix.lumix_loss_forward(logits_rows, labels_a, labels_b, lam_rows, eta, loss, stats)
+    triton_lumix.lumix_loss_forward(logits_rows, labels_a, labels_b, lam, eta, loss, stats)
     return loss, stats
 
 
@@ -129,18 +131,17 @@ def _lumix_loss_backward(grad_rows: torch.Tensor, logits: torch.Tensor, y_a: tor
         dense_b = _dense_labels(y_b, logits.size(1), dtype)
         return reference.lumix_loss_grad(logits, dense_a, dense_b, lam, eta, stats, grad_rows).contiguous()
     grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-    lam_rows, stats_rows = lam.to(dtype).contiguous(), stats.to(dtype).contiguous()
+    stats_rows = stats.to(dtype).contiguous()
     if backend == "cpu":
         _native.launch("lumix_loss_backward_cpu", logits.device, *_native_args(logits, y_a, y_b, dtype),
-                       _native.Buffer(lam_rows, dtype, logits.size(0)), eta, _native.Buffer(stats_rows, dtype),
-                       per_row_buffer(grad_rows, dtype), grad)
+                       _native.Buffer(lam.to(dtype).contiguous(), dtype, logits.size(0)), eta,
+                       _native.Buffer(stats_rows, dtype), per_row_buffer(grad_rows, dtype), grad)
         return grad
     from fastmix.kernels.triton import lumix as triton_lumix
 
     logits_rows = unit_column_rows(logits)
     labels_a, labels_b = _kernel_labels(y_a), _kernel_labels(y_b)
-    triton_lumix.lumix_loss_backward(logits_rows, labels_a, labels_b, lam_rows, eta, stats_rows,
-                                     grad_rows.contiguous(), grad)
+    triton_lumix.lumix_loss_backward(logits_rows, labels_a, labels_b, lam, eta, stats_rows, grad_rows, grad)
     return grad
 
 
@@ -159,6 +160,7 @@ def _setup_context(ctx, inputs, output):
     logits, y_a, y_b, lam, eta, backend = inputs
     ctx.save_for_backward(logits, y_a, y_b, lam, output[1])
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # the statistics get no gradient: no (B, 5) zeros to fill
     ctx.eta = eta
     ctx.backend = backend
 
@@ -169,7 +171,7 @@ def _backward_with(gradient):
     def backward(ctx, grad_loss, grad_stats):
         logits, y_a, y_b, lam, stats = ctx.saved_tensors
         grad_logits = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and grad_loss is not None:
             grad_logits = gradient(grad_loss, logits, y_a, y_b, lam, stats, ctx.eta, ctx.backend)
         return grad_logits, None, None, None, None, None
 
@@ -209,3 +211,44 @@ def _(lam0, lam_r, logits, y_a, y_b, r1, r2, backend):
 
 
 lumix_lambda_call = EagerOp(lumix_lambda, _lumix_lambda)
+
+
+def _check_seed(seed: torch.Tensor, logits: torch.Tensor) -> None:
+    if not (seed.dtype == torch.int64 and seed.shape == (1,) and seed.device == logits.device):
+        raise ValueError(f"seed must be a (1,) int64 tensor on the logits' device, got {seed.dtype} "
+                         f"{tuple(seed.shape)} on {seed.device}")
+
+
+def _lumix_lambda_sampled(lam0: torch.Tensor, seed: torch.Tensor, logits: torch.Tensor, y_a: torch.Tensor,
+                          y_b: torch.Tensor, r1: float, r2: float,
+                          alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_inputs(logits, y_a, y_b, lam0)
+    _check_seed(seed, logits)
+    _check_index_ranges(y_a, y_b, logits.size(1), "triton")
+    dtype = compute_dtype(logits.dtype)
+    lam = logits.new_empty(logits.size(0), dtype=dtype)
+    lam_r, lam_s = torch.empty_like(lam), torch.empty_like(lam)
+    if logits.size(0):
+        from fastmix.kernels.triton import lumix as triton_lumix
+
+        triton_lumix.lumix_lambda(seed, unit_column_rows(logits), _kernel_labels(y_a), _kernel_labels(y_b), lam0, r1,
+                                  r2, alpha, lam, lam_r, lam_s)
+    return lam, lam_r, lam_s
+
+
+lumix_lambda_sampled = torch.library.custom_op("fastmix::lumix_lambda_sampled", _lumix_lambda_sampled,
+                                               mutates_args=())
+lumix_lambda_sampled.__doc__ = """``(lam, lam_r, lam_s)`` of eq. 3-5, (B,) each, fp32 (fp64 for fp64 logits), from
+detached logits, with ``lam_r ~ Beta(alpha, alpha)`` drawn in the Triton kernel from ``seed`` ((1,) int64, e.g.
+``fastmix._random.draw_seed``): the same seed gives the same draws."""
+
+
+@lumix_lambda_sampled.register_fake
+def _(lam0, seed, logits, y_a, y_b, r1, r2, alpha):
+    _check_inputs(logits, y_a, y_b, lam0)
+    _check_seed(seed, logits)
+    lam = logits.new_empty(logits.size(0), dtype=compute_dtype(logits.dtype))
+    return lam, torch.empty_like(lam), torch.empty_like(lam)
+
+
+lumix_lambda_sampled_call = EagerOp(lumix_lambda_sampled, _lumix_lambda_sampled)

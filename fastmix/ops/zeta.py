@@ -1,4 +1,5 @@
-"""zeta-mixup custom ops: ``fastmix::zeta_weights`` and ``fastmix::zeta_mix`` (zeta-mixup paper, eq. 2-3).
+"""zeta-mixup custom ops (zeta-mixup paper, eq. 2-3): ``fastmix::zeta_weights``, ``fastmix::zeta_mixup`` (``W @ x``
+and the labels' ``W @ y``, one Triton launch) and ``fastmix::zeta_mix`` (``W @ x`` alone: the backward of both).
 
 Backends: "triton" (the default on CUDA tensors) and "reference" (PyTorch, the default on CPU tensors). There is
 no CUDA C++ kernel, by the bytes each moves: ``W @ x`` is a GEMM with K = B, and the Triton kernel reads x once
@@ -16,6 +17,7 @@ import torch
 
 from fastmix import _backend, _checks, _layout
 from fastmix._dtypes import compute_dtype
+from fastmix.ops._fast_path import unit_column_rows
 from fastmix.reference import zeta as reference
 
 BACKENDS = _backend.NO_NATIVE_KERNEL
@@ -55,6 +57,23 @@ def _check_mix_args(x: torch.Tensor, weights: torch.Tensor, backend: str) -> Non
     _backend.check_name(backend, BACKENDS, default_allowed=False)
 
 
+def _check_labels(labels: torch.Tensor, x: torch.Tensor, num_classes: int) -> None:
+    """Class indices (B,) of an integer dtype, or floating (B, num_classes) rows, on x's device."""
+    batch = x.size(0)
+    index = labels.dim() == 1 and not (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool)
+    if not (index and labels.shape == (batch,)) and not (labels.is_floating_point()
+                                                          and labels.shape == (batch, num_classes)):
+        raise ValueError(f"labels must be integer ({batch},) or floating ({batch}, {num_classes}), got "
+                         f"{labels.dtype} {tuple(labels.shape)}")
+    if labels.device != x.device:
+        raise ValueError(f"labels are on {labels.device} but x is on {x.device}")
+
+
+def mixed_labels_dtype(labels: torch.Tensor) -> torch.dtype:
+    """y_mixed's dtype: float64 for float64 labels, else float32."""
+    return torch.float64 if labels.dtype == torch.float64 else torch.float32
+
+
 @torch.library.custom_op("fastmix::zeta_weights", mutates_args=())
 def zeta_weights(keys: torch.Tensor, gamma: float, self_dominant: bool, backend: str) -> torch.Tensor:
     """The (B, B) weight matrix, contiguous, from uniform keys of any strides, in the keys' dtype (fp32/fp64)."""
@@ -89,7 +108,8 @@ def _mix_with_torch(x_rows: torch.Tensor, weights: torch.Tensor, out_rows: torch
 
 @torch.library.custom_op("fastmix::zeta_mix", mutates_args=())
 def zeta_mix(x: torch.Tensor, weights: torch.Tensor, backend: str) -> torch.Tensor:
-    """``W @ x`` over the batch dim for any trailing shape; the output keeps x's dtype and dimension order.
+    """``W @ x`` over the batch dim for any trailing shape and weights of any strides; the output keeps x's dtype
+    and dimension order.
 
     Non-finite x follows the fp32 (fp64) sum on every backend: +-inf gives +-inf in each row it has weight in,
     NaN (or +inf meeting -inf) gives NaN there.
@@ -98,7 +118,6 @@ def zeta_mix(x: torch.Tensor, weights: torch.Tensor, backend: str) -> torch.Tens
     out = _layout.empty_like_rows(x)
     x_rows = _layout.rows_view(x)
     out_rows = _layout.rows_view(out)
-    weights = weights.contiguous()
     if backend == "reference":
         _mix_with_torch(x_rows, weights, out_rows)
     else:
@@ -114,16 +133,80 @@ def _(x, weights, backend):
     return _layout.empty_like_rows(x)
 
 
-def _setup_context(ctx, inputs, output):
+def _setup_mix_context(ctx, inputs, output):
     _, weights, backend = inputs
     ctx.save_for_backward(weights)
     ctx.backend = backend
 
 
-def _backward(ctx, grad_out):
+def _mix_backward(ctx, grad_out):
     (weights,) = ctx.saved_tensors
-    grad_x = zeta_mix(grad_out, weights.t().contiguous(), ctx.backend) if ctx.needs_input_grad[0] else None
+    grad_x = zeta_mix(grad_out, weights.t(), ctx.backend) if ctx.needs_input_grad[0] else None
     return grad_x, None, None
 
 
-zeta_mix.register_autograd(_backward, setup_context=_setup_context)
+zeta_mix.register_autograd(_mix_backward, setup_context=_setup_mix_context)
+
+
+def _check_index_range(labels: torch.Tensor, num_classes: int, backend: str) -> None:
+    """Class indices in [0, num_classes): on the device for the reference; the Triton kernel asserts them as it reads
+    them (checked here too where the host reads them for free)."""
+    if labels.is_floating_point() or (backend == "triton" and not _checks.host_reads_values(labels)):
+        return
+    _checks.check_on_device(((labels >= 0) & (labels < num_classes)).all(),
+                            f"y holds class indices outside [0, {num_classes})")
+
+
+@torch.library.custom_op("fastmix::zeta_mixup", mutates_args=())
+def zeta_mixup(x: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor, num_classes: int,
+               backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W @ x, W @ y)`` (eq. 2): x as ``zeta_mix`` mixes it; labels as class indices (B,) of an integer dtype (read
+    as one-hot rows, never built in memory) or float (B, K) rows, mixed in float32 (float64 for float64 labels)
+    with W rounded to that dtype, into a contiguous (B, K)."""
+    _check_mix_args(x, weights, backend)
+    _check_labels(labels, x, num_classes)
+    _check_index_range(labels, num_classes, backend)
+    out = _layout.empty_like_rows(x)
+    y_mixed = x.new_empty((x.size(0), num_classes), dtype=mixed_labels_dtype(labels))
+    x_rows = _layout.rows_view(x)
+    out_rows = _layout.rows_view(out)
+    if backend == "reference":
+        _mix_with_torch(x_rows, weights, out_rows)
+        dense = (labels.to(y_mixed.dtype) if labels.is_floating_point()
+                 else torch.nn.functional.one_hot(labels.long(), num_classes).to(y_mixed.dtype))
+        torch.mm(weights.to(y_mixed.dtype), dense, out=y_mixed)
+    else:
+        from fastmix.kernels.triton import zeta as triton_zeta
+
+        label_rows = labels if labels.dim() == 1 else unit_column_rows(labels)
+        triton_zeta.zeta_mix(x_rows, weights, out_rows, label_rows, y_mixed)
+    return out, y_mixed
+
+
+@zeta_mixup.register_fake
+def _(x, weights, labels, num_classes, backend):
+    _check_mix_args(x, weights, backend)
+    _check_labels(labels, x, num_classes)
+    return _layout.empty_like_rows(x), x.new_empty((x.size(0), num_classes), dtype=mixed_labels_dtype(labels))
+
+
+def _setup_mixup_context(ctx, inputs, output):
+    _, weights, labels, _, backend = inputs
+    ctx.save_for_backward(weights)
+    ctx.set_materialize_grads(False)  # an unused output needs no zeros
+    ctx.labels_dtype = labels.dtype
+    ctx.backend = backend
+
+
+def _mixup_backward(ctx, grad_x_mixed, grad_y_mixed):
+    """``W^T @ grad`` for x and for float labels, one ``zeta_mix`` each (W^T a view of the saved W)."""
+    (weights,) = ctx.saved_tensors
+    grad_x = grad_labels = None
+    if ctx.needs_input_grad[0] and grad_x_mixed is not None:
+        grad_x = zeta_mix(grad_x_mixed, weights.t(), ctx.backend)
+    if ctx.needs_input_grad[2] and grad_y_mixed is not None:
+        grad_labels = zeta_mix(grad_y_mixed, weights.to(grad_y_mixed.dtype).t(), ctx.backend).to(ctx.labels_dtype)
+    return grad_x, None, grad_labels, None, None
+
+
+zeta_mixup.register_autograd(_mixup_backward, setup_context=_setup_mixup_context)
