@@ -2,6 +2,7 @@
 timm's box rule, autograd (any partner map), custom ops, compile, the CUDA body on the CPU grid, bad input."""
 
 import itertools
+import os
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ from fastmix._dtypes import compute_dtype
 from fastmix.api import mix as mix_api
 from fastmix.ops import mix as mix_ops
 from fastmix.reference import mix as reference
+from test_pointers import CudaKernelsOnCpu
 from helpers import (FLOAT_DTYPES, LABEL_KINDS, LAYOUTS, SAMPLERS, assert_close, assert_compiled_matches_eager,
                      assert_rejected_untouched, backend_params, make_batch, make_labels, seeded, with_cpu_kernel)
 
@@ -713,6 +715,22 @@ def test_adjoint_is_the_gradient_of_the_reference_mix(backend, device, dtype, la
         actual = mix_ops.mix_pairs_unchecked(*args, *dims, backend, True)
         assert actual.stride() == _layout.empty_like_rows(args[0]).stride()
         assert_close(actual, expected, dtype, f"dims {dims}")
+
+
+@pytest.mark.skipif(_native._C is None, reason="fastmix._C is not built")
+@pytest.mark.parametrize("partner_kind", ["perm", "repeats"])
+def test_cuda_adjoint_call_site(monkeypatch, partner_kind):
+    """The "cuda" branch of the adjoint (mix_pairs_cuda answered by its CPU body) wires the inverse permutation, or
+    the readers' lists (a Triton kernel, hence the interpreter), as the kernel expects."""
+    if partner_kind == "repeats" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the readers' lists come from a Triton kernel: CPU tensors need TRITON_INTERPRET=1")
+    monkeypatch.setattr(_native, "native", CudaKernelsOnCpu)
+    g, height_dim, width_dim = pair_input("channels_last", 7, torch.float16, seed=2)
+    weight, boxes, partner = pair_params(7, 7, 9, partner_kind)
+    inverse = torch.argsort(partner) if partner_kind == "perm" else None
+    args = (g, weight, boxes, partner, inverse, height_dim, width_dim)
+    assert_close(mix_ops.mix_pairs_unchecked(*args, "cuda", True),
+                 mix_ops.mix_pairs_unchecked(*args, "reference", True), torch.float16)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

@@ -71,7 +71,7 @@ def test_plain_tensors_must_be_contiguous_and_scalars_pass_through():
     assert torch.equal(out_rows, x_rows)  # weight 1: every sample keeps itself
 
 
-class _CudaKernelsOnCpu:
+class CudaKernelsOnCpu:
     """fastmix._C with each ``*_cuda`` kernel answered by its CPU body (``*_emulate``: the same arguments, less the
     stream, which ``launch`` adds on CUDA devices only)."""
 
@@ -82,7 +82,7 @@ class _CudaKernelsOnCpu:
 @pytest.fixture
 def cuda_call_sites_on_cpu(monkeypatch):
     """The ops' "cuda" branches run on CPU tensors: their argument wiring is checked without a GPU."""
-    monkeypatch.setattr(_native, "native", _CudaKernelsOnCpu)
+    monkeypatch.setattr(_native, "native", CudaKernelsOnCpu)
 
 
 @pytest.mark.parametrize("keep_original", [True, False])
