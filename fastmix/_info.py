@@ -36,7 +36,7 @@ def op_backends() -> dict[str, tuple[tuple, str | None, str | None]]:
         "cutmix": (mix_backends, "cuda", "cpu"),
         "Mixup, FastCollateMixup": (mix_backends, "cuda", "cpu"),
         "lamix_inputs": (mix_backends, "cuda", "cpu"),
-        "flow_mix": (flow_ops.BACKENDS, "cuda", "reference"),
+        "flow_mix": (flow_ops.BACKENDS, "triton", "reference"),
         "lumix_lambda": (lumix_ops.BACKENDS, "triton", "cpu"),
         "lumix_loss": (lumix_ops.BACKENDS, "triton", "cpu"),
         "lamix_loss": (lamix_ops.BACKENDS, "triton", "cpu"),

@@ -245,18 +245,20 @@ def test_triton_pairing_is_a_uniform_permutation(backend, device):
     """The pairing kernel's permutation: every (sample, position) pair equally likely (chi-square over 300 seeds with
     B = 7), a permutation at B = 300 (several blocks), ratios 1/2; through lamix_inputs, the same generator seed
     draws the same permutation and another seed not."""
-    perms, halves = zip(*(lamix_ops.lamix_pairs(torch.tensor([seed], device=device), 7) for seed in range(300)))
-    perms = torch.stack(perms).cpu()
+    draws = [lamix_ops.lamix_pairs(torch.tensor([seed], device=device), 7, torch.float32) for seed in range(300)]
+    perms, inverses, halves = (torch.stack(column).cpu() for column in zip(*draws))
+    assert torch.equal(perms.gather(1, inverses), torch.arange(7).expand(300, 7))  # perm[inverse[j]] = j
     counts = torch.stack([(perms == value).sum(0) for value in range(7)])  # (value, position) counts, 300/7 each
     assert scipy_stats.chisquare(counts.flatten().numpy()).pvalue > 1e-3
-    assert torch.equal(torch.stack(halves).cpu(), torch.full((300, 7), 0.5))
-    perm, _ = lamix_ops.lamix_pairs(torch.tensor([-3], device=device), 300)
+    assert torch.equal(halves, torch.full((300, 7), 0.5))
+    perm, _, half = lamix_ops.lamix_pairs(torch.tensor([-3], device=device), 300, torch.float64)
+    assert half.dtype == torch.float64
     assert perm.dtype == torch.int64 and torch.equal(perm.sort().values.cpu(), torch.arange(300))
     x = make_batch("features", 9, torch.float32, device)
     first = fastmix.lamix_inputs(x, generator=seeded(device), backend=backend)[1]
     assert torch.equal(fastmix.lamix_inputs(x, generator=seeded(device), backend=backend)[1], first)
     assert not torch.equal(fastmix.lamix_inputs(x, generator=seeded(device, 1), backend=backend)[1], first)
-    torch.library.opcheck(lamix_ops.lamix_pairs, (torch.tensor([4], device=device), 5))
+    torch.library.opcheck(lamix_ops.lamix_pairs, (torch.tensor([4], device=device), 5, torch.float32))
 
 
 @pytest.mark.parametrize("backend,device", MIX_BACKENDS)

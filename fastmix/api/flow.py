@@ -81,7 +81,7 @@ def flow_mix(
     if z.size(0) % flow_size:
         raise ValueError(f"z's batch size {z.size(0)} is not a multiple of flow_size={flow_size}")
     _checks.check_generator(generator, z.device)
-    name = _backend.resolve(backend, z.device)
+    name = _backend.resolve(backend, z.device, cuda_default="triton")  # its parameters and mix: 3 launches
     batch = z.size(0) // flow_size
     lam_dtype = compute_dtype(z.dtype)
     if name == "triton":  # one seed, then p and the shuffle from one kernel

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 from fastmix import _backend, _checks, _random
+from fastmix._dtypes import compute_dtype
+from fastmix.api import mix as mix_api
 from fastmix.ops import lamix as lamix_ops
 from fastmix.ops import mix as mix_ops
 
@@ -12,22 +14,24 @@ from fastmix.ops import mix as mix_ops
 def lamix_inputs(x: torch.Tensor, *, generator: torch.Generator | None = None, backend: str | None = None):
     """``x~_ij = 0.5 x_i + 0.5 x_j`` with ``j = perm[i]`` (LaMix paper, eq. 4): returns ``(x_avg, perm)``.
 
-    One averaged input per pair, whatever the mixing ratio: the Mixup kernel (``fastmix::mixup_pairs``) with
-    lam = 0.5, so any trailing shape and layout, output in x's dtype and dimension order, math in float32.
-    ``perm`` (B,) int64 is a uniformly random permutation drawn on x's device from ``generator``; like mixup's
-    ``x[randperm]``, it may pair a sample with itself. Triton draws it inside a kernel from one device seed taken
-    from the generator; the other backends with ``torch.randperm``, so one seeded generator gives a different
-    permutation on Triton than on the others. Gradients flow to x.
+    One averaged input per pair, whatever the mixing ratio: the Mixup kernel with lam = 0.5, so any trailing shape and
+    layout, output in x's dtype and dimension order, math in float32 (float64 for float64 x). ``perm`` (B,) int64 is
+    a uniformly random permutation drawn on x's device from ``generator``; like mixup's ``x[randperm]``, it may pair
+    a sample with itself. On the kernel backends ("cuda", "triton") one kernel draws it from one device seed taken
+    from the generator (then the mix: 3 launches, and 1 for the backward); "cpu" and "reference" draw it with
+    ``torch.randperm``, so one seeded generator gives a different permutation there. Gradients flow to x.
     """
     _checks.check_batch_input("x", x)
     _checks.check_generator(generator, x.device)
     name = _backend.resolve(backend, x.device, cpu_default="cpu", supported=mix_ops.BACKENDS)  # as fastmix.mixup
-    if name == "triton":  # one seed, then the permutation and the ratios from one kernel
-        perm, half = lamix_ops.lamix_pairs(_random.draw_seed(generator, x.device), x.size(0))
-    else:
+    if not mix_api.samples_in_kernel(name, x.device):
         perm = torch.randperm(x.size(0), generator=generator, device=x.device)
         half = torch.full((x.size(0),), 0.5, dtype=torch.float32, device=x.device)
-    return mix_ops.mixup_pairs(x, half, perm, name), perm
+        return mix_ops.mixup_pairs(x, half, perm, name), perm
+    perm, inverse, half = lamix_ops.lamix_pairs(_random.draw_seed(generator, x.device), x.size(0),
+                                                compute_dtype(x.dtype))
+    no_boxes = torch.empty((x.size(0), 4), dtype=torch.int32, device=x.device)  # never read: no spatial dims
+    return mix_ops.mix_pairs_unchecked(x, half, no_boxes, perm, inverse, -1, -1, name, False), perm
 
 
 def _check_pairing(lam, partner, batch: int, device: torch.device):

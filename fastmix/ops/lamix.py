@@ -174,27 +174,29 @@ lamix_loss.register_autograd(_backward_with(lamix_loss_backward), setup_context=
 lamix_loss_call = EagerOp(lamix_loss, _lamix_loss, _setup_context, _backward_with(_lamix_loss_backward))
 
 
-def _check_pairs_args(seed: torch.Tensor, batch: int) -> None:
+def _check_pairs_args(seed: torch.Tensor, batch: int, dtype: torch.dtype) -> None:
     if seed.dtype != torch.int64 or seed.shape != (1,) or batch < 0:
         raise ValueError(f"seed must be a (1,) int64 tensor and batch >= 0, got {seed.dtype} {tuple(seed.shape)} "
                          f"and {batch}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be float32 or float64 (the mix's accumulation type), got {dtype}")
 
 
 @torch.library.custom_op("fastmix::lamix_pairs", mutates_args=())
-def lamix_pairs(seed: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(perm, half)``: a uniformly random permutation of 0..B-1 (int64) drawn by one Triton kernel from ``seed``
-    ((1,) int64, e.g. ``fastmix._random.draw_seed``) and the (B,) float32 mixing ratios 1/2 of eq. 4, as
-    ``fastmix::mixup_pairs`` takes them. The same seed gives the same permutation."""
-    _check_pairs_args(seed, batch)
+def lamix_pairs(seed: torch.Tensor, batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(perm, inverse, half)``: a uniformly random permutation of 0..B-1 (int64) drawn by one Triton kernel from
+    ``seed`` ((1,) int64, e.g. ``fastmix._random.draw_seed``), its inverse, and the (B,) mixing ratios 1/2 of eq. 4 in
+    ``dtype``, as ``fastmix::mix_pairs_unchecked`` takes them. The same seed gives the same permutation."""
+    _check_pairs_args(seed, batch, dtype)
     from fastmix.kernels.triton import lamix as triton_lamix
 
-    perm = seed.new_empty(batch)
-    half = seed.new_empty(batch, dtype=torch.float32)
-    triton_lamix.lamix_pairs(seed, perm, half)
-    return perm, half
+    perm, inverse = seed.new_empty(batch), seed.new_empty(batch)
+    half = seed.new_empty(batch, dtype=dtype)
+    triton_lamix.lamix_pairs(seed, perm, inverse, half)
+    return perm, inverse, half
 
 
 @lamix_pairs.register_fake
-def _(seed, batch):
-    _check_pairs_args(seed, batch)
-    return seed.new_empty(batch), seed.new_empty(batch, dtype=torch.float32)
+def _(seed, batch, dtype):
+    _check_pairs_args(seed, batch, dtype)
+    return seed.new_empty(batch), seed.new_empty(batch), seed.new_empty(batch, dtype=dtype)

@@ -24,13 +24,15 @@ BLOCK_PAIRS = 64  # samples per program of the pairing kernel (a (64, 64) key co
 
 
 @triton.jit
-def _lamix_pairs_kernel(seed_ptr, perm_ptr, half_ptr, batch, BLOCK: tl.constexpr):
+def _lamix_pairs_kernel(seed_ptr, perm_ptr, inverse_ptr, half_ptr, batch, BLOCK: tl.constexpr):
     """A block of samples i: ``perm[i]`` of a uniformly random permutation (the rank of i among iid keys,
-    ``random.permutation_rank``) and the mixing ratio 1/2 of eq. 4, the two parameters of the averaged inputs."""
+    ``random.permutation_rank``), ``inverse[perm[i]] = i`` (what the mix's one-launch backward reads) and the mixing
+    ratio 1/2 of eq. 4."""
     samples = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = samples < batch
     rank = permutation_rank(tl.load(seed_ptr), samples, batch, 0, 0, BLOCK)
     tl.store(perm_ptr + samples, rank.to(perm_ptr.dtype.element_ty), mask=mask)
+    tl.store(inverse_ptr + rank, samples.to(inverse_ptr.dtype.element_ty), mask=mask)
     tl.store(half_ptr + samples, tl.full([BLOCK], 0.5, half_ptr.dtype.element_ty), mask=mask)
 
 
@@ -130,12 +132,12 @@ def _lamix_loss_kernel(z_ptr, z_row_stride, t_ptr, t_row_stride, y_ptr, y_stride
         tl.device_assert((own_class >= 0) & (own_class < classes), "y holds class indices outside [0, K)")
 
 
-def lamix_pairs(seed: torch.Tensor, perm: torch.Tensor, half: torch.Tensor) -> None:
-    """Draws a uniformly random permutation into ``perm`` (B,) int64 from ``seed`` ((1,) int64) and fills ``half``
-    (B,) with 1/2; both contiguous."""
+def lamix_pairs(seed: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor, half: torch.Tensor) -> None:
+    """Draws a uniformly random permutation into ``perm`` (B,) int64 from ``seed`` ((1,) int64), its inverse into
+    ``inverse`` and fills ``half`` (B,) with 1/2; all contiguous."""
     batch = perm.numel()
     if batch:
-        _lamix_pairs_kernel[(triton.cdiv(batch, BLOCK_PAIRS),)](seed, perm, half, batch, BLOCK=BLOCK_PAIRS,
+        _lamix_pairs_kernel[(triton.cdiv(batch, BLOCK_PAIRS),)](seed, perm, inverse, half, batch, BLOCK=BLOCK_PAIRS,
                                                                 num_warps=4)
 
 
