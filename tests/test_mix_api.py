@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from triton.runtime.errors import InterpreterError
 
 import fastmix
 from fastmix import _random
@@ -265,3 +266,18 @@ def test_cutmix_on_video_batches(backend, device, layout):
                           generator=seeded(device), backend=backend)
     x_mixed, _, params = mixer(x, y, return_params=True)
     assert torch.equal(x_mixed, cutmix_by_slicing(x, params.boxes, params.partner, height_dim))
+
+
+@pytest.mark.parametrize("call", [fastmix.mixup, fastmix.cutmix,
+                                  lambda x, y, **kw: fastmix.Mixup(cutmix_alpha=1.0, **kw)(x, y)])
+def test_parameter_kernel_asserts_class_indices_on_the_device(device_asserts, call):
+    """On the GPU path no host-side check of class indices runs: the parameter kernel asserts each in [0, K) as it
+    mixes the labels, and valid ones pass."""
+    x = torch.rand(5, 3, 6, 7)
+    labels = torch.tensor([0, 1, 2, 3, 1])
+    call(x, labels, num_classes=4, generator=seeded("cpu"), backend="triton")
+    for bad in (-1, 4):
+        wrong = labels.clone()
+        wrong[3] = bad
+        with pytest.raises(InterpreterError, match="y holds class indices outside"):
+            call(x, wrong, num_classes=4, generator=seeded("cpu"), backend="triton")

@@ -10,18 +10,19 @@ nothing is read on the host.
 A fit: one program per group, each iteration one pass over its contiguous segment, the statistics summed in
 BLOCK-wide float64 registers and reduced in a fixed order (deterministic, no atomics), the M-step and the
 convergence test on the device. Same semantics as csrc/gmm.h (scikit-learn's EM, statistics taken around the current
-means). Float constants reach the kernels as the int64 bit pattern of their negation (``float64_argument``): a
-Python float argument would arrive as float32 on a GPU, and a negative pattern is always typed int64.
+means). Float constants reach the kernels as their float64 bit pattern (``scalars.float64_bits``): a Python float
+argument would arrive as float32 on a GPU.
 """
 
 from __future__ import annotations
 
 import math
-import struct
 
 import torch
 import triton
 import triton.language as tl
+
+from fastmix.kernels.triton.scalars import float64_bits, float64_from_bits
 
 LOG_2PI = math.log(2.0 * math.pi)
 BLOCK = 256
@@ -29,17 +30,6 @@ BLOCK = 256
 SEGMENT_WARPS = 8
 GROUPING_BLOCK = 1024
 """Values per program of the keys and gather kernels."""
-
-
-def float64_argument(value: float) -> int:
-    """A non-negative float64 as a kernel argument: the bit pattern of ``-value`` as a signed int64 (always below
-    -2^62, so Triton types it int64 and never specialises it); ``_float64`` in a kernel reads it back exactly."""
-    return struct.unpack("<q", struct.pack("<d", -float(value)))[0]
-
-
-@triton.jit
-def _float64(bits):
-    return -(bits.to(tl.float64, bitcast=True))
 
 
 @triton.jit
@@ -283,7 +273,7 @@ def _gmm2_estep_kernel(values_ptr, offsets_ptr, lo_ptr, scale_ptr, weights_ptr, 
     start, end, lo, inv_scale = _segment(offsets_ptr, lo_ptr, scale_ptr, g)
     sums = _estep_sums(values_ptr, start, end, lo, inv_scale, tl.load(weights_ptr + 2 * g),
                        tl.load(weights_ptr + 2 * g + 1), tl.load(means_ptr + 2 * g), tl.load(means_ptr + 2 * g + 1),
-                       tl.load(variances_ptr + 2 * g), tl.load(variances_ptr + 2 * g + 1), _float64(log_2pi_bits),
+                       tl.load(variances_ptr + 2 * g), tl.load(variances_ptr + 2 * g + 1), float64_from_bits(log_2pi_bits),
                        BLOCK)
     _store_statistics(stats_ptr + 7 * g, *sums)
 
@@ -448,8 +438,8 @@ def _gmm2_em_kernel(values_ptr, offsets_ptr, count_ptr, lo_ptr, scale_ptr, weigh
         values_ptr, start, end, tl.load(count_ptr + g), lo, inv_scale, tl.load(weights_ptr + 2 * g),
         tl.load(weights_ptr + 2 * g + 1), tl.load(means_ptr + 2 * g), tl.load(means_ptr + 2 * g + 1),
         tl.load(variances_ptr + 2 * g), tl.load(variances_ptr + 2 * g + 1), log_likelihood_ptr + g.to(tl.int64) * max_iter,
-        max_iter, tl.zeros([], tl.int1), _float64(tol_bits), _float64(reg_covar_bits), _float64(eps_bits),
-        _float64(log_2pi_bits), BLOCK)
+        max_iter, tl.zeros([], tl.int1), float64_from_bits(tol_bits), float64_from_bits(reg_covar_bits), float64_from_bits(eps_bits),
+        float64_from_bits(log_2pi_bits), BLOCK)
     _store_pair(weights_ptr, g, w0, w1)
     _store_pair(means_ptr, g, m0, m1)
     _store_pair(variances_ptr, g, v0, v1)
@@ -466,14 +456,14 @@ def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weigh
     "kmeans" (KMEANS) or "quantile"): the normalisation, the init and its M-step, the EM, the degenerate
     placeholders."""
     g = tl.program_id(0)
-    reg_covar = _float64(reg_covar_bits)
-    eps = _float64(eps_bits)
+    reg_covar = float64_from_bits(reg_covar_bits)
+    eps = float64_from_bits(eps_bits)
     start = tl.load(offsets_ptr + g)
     end = tl.load(offsets_ptr + g + 1)
     count = tl.load(count_ptr + g)
     group_min = tl.load(min_ptr + g)
     group_max = tl.load(max_ptr + g)
-    shift, scale, unusable = _normalisation(group_min, group_max, _float64(max_magnitude_bits), MINMAX)
+    shift, scale, unusable = _normalisation(group_min, group_max, float64_from_bits(max_magnitude_bits), MINMAX)
     degenerate = (count < 2) | (group_max == group_min) | unusable
     inv_scale = 1.0 / scale
     low = (group_min - shift) / scale
@@ -489,8 +479,8 @@ def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weigh
     w1 = nk1 / tl.maximum(count, 1.0)
     w0, w1, m0, m1, v0, v1, iterations, converged = _em(
         values_ptr, start, end, count, shift, inv_scale, w0, w1, m0, m1, v0, v1,
-        log_likelihood_ptr + g.to(tl.int64) * max_iter, max_iter, degenerate, _float64(tol_bits), reg_covar, eps,
-        _float64(log_2pi_bits), BLOCK)
+        log_likelihood_ptr + g.to(tl.int64) * max_iter, max_iter, degenerate, float64_from_bits(tol_bits), reg_covar, eps,
+        float64_from_bits(log_2pi_bits), BLOCK)
     _store_pair(weights_ptr, g, tl.where(degenerate, 1.0, w0), tl.where(degenerate, 0.0, w1))
     _store_pair(means_ptr, g, tl.where(degenerate, 0.0, m0), tl.where(degenerate, 0.0, m1))
     _store_pair(variances_ptr, g, tl.where(degenerate, reg_covar, v0), tl.where(degenerate, reg_covar, v1))
@@ -535,7 +525,7 @@ def gmm2_split_statistics(sorted_values, offsets, lo, scale, split, shifts, stat
 
 def gmm2_estep(sorted_values, offsets, lo, scale, weights, means, variances, stats) -> None:
     _gmm2_estep_kernel[(lo.size(0),)](sorted_values, offsets, lo, scale, weights, means, variances, stats,
-                                      float64_argument(LOG_2PI), BLOCK=BLOCK, num_warps=SEGMENT_WARPS)
+                                      float64_bits(LOG_2PI), BLOCK=BLOCK, num_warps=SEGMENT_WARPS)
 
 
 def gmm2_race(sorted_values, offsets, lo, scale, keys, centre, stats) -> None:
@@ -560,8 +550,8 @@ def gmm2_em(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Ten
     """Fits every group in place: ``weights``/``means``/``variances`` (G, 2) float64 hold the initial params;
     ``log_likelihood`` (G, max_iter) gets NaN after a group stopped; ``converged`` is uint8."""
     _gmm2_em_kernel[(count.size(0),)](sorted_values, offsets, count, lo, scale, weights, means, variances,
-                                      log_likelihood, n_iter, converged, max_iter, float64_argument(tol),
-                                      float64_argument(reg_covar), float64_argument(eps), float64_argument(LOG_2PI),
+                                      log_likelihood, n_iter, converged, max_iter, float64_bits(tol),
+                                      float64_bits(reg_covar), float64_bits(eps), float64_bits(LOG_2PI),
                                       BLOCK=BLOCK, num_warps=SEGMENT_WARPS)
 
 
@@ -571,8 +561,8 @@ def gmm2_fit(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Te
     """Fills ``outputs`` = (weights, means, variances, log_likelihood, n_iter, converged, degenerate, min, max), the
     fields of a GMM2Fit, in one launch."""
     _gmm2_fit_kernel[(count.size(0),)](sorted_values, offsets, count, lo, hi, *outputs, max_iter, steps,
-                                       float64_argument(tol), float64_argument(reg_covar), float64_argument(eps),
-                                       float64_argument(LOG_2PI), float64_argument(max_magnitude), MINMAX=minmax,
+                                       float64_bits(tol), float64_bits(reg_covar), float64_bits(eps),
+                                       float64_bits(LOG_2PI), float64_bits(max_magnitude), MINMAX=minmax,
                                        KMEANS=kmeans, BISECTIONS=bisections, BLOCK=BLOCK, num_warps=SEGMENT_WARPS)
 
 

@@ -14,7 +14,17 @@ import triton
 import triton.language as tl
 
 from fastmix.kernels.triton import random as sampler
+from fastmix.kernels.triton.checks import DEVICE_ASSERTS
 from fastmix.kernels.triton.scalars import float64_bits, float64_from_bits
+
+@triton.jit
+def _round_to_uint8(acc):
+    """``acc`` saturated to [0, 255] and rounded half to even (the value a uint8 output stores)."""
+    acc = tl.minimum(tl.maximum(acc, 0.0), 255.0)
+    rounded = tl.floor(acc + 0.5)
+    odd = (rounded - 2.0 * tl.floor(rounded * 0.5)) == 1.0
+    return tl.where(((rounded - acc) == 0.5) & odd, rounded - 1.0, rounded)
+
 
 @triton.jit
 def _box_weight(box_ptr, weights_ptr, index, h, w, ones, HAS_BOX: tl.constexpr):
@@ -57,11 +67,8 @@ def _pair_mix_kernel(x_ptr, x_row_stride, out_ptr, out_row_stride, features, sel
         weight = _box_weight(seg_box_ptr, seg_weights_ptr, k, h, w, ones, HAS_BOX)
         values = tl.load(x_ptr + source * x_row_stride + cols, mask=tl.where(weight != 0, in_row, False), other=0)
         acc += weight * values.to(weight.dtype)
-    if IS_UINT8:  # round half to even, saturate
-        acc = tl.minimum(tl.maximum(acc, 0.0), 255.0)
-        rounded = tl.floor(acc + 0.5)
-        odd = (rounded - 2.0 * tl.floor(rounded * 0.5)) == 1.0
-        acc = tl.where(((rounded - acc) == 0.5) & odd, rounded - 1.0, rounded)
+    if IS_UINT8:
+        acc = _round_to_uint8(acc)
     tl.store(out_ptr + row * out_row_stride + cols, acc.to(out_ptr.dtype.element_ty), mask=in_row)
 
 
@@ -125,11 +132,8 @@ def _mix_pairs_kernel(x_ptr, x_row_stride, out_ptr, out_row_stride, features, we
             weight = 1.0 - _own_weight(weight_ptr, box_ptr, row, h, w, HAS_BOX)
         values = tl.load(x_ptr + source * x_row_stride + cols, mask=tl.where(weight != 0, in_row, False), other=0)
         acc += weight * values.to(weight.dtype)
-    if IS_UINT8:  # round half to even, saturate
-        acc = tl.minimum(tl.maximum(acc, 0.0), 255.0)
-        rounded = tl.floor(acc + 0.5)
-        odd = (rounded - 2.0 * tl.floor(rounded * 0.5)) == 1.0
-        acc = tl.where(((rounded - acc) == 0.5) & odd, rounded - 1.0, rounded)
+    if IS_UINT8:
+        acc = _round_to_uint8(acc)
     tl.store(out_ptr + row * out_row_stride + cols, acc.to(out_ptr.dtype.element_ty), mask=in_row)
 
 
@@ -194,7 +198,7 @@ DRAW_MODES = ("batch", "pair", "elem", "half")
 LABEL_KINDS = ("none", "index", "dense")
 
 
-@triton.jit(debug=True)  # compiles the device assert on class indices in (as torch._assert_async on a GPU)
+@triton.jit
 def _mix_params_kernel(seed_ptr, lam_ptr, weight_ptr, box_ptr, partner_ptr, inverse_ptr, cutmix_ptr, labels_ptr,
                        label_row_stride, label_col_stride, mixed_labels_ptr, classes, batch, height, width, low_h,
                        span_h, low_w, span_w, mixup_alpha_bits, cutmix_alpha_bits, mix_prob_bits, switch_prob_bits,
@@ -318,4 +322,4 @@ def mix_params(seed: torch.Tensor, labels: torch.Tensor | None, label_kind: str,
         float64_bits(mix_prob), float64_bits(switch_prob), float64_bits(keep), float64_bits(add),
         DRAWS=DRAW_MODES.index(draws), PERMUTE=permute, MIXUP=mixup_alpha > 0, CUTMIX=cutmix_alpha > 0,
         GATE=mix_prob < 1, MINMAX=box_range is not None, CORRECT_LAM=correct_lam or box_range is not None,
-        LABELS=LABEL_KINDS.index(label_kind), BLOCK=block, BLOCK_K=64, num_warps=4)
+        LABELS=LABEL_KINDS.index(label_kind), BLOCK=block, BLOCK_K=64, num_warps=4, **DEVICE_ASSERTS)

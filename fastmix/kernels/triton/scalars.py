@@ -1,4 +1,4 @@
-"""Precision-critical float arguments of the Triton loss kernels.
+"""Precision-critical float arguments of the Triton kernels.
 
 A Python float argument reaches a kernel as fp32 on a GPU but as float64 under the interpreter, so an fp64 kernel
 would compute with a rounded constant on a GPU only. An int arrives exactly in both, so a float travels as its
