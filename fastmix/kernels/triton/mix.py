@@ -42,9 +42,9 @@ def _box_weight(box_ptr, weights_ptr, index, h, w, ones, HAS_BOX: tl.constexpr):
 
 
 @triton.jit
-def _pair_mix_kernel(x_ptr, x_row_stride, out_ptr, out_row_stride, features, self_box_ptr, self_weights_ptr,
-                     seg_box_ptr, seg_weights_ptr, sources_ptr, offsets_ptr, height, width, h_div, w_div,
-                     HAS_BOX: tl.constexpr, IS_UINT8: tl.constexpr, BLOCK_F: tl.constexpr):
+def _row_tile(features, height, width, h_div, w_div, HAS_BOX: tl.constexpr, BLOCK_F: tl.constexpr):
+    """This program's tile of a (B, F) row-major launch: ``(row, cols, in_row, h, w)``, with each column's image row
+    ``h`` and column ``w`` (``f // div % size``) where there is a box."""
     tiles = tl.cdiv(features, BLOCK_F)
     row = (tl.program_id(0) // tiles).to(tl.int64)
     cols = (tl.program_id(0) % tiles) * BLOCK_F + tl.arange(0, BLOCK_F)
@@ -55,6 +55,14 @@ def _pair_mix_kernel(x_ptr, x_row_stride, out_ptr, out_row_stride, features, sel
     else:  # unused: every element is outside the (absent) box
         h = cols
         w = cols
+    return row, cols, in_row, h, w
+
+
+@triton.jit
+def _pair_mix_kernel(x_ptr, x_row_stride, out_ptr, out_row_stride, features, self_box_ptr, self_weights_ptr,
+                     seg_box_ptr, seg_weights_ptr, sources_ptr, offsets_ptr, height, width, h_div, w_div,
+                     HAS_BOX: tl.constexpr, IS_UINT8: tl.constexpr, BLOCK_F: tl.constexpr):
+    row, cols, in_row, h, w = _row_tile(features, height, width, h_div, w_div, HAS_BOX, BLOCK_F)
     ones = tl.full([BLOCK_F], 1.0, dtype=self_weights_ptr.dtype.element_ty)
     weight = _box_weight(self_box_ptr, self_weights_ptr, row, h, w, ones, HAS_BOX)
     # tl.where, not &: a scalar weight (no box) makes the interpreter's & of a bool scalar and block fail
@@ -104,16 +112,7 @@ def _mix_pairs_kernel(x_ptr, x_row_stride, out_ptr, out_row_stride, features, we
                       ONE_TERM: tl.constexpr, IS_UINT8: tl.constexpr, BLOCK_F: tl.constexpr):
     """``out[j] = W_j x[j] + sum_k (1 - W_t(k)) x[s_k]`` over the terms k of row j: one term ``s = sources[j]``
     (``ONE_TERM``) or ``sources[offsets[j]:offsets[j + 1]]``; ``t = j`` for the mix, ``t = s`` for its adjoint."""
-    tiles = tl.cdiv(features, BLOCK_F)
-    row = (tl.program_id(0) // tiles).to(tl.int64)
-    cols = (tl.program_id(0) % tiles) * BLOCK_F + tl.arange(0, BLOCK_F)
-    in_row = cols < features
-    if HAS_BOX:
-        h = (cols // h_div) % height
-        w = (cols // w_div) % width
-    else:  # unused: every element is outside the (absent) box
-        h = cols
-        w = cols
+    row, cols, in_row, h, w = _row_tile(features, height, width, h_div, w_div, HAS_BOX, BLOCK_F)
     weight = _own_weight(weight_ptr, box_ptr, row, h, w, HAS_BOX)
     # tl.where, not &: a scalar weight (no box) makes the interpreter's & of a bool scalar and block fail
     values = tl.load(x_ptr + row * x_row_stride + cols, mask=tl.where(weight != 0, in_row, False), other=0)
