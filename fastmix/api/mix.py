@@ -297,7 +297,7 @@ def check_classes_on_cpu(y: torch.Tensor, classes: int) -> None:
     """Class indices in [0, K) for CPU tensors in eager mode on the parameter kernel's path, a ValueError: the
     Triton interpreter runs no device asserts. On a GPU the kernel's compiled-in device assert checks them, as
     ``torch._assert_async`` would, with no launch of its own."""
-    if y.device.type == "cpu" and not torch.compiler.is_compiling():
+    if _checks.host_reads_values(y):
         _checks.check_on_device(((y >= 0) & (y < classes)).all(), f"y holds class indices outside [0, {classes})")
 
 

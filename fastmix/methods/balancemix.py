@@ -33,7 +33,7 @@ def _multi_hot(name: str, labels, shape: tuple | None = None, device: torch.devi
     if labels.is_complex():
         raise TypeError(f"{name} must hold 0/1 multi-hot labels, got dtype {labels.dtype}")
     labels = _checks.check_matrix(name, labels if labels.is_floating_point() else labels.float(), shape, device)
-    if labels.device.type == "cpu" and not torch.compiler.is_compiling():
+    if _checks.host_reads_values(labels):
         if bool(((labels != 0) & (labels != 1)).any()):
             raise ValueError(f"{name} must hold multi-hot labels (0 or 1 only)")
     return labels if labels.dtype == torch.float64 else labels.float()
