@@ -141,8 +141,11 @@ def test_gradcheck_float64(backend, device, layout, keep_original):
                                   generator=seeded(device, 1), backend=backend)
         return out - out.detach() / 2 if keep_original else out
 
-    assert torch.autograd.gradcheck(mixed, (z,))
-    assert torch.autograd.gradgradcheck(mixed, (z,))
+    # Under the interpreter each evaluation is three kernel launches: the Triton backend checks the random projection
+    # v^T J u (fast mode), which any wrong Jacobian entry changes; the reference checks every entry.
+    fast = backend == "triton"
+    assert torch.autograd.gradcheck(mixed, (z,), fast_mode=fast)
+    assert torch.autograd.gradgradcheck(mixed, (z,), fast_mode=fast)
 
 
 def test_gradcheck_fails_without_the_halving():
@@ -194,18 +197,18 @@ def test_p_is_beta_and_perm_is_a_permutation(backend, device):
 @pytest.mark.parametrize("backend,device", backend_params(("triton",)))
 def test_triton_draws_p_from_beta_and_a_uniform_permutation(backend, device):
     """The parameter kernel's draws: p ~ Beta(alpha, alpha) (Kolmogorov-Smirnov against scipy on fixed seeds), one p
-    per call unless per_sample, a permutation with every (sample, position) pair equally likely (chi-square over 300
+    per call unless per_sample, a permutation with every (sample, position) pair equally likely (chi-square over 200
     seeds with B = 7); through flow_mix, the same generator seed draws the same, another seed not."""
     for alpha in (0.3, 3.0):
-        lam, perm = flow_ops.flow_params(torch.tensor([round(10 * alpha)], device=device), alpha, 1024, True,
+        lam, perm = flow_ops.flow_params(torch.tensor([round(10 * alpha)], device=device), alpha, 512, True,
                                          torch.float64)
         assert scipy_stats.kstest(lam.cpu().numpy(), scipy_stats.beta(alpha, alpha).cdf).pvalue > 1e-3
-        assert torch.equal(perm.sort().values.cpu(), torch.arange(1024))
+        assert torch.equal(perm.sort().values.cpu(), torch.arange(512))
         shared, _ = flow_ops.flow_params(torch.tensor([5], device=device), alpha, 100, False, torch.float32)
         assert torch.all(shared == shared[0]), "one p per mixing call by default (eq. 2)"
     perms = torch.stack([flow_ops.flow_params(torch.tensor([seed], device=device), 3.0, 7, False, torch.float32)[1]
-                         for seed in range(300)]).cpu()
-    counts = torch.stack([(perms == value).sum(0) for value in range(7)])  # (value, position) counts, 300/7 each
+                         for seed in range(200)]).cpu()
+    counts = torch.stack([(perms == value).sum(0) for value in range(7)])  # (value, position) counts, 200/7 each
     assert scipy_stats.chisquare(counts.flatten().numpy()).pvalue > 1e-3
     z = torch.zeros(9, 1, device=device)
     first = fastmix.flow_mix(z, per_sample=True, generator=seeded(device), backend=backend)[1]
