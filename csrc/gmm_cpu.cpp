@@ -4,10 +4,13 @@
 //   gmm2_split_statistics_cpu, gmm2_race_cpu (the inits' passes), gmm2_estep_cpu and gmm2_em_cpu
 //                           work on fixed blocks of one group's segment, each block's statistics reduced in block
 //                           order, so results do not depend on the thread count or the schedule.
-// The block passes (the inits' hard split, the E-step) are explicitly vectorised (GCC/Clang vector
-// extensions, float64 throughout, the E-step's exp accurate to 1 ulp); they are compiled for AVX-512, AVX2+FMA and
-// the baseline ISA and the best one the CPU has runs (the FASTMIX_CPU_ISA environment variable forces one). The lane count is fixed per ISA, so a fit is bitwise
-// reproducible on one machine; across CPU kinds the sums' rounding differs in the last bits.
+// The block passes (the inits' hard split, the E-step) are explicitly vectorised (GCC/Clang vector extensions);
+// they are compiled for AVX-512, AVX2+FMA and the baseline ISA and the best one the CPU has runs (the
+// FASTMIX_CPU_ISA environment variable forces one). Precision, the policy of every backend (docs/gmm_gpu.md,
+// "Precision"): the E-step of float32 values computes each value's terms (exp, the log's factors) and the lanes'
+// running sums in float32 (EStepSumsFloat), everything else is float64 (the E-step of float64 values: exp
+// accurate to 1 ulp). The lane count is fixed per ISA, so a fit is bitwise reproducible on one machine; across CPU
+// kinds the sums' rounding differs in the last bits.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -33,6 +36,7 @@ namespace {
 
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
 constexpr int64_t kSignBit = std::numeric_limits<int64_t>::min();
+constexpr double kLn2 = 0.6931471805599453;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Group order: the values of group g at sorted[offsets[g]:offsets[g + 1]].
@@ -462,6 +466,144 @@ struct EStepSums {
   }
 };
 
+// The E-step of float32 values, 2L float32 lanes (twice the float64 lanes of the same ISA), under the precision
+// policy every backend shares: each value's arithmetic (normalisation, exp, the log's factors) and the lanes'
+// running sums are float32; every kVectorsPerFlush vectors the running sums are added into float64 lane sums and
+// the product of the factors (1 + e) is renormalised to [1, 2) with its exponent kept as an integer, so one log
+// per lane at the end is exact to float64 rounding. The sum over the lanes and everything per group are float64.
+template <int M>
+struct FloatLanes {
+  typedef float F __attribute__((vector_size(4 * M)));
+  typedef int32_t I __attribute__((vector_size(4 * M)));
+};
+
+// exp(a) for a <= 0 in float32, within 2 ulp for a >= -87 (below, clamped at exp(-87) ~ 1.6e-38, which adds
+// nothing next to the other component's 1): a = n ln2 + r, |r| <= ln2 / 2 (Cody-Waite, two-part ln2), e^r by
+// its degree-7 Taylor polynomial (truncation < r^8 / 8! < 6e-9 relative), 2^n put in the exponent bits.
+template <int M>
+FASTMIX_INLINE typename FloatLanes<M>::F exp_nonpositive_float(typename FloatLanes<M>::F a) {
+  using F = typename FloatLanes<M>::F;
+  using I = typename FloatLanes<M>::I;
+  constexpr float kShifter = 0x1.8p23f;
+  a = a > -87.0f ? a : F{} - 87.0f;
+  F n = a * 1.44269504f + kShifter;  // log2(e)
+  const I n_bits = reinterpret_cast<I>(n);  // the low bits hold the integer n
+  n -= kShifter;
+  const F r = (a - n * 0.693359375f) - n * -2.12194440e-4f;  // ln2 = hi + lo, n * hi exact
+  F p = F{} + 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const I two_to_n = (n_bits << 23) + (int32_t(127) << 23);  // (n + 127) in the exponent field
+  return p * reinterpret_cast<F>(two_to_n);
+}
+
+template <int M>
+struct EStepSumsFloat {
+  using F = typename FloatLanes<M>::F;
+  using I = typename FloatLanes<M>::I;
+  using D = typename Lanes<M>::D;  // M float64 lanes: the flushed sums
+  static constexpr int64_t kVectorsPerFlush = 64;  // a product of 64 factors in [1, 2) stays below 2^64
+  float lo, inv_scale, half_precision[2], offset[2], mean[2];
+  F log_p{}, resp[2]{}, shifted[2]{}, squared[2]{};
+  F product = F{} + 1.0f;
+  I product_exponent{};
+  D total[gmm::kStats]{};
+
+  explicit EStepSumsFloat(const GroupConstants& c)
+      : lo(static_cast<float>(c.lo)), inv_scale(static_cast<float>(c.inv_scale)) {
+    for (int k = 0; k < 2; ++k) {
+      half_precision[k] = static_cast<float>(c.half_precision[k]);
+      offset[k] = static_cast<float>(c.offset[k]);
+      mean[k] = static_cast<float>(c.mean[k]);
+    }
+  }
+
+  // As EStepSums::add, in float32.
+  template <bool kMasked>
+  FASTMIX_INLINE void add(F v, F keep) {
+    const F x = (v - lo) * inv_scale;
+    F d[2], squares[2], w[2];
+    for (int k = 0; k < 2; ++k) {
+      d[k] = x - mean[k];
+      squares[k] = d[k] * d[k];
+      w[k] = offset[k] - half_precision[k] * squares[k];
+    }
+    const F gap = w[1] - w[0];
+    const I one_on_top = gap > 0.0f;
+    const F e = exp_nonpositive_float<M>(reinterpret_cast<F>(reinterpret_cast<I>(gap) | INT32_MIN));
+    const F sum = 1.0f + e;
+    const F r_top = 1.0f / sum;
+    const F r_other = e * r_top;
+    F r[2] = {one_on_top ? r_other : r_top, one_on_top ? r_top : r_other};
+    F top = one_on_top ? w[1] : w[0];
+    F factor = sum;
+    if constexpr (kMasked) {
+      r[0] *= keep;
+      r[1] *= keep;
+      top *= keep;
+      factor = factor * keep + (1.0f - keep);
+    }
+    log_p += top;
+    product *= factor;
+    for (int k = 0; k < 2; ++k) {
+      resp[k] += r[k];
+      shifted[k] += r[k] * d[k];
+      squared[k] += r[k] * squares[k];
+    }
+  }
+
+  FASTMIX_INLINE void flush() {
+    const I bits = reinterpret_cast<I>(product);
+    product_exponent += (bits >> 23) - 127;
+    product = reinterpret_cast<F>((bits & 0x007fffff) | (int32_t(127) << 23));
+    F* sums[gmm::kStats] = {&log_p, &resp[0], &resp[1], &shifted[0], &shifted[1], &squared[0], &squared[1]};
+    for (int s = 0; s < gmm::kStats; ++s) {
+      total[s] += __builtin_convertvector(*sums[s], D);
+      *sums[s] = F{};
+    }
+  }
+
+  FASTMIX_INLINE void store(double* stats) {
+    flush();
+    for (int s = 0; s < gmm::kStats; ++s) stats[s] = 0.0;
+    for (int l = 0; l < M; ++l) {
+      stats[0] += std::log(static_cast<double>(product[l])) + product_exponent[l] * kLn2;
+      for (int s = 0; s < gmm::kStats; ++s) stats[s] += total[s][l];
+    }
+  }
+};
+
+// run_lanes for float32 values kept in float32: sums.add<masked>(v, keep) over the raw values, M at a time.
+template <int M, typename Sums>
+FASTMIX_INLINE void run_float_lanes(const float* values, int64_t n, Sums& sums) {
+  using F = typename FloatLanes<M>::F;
+  const int64_t whole = n - n % M;
+  int64_t i = 0;
+  while (i < whole) {
+    const int64_t stop = std::min(whole, i + Sums::kVectorsPerFlush * M);
+    for (; i < stop; i += M) {
+      prefetch_ahead(values + i);
+      F v;
+      std::memcpy(&v, values + i, sizeof v);
+      sums.template add<false>(v, F{});
+    }
+    sums.flush();
+  }
+  if (i < n) {
+    F v{}, keep{};
+    for (int l = 0; l < n - i; ++l) {
+      v[l] = values[i + l];
+      keep[l] = 1.0f;
+    }
+    sums.template add<true>(v, keep);
+  }
+}
+
 template <int L, typename T>
 FASTMIX_INLINE void run_pass(Pass pass, const T* values, int64_t n, const GroupConstants& c, double* out) {
   if (pass == Pass::kSplit) {
@@ -475,6 +617,10 @@ FASTMIX_INLINE void run_pass(Pass pass, const T* values, int64_t n, const GroupC
   } else if (pass == Pass::kCount) {
     LloydSums<L, false> sums{c};
     run_lanes<L>(values, n, c, sums);
+    sums.store(out);
+  } else if constexpr (std::is_same_v<T, float>) {
+    EStepSumsFloat<2 * L> sums(c);
+    run_float_lanes<2 * L>(values, n, sums);
     sums.store(out);
   } else {
     EStepSums<L> sums{c};
