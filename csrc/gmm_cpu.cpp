@@ -37,6 +37,7 @@ namespace {
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
 constexpr int64_t kSignBit = std::numeric_limits<int64_t>::min();
 constexpr double kLn2 = 0.6931471805599453;
+constexpr float kInfinityFloat = std::numeric_limits<float>::infinity();
 
 // ---------------------------------------------------------------------------------------------------------------
 // Group order: the values of group g at sorted[offsets[g]:offsets[g + 1]].
@@ -604,12 +605,116 @@ FASTMIX_INLINE void run_float_lanes(const float* values, int64_t n, Sums& sums) 
   }
 }
 
+// The k-means init's counting and Lloyd passes over float32 values (LloydSums' outputs) compare the raw values with
+// a float32 threshold: the smallest float32 v whose normalised value is >= the split (gmm::normalised is monotone
+// in v for a positive scale), found by bisection over the floats in order, so each value lands on the side of the
+// float64 comparison. NaN when no float qualifies (then no value is above).
+FASTMIX_INLINE uint32_t float_order(float v) {  // monotone in v over the non-NaN floats
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+FASTMIX_INLINE float float_of_order(uint32_t key) {
+  const uint32_t bits = (key & 0x80000000u) ? (key & 0x7fffffffu) : ~key;
+  float v;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+float float_threshold(const GroupConstants& c) {
+  auto above = [&c](uint32_t key) { return gmm::normalised(float_of_order(key), c.lo, c.inv_scale) >= c.split; };
+  uint32_t low = float_order(-kInfinityFloat), high = float_order(kInfinityFloat);
+  if (!above(high)) return std::numeric_limits<float>::quiet_NaN();
+  while (low < high) {  // the smallest key in [low, high] above the split
+    const uint32_t middle = low + (high - low) / 2;
+    if (above(middle)) {
+      high = middle;
+    } else {
+      low = middle + 1;
+    }
+  }
+  return float_of_order(low);
+}
+
+// out as LloydSums<L, kSums> stores it: per side the count and, with kSums, the sum of (x - shift_k), the values'
+// float64 sum per side normalised after summing (x = (v - lo) / scale is affine). The count alone compares M
+// float32 lanes; the sums compare and add two vectors of M / 2 float64 lanes (each float32 value converted exactly,
+// compared with the threshold converted exactly).
+template <int M, bool kSums>
+FASTMIX_INLINE void float_split_pass(const float* values, int64_t n, const GroupConstants& c, double* out) {
+  using F = typename FloatLanes<M>::F;
+  using I = typename FloatLanes<M>::I;
+  using D = typename Lanes<M / 2>::D;
+  using I64 = typename Lanes<M / 2>::I;
+  constexpr int64_t kVectorsPerFlush = int64_t(1) << 24;  // int32 lane counts cannot overflow
+  const float threshold = float_threshold(c);
+  int64_t above = 0;
+  double sum[2] = {0.0, 0.0};
+  const int64_t whole = n - n % M;
+  if constexpr (kSums) {
+    D sums[2][2] = {};  // [side][half]
+    I64 lanes_above[2] = {};
+    for (int64_t i = 0; i < whole; i += M) {
+      prefetch_ahead(values + i);
+      for (int h = 0; h < 2; ++h) {
+        D v;
+        for (int l = 0; l < M / 2; ++l) v[l] = values[i + h * (M / 2) + l];  // one vcvtps2pd
+        const I64 upper = v >= static_cast<double>(threshold);
+        const D v_upper = reinterpret_cast<D>(reinterpret_cast<I64>(v) & upper);
+        lanes_above[h] -= upper;
+        sums[1][h] += v_upper;
+        sums[0][h] += v - v_upper;  // exact: v - v or v - 0
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      for (int l = 0; l < M / 2; ++l) {
+        above += lanes_above[h][l];
+        sum[0] += sums[0][h][l];
+        sum[1] += sums[1][h][l];
+      }
+    }
+  } else {
+    for (int64_t i = 0; i < whole;) {
+      const int64_t stop = std::min(whole, i + kVectorsPerFlush * M);
+      I lanes_above{};
+      for (; i < stop; i += M) {
+        prefetch_ahead(values + i);
+        F v;
+        std::memcpy(&v, values + i, sizeof v);
+        lanes_above -= v >= threshold;
+      }
+      for (int l = 0; l < M; ++l) above += lanes_above[l];
+    }
+  }
+  for (int64_t i = whole; i < n; ++i) {
+    const bool upper = values[i] >= threshold;
+    above += upper;
+    sum[upper] += values[i];
+  }
+  for (int s = 0; s < gmm::kStats; ++s) out[s] = 0.0;
+  const double count[2] = {static_cast<double>(n - above), static_cast<double>(above)};
+  out[1] = count[0];
+  if constexpr (kSums) {
+    for (int k = 0; k < 2; ++k) {
+      out[1 + k] = count[k];
+      out[3 + k] = (sum[k] - count[k] * c.lo) * c.inv_scale - count[k] * c.shift[k];
+    }
+  }
+}
+
 template <int L, typename T>
 FASTMIX_INLINE void run_pass(Pass pass, const T* values, int64_t n, const GroupConstants& c, double* out) {
   if (pass == Pass::kSplit) {
     SplitSums<L> sums{c};
     run_lanes<L>(values, n, c, sums);
     sums.store(out);
+  } else if (std::is_same_v<T, float> && pass != Pass::kEStep && c.inv_scale > 0.0 && c.inv_scale < kInfinity) {
+    if (pass == Pass::kLloyd) {
+      float_split_pass<2 * L, true>(reinterpret_cast<const float*>(values), n, c, out);
+    } else {
+      float_split_pass<2 * L, false>(reinterpret_cast<const float*>(values), n, c, out);
+    }
   } else if (pass == Pass::kLloyd) {
     LloydSums<L> sums{c};
     run_lanes<L>(values, n, c, sums);
