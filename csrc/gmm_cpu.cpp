@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -42,7 +43,7 @@ constexpr float kInfinityFloat = std::numeric_limits<float>::infinity();
 // ---------------------------------------------------------------------------------------------------------------
 // Group order: the values of group g at sorted[offsets[g]:offsets[g + 1]].
 
-constexpr int64_t kChunk = 1 << 15;
+constexpr int64_t kChunk = 1 << 17;
 constexpr int64_t kMaxBufferDoubles = int64_t(1) << 22;
 
 // Fixed chunks of [0, n) for per-chunk buffers of `width` entries, at most kMaxBufferDoubles in all.
@@ -74,30 +75,39 @@ FASTMIX_INLINE void prefetch_ahead(const T* p) {
   __builtin_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes);
 }
 
-// Per-group count, validation, then the stable counting sort: pass 1 counts each chunk's values per group; pass 2
-// sorts each chunk in a cache-resident buffer and copies its runs to their places (a direct scatter into 2G
-// far-apart streams is several times slower: a TLB miss per value).
-template <typename T>
+// Per-group count, validation, then the stable counting sort: pass 1 counts each chunk's values per group and
+// writes each value's key (its group, or n_groups for an omitted non-finite value) in the narrowest type that
+// holds n_groups (Key: uint8_t or uint16_t), so pass 2 reads 1 or 2 bytes per value instead of the 8-byte group
+// (with more groups, Key = int64_t: pass 2 reads the groups again and derives the keys); pass 2 sorts each chunk
+// in a cache-resident buffer, branch-free (the omitted values go after the chunk's finite ones), and copies its
+// runs to their places (a direct scatter into 2G far-apart streams is several times slower: a TLB miss per value).
+template <typename T, typename Key>
 void sort_by_group(const T* values, const int64_t* groups, int64_t n, int64_t n_groups, bool omit_nonfinite,
                    T* sorted, int64_t* offsets) {
+  constexpr bool kCompact = !std::is_same_v<Key, int64_t>;
   const Chunks chunks(n, n_groups);
   std::vector<int64_t> counts(chunks.count * n_groups, 0);
   std::vector<int64_t> bad_groups(chunks.count, 0), not_finite(chunks.count, 0);
+  std::unique_ptr<Key[]> keys(kCompact ? new Key[n] : nullptr);
 #pragma omp parallel for schedule(dynamic)
   for (int64_t c = 0; c < chunks.count; ++c) {
     int64_t* own = counts.data() + c * n_groups;
+    Key* __restrict own_keys = keys.get();
     const int64_t end = chunks.end(c, n);  // hoisted: the stores below could alias `chunks`
     for (int64_t i = chunks.begin(c); i < end; ++i) {
       prefetch_ahead(groups + i);
       prefetch_ahead(values + i);
-      const int64_t g = groups[i];
+      int64_t g = groups[i];
       if (static_cast<uint64_t>(g) >= static_cast<uint64_t>(n_groups)) {
         ++bad_groups[c];
+        g = n_groups;
       } else if (!gmm::is_finite(as_double(values[i]))) {
         ++not_finite[c];
+        g = n_groups;
       } else {
         ++own[g];
       }
+      if constexpr (kCompact) own_keys[i] = static_cast<Key>(g);
     }
   }
   for (int64_t c = 0; c < chunks.count; ++c) {
@@ -121,20 +131,28 @@ void sort_by_group(const T* values, const int64_t* groups, int64_t n, int64_t n_
 #pragma omp parallel
   {
     std::vector<T> local(chunks.size);
-    std::vector<int64_t> cursor(n_groups);
+    std::vector<int64_t> cursor(n_groups + 1);
 #pragma omp for schedule(dynamic)
     for (int64_t c = 0; c < chunks.count; ++c) {
       const int64_t* own = counts.data() + c * n_groups;
       int64_t* __restrict next = cursor.data();
       T* __restrict buffer = local.data();
-      for (int64_t g = 0, at = 0; g < n_groups; at += own[g], ++g) next[g] = at;
+      int64_t at = 0;
+      for (int64_t g = 0; g < n_groups; at += own[g], ++g) next[g] = at;
+      next[n_groups] = at;
       const int64_t end = chunks.end(c, n);
       for (int64_t i = chunks.begin(c); i < end; ++i) {
-        prefetch_ahead(groups + i);
         prefetch_ahead(values + i);
-        if (gmm::is_finite(as_double(values[i]))) buffer[next[groups[i]]++] = values[i];
+        if constexpr (kCompact) {
+          prefetch_ahead(keys.get() + i);
+          buffer[next[keys[i]]++] = values[i];
+        } else {
+          prefetch_ahead(groups + i);
+          buffer[next[gmm::is_finite(as_double(values[i])) ? groups[i] : n_groups]++] = values[i];
+        }
       }
-      for (int64_t g = 0, at = 0; g < n_groups; at += own[g], ++g) {
+      at = 0;
+      for (int64_t g = 0; g < n_groups; at += own[g], ++g) {
         std::copy(local.data() + at, local.data() + at + own[g], sorted + run_starts[c * n_groups + g]);
       }
     }
@@ -1035,8 +1053,10 @@ void gmm2_segments_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype,
   dispatch_float(dtype, "gmm2_segments_cpu", [&](auto tag) {
     using T = decltype(tag);
     advise_huge_pages(out<T>(sorted), n * sizeof(T));
-    sort_by_group(in<T>(values), in<int64_t>(groups), n, n_groups, omit_nonfinite, out<T>(sorted),
-                  out<int64_t>(offsets));
+    const auto sort = n_groups < 256     ? sort_by_group<T, uint8_t>
+                      : n_groups < 65536 ? sort_by_group<T, uint16_t>
+                                         : sort_by_group<T, int64_t>;  // keys 0..n_groups (the omitted ones)
+    sort(in<T>(values), in<int64_t>(groups), n, n_groups, omit_nonfinite, out<T>(sorted), out<int64_t>(offsets));
     group_range(in<T>(sorted), in<int64_t>(offsets), n_groups, out<double>(count), out<double>(lo), out<double>(hi));
   });
 }

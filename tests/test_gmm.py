@@ -188,6 +188,26 @@ def test_segments_match_a_stable_sort_by_group(backend, dtype):
     assert held == int(finite.sum()) and bool((sorted_values[held:] == 0).all())
 
 
+@pytest.mark.parametrize("backend", cpu_backends(("cpu",)))
+@pytest.mark.parametrize("n_groups", [255, 256, 65535, 65536])
+def test_segments_of_many_groups_match_a_stable_sort(backend, n_groups):
+    """The C++ grouping keeps each value's group in 1, 2 or 8 bytes by n_groups (one key more than the groups: the
+    omitted values'): at each width's edge, against torch's stable sort; the omitted values (NaN, inf) are dropped."""
+    g = torch.Generator().manual_seed(n_groups)
+    groups = torch.randint(0, n_groups, (3000,), generator=g)
+    groups[:2] = n_groups - 1  # the largest group index is used
+    values = torch.rand(3000, generator=g)
+    values[5], values[9] = float("nan"), float("inf")
+    sorted_values, offsets, count, _, _ = gmm_ops.gmm2_segments(values, groups, n_groups, True, backend)
+    finite = torch.isfinite(values)
+    order = torch.sort(groups[finite], stable=True).indices
+    held = int(finite.sum())
+    assert torch.equal(sorted_values[:held], values[finite][order])
+    assert torch.equal(offsets, torch.cat([torch.zeros(1, dtype=torch.int64),
+                                           torch.bincount(groups[finite], minlength=n_groups).cumsum(0)]))
+    assert bool((sorted_values[held:] == 0).all()) and float(count.sum()) == held
+
+
 @pytest.mark.parametrize("backend", cpu_backends(("cpu", "triton", "reference")))
 def test_grouping_rejects_bad_data(backend):
     values, groups = random_groups(3, seed=4)
