@@ -38,6 +38,7 @@ namespace {
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
 constexpr int64_t kSignBit = std::numeric_limits<int64_t>::min();
 constexpr double kLn2 = 0.6931471805599453;
+constexpr double kLog2E = 1.4426950408889634;
 constexpr float kInfinityFloat = std::numeric_limits<float>::infinity();
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -489,33 +490,39 @@ struct EStepSums {
 // policy every backend shares: each value's arithmetic (normalisation, exp, the log's factors) and the lanes'
 // running sums are float32; every kVectorsPerFlush vectors the running sums are added into float64 lane sums and
 // the product of the factors (1 + e) is renormalised to [1, 2) with its exponent kept as an integer, so one log
-// per lane at the end is exact to float64 rounding. The sum over the lanes and everything per group are float64.
+// per lane at the end is exact to float64 rounding. The log-weights are taken in log2 units (the constants scaled by
+// log2 e: exp becomes 2^, whose range reduction is exact), their sum converted back per lane at the end. The sum over
+// the lanes and everything per group are float64.
 template <int M>
 struct FloatLanes {
   typedef float F __attribute__((vector_size(4 * M)));
   typedef int32_t I __attribute__((vector_size(4 * M)));
 };
 
-// exp(a) for a <= 0 in float32, within 2 ulp for a >= -87 (below, clamped at exp(-87) ~ 1.6e-38, which adds
-// nothing next to the other component's 1): a = n ln2 + r, |r| <= ln2 / 2 (Cody-Waite, two-part ln2), e^r by
-// its degree-7 Taylor polynomial (truncation < r^8 / 8! < 6e-9 relative), 2^n put in the exponent bits.
+// 2^a for a <= 0 in float32, within 2 ulp for a >= -126 (below, clamped at 2^-126 ~ 1.2e-38, which adds nothing
+// next to the other component's 1): a = n + r, n an integer, |r| <= 1/2 (exact), 2^r = e^(r ln2) by its degree-7
+// Taylor polynomial (truncation < (ln2 / 2)^8 / 8! < 5e-9 relative), 2^n put in the exponent bits. The clamp is a
+// signed integer min of the bit patterns (for negative floats their order reverses that of the values).
 template <int M>
-FASTMIX_INLINE typename FloatLanes<M>::F exp_nonpositive_float(typename FloatLanes<M>::F a) {
+FASTMIX_INLINE typename FloatLanes<M>::F exp2_nonpositive_float(typename FloatLanes<M>::F a) {
   using F = typename FloatLanes<M>::F;
   using I = typename FloatLanes<M>::I;
   constexpr float kShifter = 0x1.8p23f;
-  a = a > -87.0f ? a : F{} - 87.0f;
-  F n = a * 1.44269504f + kShifter;  // log2(e)
+  constexpr int32_t kLowest = -1023672320;  // the bits of -126.0f as int32
+  I bits = reinterpret_cast<I>(a);
+  bits = bits < kLowest ? bits : I{} + kLowest;
+  a = reinterpret_cast<F>(bits);
+  F n = a + kShifter;
   const I n_bits = reinterpret_cast<I>(n);  // the low bits hold the integer n
   n -= kShifter;
-  const F r = (a - n * 0.693359375f) - n * -2.12194440e-4f;  // ln2 = hi + lo, n * hi exact
-  F p = F{} + 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
+  const F r = a - n;
+  F p = F{} + 1.5252733804059838e-05f;
+  p = p * r + 0.00015403530393381606f;
+  p = p * r + 0.0013333558146428441f;
+  p = p * r + 0.009618129107628477f;
+  p = p * r + 0.055504108664821576f;
+  p = p * r + 0.2402265069591007f;
+  p = p * r + 0.6931471805599453f;
   p = p * r + 1.0f;
   const I two_to_n = (n_bits << 23) + (int32_t(127) << 23);  // (n + 127) in the exponent field
   return p * reinterpret_cast<F>(two_to_n);
@@ -535,9 +542,9 @@ struct EStepSumsFloat {
 
   explicit EStepSumsFloat(const GroupConstants& c)
       : lo(static_cast<float>(c.lo)), inv_scale(static_cast<float>(c.inv_scale)) {
-    for (int k = 0; k < 2; ++k) {
-      half_precision[k] = static_cast<float>(c.half_precision[k]);
-      offset[k] = static_cast<float>(c.offset[k]);
+    for (int k = 0; k < 2; ++k) {  // the log-weights in bits (log2 units): exp becomes 2^
+      half_precision[k] = static_cast<float>(c.half_precision[k] * kLog2E);
+      offset[k] = static_cast<float>(c.offset[k] * kLog2E);
       mean[k] = static_cast<float>(c.mean[k]);
     }
   }
@@ -545,16 +552,16 @@ struct EStepSumsFloat {
   // As EStepSums::add, in float32.
   template <bool kMasked>
   FASTMIX_INLINE void add(F v, F keep) {
-    const F x = (v - lo) * inv_scale;
+    const F shifted_value = v - lo;
     F d[2], squares[2], w[2];
     for (int k = 0; k < 2; ++k) {
-      d[k] = x - mean[k];
+      d[k] = shifted_value * inv_scale - mean[k];  // one fma: x - mean_k with x = (v - lo) / scale
       squares[k] = d[k] * d[k];
       w[k] = offset[k] - half_precision[k] * squares[k];
     }
     const F gap = w[1] - w[0];
     const I one_on_top = gap > 0.0f;
-    const F e = exp_nonpositive_float<M>(reinterpret_cast<F>(reinterpret_cast<I>(gap) | INT32_MIN));
+    const F e = exp2_nonpositive_float<M>(reinterpret_cast<F>(reinterpret_cast<I>(gap) | INT32_MIN));
     const F sum = 1.0f + e;
     const F r_top = 1.0f / sum;
     const F r_other = e * r_top;
@@ -591,8 +598,8 @@ struct EStepSumsFloat {
     flush();
     for (int s = 0; s < gmm::kStats; ++s) stats[s] = 0.0;
     for (int l = 0; l < M; ++l) {
-      stats[0] += std::log(static_cast<double>(product[l])) + product_exponent[l] * kLn2;
-      for (int s = 0; s < gmm::kStats; ++s) stats[s] += total[s][l];
+      stats[0] += std::log(static_cast<double>(product[l])) + (product_exponent[l] + total[0][l]) * kLn2;
+      for (int s = 1; s < gmm::kStats; ++s) stats[s] += total[s][l];
     }
   }
 };
