@@ -549,7 +549,7 @@ struct EStepSumsFloat {
     }
   }
 
-  // As EStepSums::add, in float32.
+  // As EStepSums::add, in float32 and log2 units.
   template <bool kMasked>
   FASTMIX_INLINE void add(F v, F keep) {
     const F shifted_value = v - lo;
@@ -730,16 +730,21 @@ FASTMIX_INLINE void float_split_pass(const float* values, int64_t n, const Group
 
 template <int L, typename T>
 FASTMIX_INLINE void run_pass(Pass pass, const T* values, int64_t n, const GroupConstants& c, double* out) {
+  if constexpr (std::is_same_v<T, float>) {  // twice the lanes in float32: EStepSumsFloat, float_split_pass
+    if (pass == Pass::kEStep) {
+      EStepSumsFloat<2 * L> sums(c);
+      run_float_lanes<2 * L>(values, n, sums);
+      sums.store(out);
+      return;
+    }
+    const bool monotone = c.inv_scale > 0.0 && c.inv_scale < kInfinity;  // always, for a usable normalisation
+    if (pass == Pass::kLloyd && monotone) return float_split_pass<2 * L, true>(values, n, c, out);
+    if (pass == Pass::kCount && monotone) return float_split_pass<2 * L, false>(values, n, c, out);
+  }
   if (pass == Pass::kSplit) {
     SplitSums<L> sums{c};
     run_lanes<L>(values, n, c, sums);
     sums.store(out);
-  } else if (std::is_same_v<T, float> && pass != Pass::kEStep && c.inv_scale > 0.0 && c.inv_scale < kInfinity) {
-    if (pass == Pass::kLloyd) {
-      float_split_pass<2 * L, true>(reinterpret_cast<const float*>(values), n, c, out);
-    } else {
-      float_split_pass<2 * L, false>(reinterpret_cast<const float*>(values), n, c, out);
-    }
   } else if (pass == Pass::kLloyd) {
     LloydSums<L> sums{c};
     run_lanes<L>(values, n, c, sums);
@@ -747,10 +752,6 @@ FASTMIX_INLINE void run_pass(Pass pass, const T* values, int64_t n, const GroupC
   } else if (pass == Pass::kCount) {
     LloydSums<L, false> sums{c};
     run_lanes<L>(values, n, c, sums);
-    sums.store(out);
-  } else if constexpr (std::is_same_v<T, float>) {
-    EStepSumsFloat<2 * L> sums(c);
-    run_float_lanes<2 * L>(values, n, sums);
     sums.store(out);
   } else {
     EStepSums<L> sums{c};
