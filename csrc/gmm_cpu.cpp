@@ -838,8 +838,9 @@ void split_statistics(const T* sorted, const int64_t* offsets, int64_t n_groups,
 // halves.
 // Then Lloyd steps, stopping early once the centres stop moving (a fixed point: further steps change nothing),
 // and the statistics (G, 7) of the final split around the final centres (G, 2). The bisection and the Lloyd steps
-// take only counts and sums of x (LloydSums); the final split's statistics a full SplitSums pass. Each pass runs over
-// the whole segment, so its sums are rounded differently from the blocked passes' (to the last bits).
+// take only counts and sums of x (LloydSums; float_split_pass for float32 values, the same splits); the final
+// split's statistics a full SplitSums pass. Each pass runs over the whole segment, so its sums are rounded
+// differently from the blocked passes' (to the last bits).
 FASTMIX_INLINE void lloyd_update(const double* stats, double* centres) {
   for (int k = 0; k < 2; ++k) {
     if (stats[1 + k] > 0.0) centres[k] += stats[3 + k] / std::max(stats[1 + k], 1.0);
