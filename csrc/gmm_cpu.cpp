@@ -4,15 +4,19 @@
 //   gmm2_split_statistics_cpu, gmm2_race_cpu (the inits' passes), gmm2_estep_cpu and gmm2_em_cpu
 //                           work on fixed blocks of one group's segment, each block's statistics reduced in block
 //                           order, so results do not depend on the thread count or the schedule.
-// The block passes (the inits' hard split, the E-step) are explicitly vectorised (GCC/Clang vector
-// extensions, float64 throughout, the E-step's exp accurate to 1 ulp); they are compiled for AVX-512, AVX2+FMA and
-// the baseline ISA and the best one the CPU has runs (the FASTMIX_CPU_ISA environment variable forces one). The lane count is fixed per ISA, so a fit is bitwise
-// reproducible on one machine; across CPU kinds the sums' rounding differs in the last bits.
+// The block passes (the inits' hard split, the E-step) are explicitly vectorised (GCC/Clang vector extensions);
+// they are compiled for AVX-512, AVX2+FMA and the baseline ISA and the best one the CPU has runs (the
+// FASTMIX_CPU_ISA environment variable forces one). Precision, the policy of every backend (docs/gmm_gpu.md,
+// "Precision"): the E-step of float32 values computes each value's terms (exp, the log's factors) and the lanes'
+// running sums in float32 (EStepSumsFloat), everything else is float64 (the E-step of float64 values: exp
+// accurate to 1 ulp). The lane count is fixed per ISA, so a fit is bitwise reproducible on one machine; across CPU
+// kinds the sums' rounding differs in the last bits.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -33,11 +37,14 @@ namespace {
 
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
 constexpr int64_t kSignBit = std::numeric_limits<int64_t>::min();
+constexpr double kLn2 = 0.6931471805599453;
+constexpr double kLog2E = 1.4426950408889634;
+constexpr float kInfinityFloat = std::numeric_limits<float>::infinity();
 
 // ---------------------------------------------------------------------------------------------------------------
 // Group order: the values of group g at sorted[offsets[g]:offsets[g + 1]].
 
-constexpr int64_t kChunk = 1 << 15;
+constexpr int64_t kChunk = 1 << 17;
 constexpr int64_t kMaxBufferDoubles = int64_t(1) << 22;
 
 // Fixed chunks of [0, n) for per-chunk buffers of `width` entries, at most kMaxBufferDoubles in all.
@@ -69,30 +76,39 @@ FASTMIX_INLINE void prefetch_ahead(const T* p) {
   __builtin_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes);
 }
 
-// Per-group count, validation, then the stable counting sort: pass 1 counts each chunk's values per group; pass 2
-// sorts each chunk in a cache-resident buffer and copies its runs to their places (a direct scatter into 2G
-// far-apart streams is several times slower: a TLB miss per value).
-template <typename T>
+// Per-group count, validation, then the stable counting sort: pass 1 counts each chunk's values per group and
+// writes each value's key (its group, or n_groups for an omitted non-finite value) in the narrowest type that
+// holds n_groups (Key: uint8_t or uint16_t), so pass 2 reads 1 or 2 bytes per value instead of the 8-byte group
+// (with more groups, Key = int64_t: pass 2 reads the groups again and derives the keys); pass 2 sorts each chunk
+// in a cache-resident buffer, branch-free (the omitted values go after the chunk's finite ones), and copies its
+// runs to their places (a direct scatter into 2G far-apart streams is several times slower: a TLB miss per value).
+template <typename T, typename Key>
 void sort_by_group(const T* values, const int64_t* groups, int64_t n, int64_t n_groups, bool omit_nonfinite,
                    T* sorted, int64_t* offsets) {
+  constexpr bool kCompact = !std::is_same_v<Key, int64_t>;
   const Chunks chunks(n, n_groups);
   std::vector<int64_t> counts(chunks.count * n_groups, 0);
   std::vector<int64_t> bad_groups(chunks.count, 0), not_finite(chunks.count, 0);
+  std::unique_ptr<Key[]> keys(kCompact ? new Key[n] : nullptr);
 #pragma omp parallel for schedule(dynamic)
   for (int64_t c = 0; c < chunks.count; ++c) {
     int64_t* own = counts.data() + c * n_groups;
+    Key* __restrict own_keys = keys.get();
     const int64_t end = chunks.end(c, n);  // hoisted: the stores below could alias `chunks`
     for (int64_t i = chunks.begin(c); i < end; ++i) {
       prefetch_ahead(groups + i);
       prefetch_ahead(values + i);
-      const int64_t g = groups[i];
+      int64_t g = groups[i];
       if (static_cast<uint64_t>(g) >= static_cast<uint64_t>(n_groups)) {
         ++bad_groups[c];
+        g = n_groups;
       } else if (!gmm::is_finite(as_double(values[i]))) {
         ++not_finite[c];
+        g = n_groups;
       } else {
         ++own[g];
       }
+      if constexpr (kCompact) own_keys[i] = static_cast<Key>(g);
     }
   }
   for (int64_t c = 0; c < chunks.count; ++c) {
@@ -116,20 +132,28 @@ void sort_by_group(const T* values, const int64_t* groups, int64_t n, int64_t n_
 #pragma omp parallel
   {
     std::vector<T> local(chunks.size);
-    std::vector<int64_t> cursor(n_groups);
+    std::vector<int64_t> cursor(n_groups + 1);
 #pragma omp for schedule(dynamic)
     for (int64_t c = 0; c < chunks.count; ++c) {
       const int64_t* own = counts.data() + c * n_groups;
       int64_t* __restrict next = cursor.data();
       T* __restrict buffer = local.data();
-      for (int64_t g = 0, at = 0; g < n_groups; at += own[g], ++g) next[g] = at;
+      int64_t at = 0;
+      for (int64_t g = 0; g < n_groups; at += own[g], ++g) next[g] = at;
+      next[n_groups] = at;
       const int64_t end = chunks.end(c, n);
       for (int64_t i = chunks.begin(c); i < end; ++i) {
-        prefetch_ahead(groups + i);
         prefetch_ahead(values + i);
-        if (gmm::is_finite(as_double(values[i]))) buffer[next[groups[i]]++] = values[i];
+        if constexpr (kCompact) {
+          prefetch_ahead(keys.get() + i);
+          buffer[next[keys[i]]++] = values[i];
+        } else {
+          prefetch_ahead(groups + i);
+          buffer[next[gmm::is_finite(as_double(values[i])) ? groups[i] : n_groups]++] = values[i];
+        }
       }
-      for (int64_t g = 0, at = 0; g < n_groups; at += own[g], ++g) {
+      at = 0;
+      for (int64_t g = 0; g < n_groups; at += own[g], ++g) {
         std::copy(local.data() + at, local.data() + at + own[g], sorted + run_starts[c * n_groups + g]);
       }
     }
@@ -462,8 +486,261 @@ struct EStepSums {
   }
 };
 
+// The E-step of float32 values, 2L float32 lanes (twice the float64 lanes of the same ISA), under the precision
+// policy every backend shares: each value's arithmetic (normalisation, exp, the log's factors) and the lanes'
+// running sums are float32; every kVectorsPerFlush vectors the running sums are added into float64 lane sums and
+// the product of the factors (1 + e) is renormalised to [1, 2) with its exponent kept as an integer, so one log
+// per lane at the end is exact to float64 rounding. The log-weights are taken in log2 units (the constants scaled by
+// log2 e: exp becomes 2^, whose range reduction is exact), their sum converted back per lane at the end. The sum over
+// the lanes and everything per group are float64.
+template <int M>
+struct FloatLanes {
+  typedef float F __attribute__((vector_size(4 * M)));
+  typedef int32_t I __attribute__((vector_size(4 * M)));
+};
+
+// 2^a for a <= 0 in float32, within 2 ulp for a >= -126 (below, clamped at 2^-126 ~ 1.2e-38, which adds nothing
+// next to the other component's 1): a = n + r, n an integer, |r| <= 1/2 (exact), 2^r = e^(r ln2) by its degree-7
+// Taylor polynomial (truncation < (ln2 / 2)^8 / 8! < 5e-9 relative), 2^n put in the exponent bits. The clamp is a
+// signed integer min of the bit patterns (for negative floats their order reverses that of the values).
+template <int M>
+FASTMIX_INLINE typename FloatLanes<M>::F exp2_nonpositive_float(typename FloatLanes<M>::F a) {
+  using F = typename FloatLanes<M>::F;
+  using I = typename FloatLanes<M>::I;
+  constexpr float kShifter = 0x1.8p23f;
+  constexpr int32_t kLowest = -1023672320;  // the bits of -126.0f as int32
+  I bits = reinterpret_cast<I>(a);
+  bits = bits < kLowest ? bits : I{} + kLowest;
+  a = reinterpret_cast<F>(bits);
+  F n = a + kShifter;
+  const I n_bits = reinterpret_cast<I>(n);  // the low bits hold the integer n
+  n -= kShifter;
+  const F r = a - n;
+  F p = F{} + 1.5252733804059838e-05f;
+  p = p * r + 0.00015403530393381606f;
+  p = p * r + 0.0013333558146428441f;
+  p = p * r + 0.009618129107628477f;
+  p = p * r + 0.055504108664821576f;
+  p = p * r + 0.2402265069591007f;
+  p = p * r + 0.6931471805599453f;
+  p = p * r + 1.0f;
+  const I two_to_n = (n_bits << 23) + (int32_t(127) << 23);  // (n + 127) in the exponent field
+  return p * reinterpret_cast<F>(two_to_n);
+}
+
+template <int M>
+struct EStepSumsFloat {
+  using F = typename FloatLanes<M>::F;
+  using I = typename FloatLanes<M>::I;
+  using D = typename Lanes<M>::D;  // M float64 lanes: the flushed sums
+  static constexpr int64_t kVectorsPerFlush = 64;  // a product of 64 factors in [1, 2) stays below 2^64
+  float lo, inv_scale, half_precision[2], offset[2], mean[2];
+  F log_p{}, resp[2]{}, shifted[2]{}, squared[2]{};
+  F product = F{} + 1.0f;
+  I product_exponent{};
+  D total[gmm::kStats]{};
+
+  explicit EStepSumsFloat(const GroupConstants& c)
+      : lo(static_cast<float>(c.lo)), inv_scale(static_cast<float>(c.inv_scale)) {
+    for (int k = 0; k < 2; ++k) {  // the log-weights in bits (log2 units): exp becomes 2^
+      half_precision[k] = static_cast<float>(c.half_precision[k] * kLog2E);
+      offset[k] = static_cast<float>(c.offset[k] * kLog2E);
+      mean[k] = static_cast<float>(c.mean[k]);
+    }
+  }
+
+  // As EStepSums::add, in float32 and log2 units.
+  template <bool kMasked>
+  FASTMIX_INLINE void add(F v, F keep) {
+    const F shifted_value = v - lo;
+    F d[2], squares[2], w[2];
+    for (int k = 0; k < 2; ++k) {
+      d[k] = shifted_value * inv_scale - mean[k];  // one fma: x - mean_k with x = (v - lo) / scale
+      squares[k] = d[k] * d[k];
+      w[k] = offset[k] - half_precision[k] * squares[k];
+    }
+    const F gap = w[1] - w[0];
+    const I one_on_top = gap > 0.0f;
+    const F e = exp2_nonpositive_float<M>(reinterpret_cast<F>(reinterpret_cast<I>(gap) | INT32_MIN));
+    const F sum = 1.0f + e;
+    const F r_top = 1.0f / sum;
+    const F r_other = e * r_top;
+    F r[2] = {one_on_top ? r_other : r_top, one_on_top ? r_top : r_other};
+    F top = one_on_top ? w[1] : w[0];
+    F factor = sum;
+    if constexpr (kMasked) {
+      r[0] *= keep;
+      r[1] *= keep;
+      top *= keep;
+      factor = factor * keep + (1.0f - keep);
+    }
+    log_p += top;
+    product *= factor;
+    for (int k = 0; k < 2; ++k) {
+      resp[k] += r[k];
+      shifted[k] += r[k] * d[k];
+      squared[k] += r[k] * squares[k];
+    }
+  }
+
+  FASTMIX_INLINE void flush() {
+    const I bits = reinterpret_cast<I>(product);
+    product_exponent += (bits >> 23) - 127;
+    product = reinterpret_cast<F>((bits & 0x007fffff) | (int32_t(127) << 23));
+    F* sums[gmm::kStats] = {&log_p, &resp[0], &resp[1], &shifted[0], &shifted[1], &squared[0], &squared[1]};
+    for (int s = 0; s < gmm::kStats; ++s) {
+      total[s] += __builtin_convertvector(*sums[s], D);
+      *sums[s] = F{};
+    }
+  }
+
+  FASTMIX_INLINE void store(double* stats) {
+    flush();
+    for (int s = 0; s < gmm::kStats; ++s) stats[s] = 0.0;
+    for (int l = 0; l < M; ++l) {
+      stats[0] += std::log(static_cast<double>(product[l])) + (product_exponent[l] + total[0][l]) * kLn2;
+      for (int s = 1; s < gmm::kStats; ++s) stats[s] += total[s][l];
+    }
+  }
+};
+
+// run_lanes for float32 values kept in float32: sums.add<masked>(v, keep) over the raw values, M at a time.
+template <int M, typename Sums>
+FASTMIX_INLINE void run_float_lanes(const float* values, int64_t n, Sums& sums) {
+  using F = typename FloatLanes<M>::F;
+  const int64_t whole = n - n % M;
+  int64_t i = 0;
+  while (i < whole) {
+    const int64_t stop = std::min(whole, i + Sums::kVectorsPerFlush * M);
+    for (; i < stop; i += M) {
+      prefetch_ahead(values + i);
+      F v;
+      std::memcpy(&v, values + i, sizeof v);
+      sums.template add<false>(v, F{});
+    }
+    sums.flush();
+  }
+  if (i < n) {
+    F v{}, keep{};
+    for (int l = 0; l < n - i; ++l) {
+      v[l] = values[i + l];
+      keep[l] = 1.0f;
+    }
+    sums.template add<true>(v, keep);
+  }
+}
+
+// The k-means init's counting and Lloyd passes over float32 values (LloydSums' outputs) compare the raw values with
+// a float32 threshold: the smallest float32 v whose normalised value is >= the split (gmm::normalised is monotone
+// in v for a positive scale), found by bisection over the floats in order, so each value lands on the side of the
+// float64 comparison. NaN when no float qualifies (then no value is above).
+FASTMIX_INLINE uint32_t float_order(float v) {  // monotone in v over the non-NaN floats
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+FASTMIX_INLINE float float_of_order(uint32_t key) {
+  const uint32_t bits = (key & 0x80000000u) ? (key & 0x7fffffffu) : ~key;
+  float v;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+float float_threshold(const GroupConstants& c) {
+  auto above = [&c](uint32_t key) { return gmm::normalised(float_of_order(key), c.lo, c.inv_scale) >= c.split; };
+  uint32_t low = float_order(-kInfinityFloat), high = float_order(kInfinityFloat);
+  if (!above(high)) return std::numeric_limits<float>::quiet_NaN();
+  while (low < high) {  // the smallest key in [low, high] above the split
+    const uint32_t middle = low + (high - low) / 2;
+    if (above(middle)) {
+      high = middle;
+    } else {
+      low = middle + 1;
+    }
+  }
+  return float_of_order(low);
+}
+
+// out as LloydSums<L, kSums> stores it: per side the count and, with kSums, the sum of (x - shift_k), the values'
+// float64 sum per side normalised after summing (x = (v - lo) / scale is affine). The count alone compares M
+// float32 lanes; the sums compare and add two vectors of M / 2 float64 lanes (each float32 value converted exactly,
+// compared with the threshold converted exactly).
+template <int M, bool kSums>
+FASTMIX_INLINE void float_split_pass(const float* values, int64_t n, const GroupConstants& c, double* out) {
+  using F = typename FloatLanes<M>::F;
+  using I = typename FloatLanes<M>::I;
+  using D = typename Lanes<M / 2>::D;
+  using I64 = typename Lanes<M / 2>::I;
+  constexpr int64_t kVectorsPerFlush = int64_t(1) << 24;  // int32 lane counts cannot overflow
+  const float threshold = float_threshold(c);
+  int64_t above = 0;
+  double sum[2] = {0.0, 0.0};
+  const int64_t whole = n - n % M;
+  if constexpr (kSums) {
+    D sums[2][2] = {};  // [side][half]
+    I64 lanes_above[2] = {};
+    for (int64_t i = 0; i < whole; i += M) {
+      prefetch_ahead(values + i);
+      for (int h = 0; h < 2; ++h) {
+        D v;
+        for (int l = 0; l < M / 2; ++l) v[l] = values[i + h * (M / 2) + l];  // one vcvtps2pd
+        const I64 upper = v >= static_cast<double>(threshold);
+        const D v_upper = reinterpret_cast<D>(reinterpret_cast<I64>(v) & upper);
+        lanes_above[h] -= upper;
+        sums[1][h] += v_upper;
+        sums[0][h] += v - v_upper;  // exact: v - v or v - 0
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      for (int l = 0; l < M / 2; ++l) {
+        above += lanes_above[h][l];
+        sum[0] += sums[0][h][l];
+        sum[1] += sums[1][h][l];
+      }
+    }
+  } else {
+    for (int64_t i = 0; i < whole;) {
+      const int64_t stop = std::min(whole, i + kVectorsPerFlush * M);
+      I lanes_above{};
+      for (; i < stop; i += M) {
+        prefetch_ahead(values + i);
+        F v;
+        std::memcpy(&v, values + i, sizeof v);
+        lanes_above -= v >= threshold;
+      }
+      for (int l = 0; l < M; ++l) above += lanes_above[l];
+    }
+  }
+  for (int64_t i = whole; i < n; ++i) {
+    const bool upper = values[i] >= threshold;
+    above += upper;
+    sum[upper] += values[i];
+  }
+  for (int s = 0; s < gmm::kStats; ++s) out[s] = 0.0;
+  const double count[2] = {static_cast<double>(n - above), static_cast<double>(above)};
+  out[1] = count[0];
+  if constexpr (kSums) {
+    for (int k = 0; k < 2; ++k) {
+      out[1 + k] = count[k];
+      out[3 + k] = (sum[k] - count[k] * c.lo) * c.inv_scale - count[k] * c.shift[k];
+    }
+  }
+}
+
 template <int L, typename T>
 FASTMIX_INLINE void run_pass(Pass pass, const T* values, int64_t n, const GroupConstants& c, double* out) {
+  if constexpr (std::is_same_v<T, float>) {  // twice the lanes in float32: EStepSumsFloat, float_split_pass
+    if (pass == Pass::kEStep) {
+      EStepSumsFloat<2 * L> sums(c);
+      run_float_lanes<2 * L>(values, n, sums);
+      sums.store(out);
+      return;
+    }
+    const bool monotone = c.inv_scale > 0.0 && c.inv_scale < kInfinity;  // always, for a usable normalisation
+    if (pass == Pass::kLloyd && monotone) return float_split_pass<2 * L, true>(values, n, c, out);
+    if (pass == Pass::kCount && monotone) return float_split_pass<2 * L, false>(values, n, c, out);
+  }
   if (pass == Pass::kSplit) {
     SplitSums<L> sums{c};
     run_lanes<L>(values, n, c, sums);
@@ -561,8 +838,9 @@ void split_statistics(const T* sorted, const int64_t* offsets, int64_t n_groups,
 // halves.
 // Then Lloyd steps, stopping early once the centres stop moving (a fixed point: further steps change nothing),
 // and the statistics (G, 7) of the final split around the final centres (G, 2). The bisection and the Lloyd steps
-// take only counts and sums of x (LloydSums); the final split's statistics a full SplitSums pass. Each pass runs over
-// the whole segment, so its sums are rounded differently from the blocked passes' (to the last bits).
+// take only counts and sums of x (LloydSums; float_split_pass for float32 values, the same splits); the final
+// split's statistics a full SplitSums pass. Each pass runs over the whole segment, so its sums are rounded
+// differently from the blocked passes' (to the last bits).
 FASTMIX_INLINE void lloyd_update(const double* stats, double* centres) {
   for (int k = 0; k < 2; ++k) {
     if (stats[1 + k] > 0.0) centres[k] += stats[3 + k] / std::max(stats[1 + k], 1.0);
@@ -784,8 +1062,10 @@ void gmm2_segments_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype,
   dispatch_float(dtype, "gmm2_segments_cpu", [&](auto tag) {
     using T = decltype(tag);
     advise_huge_pages(out<T>(sorted), n * sizeof(T));
-    sort_by_group(in<T>(values), in<int64_t>(groups), n, n_groups, omit_nonfinite, out<T>(sorted),
-                  out<int64_t>(offsets));
+    const auto sort = n_groups < 256     ? sort_by_group<T, uint8_t>
+                      : n_groups < 65536 ? sort_by_group<T, uint16_t>
+                                         : sort_by_group<T, int64_t>;  // keys 0..n_groups (the omitted ones)
+    sort(in<T>(values), in<int64_t>(groups), n, n_groups, omit_nonfinite, out<T>(sorted), out<int64_t>(offsets));
     group_range(in<T>(sorted), in<int64_t>(offsets), n_groups, out<double>(count), out<double>(lo), out<double>(hi));
   });
 }
