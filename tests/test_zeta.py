@@ -32,6 +32,9 @@ def reference_weights(batch, device, dtype=torch.float32, seed=0, gamma=2.8, sel
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_parity_with_reference(backend, device, dtype, batch, layout):
+    if backend == "triton" and device == "cpu" and batch > 32 and layout != "channel_slice":
+        pytest.skip("the interpreter runs the multi-block batch on one layout: the layouts reach the kernel as rows "
+                    "that differ only in their stride, and the channel slice's is not the row length")
     x = make_batch(layout, batch, dtype, device)
     y = make_labels("int", batch, 10, device)
     x_before = x.clone()
@@ -192,6 +195,9 @@ def test_batch_of_one_is_identity(backend, device):
 @pytest.mark.parametrize("backend,device", backend_params(BACKENDS))
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "spatial_slice"])
 def test_gradcheck_float64(backend, device, layout):
+    if backend == "triton" and device == "cpu" and layout != "spatial_slice":
+        pytest.skip("one gradcheck on the interpreter: the layouts reach the kernel as rows (covered by the parity "
+                    "tests), the spatial slice through _layout's copy")
     x = gradcheck_input(layout, device, (3, 2, 2, 4))
     y = make_labels("soft", 3, 2, device).double().requires_grad_()
 

@@ -28,28 +28,20 @@ def _check_inputs(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Te
                              f"{tuple(value.shape)}")
 
 
-def _native_args(logits, targets, weights) -> tuple:
-    """The C++ kernels' (B, K) operands for ``_native.launch``, as rows (a missing weights tensor is the null pointer
-    and row stride 0, 0), then B, K and the dtype code."""
-    dtype = compute_dtype(logits.dtype)
-    weight_args = (0, 0) if weights is None else (_native.Buffer(unit_column_rows(weights), dtype, rows=True),)
-    return (_native.Buffer(unit_column_rows(logits), logits.dtype, rows=True),
-            _native.Buffer(unit_column_rows(targets), dtype, rows=True), *weight_args, logits.size(0), logits.size(1),
-            _native.DTYPE_CODES[logits.dtype])
-
-
 def _balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None, backend: str,
                      needs_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     _check_inputs(logits, targets, weights)
     dtype = compute_dtype(logits.dtype)
-    grad = torch.empty(logits.shape if needs_grad else (0,), dtype=dtype, device=logits.device)
+    grad = logits.new_empty(logits.shape if needs_grad else (0,), dtype=dtype)
     if logits.numel() == 0:
         return logits.new_zeros((), dtype=dtype), grad
     if backend == "cpu":
+        # (B, K) operands as rows (no weights: the null pointer and row stride 0); _check_inputs checked their dtypes
         loss = logits.new_empty((), dtype=dtype)
-        grad_argument = _native.Buffer(grad, dtype, logits.numel()) if needs_grad else 0
-        _native.launch("balancemix_loss_forward_cpu", logits.device, *_native_args(logits, targets, weights), loss,
-                       grad_argument)
+        weight_args = (0, 0) if weights is None else (_native.Buffer(unit_column_rows(weights), rows=True),)
+        _native.launch("balancemix_loss_forward_cpu", logits.device, _native.Buffer(unit_column_rows(logits), rows=True),
+                       _native.Buffer(unit_column_rows(targets), rows=True), *weight_args, *logits.shape,
+                       _native.DTYPE_CODES[logits.dtype], loss, grad if needs_grad else 0)
         return loss, grad
     if backend == "triton":
         from fastmix.kernels.triton import balancemix as triton_balancemix
@@ -80,25 +72,33 @@ def _setup_context(ctx, inputs, output):
     logits, targets, weights, _, needs_grad = inputs
     _, grad = output
     ctx.mark_non_differentiable(grad)
-    ctx.save_for_backward(logits, targets, weights, grad)
+    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:  # the labels' gradients read the inputs
+        ctx.save_for_backward(grad, logits, targets, weights)
+    else:
+        ctx.save_for_backward(grad)
+    ctx.logits_dtype = logits.dtype
     ctx.needs_grad = needs_grad
 
 
 def _backward(ctx, grad_out, _):
     """The logits' gradient: the forward's scaled by ``grad_out``; the float targets' (``-w z / B``) and weights'
-    (``BCE / B``) if asked."""
-    logits, targets, weights, grad = ctx.saved_tensors
+    (``BCE / B``) if asked (the inputs are saved only then)."""
+    grad, *inputs = ctx.saved_tensors
     grad_logits = grad_targets = grad_weights = None
     if ctx.needs_input_grad[0]:
         if not ctx.needs_grad:
             raise RuntimeError("fastmix::balancemix_loss ran with needs_grad=False: it has no logits gradient")
-        grad_logits = (grad * grad_out).to(logits.dtype)
-    if ctx.needs_input_grad[1]:
-        grad_targets = -logits.to(targets.dtype) * (grad_out / max(logits.size(0), 1))
-        grad_targets = grad_targets if weights is None else grad_targets * weights
-    if ctx.needs_input_grad[2]:
-        grad_weights = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits.to(targets.dtype), targets, reduction="none") * (grad_out / max(logits.size(0), 1))
+        grad_logits = grad * grad_out
+        grad_logits = grad_logits if grad_logits.dtype == ctx.logits_dtype else grad_logits.to(ctx.logits_dtype)
+    if inputs:
+        logits, targets, weights = inputs
+        scale = grad_out / max(logits.size(0), 1)
+        if ctx.needs_input_grad[1]:
+            grad_targets = -logits.to(targets.dtype) * scale
+            grad_targets = grad_targets if weights is None else grad_targets * weights
+        if ctx.needs_input_grad[2]:
+            grad_weights = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits.to(targets.dtype), targets, reduction="none") * scale
     return grad_logits, grad_targets, grad_weights, None, None
 
 
