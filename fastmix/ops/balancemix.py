@@ -38,9 +38,9 @@ def _balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch
     if backend == "cpu":
         # (B, K) operands as rows (no weights: the null pointer and row stride 0); _check_inputs checked their dtypes
         loss = logits.new_empty((), dtype=dtype)
+        rows = [_native.Buffer(unit_column_rows(operand), rows=True) for operand in (logits, targets)]
         weight_args = (0, 0) if weights is None else (_native.Buffer(unit_column_rows(weights), rows=True),)
-        _native.launch("balancemix_loss_forward_cpu", logits.device, _native.Buffer(unit_column_rows(logits), rows=True),
-                       _native.Buffer(unit_column_rows(targets), rows=True), *weight_args, *logits.shape,
+        _native.launch("balancemix_loss_forward_cpu", logits.device, *rows, *weight_args, *logits.shape,
                        _native.DTYPE_CODES[logits.dtype], loss, grad if needs_grad else 0)
         return loss, grad
     if backend == "triton":
