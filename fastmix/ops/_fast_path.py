@@ -57,9 +57,9 @@ def per_row_buffer(values: torch.Tensor, dtype: torch.dtype) -> _native.Buffer:
 class EagerOp:
     """``op(*args)`` under torch.compile, else ``forward(*args)`` with ``setup_context`` and ``backward`` (the
     functions the op registers, ``backward`` calling the backward's implementation rather than its op); an op with no
-    autograd (no ``backward``) runs ``forward(*args)`` alone. The backward is first order only unless
-    ``differentiable_backward``: a linear op's backward made of differentiable calls (the op's own ``EagerOp``) is
-    left to autograd to differentiate again."""
+    autograd (no ``backward``), or a call with no input that needs a gradient, runs ``forward(*args)`` alone. The
+    backward is first order only unless ``differentiable_backward``: a linear op's backward made of differentiable
+    calls (the op's own ``EagerOp``) is left to autograd to differentiate again."""
 
     def __init__(self, op, forward: Callable, setup_context: Callable | None = None, backward: Callable | None = None,
                  *, differentiable_backward: bool = False):
@@ -90,4 +90,7 @@ class EagerOp:
     def __call__(self, *args):
         if torch.compiler.is_compiling():
             return self.op(*args)
-        return self.forward(*args) if self.function is None else self.function.apply(*args)
+        if self.function is None or not (torch.is_grad_enabled() and any(
+                isinstance(arg, torch.Tensor) and arg.requires_grad for arg in args)):
+            return self.forward(*args)  # no graph to record (e.g. a data batch): the same outputs, no Function
+        return self.function.apply(*args)
