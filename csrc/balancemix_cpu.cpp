@@ -1,4 +1,5 @@
-// BalanceMix loss (BalanceMix paper, eq. 10) on CPU tensors: (1/B) sum_bk w_bk BCE(sigmoid(z_bk), t_bk) and its gradient.
+// BalanceMix loss (BalanceMix paper, eq. 10) on CPU tensors: (1/B) sum_bk w_bk BCE(sigmoid(z_bk), t_bk) and, in the
+// same pass, its gradient.
 // Rows with unit column stride, OpenMP over rows; the loops over classes vectorise (exp_fast, log1p_unit). Targets
 // and weights are in the accumulation type (float, double for fp64 logits); weights == 0 (null) means all ones.
 #include <vector>
@@ -35,10 +36,12 @@ void for_rows(uintptr_t logits, int64_t logits_stride, uintptr_t targets, int64_
 }  // namespace
 
 // BCE(sigmoid(z), t) = max(z, 0) - z t + log(1 + exp(-|z|)), stable for any z. Row sums in the accumulation type,
-// then their sum in row order in double: the result does not depend on the thread count.
+// then their sum in row order in double: the result does not depend on the thread count. With grad (not 0) the same
+// pass writes d loss / d z = w (sigmoid(z) - t) / B, (B, K) contiguous in the accumulation type, sigmoid from the
+// same exp(-|z|).
 void balancemix_loss_forward_cpu(uintptr_t logits, int64_t logits_stride, uintptr_t targets, int64_t targets_stride,
                                  uintptr_t weights, int64_t weights_stride, int64_t batch, int64_t classes, int dtype,
-                                 uintptr_t loss) {
+                                 uintptr_t loss, uintptr_t grad) {
   std::vector<double> row_sums(static_cast<size_t>(batch));
   for_rows(logits, logits_stride, targets, targets_stride, weights, weights_stride, batch, classes, dtype,
            "balancemix_loss_forward_cpu",
@@ -46,17 +49,30 @@ void balancemix_loss_forward_cpu(uintptr_t logits, int64_t logits_stride, uintpt
                __attribute__((always_inline)) {
                  using T = std::remove_cv_t<std::remove_pointer_t<decltype(z)>>;
                  using Acc = Acc_t<T>;
+                 constexpr bool Weighted = decltype(weighted_tag)::value;
                  Acc sum = 0;
+                 if (grad == 0) {
 #pragma omp simd reduction(+ : sum)
                    for (int64_t k = 0; k < classes; ++k) {
                      const Acc x = load_acc<T>(z[k]);
                      const Acc bce = (x > 0 ? x : Acc(0)) - x * t[k] + log1p_unit(exp_fast(x > 0 ? -x : x));
-                     if constexpr (decltype(weighted_tag)::value) {
-                       sum += w[k] * bce;
-                     } else {
-                       sum += bce;
-                     }
+                     sum += Weighted ? w[k] * bce : bce;
                    }
+                 } else {
+                   const Acc scale = Acc(1) / static_cast<Acc>(batch);
+                   Acc* out = reinterpret_cast<Acc*>(grad) + row * classes;
+#pragma omp simd reduction(+ : sum)
+                   for (int64_t k = 0; k < classes; ++k) {
+                     const Acc x = load_acc<T>(z[k]);
+                     const Acc e = exp_fast(x > 0 ? -x : x);  // exp(-|z|)
+                     const Acc bce = (x > 0 ? x : Acc(0)) - x * t[k] + log1p_unit(e);
+                     const Acc sigmoid = (x > 0 ? Acc(1) : e) / (Acc(1) + e);
+                     Acc g = scale * (sigmoid - t[k]);
+                     if constexpr (Weighted) g *= w[k];
+                     out[k] = g;
+                     sum += Weighted ? w[k] * bce : bce;
+                   }
+                 }
                  row_sums[row] = sum;
                });
   double total = 0;
@@ -66,29 +82,6 @@ void balancemix_loss_forward_cpu(uintptr_t logits, int64_t logits_stride, uintpt
   } else {
     *reinterpret_cast<float*>(loss) = static_cast<float>(total / static_cast<double>(batch));
   }
-}
-
-// grad[b, k] = (g / B) w_bk (sigmoid(z_bk) - t_bk), (B, K) contiguous in the logits' type; g is the 0-dim upstream
-// gradient in the accumulation type.
-void balancemix_loss_backward_cpu(uintptr_t grad_out, uintptr_t logits, int64_t logits_stride, uintptr_t targets,
-                                  int64_t targets_stride, uintptr_t weights, int64_t weights_stride, int64_t batch,
-                                  int64_t classes, int dtype, uintptr_t grad) {
-  for_rows(logits, logits_stride, targets, targets_stride, weights, weights_stride, batch, classes, dtype,
-           "balancemix_loss_backward_cpu",
-           [&](int64_t row, const auto* z, const auto* t, const auto* w, auto weighted_tag)
-               __attribute__((always_inline)) {
-                 using T = std::remove_cv_t<std::remove_pointer_t<decltype(z)>>;
-                 using Acc = Acc_t<T>;
-                 const Acc scale = *reinterpret_cast<const Acc*>(grad_out) / static_cast<Acc>(batch);
-                 T* out = reinterpret_cast<T*>(grad) + row * classes;
-#pragma omp simd
-                   for (int64_t k = 0; k < classes; ++k) {
-                     const Acc x = load_acc<T>(z[k]);
-                     Acc g = scale * (Acc(1) / (Acc(1) + exp_fast(-x)) - t[k]);
-                     if constexpr (decltype(weighted_tag)::value) g *= w[k];
-                     out[k] = store_from_acc<T>(g);
-                   }
-               });
 }
 
 }  // namespace fastmix

@@ -49,7 +49,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("lamix_loss_backward_cpu", &fastmix::lamix_loss_backward_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("balancemix_loss_forward_cpu", &fastmix::balancemix_loss_forward_cpu,
         py::call_guard<py::gil_scoped_release>());
-  m.def("balancemix_loss_backward_cpu", &fastmix::balancemix_loss_backward_cpu,
-        py::call_guard<py::gil_scoped_release>());
+  m.def("zeta_weights_cpu", &fastmix::zeta_weights_cpu, py::call_guard<py::gil_scoped_release>());
+  m.def("zeta_index_labels_cpu", &fastmix::zeta_index_labels_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_em_emulate", &fastmix::gmm2_em_emulate, py::call_guard<py::gil_scoped_release>());
 }

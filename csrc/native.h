@@ -98,12 +98,17 @@ void lamix_loss_backward_cpu(uintptr_t grad_loss, int64_t grad_loss_stride, uint
                              uintptr_t t, int64_t t_stride, int64_t batch, int64_t classes, int dtype,
                              bool index_labels, uintptr_t labels, int64_t labels_stride, uintptr_t lam,
                              uintptr_t partner, double beta, bool detach_target, uintptr_t grad_z, uintptr_t grad_t);
+// balancemix_loss_forward_cpu writes the loss and, where grad is not 0, its gradient in the accumulation type.
 void balancemix_loss_forward_cpu(uintptr_t logits, int64_t logits_stride, uintptr_t targets, int64_t targets_stride,
                                  uintptr_t weights, int64_t weights_stride, int64_t batch, int64_t classes, int dtype,
-                                 uintptr_t loss);
-void balancemix_loss_backward_cpu(uintptr_t grad_out, uintptr_t logits, int64_t logits_stride, uintptr_t targets,
-                                  int64_t targets_stride, uintptr_t weights, int64_t weights_stride, int64_t batch,
-                                  int64_t classes, int dtype, uintptr_t grad);
+                                 uintptr_t loss, uintptr_t grad);
+
+// zeta-mixup on CPU tensors (zeta_cpu.cpp): the weights (eq. 3) from (B, B) uniform keys, rows with unit column
+// stride, float32/float64; the mixed labels of int64 class indices (checked first: std::invalid_argument).
+void zeta_weights_cpu(uintptr_t keys, int64_t keys_stride, int64_t batch, double gamma, double norm,
+                      bool self_dominant, int dtype, uintptr_t weights);
+void zeta_index_labels_cpu(uintptr_t weights, int dtype, uintptr_t labels, int64_t batch, int64_t classes,
+                           uintptr_t mixed);
 
 #if defined(FASTMIX_WITH_CUDA)
 void check_launch(const char* what);  // raises std::runtime_error on a pending CUDA error

@@ -14,7 +14,6 @@ from fastmix import _native
 BACKENDS = ("cuda", "triton", "reference", "cpu")
 # The backends of an op unless it says otherwise: "cpu" (C++ CPU kernels) only for ops that have one.
 DEFAULT_SUPPORTED = ("cuda", "triton", "reference")
-NO_NATIVE_KERNEL = ("triton", "reference")  # ops with no native kernel (zeta-mixup: Triton and the reference)
 
 
 def _triton_unavailable_reason(device_type: str) -> str:

@@ -31,7 +31,7 @@ def op_backends() -> dict[str, tuple[tuple, str | None, str | None]]:
 
     mix_backends = mix_ops.BACKENDS
     return {
-        "zeta_mixup": (zeta_ops.BACKENDS, "triton", "reference"),
+        "zeta_mixup": (zeta_ops.BACKENDS, "triton", "cpu"),
         "mixup": (mix_backends, "cuda", "cpu"),
         "cutmix": (mix_backends, "cuda", "cpu"),
         "Mixup, FastCollateMixup": (mix_backends, "cuda", "cpu"),

@@ -287,15 +287,34 @@ def test_gradcheck_float64(backend, device):
 @pytest.mark.parametrize("backend,device", LOSS_BACKENDS)
 @pytest.mark.parametrize("layout", ["contiguous", "sliced", "transposed"])
 def test_opcheck(backend, device, layout):
-    """Both ops on dense, column-sliced and column-major logits, with transposed targets and sliced weights."""
+    """The op on dense, column-sliced and column-major logits, with transposed targets and sliced weights, with and
+    without the gradient output (float targets needing a gradient too)."""
     logits, targets, weights = loss_inputs(6, 5, torch.float32, device, layout=layout)
     if layout != "contiguous":
         targets, weights = targets.t().contiguous().t(), torch.cat([weights, weights], 1)[:, 2:7]
     for label_weights in (weights, None):
-        torch.library.opcheck(balancemix_ops.balancemix_loss, (logits.requires_grad_(), targets, label_weights, backend))
-        grad_out = torch.tensor(0.7, device=device)
-        torch.library.opcheck(balancemix_ops.balancemix_loss_backward,
-                              (grad_out, logits.detach(), targets, label_weights, backend))
+        torch.library.opcheck(balancemix_ops.balancemix_loss,
+                              (logits.requires_grad_(), targets, label_weights, backend, True))
+        torch.library.opcheck(balancemix_ops.balancemix_loss,
+                              (logits.detach(), targets.requires_grad_(), label_weights, backend, False))
+        targets = targets.detach()
+
+
+@pytest.mark.parametrize("backend,device", LOSS_BACKENDS)
+def test_gradient_comes_from_the_forward_and_scales_with_grad_out(backend, device):
+    """The op's gradient output is eq. 10's d loss / d logits; the backward scales it by the upstream gradient, and a
+    call without it (needs_grad=False) returns none and refuses a logits backward."""
+    logits, targets, weights = (t.double() for t in loss_inputs(5, 7, torch.float32, device))
+    logits.requires_grad_()
+    (want,) = torch.autograd.grad(eq_10_by_hand(logits, targets, weights), logits)
+    loss, grad = balancemix_ops.balancemix_loss(logits, targets, weights, backend, True)
+    assert_close(grad, want, torch.float64)
+    (scaled,) = torch.autograd.grad(loss, logits, torch.tensor(-2.5, dtype=torch.float64, device=device))
+    assert_close(scaled, -2.5 * want, torch.float64)
+    loss, grad = balancemix_ops.balancemix_loss(logits, targets, weights, backend, False)
+    assert grad.numel() == 0
+    with pytest.raises(RuntimeError, match="needs_grad=False"):
+        torch.autograd.grad(loss, logits)
 
 
 @pytest.mark.parametrize("backend,device", LOSS_BACKENDS)
@@ -304,7 +323,7 @@ def test_empty_batch_or_classes_launch_nothing(backend, device, batch, classes):
     """B K = 0: the loss is 0 (a sum over no labels, not 0/0), the gradient empty."""
     logits = torch.randn(batch, classes, device=device, requires_grad=True)
     targets = torch.rand(batch, classes, device=device)
-    loss = balancemix_ops.balancemix_loss(logits, targets, targets, backend)
+    loss, _ = balancemix_ops.balancemix_loss(logits, targets, targets, backend, True)
     assert torch.equal(loss, torch.zeros((), device=device))
     (grad,) = torch.autograd.grad(loss, logits)
     assert grad.shape == (batch, classes)
@@ -314,11 +333,9 @@ def test_empty_batch_or_classes_launch_nothing(backend, device, batch, classes):
 def test_ops_check_their_arguments(backend, device):
     logits, targets, weights = loss_inputs(4, 3, torch.float32, device)
     with pytest.raises(ValueError, match="targets must be torch.float32"):
-        balancemix_ops.balancemix_loss(logits, targets.double(), weights, backend)
+        balancemix_ops.balancemix_loss(logits, targets.double(), weights, backend, True)
     with pytest.raises(ValueError, match="weights must be torch.float32"):
-        balancemix_ops.balancemix_loss(logits, targets, weights[:3], backend)
-    with pytest.raises(ValueError, match="grad_out must be a floating 0-dim"):
-        balancemix_ops.balancemix_loss_backward(torch.ones(1, device=device), logits, targets, weights, backend)
+        balancemix_ops.balancemix_loss(logits, targets, weights[:3], backend, True)
 
 
 def test_float64_gradient_with_the_gpu_scalar_semantics(gpu_float_arguments):

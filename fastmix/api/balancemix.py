@@ -16,7 +16,7 @@ def balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, label_weights: 
     ``label_weights`` is 1 on clean and re-labeled labels and p_G on ambiguous ones (``manage_labels`` returns it);
     None gives plain BCE summed over classes, the warm-up loss (Algorithm 1, line 10). Logits (B, K) in fp32, fp16,
     bf16 or fp64, any strides; the loss is a 0-dim float32 tensor (float64 for float64 logits) accumulated in that
-    precision. Gradients flow to the logits (a fused kernel on the C++ and Triton backends) and to float
+    precision. Gradients flow to the logits (written by the loss's own pass, when the logits need one) and to float
     targets/weights. ``backend``: "cpu" (C++), "triton", "reference" or None (Triton on CUDA tensors, the C++ kernel
     on CPU tensors; there is no CUDA C++ kernel for this loss).
     """
@@ -29,4 +29,5 @@ def balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, label_weights: 
         label_weights = label_weights if label_weights.dtype == dtype else label_weights.to(dtype)
     name = _backend.resolve(backend, logits.device, cuda_default="triton", cpu_default="cpu",
                             supported=balancemix_ops.BACKENDS)
-    return balancemix_ops.balancemix_loss_call(logits, targets, label_weights, name)
+    needs_grad = logits.requires_grad and torch.is_grad_enabled()
+    return balancemix_ops.balancemix_loss_call(logits, targets, label_weights, name, needs_grad)[0]

@@ -40,9 +40,10 @@ def zeta_mixup(
             samples at random, as in the authors' code; False draws each row's permutation freely (eq. 3 as
             written). Must be a bool.
         generator: the torch.Generator (on x's device) that draws the permutations; all drawing is on the device.
-        backend: "triton", "reference", or None for the default: Triton on CUDA tensors, the reference (PyTorch:
-            one GEMM written straight into the output, the fastest measured on CPU) on CPU tensors. There is no
-            CUDA C++ kernel (see ``fastmix.ops.zeta``).
+        backend: "triton", "cpu", "reference", or None for the default: Triton on CUDA tensors, "cpu" on CPU
+            tensors (the weights and the class-index labels' mix in C++, ``W @ x`` one torch.mm written straight
+            into the output; the reference where fastmix._C is not built). There is no CUDA C++ kernel (see
+            ``fastmix.ops.zeta``).
         return_weights: also return ``W`` (float32; float64 for float64 x).
 
     Returns:
@@ -55,10 +56,10 @@ def zeta_mixup(
     batch = x.size(0)
     classes = _checks.check_labels(y, batch, x.device, num_classes)
     _checks.check_generator(generator, x.device)
-    name = _backend.resolve(backend, x.device, cuda_default="triton", supported=zeta_ops.BACKENDS)
+    name = _backend.resolve(backend, x.device, cuda_default="triton", cpu_default="cpu", supported=zeta_ops.BACKENDS)
     keys = torch.rand((batch, batch), generator=generator, device=x.device, dtype=compute_dtype(x.dtype))
-    weights = zeta_ops.zeta_weights(keys, gamma, self_dominant, name)
-    x_mixed, y_mixed = zeta_ops.zeta_mixup(x, weights, y, classes, name)
+    weights = zeta_ops.zeta_weights_call(keys, gamma, self_dominant, name)
+    x_mixed, y_mixed = zeta_ops.zeta_mixup_call(x, weights, y, classes, name)
     return (x_mixed, y_mixed, weights) if return_weights else (x_mixed, y_mixed)
 
 

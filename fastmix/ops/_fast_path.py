@@ -1,5 +1,5 @@
-"""A thin eager path for the loss custom ops: ``EagerOp``, ``unit_column_rows`` and the loss kernels' row operands
-(``label_arguments``, ``per_row_buffer``).
+"""A thin eager path for the custom ops: ``EagerOp``, ``unit_column_rows``, ``rows_with_output`` and the loss kernels'
+row operands (``label_arguments``, ``per_row_buffer``).
 
 Calling a ``torch.library.custom_op`` that has a registered autograd costs about 60-100 us of host time per forward
 and backward (measured on CPU with torch 2.13, 1 thread: an op that only allocates its outputs took 100-150 us for
@@ -12,6 +12,7 @@ check one implementation.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -25,6 +26,18 @@ def unit_column_rows(x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 2 and (x.stride(1) == 1 or x.size(1) <= 1):
         return x
     return _layout.rows_view(x)
+
+
+def rows_with_output(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_rows, out, out_rows)``: x as (B, F) rows with unit column stride, a new tensor like x in its dimension
+    order, and that tensor's rows. A contiguous x (the common case) skips ``_layout``'s general walk over the
+    dims."""
+    if x.is_contiguous():
+        shape = (x.size(0), math.prod(x.shape[1:]))
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        return x.view(shape), out, out.view(shape)
+    out = _layout.empty_like_rows(x)
+    return _layout.rows_view(x), out, _layout.rows_view(out)
 
 
 def label_arguments(labels: torch.Tensor, dtype: torch.dtype) -> tuple:
@@ -44,14 +57,19 @@ def per_row_buffer(values: torch.Tensor, dtype: torch.dtype) -> _native.Buffer:
 class EagerOp:
     """``op(*args)`` under torch.compile, else ``forward(*args)`` with ``setup_context`` and ``backward`` (the
     functions the op registers, ``backward`` calling the backward's implementation rather than its op); an op with no
-    autograd (no ``backward``) runs ``forward(*args)`` alone."""
+    autograd (no ``backward``), or a call with no input that needs a gradient, runs ``forward(*args)`` alone. The
+    backward is first order only unless ``differentiable_backward``: a linear op's backward made of differentiable
+    calls (the op's own ``EagerOp``) is left to autograd to differentiate again."""
 
-    def __init__(self, op, forward: Callable, setup_context: Callable | None = None, backward: Callable | None = None):
+    def __init__(self, op, forward: Callable, setup_context: Callable | None = None, backward: Callable | None = None,
+                 *, differentiable_backward: bool = False):
         self.op = op
         self.forward = forward
         self.function = None
         if backward is None:
             return
+        # first order only, unless the backward's own calls are differentiable
+        run_backward = backward if differentiable_backward else torch.autograd.function.once_differentiable(backward)
 
         class Function(torch.autograd.Function):
             # forward(ctx, ...) rather than a separate setup_context: apply() then skips binding the arguments to
@@ -63,9 +81,8 @@ class EagerOp:
                 return output
 
             @staticmethod
-            @torch.autograd.function.once_differentiable  # first order only, as the ops' backward has no autograd
             def backward(ctx, *grads):
-                return backward(ctx, *grads)
+                return run_backward(ctx, *grads)
 
         Function.__name__ = Function.__qualname__ = f"Eager_{forward.__name__}"
         self.function = Function
@@ -73,4 +90,7 @@ class EagerOp:
     def __call__(self, *args):
         if torch.compiler.is_compiling():
             return self.op(*args)
-        return self.forward(*args) if self.function is None else self.function.apply(*args)
+        if self.function is None or not (torch.is_grad_enabled() and any(
+                isinstance(arg, torch.Tensor) and arg.requires_grad for arg in args)):
+            return self.forward(*args)  # no graph to record (e.g. a data batch): the same outputs, no Function
+        return self.function.apply(*args)

@@ -1,6 +1,7 @@
-"""BalanceMix loss custom ops: ``fastmix::balancemix_loss`` and its backward (BalanceMix paper, eq. 10).
+"""BalanceMix loss custom op: ``fastmix::balancemix_loss``, the loss and its gradient in one pass (BalanceMix paper,
+eq. 10); eager calls go through ``EagerOp`` (``balancemix_loss_call``).
 
-Backends: "cpu" (C++, OpenMP over rows), "triton", "reference". Each op checks its arguments' shapes and dtypes
+Backends: "cpu" (C++, OpenMP over rows), "triton", "reference". The op checks its arguments' shapes and dtypes
 before a kernel runs. An empty batch or class count (B K = 0) launches nothing: the loss is 0 (a sum over no labels,
 never the 0/0 of a mean over B = 0 samples) and the gradient is empty.
 """
@@ -27,105 +28,79 @@ def _check_inputs(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Te
                              f"{tuple(value.shape)}")
 
 
-def _native_args(logits, targets, weights) -> tuple:
-    """The C++ kernels' (B, K) operands for ``_native.launch``, as rows (a missing weights tensor is the null pointer
-    and row stride 0, 0), then B, K and the dtype code."""
-    dtype = compute_dtype(logits.dtype)
-    weight_args = (0, 0) if weights is None else (_native.Buffer(unit_column_rows(weights), dtype, rows=True),)
-    return (_native.Buffer(unit_column_rows(logits), logits.dtype, rows=True),
-            _native.Buffer(unit_column_rows(targets), dtype, rows=True), *weight_args, logits.size(0), logits.size(1),
-            _native.DTYPE_CODES[logits.dtype])
-
-
-def _balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
-                     backend: str) -> torch.Tensor:
+def _balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None, backend: str,
+                     needs_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     _check_inputs(logits, targets, weights)
+    dtype = compute_dtype(logits.dtype)
+    grad = logits.new_empty(logits.shape if needs_grad else (0,), dtype=dtype)
     if logits.numel() == 0:
-        return logits.new_zeros((), dtype=compute_dtype(logits.dtype))
-    if backend == "reference":
-        return reference.balancemix_loss(logits, targets, weights)
+        return logits.new_zeros((), dtype=dtype), grad
     if backend == "cpu":
-        loss = logits.new_empty((), dtype=compute_dtype(logits.dtype))
-        _native.launch("balancemix_loss_forward_cpu", logits.device, *_native_args(logits, targets, weights), loss)
-        return loss
-    from fastmix.kernels.triton import balancemix as triton_balancemix
+        # (B, K) operands as rows (no weights: the null pointer and row stride 0); _check_inputs checked their dtypes
+        loss = logits.new_empty((), dtype=dtype)
+        rows = [_native.Buffer(unit_column_rows(operand), rows=True) for operand in (logits, targets)]
+        weight_args = (0, 0) if weights is None else (_native.Buffer(unit_column_rows(weights), rows=True),)
+        _native.launch("balancemix_loss_forward_cpu", logits.device, *rows, *weight_args, *logits.shape,
+                       _native.DTYPE_CODES[logits.dtype], loss, grad if needs_grad else 0)
+        return loss, grad
+    if backend == "triton":
+        from fastmix.kernels.triton import balancemix as triton_balancemix
 
-    return triton_balancemix.balancemix_loss_forward(logits, targets, weights, compute_dtype(logits.dtype))
+        return triton_balancemix.balancemix_loss_forward(logits, targets, weights, dtype,
+                                                         grad if needs_grad else None), grad
+    if needs_grad:
+        torch.mul(torch.sigmoid(logits.to(dtype)) - targets, 1 if weights is None else weights, out=grad)
+        grad /= logits.size(0)
+    return reference.balancemix_loss(logits, targets, weights), grad
 
 
 balancemix_loss = torch.library.custom_op("fastmix::balancemix_loss", _balancemix_loss, mutates_args=())
-balancemix_loss.__doc__ = """0-dim ``(1/B) sum_bk w_bk BCE(logits_bk, targets_bk)``; logits (B, K) any float dtype,
+balancemix_loss.__doc__ = """``(loss, grad)``: the 0-dim ``(1/B) sum_bk w_bk BCE(logits_bk, targets_bk)`` and, with
+``needs_grad``, its gradient ``w (sigmoid(logits) - targets) / B`` from the same pass, (B, K) contiguous in the loss
+dtype (else an empty tensor); the backward scales it by the upstream gradient. Logits (B, K) any float dtype,
 targets and weights (B, K) in the loss dtype, any strides; ``weights=None`` means all ones."""
 
 
 @balancemix_loss.register_fake
-def _(logits, targets, weights, backend):
+def _(logits, targets, weights, backend, needs_grad):
     _check_inputs(logits, targets, weights)
-    return logits.new_empty((), dtype=compute_dtype(logits.dtype))
-
-
-def _balancemix_loss_backward(grad_out: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
-                              weights: torch.Tensor | None, backend: str) -> torch.Tensor:
-    _check_inputs(logits, targets, weights)
-    if not (grad_out.shape == () and grad_out.is_floating_point()):
-        raise ValueError(f"grad_out must be a floating 0-dim tensor, got {grad_out.dtype} {tuple(grad_out.shape)}")
-    if logits.numel() == 0:
-        return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-    if backend == "cpu":
-        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-        scale = grad_out.to(compute_dtype(logits.dtype))
-        _native.launch("balancemix_loss_backward_cpu", logits.device, _native.Buffer(scale, scale.dtype, 1),
-                       *_native_args(logits, targets, weights), grad)
-        return grad
-    if backend == "triton":
-        from fastmix.kernels.triton import balancemix as triton_balancemix
-
-        return triton_balancemix.balancemix_loss_backward(grad_out, logits, targets, weights)
     dtype = compute_dtype(logits.dtype)
-    grad = (torch.sigmoid(logits.to(dtype)) - targets.to(dtype)) * (grad_out / logits.size(0))
-    if weights is not None:
-        grad = grad * weights
-    return grad.to(logits.dtype).contiguous()
-
-
-balancemix_loss_backward = torch.library.custom_op("fastmix::balancemix_loss_backward", _balancemix_loss_backward,
-                                                   mutates_args=())
-balancemix_loss_backward.__doc__ = """``grad_out * w (sigmoid(logits) - targets) / B``, (B, K) contiguous in the logits'
-dtype."""
-
-
-@balancemix_loss_backward.register_fake
-def _(grad_out, logits, targets, weights, backend):
-    _check_inputs(logits, targets, weights)
-    return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    return logits.new_empty((), dtype=dtype), logits.new_empty(logits.shape if needs_grad else (0,), dtype=dtype)
 
 
 def _setup_context(ctx, inputs, output):
-    logits, targets, weights, backend = inputs
-    ctx.save_for_backward(logits, targets, weights)
-    ctx.backend = backend
+    logits, targets, weights, _, needs_grad = inputs
+    _, grad = output
+    ctx.mark_non_differentiable(grad)
+    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:  # the labels' gradients read the inputs
+        ctx.save_for_backward(grad, logits, targets, weights)
+    else:
+        ctx.save_for_backward(grad)
+    ctx.logits_dtype = logits.dtype
+    ctx.needs_grad = needs_grad
 
 
-def _backward_with(gradient):
-    """The backward of ``balancemix_loss``: the logits' gradient by ``gradient`` (the op or its body), and the float
-    targets' (``-w z / B``) and weights' (``BCE / B``) if asked."""
-
-    def backward(ctx, grad_out):
-        logits, targets, weights = ctx.saved_tensors
-        grad_logits = grad_targets = grad_weights = None
-        if ctx.needs_input_grad[0]:
-            grad_logits = gradient(grad_out, logits, targets, weights, ctx.backend)
+def _backward(ctx, grad_out, _):
+    """The logits' gradient: the forward's scaled by ``grad_out``; the float targets' (``-w z / B``) and weights'
+    (``BCE / B``) if asked (the inputs are saved only then)."""
+    grad, *inputs = ctx.saved_tensors
+    grad_logits = grad_targets = grad_weights = None
+    if ctx.needs_input_grad[0]:
+        if not ctx.needs_grad:
+            raise RuntimeError("fastmix::balancemix_loss ran with needs_grad=False: it has no logits gradient")
+        grad_logits = grad * grad_out
+        grad_logits = grad_logits if grad_logits.dtype == ctx.logits_dtype else grad_logits.to(ctx.logits_dtype)
+    if inputs:
+        logits, targets, weights = inputs
+        scale = grad_out / max(logits.size(0), 1)
         if ctx.needs_input_grad[1]:
-            grad_targets = -logits.to(targets.dtype) * (grad_out / max(logits.size(0), 1))
+            grad_targets = -logits.to(targets.dtype) * scale
             grad_targets = grad_targets if weights is None else grad_targets * weights
         if ctx.needs_input_grad[2]:
             grad_weights = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits.to(targets.dtype), targets, reduction="none") * (grad_out / max(logits.size(0), 1))
-        return grad_logits, grad_targets, grad_weights, None
-
-    return backward
+                logits.to(targets.dtype), targets, reduction="none") * scale
+    return grad_logits, grad_targets, grad_weights, None, None
 
 
-balancemix_loss.register_autograd(_backward_with(balancemix_loss_backward), setup_context=_setup_context)
-balancemix_loss_call = EagerOp(balancemix_loss, _balancemix_loss, _setup_context,
-                               _backward_with(_balancemix_loss_backward))
+balancemix_loss.register_autograd(_backward, setup_context=_setup_context)
+balancemix_loss_call = EagerOp(balancemix_loss, _balancemix_loss, _setup_context, _backward)
