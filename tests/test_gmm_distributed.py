@@ -12,6 +12,10 @@ from fastmix import _backend
 from helpers import assert_close
 
 WORLD = 2
+TRITON_INITS = ("kmeans", "kmeans++")
+"""The inits the Triton parametrisation fits (the interpreter is slow): between them every Triton pass kernel of a
+distributed fit (the split statistics of the median's bisection, of the halves and of the Lloyd steps, the races,
+the E-step); "quantile" and explicit params add no kernel, only the backend-independent glue the CPU run covers."""
 
 
 def full_data():
@@ -39,6 +43,8 @@ def worker(rank: int, port: int, results, backend: str):
         inits = {"kmeans": {}, "quantile": {"init": "quantile"}, "explicit": {"init": init},
                  "kmeans++": {"init": "kmeans++"}}
         for name, options in inits.items():
+            if backend == "triton" and name not in TRITON_INITS:
+                continue
             fit = fastmix.fit_gmm2(losses[shard], groups[shard], n_groups=10, nan_policy="omit",
                                    process_group=dist.group.WORLD, generator=torch.Generator().manual_seed(rank),
                                    backend=backend, **options)
@@ -74,6 +80,8 @@ def test_sharded_fit_equals_single_process_fit(backend):
                                                 backend="reference")),
     }
     for name, fields in expected.items():
+        if backend == "triton" and name not in TRITON_INITS:
+            continue
         for rank in range(WORLD):
             for field, value in fields.items():
                 got = results[rank][name][field]
