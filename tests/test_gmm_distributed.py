@@ -12,10 +12,11 @@ from fastmix import _backend
 from helpers import assert_close
 
 WORLD = 2
-TRITON_INITS = ("kmeans", "kmeans++")
-"""The inits the Triton parametrisation fits (the interpreter is slow): between them every Triton pass kernel of a
-distributed fit (the split statistics of the median's bisection, of the halves and of the Lloyd steps, the races,
-the E-step); "quantile" and explicit params add no kernel, only the backend-independent glue the CPU run covers."""
+TRITON_INITS = ("kmeans",)
+"""The inits the Triton parametrisation fits (the interpreter is slow): "kmeans" runs the Triton pass kernels of a
+distributed fit against the reference (the split statistics of the median's bisection, of the halves and of the
+Lloyd steps, the E-step); the other inits add only the race kernel (its statistics are tested in test_gmm.py) and
+backend-independent glue, which the CPU run covers."""
 
 
 def full_data():
@@ -91,7 +92,7 @@ def test_sharded_fit_equals_single_process_fit(backend):
                 else:
                     assert torch.equal(got, value), (name, field, rank)
     assert expected["quantile"]["degenerate"].tolist() == [False] * 8 + [True, False]
-    for field, value in results[0]["kmeans++"].items():  # the ranks draw different numbers, yet agree on the fit
+    for field, value in results[0].get("kmeans++", {}).items():  # the ranks draw different numbers, agree on the fit
         assert torch.equal(results[1]["kmeans++"][field].nan_to_num(), value.nan_to_num()), field
 
 
