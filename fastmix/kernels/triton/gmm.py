@@ -30,6 +30,10 @@ LOG_2PI = math.log(2.0 * math.pi)
 BLOCK = 256
 """Values per step of a segment pass (the width of the float64 accumulators), over SEGMENT_WARPS warps."""
 SEGMENT_WARPS = 8
+SEGMENT_STAGES = tl.constexpr(2)
+"""Software-pipelining depth of the histogram, split and E-step passes (``tl.range``): the next BLOCK's values are
+copied (cp.async) while the current one is computed. 3 would raise the fused fit's float32 registers from 124 to
+158 (1 program per SM instead of 2)."""
 GROUPING_BLOCK = 1024
 """Values per program of the keys and gather kernels."""
 
@@ -161,7 +165,7 @@ def _split_sums(values_ptr, start, end, lo, inv_scale, split, c0, c1, BLOCK: tl.
     s1_acc = tl.zeros([BLOCK], dtype=tl.float64)
     q0_acc = tl.zeros([BLOCK], dtype=tl.float64)
     q1_acc = tl.zeros([BLOCK], dtype=tl.float64)
-    for block_start in range(start, end, BLOCK):
+    for block_start in tl.range(start, end, BLOCK, num_stages=SEGMENT_STAGES):
         x, in_segment = _normalised_block(values_ptr, block_start, end, lo, inv_scale, BLOCK)
         upper = x >= split
         r0 = tl.where(in_segment & ~upper, 1.0, 0.0).to(tl.float64)
@@ -223,7 +227,7 @@ def _estep_sums(values_ptr, start, end, lo, inv_scale, w0, w1, m0, m1, v0, v1, l
     d1_acc = tl.zeros([BLOCK], dtype=dtype)
     q0_acc = tl.zeros([BLOCK], dtype=dtype)
     q1_acc = tl.zeros([BLOCK], dtype=dtype)
-    for block_start in range(start, end, BLOCK):
+    for block_start in tl.range(start, end, BLOCK, num_stages=SEGMENT_STAGES):
         offs = block_start + tl.arange(0, BLOCK)
         ok = offs < end
         v = tl.load(values_ptr + offs, mask=ok, other=0.0)
@@ -349,7 +353,7 @@ def _grid_step_histogram(values_ptr, start, end, lo, inv_scale, low, high, BISEC
     STEPS: tl.constexpr = 1 << BISECTIONS
     grid_step_size = 1.0 / tl.full([], STEPS, tl.float64)
     histogram = tl.zeros([STEPS], tl.int32)
-    for block_start in range(start, end, BLOCK):
+    for block_start in tl.range(start, end, BLOCK, num_stages=SEGMENT_STAGES):
         x, in_segment = _normalised_block(values_ptr, block_start, end, lo, inv_scale, BLOCK)
         step = tl.zeros([BLOCK], tl.int32)
         for bit in tl.static_range(BISECTIONS):
@@ -498,13 +502,13 @@ STATE_WIDTH = tl.constexpr(16)
 """float64 per group of the fused fit's state: kind, split, c0, c1, Lloyd steps run (-1 before the halves pass),
 w0, w1, m0, m1, v0, v1, the previous lower bound, the EM iterations run."""
 FLOAT32_FIT_BLOCK = 1024
-"""Values per step of the fused fit's passes over float32 values: 4 per thread, so 4 loads in flight per thread
-against the memory latency (the kernel's registers fit 2 programs per SM either way); float64 values keep BLOCK
-(more would leave 1 program per SM)."""
+"""Values per step of the fused fit's passes over float32 values: 4 per thread, 4 KB in flight per program against
+the memory latency, at the same 2 programs per SM as 256 (its registers); float64 values keep BLOCK (1024 would
+leave 1 program per SM)."""
 CHUNK = 8192
 """Values per work item of the fused fit: one chunk of one group's segment in one pass."""
 PROGRAMS_PER_SM = 2
-"""Programs of the fused fit per SM on CUDA: as many as its registers (126-128 per thread, 8 warps) let an SM hold
+"""Programs of the fused fit per SM on CUDA: as many as its registers (124-128 per thread, 8 warps) let an SM hold
 (more would be harmless: they start once others end, and find the queue empty)."""
 INTERPRETED_PROGRAMS = 2
 """Programs of the fused fit under the interpreter, which runs them one after another (program 0 does it all)."""
