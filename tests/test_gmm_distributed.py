@@ -12,6 +12,11 @@ from fastmix import _backend
 from helpers import assert_close
 
 WORLD = 2
+TRITON_INITS = ("kmeans",)
+"""The inits the Triton parametrisation fits (the interpreter is slow): "kmeans" runs the Triton pass kernels of a
+distributed fit against the reference (the split statistics of the median's bisection, of the halves and of the
+Lloyd steps, the E-step); the other inits add only the race kernel (its statistics are tested in test_gmm.py) and
+backend-independent glue, which the CPU run covers."""
 
 
 def full_data():
@@ -39,6 +44,8 @@ def worker(rank: int, port: int, results, backend: str):
         inits = {"kmeans": {}, "quantile": {"init": "quantile"}, "explicit": {"init": init},
                  "kmeans++": {"init": "kmeans++"}}
         for name, options in inits.items():
+            if backend == "triton" and name not in TRITON_INITS:
+                continue
             fit = fastmix.fit_gmm2(losses[shard], groups[shard], n_groups=10, nan_policy="omit",
                                    process_group=dist.group.WORLD, generator=torch.Generator().manual_seed(rank),
                                    backend=backend, **options)
@@ -74,6 +81,8 @@ def test_sharded_fit_equals_single_process_fit(backend):
                                                 backend="reference")),
     }
     for name, fields in expected.items():
+        if backend == "triton" and name not in TRITON_INITS:
+            continue
         for rank in range(WORLD):
             for field, value in fields.items():
                 got = results[rank][name][field]
@@ -83,7 +92,7 @@ def test_sharded_fit_equals_single_process_fit(backend):
                 else:
                     assert torch.equal(got, value), (name, field, rank)
     assert expected["quantile"]["degenerate"].tolist() == [False] * 8 + [True, False]
-    for field, value in results[0]["kmeans++"].items():  # the ranks draw different numbers, yet agree on the fit
+    for field, value in results[0].get("kmeans++", {}).items():  # the ranks draw different numbers, agree on the fit
         assert torch.equal(results[1]["kmeans++"][field].nan_to_num(), value.nan_to_num()), field
 
 

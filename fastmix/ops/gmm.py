@@ -1,6 +1,7 @@
 """Two-component GMM custom ops (BalanceMix paper, eq. 6-8): ``fastmix::gmm2_segments``, ``gmm2_split_statistics``
 and ``gmm2_race`` (the inits' passes; ``gmm2_kmeans``, all of the k-means init's passes in one call on "cpu" and
-"triton"), ``gmm2_em``, ``gmm2_estep``, and ``gmm2_fit`` (on "triton": the whole fit after the grouping, one launch).
+"triton"), ``gmm2_em``, ``gmm2_estep``, and ``gmm2_fit`` (on "triton": the whole fit after the grouping, one
+persistent launch after zeroing its work queue's counters).
 
 The fit is not differentiable (no autograd formula): its outputs are statistics of the data, used as constants by
 BalanceMix. ``gmm2_segments`` validates the data and puts the finite values in group order once per fit (group g
@@ -270,9 +271,10 @@ def gmm2_fit(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Te
              eps: float, max_magnitude: float, backend: str
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                         torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The whole fit after ``gmm2_segments`` in one launch ("triton"): per group the normalisation ("minmax" if
-    ``minmax`` else "none", unusable ranges beyond ``max_magnitude``), the "kmeans" (``kmeans``, at most ``steps``
-    Lloyd steps) or "quantile" init, the EM and the degenerate placeholders. Returns the fields of a GMM2Fit:
+    """The whole fit after ``gmm2_segments`` in one persistent launch ("triton"; each group's passes split into
+    chunks over all its programs, after one memset of the work queue's counters): per group the normalisation
+    ("minmax" if ``minmax`` else "none", unusable ranges beyond ``max_magnitude``), the "kmeans" (``kmeans``, at
+    most ``steps`` Lloyd steps) or "quantile" init, the EM and the degenerate placeholders. Returns the fields of a GMM2Fit:
     (weights, means, variances (G, 2), log_likelihood (G, max_iter), n_iter, converged, degenerate, min, max)."""
     if backend != "triton":
         raise ValueError(f"gmm2_fit has no {backend!r} backend")

@@ -7,9 +7,11 @@ kernel writes the values in that order; ``_gmm2_range_kernel`` (one program per 
 search in the sorted keys and its count, min and max, and reduces the flags. No size depends on the data and
 nothing is read on the host.
 
-A fit: one program per group, each iteration one pass over its contiguous segment, the statistics summed in
-BLOCK-wide float64 registers and reduced in a fixed order (deterministic, no atomics), the M-step and the
-convergence test on the device. Same semantics as csrc/gmm.h (scikit-learn's EM, statistics taken around the current
+The passes of the other inits and of the distributed fit: one program per group, each pass over its contiguous
+segment, the statistics summed in BLOCK-wide registers and reduced in a fixed order (deterministic, no atomics).
+The default fit (``_gmm2_fit_kernel``): one persistent launch whose programs share every group's passes chunk by
+chunk through a work queue (atomics order the work; the sums stay in a fixed order, so the fit is deterministic).
+The M-step and the convergence test run on the device. Same semantics as csrc/gmm.h (scikit-learn's EM, statistics taken around the current
 means). Float constants reach the kernels as their float64 bit pattern (``scalars.float64_bits``): a Python float
 argument would arrive as float32 on a GPU.
 """
@@ -28,6 +30,10 @@ LOG_2PI = math.log(2.0 * math.pi)
 BLOCK = 256
 """Values per step of a segment pass (the width of the float64 accumulators), over SEGMENT_WARPS warps."""
 SEGMENT_WARPS = 8
+SEGMENT_STAGES = tl.constexpr(2)
+"""Software-pipelining depth of the histogram, split and E-step passes (``tl.range``): the next BLOCK's values are
+copied (cp.async) while the current one is computed. 3 would raise the fused fit's float32 registers from 124 to
+158 (1 program per SM instead of 2)."""
 GROUPING_BLOCK = 1024
 """Values per program of the keys and gather kernels."""
 
@@ -159,7 +165,7 @@ def _split_sums(values_ptr, start, end, lo, inv_scale, split, c0, c1, BLOCK: tl.
     s1_acc = tl.zeros([BLOCK], dtype=tl.float64)
     q0_acc = tl.zeros([BLOCK], dtype=tl.float64)
     q1_acc = tl.zeros([BLOCK], dtype=tl.float64)
-    for block_start in range(start, end, BLOCK):
+    for block_start in tl.range(start, end, BLOCK, num_stages=SEGMENT_STAGES):
         x, in_segment = _normalised_block(values_ptr, block_start, end, lo, inv_scale, BLOCK)
         upper = x >= split
         r0 = tl.where(in_segment & ~upper, 1.0, 0.0).to(tl.float64)
@@ -173,6 +179,26 @@ def _split_sums(values_ptr, start, end, lo, inv_scale, split, c0, c1, BLOCK: tl.
         q0_acc += r0 * d0 * d0
         q1_acc += r1 * d1 * d1
     return (tl.sum(n0_acc), tl.sum(n1_acc), tl.sum(s0_acc), tl.sum(s1_acc), tl.sum(q0_acc), tl.sum(q1_acc))
+
+
+@triton.jit
+def _log1p_unit(u):
+    """log(1 + u) for u in [0, 1]: float32 as u q(u), q the degree-7 Chebyshev interpolant of log(1 + u) / u (8
+    multiply-adds, within 2.1e-7 absolute and 3.7e-7 relative, exact at u = 0, where libdevice's logf takes about
+    30 instructions); float64 by ``tl.log``."""
+    if u.dtype == tl.float32:
+        q = -0.00837115292
+        q = q * u + 0.0434939004
+        q = q * u - 0.106850028
+        q = q * u + 0.176874772
+        q = q * u - 0.244747743
+        q = q * u + 0.332719296
+        q = q * u - 0.499971747
+        q = q * u + 0.999999762
+        result = q * u
+    else:
+        result = tl.log(1.0 + u)
+    return result
 
 
 @triton.jit
@@ -201,7 +227,7 @@ def _estep_sums(values_ptr, start, end, lo, inv_scale, w0, w1, m0, m1, v0, v1, l
     d1_acc = tl.zeros([BLOCK], dtype=dtype)
     q0_acc = tl.zeros([BLOCK], dtype=dtype)
     q1_acc = tl.zeros([BLOCK], dtype=dtype)
-    for block_start in range(start, end, BLOCK):
+    for block_start in tl.range(start, end, BLOCK, num_stages=SEGMENT_STAGES):
         offs = block_start + tl.arange(0, BLOCK)
         ok = offs < end
         v = tl.load(values_ptr + offs, mask=ok, other=0.0)
@@ -218,7 +244,7 @@ def _estep_sums(values_ptr, start, end, lo, inv_scale, w0, w1, m0, m1, v0, v1, l
         first_on_top = a0 >= a1
         r0 = tl.where(ok, tl.where(first_on_top, r_top, r_other), 0.0)
         r1 = tl.where(ok, tl.where(first_on_top, r_other, r_top), 0.0)
-        log_prob_acc += tl.where(ok, top + tl.log(total), 0.0)
+        log_prob_acc += tl.where(ok, top + _log1p_unit(other), 0.0)
         dx0 = x - mean0
         dx1 = x - mean1
         r0_acc += r0
@@ -320,27 +346,42 @@ def _grid_split(low, high, step, grid_step_size):
 
 
 @triton.jit
-def _median_centres(values_ptr, start, end, count, lo, inv_scale, low, high, BISECTIONS: tl.constexpr,
-                    BLOCK: tl.constexpr):
-    """The median split over the 2^BISECTIONS-step grid of [low, high] (the smallest grid step j with at least
-    half the values below split_j) and its halves' statistics around their midpoints: (c0, c1, n0, n1, s0, s1, q0,
-    q1). Two passes: a histogram of each value's grid step (the largest j < 2^BISECTIONS with split_j <= x, found by
-    comparing with the very splits a bisection would compare with), whose prefix sums count the values below every
-    split at once, then the halves' statistics."""
+def _grid_step_histogram(values_ptr, start, end, lo, inv_scale, low, high, BISECTIONS: tl.constexpr,
+                         BLOCK: tl.constexpr):
+    """The histogram (2^BISECTIONS int32 bins) of the grid step of each value of [start, end): the largest
+    j < 2^BISECTIONS with split_j <= x, found by comparing with the very splits a bisection would compare with."""
     STEPS: tl.constexpr = 1 << BISECTIONS
     grid_step_size = 1.0 / tl.full([], STEPS, tl.float64)
     histogram = tl.zeros([STEPS], tl.int32)
-    for block_start in range(start, end, BLOCK):
+    for block_start in tl.range(start, end, BLOCK, num_stages=SEGMENT_STAGES):
         x, in_segment = _normalised_block(values_ptr, block_start, end, lo, inv_scale, BLOCK)
         step = tl.zeros([BLOCK], tl.int32)
         for bit in tl.static_range(BISECTIONS):
             candidate = step + (1 << (BISECTIONS - 1 - bit))
             step = tl.where(x >= _grid_split(low, high, candidate, grid_step_size), candidate, step)
         histogram += tl.histogram(step, STEPS, mask=in_segment)
+    return histogram
+
+
+@triton.jit
+def _median_split(histogram, count, low, high, BISECTIONS: tl.constexpr):
+    """The median split over the 2^BISECTIONS-step grid of [low, high] from a group's grid-step histogram: the
+    smallest grid step j with at least half the values below split_j (the histogram's prefix sums count the values
+    below every split at once)."""
+    STEPS: tl.constexpr = 1 << BISECTIONS
     below = tl.cumsum(histogram, axis=0).to(tl.float64)  # below[j - 1]: the values below split_j
     steps = tl.arange(0, STEPS) + 1
     enough = (below >= count / 2.0) & (steps < STEPS)  # j = 2^BISECTIONS always qualifies
-    split = _grid_split(low, high, tl.min(tl.where(enough, steps, STEPS), axis=0), grid_step_size)
+    return _grid_split(low, high, tl.min(tl.where(enough, steps, STEPS), axis=0), 1.0 / tl.full([], STEPS, tl.float64))
+
+
+@triton.jit
+def _median_centres(values_ptr, start, end, count, lo, inv_scale, low, high, BISECTIONS: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    """The median split (``_median_split``) and its halves' statistics around their midpoints: (c0, c1, n0, n1,
+    s0, s1, q0, q1). Two passes: the grid-step histogram, then the halves' statistics."""
+    split = _median_split(_grid_step_histogram(values_ptr, start, end, lo, inv_scale, low, high, BISECTIONS, BLOCK),
+                          count, low, high, BISECTIONS)
     c0 = 0.5 * (low + split)
     c1 = 0.5 * (split + high)
     n0, n1, s0, s1, q0, q1 = _split_sums(values_ptr, start, end, lo, inv_scale, split, c0, c1, BLOCK)
@@ -356,8 +397,7 @@ def _lloyd(values_ptr, start, end, lo, inv_scale, c0, c1, steps, BLOCK: tl.const
         if moving != 0:
             n0, n1, s0, s1, q0, q1 = _split_sums(values_ptr, start, end, lo, inv_scale, (c0 + c1) / 2.0, c0, c1,
                                                  BLOCK)
-            new0 = tl.where(n0 > 0, c0 + s0 / tl.maximum(n0, 1.0), c0)
-            new1 = tl.where(n1 > 0, c1 + s1 / tl.maximum(n1, 1.0), c1)
+            new0, new1 = _lloyd_step(c0, c1, n0, n1, s0, s1)
             moving = ((new0 != c0) | (new1 != c1)).to(tl.int32)
             c0 = new0
             c1 = new1
@@ -393,6 +433,15 @@ def _gmm2_kmeans_kernel(values_ptr, offsets_ptr, count_ptr, lo_ptr, scale_ptr, l
 
 
 @triton.jit
+def _m_step(log_prob, r0, r1, d0, d1, q0, q1, m0, m1, count, reg_covar, eps):
+    """scikit-learn's M-step from one E-step's statistics around the means (m0, m1), and the lower bound (the mean
+    log-likelihood): (w0, w1, m0, m1, v0, v1, lower_bound)."""
+    nk0, m0, v0 = _component_update(r0, d0, q0, m0, reg_covar, eps)
+    nk1, m1, v1 = _component_update(r1, d1, q1, m1, reg_covar, eps)
+    return nk0 / (nk0 + nk1), nk1 / (nk0 + nk1), m0, m1, v0, v1, log_prob / tl.maximum(count, 1.0)
+
+
+@triton.jit
 def _em(values_ptr, start, end, count, lo, inv_scale, w0, w1, m0, m1, v0, v1, log_likelihood_row, max_iter,
         skip, tol, reg_covar, eps, log_2pi, BLOCK: tl.constexpr):
     """scikit-learn's EM of one group from (w, m, v), writing each iteration's lower bound to its row; a group
@@ -405,11 +454,8 @@ def _em(values_ptr, start, end, count, lo, inv_scale, w0, w1, m0, m1, v0, v1, lo
         if done == 0:
             log_prob, r0, r1, d0, d1, q0, q1 = _estep_sums(values_ptr, start, end, lo, inv_scale, w0, w1, m0, m1, v0,
                                                            v1, log_2pi, BLOCK)
-            nk0, m0, v0 = _component_update(r0, d0, q0, m0, reg_covar, eps)
-            nk1, m1, v1 = _component_update(r1, d1, q1, m1, reg_covar, eps)
-            w0 = nk0 / (nk0 + nk1)
-            w1 = nk1 / (nk0 + nk1)
-            lower_bound = log_prob / tl.maximum(count, 1.0)
+            w0, w1, m0, m1, v0, v1, lower_bound = _m_step(log_prob, r0, r1, d0, d1, q0, q1, m0, m1, count,
+                                                          reg_covar, eps)
             tl.store(log_likelihood_row + iteration, lower_bound)
             iterations += 1
             if tl.abs(lower_bound - previous) < tol:
@@ -447,48 +493,268 @@ def _gmm2_em_kernel(values_ptr, offsets_ptr, count_ptr, lo_ptr, scale_ptr, weigh
     tl.store(converged_ptr + g, converged.to(tl.uint8))
 
 
+# ---------------------------------------------------------------------------------- the default fit: a work queue
+HISTOGRAM_PASS, SPLIT_PASS, EM_PASS = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+"""The kinds of pass over a group's values in the fused fit (state column 0 holds the next one)."""
+FINISHED = tl.constexpr(1 << 30)
+"""A group's ready counter once its fit is written: every later work item of the group is skipped."""
+STATE_WIDTH = tl.constexpr(16)
+"""float64 per group of the fused fit's state: kind, split, c0, c1, Lloyd steps run (-1 before the halves pass),
+w0, w1, m0, m1, v0, v1, the previous lower bound, the EM iterations run."""
+FLOAT32_FIT_BLOCK = 1024
+"""Values per step of the fused fit's passes over float32 values: 4 per thread, 4 KB in flight per program against
+the memory latency, at the same 2 programs per SM as 256 (its registers); float64 values keep BLOCK (1024 would
+leave 1 program per SM)."""
+CHUNK = 8192
+"""Values per work item of the fused fit: one chunk of one group's segment in one pass."""
+PROGRAMS_PER_SM = 2
+"""Programs of the fused fit per SM on CUDA: as many as its registers (124-128 per thread, 8 warps) let an SM hold
+(more would be harmless: they start once others end, and find the queue empty)."""
+INTERPRETED_PROGRAMS = 2
+"""Programs of the fused fit under the interpreter, which runs them one after another (program 0 does it all)."""
+REVERSED_CLAIMS = False
+"""Claim each pass's chunks last first (the tests' way to change the order in which chunks arrive)."""
+
+
 @triton.jit
-def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weights_ptr, means_ptr, variances_ptr,
-                     log_likelihood_ptr, n_iter_ptr, converged_ptr, degenerate_ptr, fit_min_ptr, fit_max_ptr,
-                     max_iter, steps, tol_bits, reg_covar_bits, eps_bits, log_2pi_bits, max_magnitude_bits,
-                     MINMAX: tl.constexpr, KMEANS: tl.constexpr, BISECTIONS: tl.constexpr, BLOCK: tl.constexpr):
-    """One program per group, the whole fit after the grouping (fastmix/api/gmm.py's ``fit_gmm2`` with init
-    "kmeans" (KMEANS) or "quantile"): the normalisation, the init and its M-step, the EM, the degenerate
-    placeholders."""
-    g = tl.program_id(0)
-    reg_covar = float64_from_bits(reg_covar_bits)
-    eps = float64_from_bits(eps_bits)
-    start = tl.load(offsets_ptr + g)
-    end = tl.load(offsets_ptr + g + 1)
-    count = tl.load(count_ptr + g)
-    group_min = tl.load(min_ptr + g)
-    group_max = tl.load(max_ptr + g)
-    shift, scale, unusable = _normalisation(group_min, group_max, float64_from_bits(max_magnitude_bits), MINMAX)
-    degenerate = (count < 2) | (group_max == group_min) | unusable
-    inv_scale = 1.0 / scale
-    low = (group_min - shift) / scale
-    high = (group_max - shift) / scale
-    c0, c1, n0, n1, s0, s1, q0, q1 = _median_centres(values_ptr, start, end, count, shift, inv_scale, low, high,
-                                                     BISECTIONS, BLOCK)
-    if KMEANS:
-        c0, c1 = _lloyd_step(c0, c1, n0, n1, s0, s1)
-        c0, c1, n0, n1, s0, s1, q0, q1 = _lloyd(values_ptr, start, end, shift, inv_scale, c0, c1, steps, BLOCK)
-    nk0, m0, v0 = _component_update(n0, s0, q0, c0, reg_covar, eps)
-    nk1, m1, v1 = _component_update(n1, s1, q1, c1, reg_covar, eps)
-    w0 = nk0 / tl.maximum(count, 1.0)
-    w1 = nk1 / tl.maximum(count, 1.0)
-    w0, w1, m0, m1, v0, v1, iterations, converged = _em(
-        values_ptr, start, end, count, shift, inv_scale, w0, w1, m0, m1, v0, v1,
-        log_likelihood_ptr + g.to(tl.int64) * max_iter, max_iter, degenerate, float64_from_bits(tol_bits), reg_covar, eps,
-        float64_from_bits(log_2pi_bits), BLOCK)
+def _slot_sums(rows, n_chunks, WIDTH: tl.constexpr):
+    """The 7 statistics of a pass over a group: its chunks' partial rows summed in chunk order (``.cg``: read from
+    L2, where the other programs' stores are)."""
+    s0 = tl.zeros([], tl.float64)
+    s1, s2, s3, s4, s5, s6 = s0, s0, s0, s0, s0, s0
+    for chunk in range(n_chunks):
+        row = rows + chunk * WIDTH
+        s0 += tl.load(row, cache_modifier=".cg")
+        s1 += tl.load(row + 1, cache_modifier=".cg")
+        s2 += tl.load(row + 2, cache_modifier=".cg")
+        s3 += tl.load(row + 3, cache_modifier=".cg")
+        s4 += tl.load(row + 4, cache_modifier=".cg")
+        s5 += tl.load(row + 5, cache_modifier=".cg")
+        s6 += tl.load(row + 6, cache_modifier=".cg")
+    return s0, s1, s2, s3, s4, s5, s6
+
+
+@triton.jit
+def _finish_group(g, w0, w1, m0, m1, v0, v1, iterations, converged, degenerate, group_min, group_max, reg_covar,
+                  weights_ptr, means_ptr, variances_ptr, log_likelihood_ptr, n_iter_ptr, converged_ptr,
+                  degenerate_ptr, fit_min_ptr, fit_max_ptr, max_iter, MINMAX: tl.constexpr):
+    """Writes group g's fields of the GMM2Fit (a degenerate group's placeholders) and NaN in the lower bounds of
+    the iterations it did not run."""
     _store_pair(weights_ptr, g, tl.where(degenerate, 1.0, w0), tl.where(degenerate, 0.0, w1))
     _store_pair(means_ptr, g, tl.where(degenerate, 0.0, m0), tl.where(degenerate, 0.0, m1))
     _store_pair(variances_ptr, g, tl.where(degenerate, reg_covar, v0), tl.where(degenerate, reg_covar, v1))
     tl.store(n_iter_ptr + g, iterations)
-    tl.store(converged_ptr + g, converged != 0)
+    tl.store(converged_ptr + g, converged)
     tl.store(degenerate_ptr + g, degenerate)
     tl.store(fit_min_ptr + g, group_min if MINMAX else 0.0)
     tl.store(fit_max_ptr + g, group_max if MINMAX else 1.0)
+    for iteration in range(max_iter):
+        tl.store(log_likelihood_ptr + g.to(tl.int64) * max_iter + iteration, float("nan"),
+                 mask=iteration >= iterations)
+
+
+@triton.jit
+def _step(g, kind, row, partial_rows, n_chunks, count, group_min, group_max, low, high, pass_index, reg_covar, eps,
+          tol, weights_ptr, means_ptr, variances_ptr, log_likelihood_ptr, n_iter_ptr, converged_ptr, degenerate_ptr,
+          fit_min_ptr, fit_max_ptr, max_iter, steps, MINMAX: tl.constexpr, KMEANS: tl.constexpr,
+          BISECTIONS: tl.constexpr):
+    """The step after group g's pass of ``kind`` (-1: degenerate, no pass), from its chunks' partial rows: writes
+    the next pass's state or the fit's fields, and returns the group's next ready value (pass_index + 1 or
+    FINISHED)."""
+    WIDTH: tl.constexpr = 1 << BISECTIONS
+    released = pass_index + 1
+    finished = tl.full([], FINISHED, tl.int32)
+    no = tl.zeros([], tl.int1)
+    w0 = tl.zeros([], tl.float64)
+    w1 = w0
+    m0 = w0
+    m1 = w0
+    v0 = w0
+    v1 = w0
+    initialise = no
+    if kind == HISTOGRAM_PASS:
+        histogram = tl.zeros([WIDTH], tl.float64)
+        for chunk in range(n_chunks):
+            histogram += tl.load(partial_rows + chunk * WIDTH + tl.arange(0, WIDTH), cache_modifier=".cg")
+        split = _median_split(histogram, count, low, high, BISECTIONS)
+        _store_split_pass(row, split, 0.5 * (low + split), 0.5 * (split + high), -1.0)
+    elif kind == SPLIT_PASS:
+        _, n0, n1, s0, s1, q0, q1 = _slot_sums(partial_rows, n_chunks, WIDTH)
+        c0 = tl.load(row + 2, cache_modifier=".cg")
+        c1 = tl.load(row + 3, cache_modifier=".cg")
+        lloyd_steps = tl.load(row + 4, cache_modifier=".cg")
+        new0, new1 = _lloyd_step(c0, c1, n0, n1, s0, s1)
+        after_halves = (lloyd_steps < 0) & tl.full([], KMEANS, tl.int1)
+        moving = (lloyd_steps >= 0) & (lloyd_steps < steps) & ((new0 != c0) | (new1 != c1))
+        if after_halves or moving:
+            _store_split_pass(row, (new0 + new1) / 2.0, new0, new1, tl.maximum(lloyd_steps, -1.0) + 1.0)
+        else:  # the final split (the halves for "quantile"): the init's M-step
+            nk0, m0, v0 = _component_update(n0, s0, q0, c0, reg_covar, eps)
+            nk1, m1, v1 = _component_update(n1, s1, q1, c1, reg_covar, eps)
+            w0 = nk0 / tl.maximum(count, 1.0)
+            w1 = nk1 / tl.maximum(count, 1.0)
+            initialise = ~no
+    if initialise:
+        if max_iter > 0:
+            tl.store(row, tl.full([], EM_PASS, tl.float64))
+            _store_params(row, w0, w1, m0, m1, v0, v1, -float("inf"), 0.0)
+        else:
+            _finish_group(g, w0, w1, m0, m1, v0, v1, tl.zeros([], tl.int64), no, no, group_min, group_max,
+                          reg_covar, weights_ptr, means_ptr, variances_ptr, log_likelihood_ptr, n_iter_ptr,
+                          converged_ptr, degenerate_ptr, fit_min_ptr, fit_max_ptr, max_iter, MINMAX)
+            released = finished
+    if kind == EM_PASS:
+        log_prob, r0, r1, d0, d1, q0, q1 = _slot_sums(partial_rows, n_chunks, WIDTH)
+        w0, w1, m0, m1, v0, v1, lower_bound = _m_step(log_prob, r0, r1, d0, d1, q0, q1,
+                                                      tl.load(row + 7, cache_modifier=".cg"),
+                                                      tl.load(row + 8, cache_modifier=".cg"), count, reg_covar, eps)
+        iteration = tl.load(row + 12, cache_modifier=".cg").to(tl.int64)
+        tl.store(log_likelihood_ptr + g.to(tl.int64) * max_iter + iteration, lower_bound)
+        converged = tl.abs(lower_bound - tl.load(row + 11, cache_modifier=".cg")) < tol
+        if converged | (iteration + 1 == max_iter):
+            _finish_group(g, w0, w1, m0, m1, v0, v1, iteration + 1, converged, no, group_min, group_max,
+                          reg_covar, weights_ptr, means_ptr, variances_ptr, log_likelihood_ptr, n_iter_ptr,
+                          converged_ptr, degenerate_ptr, fit_min_ptr, fit_max_ptr, max_iter, MINMAX)
+            released = finished
+        else:
+            _store_params(row, w0, w1, m0, m1, v0, v1, lower_bound, (iteration + 1).to(tl.float64))
+    if kind < 0:
+        _finish_group(g, w0, w1, m0, m1, v0, v1, tl.zeros([], tl.int64), no, ~no, group_min, group_max,
+                      reg_covar, weights_ptr, means_ptr, variances_ptr, log_likelihood_ptr, n_iter_ptr,
+                      converged_ptr, degenerate_ptr, fit_min_ptr, fit_max_ptr, max_iter, MINMAX)
+        released = finished
+    return released
+
+
+@triton.jit
+def _store_split_pass(row, split, c0, c1, lloyd_steps):
+    tl.store(row, tl.full([], SPLIT_PASS, tl.float64))
+    tl.store(row + 1, split)
+    tl.store(row + 2, c0)
+    tl.store(row + 3, c1)
+    tl.store(row + 4, lloyd_steps)
+
+
+@triton.jit
+def _store_params(row, w0, w1, m0, m1, v0, v1, lower_bound, iterations):
+    tl.store(row + 5, w0)
+    tl.store(row + 6, w1)
+    tl.store(row + 7, m0)
+    tl.store(row + 8, m1)
+    tl.store(row + 9, v0)
+    tl.store(row + 10, v1)
+    tl.store(row + 11, lower_bound)
+    tl.store(row + 12, iterations)
+
+
+@triton.jit
+def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weights_ptr, means_ptr, variances_ptr,
+                     log_likelihood_ptr, n_iter_ptr, converged_ptr, degenerate_ptr, fit_min_ptr, fit_max_ptr,
+                     partials_ptr, state_ptr, counters_ptr, n_groups, slots_per_pass, n_items, search_steps,
+                     max_iter, steps, tol_bits, reg_covar_bits, eps_bits, log_2pi_bits, max_magnitude_bits,
+                     MINMAX: tl.constexpr, KMEANS: tl.constexpr, BISECTIONS: tl.constexpr, CHUNK: tl.constexpr,
+                     BLOCK: tl.constexpr, REVERSED_CLAIMS: tl.constexpr):
+    """The whole fit after the grouping (fastmix/api/gmm.py's ``fit_gmm2`` with init "kmeans" (KMEANS) or
+    "quantile"), each group split over many programs: a persistent work queue.
+
+    Work item i is chunk ``i % slots_per_pass`` of pass ``i // slots_per_pass``, claimed in order from
+    counters[0]. A group's p-th pass is whatever its state says (the grid-step histogram, a hard split: the halves,
+    a Lloyd step or the final split, or an E-step); its item waits (acquire) until counters[2 + g] (the group's
+    ready counter) reaches p, writes its chunk's partial statistics to its own row of ``partials``, and arrives
+    (acq_rel) at counters[2 + G + g]; the last of the group's chunks to arrive sums the rows in chunk order (so the
+    fit does not depend on the order of arrival nor on the number of programs), takes the step (median split, Lloyd
+    step, init M-step, M-step with the lower bound and scikit-learn's convergence test, the fit's fields once done)
+    and releases pass p + 1 or FINISHED. An item waits only for items claimed before it, by programs that are
+    running, so no number of resident programs deadlocks; under the interpreter program 0 runs every item in
+    order and never waits. counters[1] counts the finished groups: then the programs stop claiming."""
+    WIDTH: tl.constexpr = 1 << BISECTIONS
+    reg_covar = float64_from_bits(reg_covar_bits)
+    eps = float64_from_bits(eps_bits)
+    tol = float64_from_bits(tol_bits)
+    log_2pi = float64_from_bits(log_2pi_bits)
+    max_magnitude = float64_from_bits(max_magnitude_bits)
+    ready_ptr = counters_ptr + 2
+    arrivals_ptr = ready_ptr + n_groups
+    slot_groups_ptr = arrivals_ptr + n_groups
+    item = tl.atomic_add(counters_ptr, 1, sem="relaxed", scope="gpu")
+    while item < n_items:
+        pass_index = item // slots_per_pass
+        slot = item % slots_per_pass
+        if REVERSED_CLAIMS:
+            slot = slots_per_pass - 1 - slot
+        g = tl.atomic_add(slot_groups_ptr + slot, 0, sem="relaxed", scope="gpu").to(tl.int64) - 1
+        if g < 0:  # not found yet: by binary search, remembered for the later passes
+            # Group g's chunks are slots offsets[g] // CHUNK + g onwards (strictly increasing in g, and at least
+            # max(cdiv(count_g, CHUNK), 1) apart): the slot's group is the last g whose first slot is <= slot.
+            first = tl.zeros([], tl.int64)
+            last = first + n_groups
+            for _ in range(search_steps):
+                middle = (first + last) // 2
+                open_range = first < last
+                above = open_range & (tl.load(offsets_ptr + middle, mask=open_range, other=0) // CHUNK + middle > slot)
+                first = tl.where(open_range & ~above, middle + 1, first)
+                last = tl.where(above, middle, last)
+            g = first - 1
+            tl.atomic_xchg(slot_groups_ptr + slot, first.to(tl.int32), sem="relaxed", scope="gpu")
+        start = tl.load(offsets_ptr + g)
+        end = tl.load(offsets_ptr + g + 1)
+        first_slot = start // CHUNK + g
+        n_chunks = tl.maximum(tl.cdiv(end - start, CHUNK), 1)
+        released = tl.atomic_add(ready_ptr + g, 0, sem="acquire", scope="gpu")
+        if (released != FINISHED) & (slot - first_slot < n_chunks):  # else: a finished group, or no chunk's slot
+            while released < pass_index:
+                released = tl.atomic_add(ready_ptr + g, 0, sem="acquire", scope="gpu")
+            if released == pass_index:
+                count = tl.load(count_ptr + g)
+                group_min = tl.load(min_ptr + g)
+                group_max = tl.load(max_ptr + g)
+                shift, scale, unusable = _normalisation(group_min, group_max, max_magnitude, MINMAX)
+                degenerate = (count < 2) | (group_max == group_min) | unusable
+                row = state_ptr + g.to(tl.int64) * STATE_WIDTH
+                chunk_start = start + (slot - first_slot) * CHUNK
+                chunk_end = tl.minimum(chunk_start + CHUNK, end)
+                inv_scale = 1.0 / scale
+                low = (group_min - shift) / scale
+                high = (group_max - shift) / scale
+                partial = partials_ptr + slot.to(tl.int64) * WIDTH
+                kind = tl.full([], HISTOGRAM_PASS, tl.int32)
+                if pass_index > 0:
+                    kind = tl.load(row, cache_modifier=".cg").to(tl.int32)
+                if degenerate:  # no pass: its chunks arrive, the last writes the placeholders
+                    kind = -1
+                elif kind == HISTOGRAM_PASS:
+                    histogram = _grid_step_histogram(values_ptr, chunk_start, chunk_end, shift, inv_scale, low, high,
+                                                     BISECTIONS, BLOCK)
+                    tl.store(partial + tl.arange(0, WIDTH), histogram.to(tl.float64))
+                elif kind == SPLIT_PASS:
+                    split = tl.load(row + 1, cache_modifier=".cg")
+                    c0 = tl.load(row + 2, cache_modifier=".cg")
+                    c1 = tl.load(row + 3, cache_modifier=".cg")
+                    n0, n1, s0, s1, q0, q1 = _split_sums(values_ptr, chunk_start, chunk_end, shift, inv_scale, split,
+                                                         c0, c1, BLOCK)
+                    _store_statistics(partial, tl.zeros([], tl.float64), n0, n1, s0, s1, q0, q1)
+                else:
+                    _store_statistics(partial, *_estep_sums(
+                        values_ptr, chunk_start, chunk_end, shift, inv_scale, tl.load(row + 5, cache_modifier=".cg"),
+                        tl.load(row + 6, cache_modifier=".cg"), tl.load(row + 7, cache_modifier=".cg"),
+                        tl.load(row + 8, cache_modifier=".cg"), tl.load(row + 9, cache_modifier=".cg"),
+                        tl.load(row + 10, cache_modifier=".cg"), log_2pi, BLOCK))
+                tl.debug_barrier()  # every thread's partial stores before the release below
+                arrived = tl.atomic_add(arrivals_ptr + g, 1, sem="acq_rel", scope="gpu")
+                if arrived == n_chunks - 1:  # the group's last chunk of this pass: reduce and step
+                    released = _step(g, kind, row, partials_ptr + first_slot.to(tl.int64) * WIDTH, n_chunks, count,
+                                     group_min, group_max, low, high, pass_index, reg_covar, eps, tol, weights_ptr,
+                                     means_ptr, variances_ptr, log_likelihood_ptr, n_iter_ptr, converged_ptr, degenerate_ptr, fit_min_ptr,
+                                     fit_max_ptr, max_iter, steps, MINMAX, KMEANS, BISECTIONS)
+                    tl.atomic_xchg(arrivals_ptr + g, 0, sem="relaxed", scope="gpu")
+                    tl.debug_barrier()  # every thread's state and output stores before the release below
+                    tl.atomic_xchg(ready_ptr + g, released, sem="release", scope="gpu")
+                    if released == FINISHED:
+                        tl.atomic_add(counters_ptr + 1, 1, sem="relaxed", scope="gpu")
+        if tl.atomic_add(counters_ptr + 1, 0, sem="relaxed", scope="gpu") == n_groups:
+            item = n_items
+        else:
+            item = tl.atomic_add(counters_ptr, 1, sem="relaxed", scope="gpu")
 
 
 # ------------------------------------------------------------------------------------------------------ launchers
@@ -555,15 +821,36 @@ def gmm2_em(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Ten
                                       BLOCK=BLOCK, num_warps=SEGMENT_WARPS)
 
 
+def fit_programs(device: torch.device) -> int:
+    """Programs of the fused fit: PROGRAMS_PER_SM per SM on CUDA (read from the device's properties, no sync)."""
+    if device.type == "cuda":
+        return PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+    return INTERPRETED_PROGRAMS
+
+
 def gmm2_fit(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
              hi: torch.Tensor, outputs: tuple[torch.Tensor, ...], minmax: bool, kmeans: bool, max_iter: int,
              steps: int, bisections: int, tol: float, reg_covar: float, eps: float, max_magnitude: float) -> None:
     """Fills ``outputs`` = (weights, means, variances, log_likelihood, n_iter, converged, degenerate, min, max), the
-    fields of a GMM2Fit, in one launch."""
-    _gmm2_fit_kernel[(count.size(0),)](sorted_values, offsets, count, lo, hi, *outputs, max_iter, steps,
-                                       float64_bits(tol), float64_bits(reg_covar), float64_bits(eps),
-                                       float64_bits(LOG_2PI), float64_bits(max_magnitude), MINMAX=minmax,
-                                       KMEANS=kmeans, BISECTIONS=bisections, BLOCK=BLOCK, num_warps=SEGMENT_WARPS)
+    fields of a GMM2Fit: one memset of the work queue's counters and one launch of the fused fit. At most
+    3 + steps + max_iter passes ("kmeans": histogram, halves, the Lloyd steps, the final split, the EM; "quantile":
+    2 + max_iter), each of at most cdiv(n, CHUNK) + G chunks."""
+    n_groups, device = count.size(0), count.device
+    if n_groups == 0:
+        return
+    assert bisections >= 3, "a partial row holds the histogram's 2^bisections bins and a pass's 7 statistics"
+    slots_per_pass = triton.cdiv(sorted_values.numel(), CHUNK) + n_groups
+    passes = (3 + steps if kmeans else 2) + max_iter
+    partials = torch.empty((slots_per_pass, 1 << bisections), dtype=torch.float64, device=device)
+    state = torch.empty((n_groups, STATE_WIDTH.value), dtype=torch.float64, device=device)
+    counters = torch.zeros(2 + 2 * n_groups + slots_per_pass, dtype=torch.int32, device=device)
+    _gmm2_fit_kernel[(fit_programs(device),)](
+        sorted_values, offsets, count, lo, hi, *outputs, partials, state, counters, n_groups, slots_per_pass,
+        passes * slots_per_pass, n_groups.bit_length() + 1, max_iter, steps, float64_bits(tol),
+        float64_bits(reg_covar), float64_bits(eps), float64_bits(LOG_2PI), float64_bits(max_magnitude),
+        MINMAX=minmax, KMEANS=kmeans, BISECTIONS=bisections, CHUNK=CHUNK,
+        BLOCK=FLOAT32_FIT_BLOCK if sorted_values.dtype == torch.float32 else BLOCK,
+        REVERSED_CLAIMS=REVERSED_CLAIMS, num_warps=SEGMENT_WARPS)
 
 
 @triton.jit
