@@ -6,8 +6,8 @@
 //                           order, so results do not depend on the thread count or the schedule.
 // The block passes (the inits' hard split, the E-step) are explicitly vectorised (GCC/Clang vector extensions);
 // they are compiled for AVX-512, AVX2+FMA and the baseline ISA and the best one the CPU has runs (the
-// FASTMIX_CPU_ISA environment variable forces one). Precision, the policy of every backend (docs/gmm_gpu.md,
-// "Precision"): the E-step of float32 values computes each value's terms (exp, the log's factors) and the lanes'
+// FASTMIX_CPU_ISA environment variable forces one). Precision, the policy of every backend (docs/design.md,
+// "Conventions every op follows"): the E-step of float32 values computes each value's terms (exp, the log's factors) and the lanes'
 // running sums in float32 (EStepSumsFloat), everything else is float64 (the E-step of float64 values: exp
 // accurate to 1 ulp). The lane count is fixed per ISA, so a fit is bitwise reproducible on one machine; across CPU
 // kinds the sums' rounding differs in the last bits.
