@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 
 import fastmix
-from fastmix import _layout, _native, _random
+from fastmix import _backend, _layout, _native, _random
 from fastmix._dtypes import compute_dtype
 from fastmix.api import mix as mix_api
 from fastmix.ops import mix as mix_ops
@@ -249,6 +249,41 @@ def test_class_indices_out_of_range_raise(backend, device):
         for fn in (fastmix.mixup, fastmix.cutmix):
             with pytest.raises(ValueError, match=r"class indices outside \[0, 5\)"):
                 fn(x, y, num_classes=5, backend=backend)
+
+
+# (draws, permute, mixup_alpha, cutmix_alpha, mix_prob, box_range, labels): every branch of the parameter kernel.
+PARAMETER_CASES = [("elem", True, 1.0, 0.0, 1.0, None, "index"), ("batch", False, 0.0, 1.0, 1.0, None, "soft64"),
+                   ("pair", False, 0.8, 1.0, 0.6, None, "multi-hot"), ("elem", True, 0.2, 0.3, 0.7, None, "index"),
+                   ("half", False, 0.8, 1.0, 1.0, None, "none"), ("elem", False, 0.0, 1.0, 0.8, [2, 5, 3, 4], "soft64"),
+                   ("pair", True, 0.8, 1.0, 1.0, [1, 6, 4, 2], "index")]
+
+
+@pytest.mark.skipif(bool(_backend.unavailable_reason("triton", "cpu") or _backend.unavailable_reason("cpu", "cpu")),
+                    reason="compares the C++ parameter call with the Triton kernel under its interpreter")
+@pytest.mark.parametrize("case", PARAMETER_CASES, ids=lambda case: "-".join(map(str, case[:3] + case[-1:])))
+def test_cpu_parameters_are_the_parameter_kernels(case):
+    """For the same seed the C++ parameter call ("cpu") draws what the Triton kernel draws: partners, inverses,
+    boxes and CutMix flags exactly, lam, weights and mixed labels within their dtype's tolerance (the two differ
+    only in the math library's last bits)."""
+    draws, permute, mixup_alpha, cutmix_alpha, mix_prob, box_range, label_kind = case
+    batch, classes, height, width = 37, 6, 9, 13
+    labels = {"index": torch.randint(0, classes, (batch,), generator=seeded("cpu", 1)),
+              "soft64": make_labels("soft", batch, classes, "cpu").double(),
+              "multi-hot": make_labels("soft", batch, classes, "cpu") > 0.3, "none": None}[label_kind]
+    for seed in range(3):
+        arguments = (_random.draw_seed(seeded("cpu", seed), "cpu"), labels, classes, 0.1, label_kind == "multi-hot",
+                     batch, height, width, draws, permute, mixup_alpha, cutmix_alpha, mix_prob, 0.5, box_range,
+                     seed != 1, torch.float64 if seed == 2 else torch.float32)
+        kernel = mix_ops.mix_params(*arguments, "triton")
+        cpu = mix_ops.mix_params(*arguments, "cpu")
+        for name, expected, actual in zip(("lam", "weight", "boxes", "partner", "inverse", "cutmix", "labels"),
+                                          kernel, cpu):
+            assert actual.dtype == expected.dtype and actual.shape == expected.shape, name
+            if expected.is_floating_point():
+                assert_close(actual, expected, expected.dtype, f"{name}, seed {seed}")
+            else:
+                assert torch.equal(actual, expected), f"{name}, seed {seed}"
+        assert kernel[5].any() == (cutmix_alpha > 0), "the cases draw CutMix boxes where they can"
 
 
 def with_cpu_isas(params):
