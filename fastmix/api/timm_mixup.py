@@ -29,8 +29,8 @@ class Mixup:
 
     - Randomness: torch's RNG on x's device (``generator=``), not numpy's global RNG: on the kernel backends one
       seed per call drawn on the device, from which one kernel (its C++ twin on "cpu") draws every parameter
-      (Philox); on the "reference" backend one ``torch.rand`` and one Gamma draw per call. No host sync, no Python loop: one
-      kernel launch mixes the batch, whatever the mode.
+      (Philox); on the "reference" backend one ``torch.rand`` and one Gamma draw per call. No host sync, no Python
+      loop: one kernel launch mixes the batch, whatever the mode.
     - Odd batches work in every mode: the middle sample pairs with itself and stays unchanged (timm asserts).
     - Targets may be int class indices (B,) or float one-hot/soft/multi-hot (B, K); smoothing maps every kind by
       ``y (1 - s) + s / K``. Targets are float32 (float64 for float64 targets), never x's dtype.
