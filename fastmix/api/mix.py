@@ -297,7 +297,7 @@ def mix_batch(x: torch.Tensor, labels: Labels, sampling: Sampling, generator, ba
     params, weight, inverse, y_mixed = draw(x, labels, sampling, generator, backend)
     boxes = params.boxes.contiguous()  # expanded rows of one draw ("batch" mode) on the reference
     if inplace:
-        mix_ops.mix_pairs_inplace(x, weight, boxes, params.partner, height_dim, width_dim, backend)
+        mix_ops.mix_pairs_inplace_eager(x, weight, boxes, params.partner, height_dim, width_dim, backend)
         return x, y_mixed, params
     x_mixed = mix_ops.mix_pairs_unchecked_eager(x, weight, boxes, params.partner, inverse, height_dim, width_dim,
                                                 backend, False)

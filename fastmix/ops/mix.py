@@ -380,6 +380,15 @@ def mix_pairs_unchecked_eager(x, weight, boxes, partner, inverse, height_dim, wi
     return _mix_pairs_unchecked(x, weight, boxes, partner, inverse, height_dim, width_dim, backend, adjoint)
 
 
+def _mix_pairs_into(x, weight, boxes, partner, height_dim, width_dim, backend):
+    separate_rows = x.size(0) == 1 or abs(x.stride(0)) >= x[0].numel()  # not an expanded batch (copy_ rejects it)
+    if backend == "cpu" and _layout._dense_rows(x) and separate_rows:
+        x_rows = _layout.rows_view(x)
+        _mix_pairs_cpu(x_rows, x_rows, x, weight, boxes, partner, height_dim, width_dim)
+    else:
+        x.copy_(_mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend))
+
+
 @torch.library.custom_op("fastmix::mix_pairs_inplace", mutates_args=("x",))
 def mix_pairs_inplace(x: torch.Tensor, weight: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor,
                       height_dim: int, width_dim: int, backend: str) -> None:
@@ -387,12 +396,16 @@ def mix_pairs_inplace(x: torch.Tensor, weight: torch.Tensor, boxes: torch.Tensor
     it (a cycle of partners saves one line of its first member), touching only what changes: a CutMix sample's box.
     Other backends, and an x whose samples are not separate dense blocks, mix out of place and copy back."""
     check_pairs(x, weight, boxes, partner, height_dim, width_dim)
-    separate_rows = x.size(0) == 1 or abs(x.stride(0)) >= x[0].numel()  # not an expanded batch (copy_ rejects it)
-    if backend == "cpu" and _layout._dense_rows(x) and separate_rows:
-        x_rows = _layout.rows_view(x)
-        _mix_pairs_cpu(x_rows, x_rows, x, weight, boxes, partner, height_dim, width_dim)
+    _mix_pairs_into(x, weight, boxes, partner, height_dim, width_dim, backend)
+
+
+def mix_pairs_inplace_eager(x, weight, boxes, partner, height_dim, width_dim, backend):
+    """``mix_pairs_inplace`` for arguments the library built itself (as ``mix_pairs_unchecked`` takes them): its
+    implementation, unchecked, in eager mode; the op under torch.compile."""
+    if torch.compiler.is_compiling():
+        mix_pairs_inplace(x, weight, boxes, partner, height_dim, width_dim, backend)
     else:
-        x.copy_(_mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend))
+        _mix_pairs_into(x, weight, boxes, partner, height_dim, width_dim, backend)
 
 
 @mix_pairs_inplace.register_fake
