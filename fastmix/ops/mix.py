@@ -38,6 +38,9 @@ def spatial_geometry(x: torch.Tensor, height_dim: int, width_dim: int) -> tuple[
     """``(height, width, h_div, w_div)``: in a canonical row (x's memory order), ``h = f // h_div % height``."""
     if height_dim < 0:
         return 1, 1, 1, 1
+    if x.is_contiguous():  # memory order is x's order: a dim's divisor is its stride (1 for a size-1 dim)
+        height, width = x.size(height_dim), x.size(width_dim)
+        return height, width, x.stride(height_dim) if height > 1 else 1, x.stride(width_dim) if width > 1 else 1
     order = _layout._trailing_order(x)
     divisor = {}
     step = 1
@@ -235,15 +238,24 @@ def _launch_pairs(x, weight, boxes, sources, offsets, height_dim, width_dim, bac
     return out
 
 
+def _rows_and_output(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_rows, out, out_rows)``: x as (B, F) rows and a new output like x with its rows; a contiguous x (the
+    common case) without ``_layout``'s walk over the dims."""
+    if x.is_contiguous() and x.numel() > 0:
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        return x.view(x.size(0), -1), out, out.view(x.size(0), -1)
+    out = _layout.empty_like_rows(x)
+    return _layout.rows_view(x), out, _layout.rows_view(out)
+
+
 def _mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend):
     """The forward mix of ``mix_pairs`` with operands of any dtype and layout (converted when they must be)."""
     if backend == "reference":
         spatial = (height_dim, width_dim) if height_dim >= 0 else (None, None)
         return _layout.empty_like_rows(x).copy_(reference.mix_pairs(x, weight, boxes, partner, *spatial))
     if backend == "cpu":
-        out = _layout.empty_like_rows(x)
-        _mix_pairs_cpu(_layout.rows_view(x), _layout.rows_view(out), x, weight, boxes, partner, height_dim,
-                       width_dim)
+        x_rows, out, out_rows = _rows_and_output(x)
+        _mix_pairs_cpu(x_rows, out_rows, x, weight, boxes, partner, height_dim, width_dim)
         return out
     weight = weight.to(compute_dtype(x.dtype)).contiguous()
     boxes, partner = boxes.to(torch.int32).contiguous(), partner.to(torch.int64).contiguous()
