@@ -260,9 +260,11 @@ def float_labels(labels: Labels) -> torch.Tensor:
     return smooth(dense, labels.smoothing, labels.multi_label)
 
 
-def draw(x: torch.Tensor, labels: Labels | None, sampling: Sampling, generator, backend: str):
+def draw(x: torch.Tensor, labels: Labels | None, sampling: Sampling, generator, backend: str,
+         height_dim: int, width_dim: int):
     """One call's parameters: ``(params, weight, inverse, y_mixed)``, the weight and partner inverse the mix kernel
-    takes and the mixed labels (None without ``labels``). On "cpu" and the kernel backends the parameter call
+    takes and the mixed labels (None without ``labels``); ``height_dim, width_dim`` from ``spatial_dims`` for
+    CutMix (else -1, -1). On "cpu" and the kernel backends the parameter call
     (``fastmix::mix_params``: the Triton kernel or its C++ twin) draws them from one seed and mixes the labels;
     the reference draws them with torch's sampler (``sample``)."""
     y = None if labels is None else labels.y
@@ -270,7 +272,6 @@ def draw(x: torch.Tensor, labels: Labels | None, sampling: Sampling, generator, 
         kernel_labels = None if y is None or y.requires_grad else y  # gradients to y: labels mixed by torch ops
         if backend != "cpu" and kernel_labels is not None and not y.is_floating_point() and y.dim() == 1:
             check_classes_on_cpu(y, labels.classes)  # the C++ parameter call checks them itself
-        height_dim, width_dim = spatial_dims(x, sampling.layout) if sampling.cutmix_alpha > 0 else (-1, -1)
         height = x.size(height_dim) if height_dim >= 0 else 1
         width = x.size(width_dim) if width_dim >= 0 else 1
         classes, smoothing, multi_label = (1, 0.0, False) if labels is None else labels[1:]
@@ -290,11 +291,11 @@ def draw(x: torch.Tensor, labels: Labels | None, sampling: Sampling, generator, 
 
 
 def mix_batch(x: torch.Tensor, labels: Labels, sampling: Sampling, generator, backend: str, inplace: bool):
-    """Draws the parameters (``draw``), mixes x in one launch (``fastmix::mix_pairs_unchecked``; CutMix samples
-    paste their partner's box with weight 1 outside it, the others interpolate with lam over an empty box) and the
-    labels; returns ``(x_mixed, y_mixed, params)``."""
+    """Checks x's spatial dims (CutMix) before anything is drawn, draws the parameters (``draw``), mixes x in one
+    launch (``fastmix::mix_pairs_unchecked``; CutMix samples paste their partner's box with weight 1 outside it, the
+    others interpolate with lam over an empty box) and the labels; returns ``(x_mixed, y_mixed, params)``."""
     height_dim, width_dim = spatial_dims(x, sampling.layout) if sampling.cutmix_alpha > 0 else (-1, -1)
-    params, weight, inverse, y_mixed = draw(x, labels, sampling, generator, backend)
+    params, weight, inverse, y_mixed = draw(x, labels, sampling, generator, backend, height_dim, width_dim)
     boxes = params.boxes.contiguous()  # expanded rows of one draw ("batch" mode) on the reference
     if inplace:
         mix_ops.mix_pairs_inplace_eager(x, weight, boxes, params.partner, height_dim, width_dim, backend)
@@ -393,5 +394,4 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, *, alpha: float = 1.0, minmax=None,
                         check_pairing(pairing) == "perm", 0.0, _checks.check_positive_finite("alpha", alpha),
                         minmax=check_minmax(minmax), correct_lam=_checks.check_bool("correct_lam", correct_lam),
                         layout=layout)
-    spatial_dims(x, layout)  # checked before anything is drawn
     return mix_batch(x, labels, sampling, generator, name, inplace)

@@ -83,12 +83,11 @@ class Mixup:
         """Draws one batch's parameters on x's device (per mode, as the class docstring says) as a call on this
         mixer's backend draws them: the parameter kernel (or its C++ twin on "cpu") from one seed, or on the
         reference torch's sampler (one ``torch.rand`` and one Gamma draw)."""
-        if self.cutmix_alpha > 0:  # checked before anything is drawn
-            mix.spatial_dims(x, self.layout)
         _checks.check_batch_input("x", x, allow_uint8=True)
+        spatial = mix.spatial_dims(x, self.layout) if self.cutmix_alpha > 0 else (-1, -1)
         _checks.check_generator(self.generator, x.device)
         name = _backend.resolve(self.backend, x.device, cpu_default="cpu", supported=mix_ops.BACKENDS)
-        return mix.draw(x, None, self._sampling(), self.generator, name)[0]
+        return mix.draw(x, None, self._sampling(), self.generator, name, *spatial)[0]
 
     def _mix(self, x: torch.Tensor, target: torch.Tensor):
         """``(x_mixed, target_mixed, params)``; ``params`` is None when ``mixup_enabled`` is False."""
@@ -96,8 +95,6 @@ class Mixup:
                                    self.inplace, multi_label=self.multi_label)
         if not self.mixup_enabled:
             return x, mix.float_labels(labels), None
-        if self.cutmix_alpha > 0:  # checked before anything is drawn
-            mix.spatial_dims(x, self.layout)
         return mix.mix_batch(x, labels, self._sampling(), self.generator, name, self.inplace)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor, *, return_params: bool = False):
