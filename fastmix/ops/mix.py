@@ -445,13 +445,13 @@ def _mix_params(seed: torch.Tensor, labels: torch.Tensor | None, classes: int, s
                 correct_lam: bool, weight_dtype: torch.dtype, backend: str = "triton"):
     """``mix_params``'s implementation: the Triton kernel, or on the "cpu" backend its C++ twin."""
     outputs = _mix_params_outputs(seed, labels, classes, batch, weight_dtype)
-    kind = 0 if labels is None else (1 if labels.dim() == 1 else 2)  # LABEL_KINDS
+    kind = LABEL_KINDS.index("none" if labels is None else ("index" if labels.dim() == 1 else "dense"))
     keep, add = 1.0 - smoothing, smoothing * (0.5 if multi_label else 1.0 / classes)
     low_h, span_h, low_w, span_w = box_range or (0, 1, 0, 1)
     if backend == "cpu":
         label_dtype = outputs[6].dtype
         label_arguments = (0, 0) if labels is None else _fast_path.label_arguments(
-            labels.long() if kind == 1 else labels, label_dtype)
+            labels.long() if labels.dim() == 1 else labels, label_dtype)
         _native.launch(
             "mix_params_cpu", seed.device, _native.Buffer(seed, torch.int64, 1), *outputs[:2],
             _native.DTYPE_CODES[weight_dtype], *outputs[2:6], kind, *label_arguments,
