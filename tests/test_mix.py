@@ -219,7 +219,8 @@ def test_drawn_boxes_are_timms_for_the_drawn_lambda(backend, device):
 
 @pytest.mark.parametrize("backend,device", SAMPLERS)
 def test_drawn_minmax_boxes_are_timms(backend, device):
-    height, width, lo, hi, count = 20, 16, 0.2, 0.8, 1000
+    height, width, lo, hi = 20, 16, 0.2, 0.8
+    count = 250 if backend == "triton" else 1000  # Triton's draws are its C++ twin's (the parity test below)
     _, _, params = fastmix.cutmix(torch.zeros(count, 1, height, width, device=device),
                                   torch.zeros(count, 2, device=device), minmax=(lo, hi), pairing="flip",
                                   generator=seeded(device, 5), backend=backend)
