@@ -33,6 +33,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("mix_pairs_emulate", &fastmix::mix_pairs_emulate, py::call_guard<py::gil_scoped_release>());
   m.def("mix_pairs_adjoint_cpu", &fastmix::mix_pairs_adjoint_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("mix_pairs_cpu", &fastmix::mix_pairs_cpu, py::call_guard<py::gil_scoped_release>());
+  m.def("mix_params_cpu", &fastmix::mix_params_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_segments_cpu", &fastmix::gmm2_segments_cpu, py::call_guard<py::gil_scoped_release>());
   m.def("gmm2_split_statistics_cpu", &fastmix::gmm2_split_statistics_cpu,
         py::call_guard<py::gil_scoped_release>());

@@ -51,6 +51,18 @@ void gmm2_em_emulate(uintptr_t sorted, uintptr_t offsets, int dtype, int64_t n_g
 void mix_pairs_cpu(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
                    int64_t features, uintptr_t weight, uintptr_t boxes, uintptr_t partner, int64_t height,
                    int64_t width, int64_t h_div, int64_t w_div, bool has_box, int dtype);
+// mix_params_cpu (mix_params_cpu.cpp): one call's mix parameters and mixed labels from the int64 seed at seed_ptr, as
+// the Triton parameter kernel draws them (same Philox streams, philox.h): lam float32 (B,), weight (B,) float32 or
+// float64 (weight_dtype), boxes int32 (B, 4), partner and its inverse int64 (B,), cutmix bool (B,), and with labels
+// (label_kind 1: int64 class indices (B,); 2: dense rows in label_dtype, unit column stride) the smoothed
+// (y keep + add) and mixed labels (B, classes) in label_dtype (float32 or float64). Throws std::invalid_argument
+// on a class index outside [0, classes), before writing anything.
+void mix_params_cpu(uintptr_t seed_ptr, uintptr_t lam_ptr, uintptr_t weight_ptr, int weight_dtype, uintptr_t boxes_ptr,
+                    uintptr_t partner_ptr, uintptr_t inverse_ptr, uintptr_t cutmix_ptr, int label_kind,
+                    uintptr_t labels_ptr, int64_t label_row_stride, int label_dtype, uintptr_t mixed_labels_ptr,
+                    int64_t classes, int64_t batch, int64_t height, int64_t width, int64_t low_h, int64_t span_h,
+                    int64_t low_w, int64_t span_w, int draws, bool permute, double mixup_alpha, double cutmix_alpha,
+                    double mix_prob, double switch_prob, bool minmax, bool correct_lam, double keep, double add);
 // pair_mix_emulate: the general pair mix, the CUDA kernel's body over its launch grid, on host memory.
 void pair_mix_emulate(uintptr_t x, int64_t x_row_stride, uintptr_t out, int64_t out_row_stride, int64_t batch,
                       int64_t features, uintptr_t self_boxes, uintptr_t self_weights, uintptr_t seg_boxes,

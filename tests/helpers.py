@@ -121,16 +121,16 @@ def seeded(device, seed: int = 0) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-# The mix family's two parameter samplers: torch's (the "reference" and "cpu" backends) and the parameter kernel
-# (the kernel backends, here "triton").
-SAMPLERS = backend_params(("reference", "triton"))
-
-
 def with_cpu_kernel(params):
     """``params`` plus the "cpu" backend (the C++ CPU kernels), skipped when fastmix._C is not built."""
     reason = _backend.unavailable_reason("cpu", "cpu")
     marks = [pytest.mark.skip(reason=reason)] if reason else []
     return [*params, pytest.param("cpu", "cpu", id="cpu-cpu", marks=marks)]
+
+
+# The mix family's parameter samplers: torch's (the "reference" backend) and the parameter kernel (the Triton kernel
+# on the kernel backends, here "triton", and its C++ twin on "cpu").
+SAMPLERS = with_cpu_kernel(backend_params(("reference", "triton")))
 
 
 def weighted_sum_ieee(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

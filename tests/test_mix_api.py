@@ -119,19 +119,20 @@ def test_sample_betas_draws_every_row_from_one_gamma_call():
 def test_one_random_draw_of_each_kind_per_call(mode, minmax):
     x = torch.zeros(6, 3, 8, 8)
     mixer = fastmix.Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, cutmix_minmax=minmax, mode=mode, num_classes=3,
-                          generator=seeded("cpu"))
+                          generator=seeded("cpu"), backend="reference")
     with RandomDraws() as draws:
         mixer.sample(x)
     assert draws.counts == {"rand": 1, "_standard_gamma": 1}
     with RandomDraws() as draws:
-        fastmix.cutmix(x, torch.zeros(6, 3), minmax=minmax, generator=seeded("cpu"))
+        fastmix.cutmix(x, torch.zeros(6, 3), minmax=minmax, generator=seeded("cpu"), backend="reference")
     assert draws.counts == {"rand": 1, "_standard_gamma": 1, "randperm": 1}
 
 
-@pytest.mark.parametrize("backend,device", backend_params(("triton",)))
+@pytest.mark.parametrize("backend,device", with_cpu_kernel(backend_params(("triton",))))
 @pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
 def test_kernel_backends_draw_one_seed_per_call(backend, device, mode):
-    """On the kernel backends the generator gives one seed per call; the parameter kernel draws the rest."""
+    """On the kernel backends and "cpu" the generator gives one seed per call; the parameter kernel (or its C++
+    twin) draws the rest."""
     x, y = torch.zeros(6, 3, 8, 8, device=device), torch.zeros(6, 3, device=device)
     mixer = fastmix.Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, mode=mode, num_classes=3, generator=seeded(device),
                           backend=backend)

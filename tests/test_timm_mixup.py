@@ -73,16 +73,20 @@ def test_output_equals_timms_for_the_drawn_parameters(backend, device, mode, bat
 @pytest.mark.parametrize("backend,device", SAMPLERS)
 @pytest.mark.parametrize("mode", MODES)
 def test_statistics_per_mode(backend, device, mode):
-    """Both samplers (torch's, and the parameter kernel's) follow timm's statistics in every mode."""
-    batch = 8 if mode == "batch" else 4000  # batch mode: one draw per call, so many calls of a small batch
+    """Both samplers (torch's, and the parameter kernel's or its C++ twin's) follow timm's statistics in every mode:
+    rates within 4 standard deviations. The draws are a call's (``Mixup.sample``), without the mix. Triton's draws
+    are its C++ twin's (tests/test_mix.py's parity test), so under the slow interpreter an eighth of them suffices
+    there: the twin has the full test's power."""
+    draws_per_mode = 300 if mode == "batch" else 4000  # batch mode: one draw per call, so many calls of a small batch
+    draws_per_mode //= 8 if backend == "triton" else 1
+    batch = 8 if mode == "batch" else draws_per_mode
     x = torch.zeros(batch, 1, 16, 16, device=device)
-    y = torch.zeros(batch, 2, device=device)
     mixer = fastmix.Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.7, switch_prob=0.4, mode=mode, num_classes=2,
                           generator=seeded(device), backend=backend)
-    draws = [mixer(x, y, return_params=True)[2] for _ in range(300 if mode == "batch" else 1)]
+    draws = [mixer.sample(x) for _ in range(draws_per_mode if mode == "batch" else 1)]  # a call's draw, no mix
     lam = torch.cat([d.lam[:1] if mode == "batch" else d.lam for d in draws]).cpu()
     cutmix = torch.cat([d.cutmix[:1] if mode == "batch" else d.cutmix for d in draws]).cpu()
-    tolerance = 0.1 if mode == "batch" else 0.03
+    tolerance = 4 * (0.25 / draws_per_mode) ** 0.5  # 4 standard deviations of a rate (at most 1/2 / sqrt(n))
     assert abs((lam == 1).float().mean().item() - 0.3) < tolerance, "gate: mixed with probability prob"
     assert abs(cutmix.float().mean().item() - 0.7 * 0.4) < tolerance, "cutmix with prob * switch_prob"
     for d in draws:
@@ -101,17 +105,18 @@ def test_statistics_per_mode(backend, device, mode):
 
 @pytest.mark.parametrize("backend,device", SAMPLERS)
 def test_correct_lam_false_keeps_the_beta_draw_but_minmax_always_corrects(backend, device):
-    x, y = torch.zeros(2000, 1, 16, 16, device=device), torch.zeros(2000, 2, device=device)
+    count = 500 if backend == "triton" else 2000  # Triton's draws are its C++ twin's ("cpu")
+    x = torch.zeros(count, 1, 16, 16, device=device)  # the draws are a call's (Mixup.sample), without the mix
     raw = fastmix.Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, correct_lam=False, mode="elem", num_classes=2,
                         generator=seeded(device), backend=backend)
-    params = raw(x, y, return_params=True)[2]
+    params = raw.sample(x)
     kept = 1 - reference.box_mask(params.boxes, 16, 16).float().mean(dim=(1, 2))
     assert params.cutmix.all() and (params.lam != kept).float().mean() > 0.9
     assert stats.kstest(params.lam.double().cpu().numpy(), "uniform").pvalue > 1e-3  # Beta(1, 1)
     minmax = fastmix.Mixup(mixup_alpha=0.0, cutmix_minmax=(0.3, 0.6), correct_lam=False, mode="elem",
                            num_classes=2, generator=seeded(device), backend=backend)
     assert minmax.cutmix_alpha == 1.0
-    params = minmax(x, y, return_params=True)[2]
+    params = minmax.sample(x)
     kept = 1 - reference.box_mask(params.boxes, 16, 16).float().mean(dim=(1, 2))
     assert_close(params.lam, kept, torch.float32)
     sides = (params.boxes[:, 1] - params.boxes[:, 0]).unique().tolist()

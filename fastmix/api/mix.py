@@ -6,8 +6,9 @@ sample's own label, for CutMix its kept-area fraction. One kernel launch mixes t
 
 Where the parameters come from: on the kernel backends ("triton", "cuda") one parameter kernel
 (``fastmix::mix_params``) draws them from a seed drawn on the device, and mixes the labels; a call is then three
-launches (seed, parameters and labels, mix), with no host sync. The "cpu" and "reference" backends draw them with
-torch's sampler (``sample``), by the same rules.
+launches (seed, parameters and labels, mix), with no host sync. On "cpu" the kernel's C++ twin draws the same
+numbers from the same seed (one random stream for the kernel backends). The reference draws them with torch's
+sampler (``sample``), by the same rules.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class MixParams(NamedTuple):
     cutmix: (B,) bool, True where sample i was mixed by CutMix.
 
     Where one draw serves the whole batch (``per_sample=False``, timm's "batch" mode) every row holds it (expanded
-    views of it on the "cpu" and "reference" backends).
+    views of it on the reference backend).
     """
 
     lam: torch.Tensor
@@ -196,7 +197,7 @@ def per_sample(draws: str, values: tuple[torch.Tensor, ...], batch: int) -> tupl
 
 
 def sample(x: torch.Tensor, sampling: Sampling, generator) -> MixParams:
-    """Draws one batch's parameters with torch's sampler (the "cpu" and "reference" backends) from one
+    """Draws one batch's parameters with torch's sampler (the reference backend) from one
     ``torch.rand`` (gate, switch, boxes, Beta boosts), one Gamma draw (both Beta distributions) and, with
     ``permute``, one ``torch.randperm``."""
     batch, device = x.size(0), x.device
@@ -237,8 +238,8 @@ def sample(x: torch.Tensor, sampling: Sampling, generator) -> MixParams:
 
 
 def samples_in_kernel(backend: str, device: torch.device) -> bool:
-    """Whether a call on ``backend`` draws its parameters in the parameter kernel: on the kernel backends, where
-    Triton runs on ``device``."""
+    """Whether a call on ``backend`` draws its parameters in the Triton parameter kernel: on the kernel backends,
+    where Triton runs on ``device``."""
     return backend in ("triton", "cuda") and not _backend.unavailable_reason("triton", device.type)
 
 
@@ -259,37 +260,48 @@ def float_labels(labels: Labels) -> torch.Tensor:
     return smooth(dense, labels.smoothing, labels.multi_label)
 
 
-def mix_batch(x: torch.Tensor, labels: Labels, sampling: Sampling, generator, backend: str, inplace: bool):
-    """Draws the parameters, mixes x in one launch (``fastmix::mix_pairs_unchecked``; CutMix samples paste their
-    partner's box with weight 1 outside it, the others interpolate with lam over an empty box) and the labels;
-    returns ``(x_mixed, y_mixed, params)``."""
-    height_dim, width_dim = spatial_dims(x, sampling.layout) if sampling.cutmix_alpha > 0 else (-1, -1)
-    batch, y = x.size(0), labels.y
-    if samples_in_kernel(backend, x.device):
-        kernel_labels = None if y.requires_grad else y  # gradients to y: the labels are mixed by torch ops
-        if kernel_labels is not None and not y.is_floating_point() and y.dim() == 1:
-            check_classes_on_cpu(y, labels.classes)
+def draw(x: torch.Tensor, labels: Labels | None, sampling: Sampling, generator, backend: str,
+         height_dim: int, width_dim: int):
+    """One call's parameters: ``(params, weight, inverse, y_mixed)``, the weight and partner inverse the mix kernel
+    takes and the mixed labels (None without ``labels``); ``height_dim, width_dim`` from ``spatial_dims`` for
+    CutMix (else -1, -1). On "cpu" and the kernel backends the parameter call
+    (``fastmix::mix_params``: the Triton kernel or its C++ twin) draws them from one seed and mixes the labels;
+    the reference draws them with torch's sampler (``sample``)."""
+    y = None if labels is None else labels.y
+    if backend == "cpu" or samples_in_kernel(backend, x.device):
+        kernel_labels = None if y is None or y.requires_grad else y  # gradients to y: labels mixed by torch ops
+        if backend != "cpu" and kernel_labels is not None and not y.is_floating_point() and y.dim() == 1:
+            check_classes_on_cpu(y, labels.classes)  # the C++ parameter call checks them itself
         height = x.size(height_dim) if height_dim >= 0 else 1
         width = x.size(width_dim) if width_dim >= 0 else 1
-        lam, weight, boxes, partner, inverse, cutmix, y_mixed = mix_ops.mix_params(
-            _random.draw_seed(generator, x.device), kernel_labels, labels.classes, labels.smoothing,
-            labels.multi_label, batch, height, width, sampling.draws, sampling.permute, sampling.mixup_alpha,
-            sampling.cutmix_alpha, sampling.mix_prob, sampling.switch_prob,
-            box_range(sampling.minmax, height, width), sampling.correct_lam, compute_dtype(x.dtype))
+        classes, smoothing, multi_label = (1, 0.0, False) if labels is None else labels[1:]
+        lam, weight, boxes, partner, inverse, cutmix, y_mixed = mix_ops.mix_params_eager(
+            _random.draw_seed(generator, x.device), kernel_labels, classes, smoothing, multi_label, x.size(0), height,
+            width, sampling.draws, sampling.permute, sampling.mixup_alpha, sampling.cutmix_alpha, sampling.mix_prob,
+            sampling.switch_prob, box_range(sampling.minmax, height, width), sampling.correct_lam,
+            compute_dtype(x.dtype), backend)
         params = MixParams(lam, partner, boxes, cutmix)
         if kernel_labels is None:
-            y_mixed = mix_labels(float_labels(labels), lam, partner)
-    else:
-        params = sample(x, sampling, generator)
-        weight = torch.where(params.cutmix, 1.0, params.lam).to(compute_dtype(x.dtype))
-        boxes, inverse = params.boxes.contiguous(), torch.argsort(params.partner)
-        y_mixed = mix_labels(float_labels(labels), params.lam, params.partner)
+            y_mixed = None if labels is None else mix_labels(float_labels(labels), lam, partner)
+        return params, weight, inverse, y_mixed
+    params = sample(x, sampling, generator)
+    weight = torch.where(params.cutmix, 1.0, params.lam).to(compute_dtype(x.dtype))
+    y_mixed = None if labels is None else mix_labels(float_labels(labels), params.lam, params.partner)
+    return params, weight, torch.argsort(params.partner), y_mixed
+
+
+def mix_batch(x: torch.Tensor, labels: Labels, sampling: Sampling, generator, backend: str, inplace: bool):
+    """Checks x's spatial dims (CutMix) before anything is drawn, draws the parameters (``draw``), mixes x in one
+    launch (``fastmix::mix_pairs_unchecked``; CutMix samples paste their partner's box with weight 1 outside it, the
+    others interpolate with lam over an empty box) and the labels; returns ``(x_mixed, y_mixed, params)``."""
+    height_dim, width_dim = spatial_dims(x, sampling.layout) if sampling.cutmix_alpha > 0 else (-1, -1)
+    params, weight, inverse, y_mixed = draw(x, labels, sampling, generator, backend, height_dim, width_dim)
+    boxes = params.boxes.contiguous()  # expanded rows of one draw ("batch" mode) on the reference
     if inplace:
-        mix_ops.mix_pairs_inplace(x, weight, boxes, params.partner, height_dim, width_dim, backend)
-        x_mixed = x
-    else:
-        x_mixed = mix_ops.mix_pairs_unchecked(x, weight, boxes, params.partner, inverse, height_dim, width_dim,
-                                              backend, False)
+        mix_ops.mix_pairs_inplace_eager(x, weight, boxes, params.partner, height_dim, width_dim, backend)
+        return x, y_mixed, params
+    x_mixed = mix_ops.mix_pairs_unchecked_eager(x, weight, boxes, params.partner, inverse, height_dim, width_dim,
+                                                backend, False)
     return x_mixed, y_mixed, params
 
 
@@ -336,9 +348,9 @@ def mixup(x: torch.Tensor, y: torch.Tensor, *, alpha: float = 1.0, per_sample: b
         label_smoothing: s in [0, 1); labels become ``y (1 - s) + s / K`` before mixing (timm's on/off values for
             int labels; the same affine map for float labels).
         multi_label: y holds dense (B, K) multi-hot labels (bool/int/float), smoothed to ``y (1 - s) + s / 2`` (timm).
-        generator: the torch.Generator (on x's device) every parameter is drawn from; on the kernel backends it
-            gives one 64-bit seed per call (one ``torch.randint`` on the device), from which the parameter kernel
-            draws everything.
+        generator: the torch.Generator (on x's device) every parameter is drawn from; on the kernel backends and
+            "cpu" it gives one 64-bit seed per call (one ``torch.randint`` on the device), from which the parameter
+            kernel (or its C++ twin) draws everything.
         inplace: write the result into x (x must not require grad, nor be an expanded or self-overlapping view).
             Otherwise x is never modified.
         backend: "cuda", "triton", "reference", "cpu" (the C++ kernel with OpenMP; the default for CPU tensors when
@@ -382,5 +394,4 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, *, alpha: float = 1.0, minmax=None,
                         check_pairing(pairing) == "perm", 0.0, _checks.check_positive_finite("alpha", alpha),
                         minmax=check_minmax(minmax), correct_lam=_checks.check_bool("correct_lam", correct_lam),
                         layout=layout)
-    spatial_dims(x, layout)  # checked before anything is drawn
     return mix_batch(x, labels, sampling, generator, name, inplace)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import torch
 from torch.utils.data import default_collate
 
-from fastmix import _checks
+from fastmix import _backend, _checks
 from fastmix.api import mix
+from fastmix.ops import mix as mix_ops
 
 
 class Mixup:
@@ -27,9 +28,9 @@ class Mixup:
     Deliberate differences from timm 1.0.31:
 
     - Randomness: torch's RNG on x's device (``generator=``), not numpy's global RNG: on the kernel backends one
-      seed per call drawn on the device, from which one kernel draws every parameter (Philox); on the "cpu" and
-      "reference" backends one ``torch.rand`` and one Gamma draw per call. No host sync, no Python loop: one
-      kernel launch mixes the batch, whatever the mode.
+      seed per call drawn on the device, from which one kernel (its C++ twin on "cpu") draws every parameter
+      (Philox); on the "reference" backend one ``torch.rand`` and one Gamma draw per call. No host sync, no Python
+      loop: one kernel launch mixes the batch, whatever the mode.
     - Odd batches work in every mode: the middle sample pairs with itself and stays unchanged (timm asserts).
     - Targets may be int class indices (B,) or float one-hot/soft/multi-hot (B, K); smoothing maps every kind by
       ``y (1 - s) + s / K``. Targets are float32 (float64 for float64 targets), never x's dtype.
@@ -79,11 +80,14 @@ class Mixup:
                             self.cutmix_minmax, self.correct_lam, self.layout)
 
     def sample(self, x: torch.Tensor) -> mix.MixParams:
-        """Draws one batch's parameters on x's device (per mode, as the class docstring says) with torch's sampler
-        (one ``torch.rand`` and one Gamma draw), as the "cpu" and "reference" backends do."""
-        if self.cutmix_alpha > 0:  # checked before anything is drawn
-            mix.spatial_dims(x, self.layout)
-        return mix.sample(x, self._sampling(), self.generator)
+        """Draws one batch's parameters on x's device (per mode, as the class docstring says) as a call on this
+        mixer's backend draws them: the parameter kernel (or its C++ twin on "cpu") from one seed, or on the
+        reference torch's sampler (one ``torch.rand`` and one Gamma draw)."""
+        _checks.check_batch_input("x", x, allow_uint8=True)
+        spatial = mix.spatial_dims(x, self.layout) if self.cutmix_alpha > 0 else (-1, -1)
+        _checks.check_generator(self.generator, x.device)
+        name = _backend.resolve(self.backend, x.device, cpu_default="cpu", supported=mix_ops.BACKENDS)
+        return mix.draw(x, None, self._sampling(), self.generator, name, *spatial)[0]
 
     def _mix(self, x: torch.Tensor, target: torch.Tensor):
         """``(x_mixed, target_mixed, params)``; ``params`` is None when ``mixup_enabled`` is False."""
@@ -91,8 +95,6 @@ class Mixup:
                                    self.inplace, multi_label=self.multi_label)
         if not self.mixup_enabled:
             return x, mix.float_labels(labels), None
-        if self.cutmix_alpha > 0:  # checked before anything is drawn
-            mix.spatial_dims(x, self.layout)
         return mix.mix_batch(x, labels, self._sampling(), self.generator, name, self.inplace)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor, *, return_params: bool = False):

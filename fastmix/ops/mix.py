@@ -21,17 +21,26 @@ import torch
 
 from fastmix import _checks, _layout, _native
 from fastmix._dtypes import compute_dtype
+from fastmix.ops import _fast_path
 from fastmix.reference import mix as reference
 
 # "cpu": mix_pairs runs the C++ line kernel, pair_mix (the gradients) the CUDA kernel's body over its launch grid,
 # both with OpenMP (csrc/mix_cpu.cpp).
 BACKENDS = ("cuda", "triton", "reference", "cpu")
+# mix_params's codes, shared by its Triton kernel and its C++ twin: how the drawn rows map to samples (one draw for
+# the batch, one per pair (i, B-1-i), one per sample, one per sample of the first half, the rest unmixed), and the
+# labels mixed (none, int class indices (B,), dense (B, K) rows of any dtype).
+DRAW_MODES = ("batch", "pair", "elem", "half")
+LABEL_KINDS = ("none", "index", "dense")
 
 
 def spatial_geometry(x: torch.Tensor, height_dim: int, width_dim: int) -> tuple[int, int, int, int]:
     """``(height, width, h_div, w_div)``: in a canonical row (x's memory order), ``h = f // h_div % height``."""
     if height_dim < 0:
         return 1, 1, 1, 1
+    if x.is_contiguous():  # memory order is x's order: a dim's divisor is its stride (1 for a size-1 dim)
+        height, width = x.size(height_dim), x.size(width_dim)
+        return height, width, x.stride(height_dim) if height > 1 else 1, x.stride(width_dim) if width > 1 else 1
     order = _layout._trailing_order(x)
     divisor = {}
     step = 1
@@ -229,15 +238,24 @@ def _launch_pairs(x, weight, boxes, sources, offsets, height_dim, width_dim, bac
     return out
 
 
+def _rows_and_output(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_rows, out, out_rows)``: x as (B, F) rows and a new output like x with its rows; a contiguous x (the
+    common case) without ``_layout``'s walk over the dims."""
+    if x.is_contiguous() and x.numel() > 0:
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        return x.view(x.size(0), -1), out, out.view(x.size(0), -1)
+    out = _layout.empty_like_rows(x)
+    return _layout.rows_view(x), out, _layout.rows_view(out)
+
+
 def _mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend):
     """The forward mix of ``mix_pairs`` with operands of any dtype and layout (converted when they must be)."""
     if backend == "reference":
         spatial = (height_dim, width_dim) if height_dim >= 0 else (None, None)
         return _layout.empty_like_rows(x).copy_(reference.mix_pairs(x, weight, boxes, partner, *spatial))
     if backend == "cpu":
-        out = _layout.empty_like_rows(x)
-        _mix_pairs_cpu(_layout.rows_view(x), _layout.rows_view(out), x, weight, boxes, partner, height_dim,
-                       width_dim)
+        x_rows, out, out_rows = _rows_and_output(x)
+        _mix_pairs_cpu(x_rows, out_rows, x, weight, boxes, partner, height_dim, width_dim)
         return out
     weight = weight.to(compute_dtype(x.dtype)).contiguous()
     boxes, partner = boxes.to(torch.int32).contiguous(), partner.to(torch.int64).contiguous()
@@ -323,6 +341,14 @@ def _backward_mix_pairs(ctx, grad_out):
 mix_pairs.register_autograd(_backward_mix_pairs, setup_context=_setup_mix_pairs)
 
 
+def _mix_pairs_unchecked(x, weight, boxes, partner, inverse, height_dim, width_dim, backend, adjoint):
+    if adjoint:
+        return _adjoint(x, weight, boxes, partner, inverse, height_dim, width_dim, backend)
+    if backend in ("reference", "cpu"):
+        return _mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend)
+    return _launch_pairs(x, weight, boxes, partner, None, height_dim, width_dim, backend, adjoint=False)
+
+
 @torch.library.custom_op("fastmix::mix_pairs_unchecked", mutates_args=())
 def mix_pairs_unchecked(x: torch.Tensor, weight: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor,
                         inverse: torch.Tensor | None, height_dim: int, width_dim: int, backend: str,
@@ -334,11 +360,7 @@ def mix_pairs_unchecked(x: torch.Tensor, weight: torch.Tensor, boxes: torch.Tens
     ``grad_x[j] = W_j g_j + sum_{i: partner[i] = j} (1 - W_i) g_i`` is one launch with ``inverse``
     (``grad_x[j] = W_j g_j + (1 - W_i) g_i``, ``i = inverse[j]``), else two (the readers' lists, then the kernel).
     Each is the other's gradient."""
-    if adjoint:
-        return _adjoint(x, weight, boxes, partner, inverse, height_dim, width_dim, backend)
-    if backend in ("reference", "cpu"):
-        return _mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend)
-    return _launch_pairs(x, weight, boxes, partner, None, height_dim, width_dim, backend, adjoint=False)
+    return _mix_pairs_unchecked(x, weight, boxes, partner, inverse, height_dim, width_dim, backend, adjoint)
 
 
 @mix_pairs_unchecked.register_fake
@@ -362,6 +384,23 @@ def _backward_mix_pairs_unchecked(ctx, grad_out):
 mix_pairs_unchecked.register_autograd(_backward_mix_pairs_unchecked, setup_context=_setup_mix_pairs_unchecked)
 
 
+def mix_pairs_unchecked_eager(x, weight, boxes, partner, inverse, height_dim, width_dim, backend, adjoint):
+    """``mix_pairs_unchecked``, as its implementation where nothing records a gradient in eager mode (no custom op
+    dispatch, about 50 us a call); the op under torch.compile or when x takes a gradient (of any order)."""
+    if torch.compiler.is_compiling() or (x.requires_grad and torch.is_grad_enabled()):
+        return mix_pairs_unchecked(x, weight, boxes, partner, inverse, height_dim, width_dim, backend, adjoint)
+    return _mix_pairs_unchecked(x, weight, boxes, partner, inverse, height_dim, width_dim, backend, adjoint)
+
+
+def _mix_pairs_into(x, weight, boxes, partner, height_dim, width_dim, backend):
+    separate_rows = x.size(0) == 1 or abs(x.stride(0)) >= x[0].numel()  # not an expanded batch (copy_ rejects it)
+    if backend == "cpu" and _layout._dense_rows(x) and separate_rows:
+        x_rows = _layout.rows_view(x)
+        _mix_pairs_cpu(x_rows, x_rows, x, weight, boxes, partner, height_dim, width_dim)
+    else:
+        x.copy_(_mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend))
+
+
 @torch.library.custom_op("fastmix::mix_pairs_inplace", mutates_args=("x",))
 def mix_pairs_inplace(x: torch.Tensor, weight: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor,
                       height_dim: int, width_dim: int, backend: str) -> None:
@@ -369,12 +408,16 @@ def mix_pairs_inplace(x: torch.Tensor, weight: torch.Tensor, boxes: torch.Tensor
     it (a cycle of partners saves one line of its first member), touching only what changes: a CutMix sample's box.
     Other backends, and an x whose samples are not separate dense blocks, mix out of place and copy back."""
     check_pairs(x, weight, boxes, partner, height_dim, width_dim)
-    separate_rows = x.size(0) == 1 or abs(x.stride(0)) >= x[0].numel()  # not an expanded batch (copy_ rejects it)
-    if backend == "cpu" and _layout._dense_rows(x) and separate_rows:
-        x_rows = _layout.rows_view(x)
-        _mix_pairs_cpu(x_rows, x_rows, x, weight, boxes, partner, height_dim, width_dim)
+    _mix_pairs_into(x, weight, boxes, partner, height_dim, width_dim, backend)
+
+
+def mix_pairs_inplace_eager(x, weight, boxes, partner, height_dim, width_dim, backend):
+    """``mix_pairs_inplace`` for arguments the library built itself (as ``mix_pairs_unchecked`` takes them): its
+    implementation, unchecked, in eager mode; the op under torch.compile."""
+    if torch.compiler.is_compiling():
+        mix_pairs_inplace(x, weight, boxes, partner, height_dim, width_dim, backend)
     else:
-        x.copy_(_mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend))
+        _mix_pairs_into(x, weight, boxes, partner, height_dim, width_dim, backend)
 
 
 @mix_pairs_inplace.register_fake
@@ -396,33 +439,62 @@ def cutmix_pairs(x: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor, he
     return mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend)
 
 
+def _mix_params(seed: torch.Tensor, labels: torch.Tensor | None, classes: int, smoothing: float, multi_label: bool,
+                batch: int, height: int, width: int, draws: str, permute: bool, mixup_alpha: float,
+                cutmix_alpha: float, mix_prob: float, switch_prob: float, box_range: list[int] | None,
+                correct_lam: bool, weight_dtype: torch.dtype, backend: str = "triton"):
+    """``mix_params``'s implementation: the Triton kernel, or on the "cpu" backend its C++ twin."""
+    outputs = _mix_params_outputs(seed, labels, classes, batch, weight_dtype)
+    kind = LABEL_KINDS.index("none" if labels is None else ("index" if labels.dim() == 1 else "dense"))
+    keep, add = 1.0 - smoothing, smoothing * (0.5 if multi_label else 1.0 / classes)
+    low_h, span_h, low_w, span_w = box_range or (0, 1, 0, 1)
+    if backend == "cpu":
+        label_dtype = outputs[6].dtype
+        label_arguments = (0, 0) if labels is None else _fast_path.label_arguments(
+            labels.long() if labels.dim() == 1 else labels, label_dtype)
+        _native.launch(
+            "mix_params_cpu", seed.device, _native.Buffer(seed, torch.int64, 1), *outputs[:2],
+            _native.DTYPE_CODES[weight_dtype], *outputs[2:6], kind, *label_arguments,
+            _native.DTYPE_CODES[label_dtype], outputs[6], classes if labels is not None else 0, batch, height, width,
+            low_h, span_h, low_w, span_w, DRAW_MODES.index(draws), permute, mixup_alpha, cutmix_alpha,
+            mix_prob, switch_prob, box_range is not None, correct_lam, keep, add)
+        return outputs
+    from fastmix.kernels.triton import mix as triton_mix
+
+    triton_mix.mix_params(seed, labels, kind, classes if labels is not None else 0, keep, add, outputs,
+                          draws=DRAW_MODES.index(draws), permute=permute, mixup_alpha=mixup_alpha,
+                          cutmix_alpha=cutmix_alpha, mix_prob=mix_prob, switch_prob=switch_prob, height=height,
+                          width=width, box_range=None if box_range is None else (low_h, span_h, low_w, span_w),
+                          correct_lam=correct_lam)
+    return outputs
+
+
 @torch.library.custom_op("fastmix::mix_params", mutates_args=())
 def mix_params(seed: torch.Tensor, labels: torch.Tensor | None, classes: int, smoothing: float, multi_label: bool,
                batch: int, height: int, width: int, draws: str, permute: bool, mixup_alpha: float,
                cutmix_alpha: float, mix_prob: float, switch_prob: float, box_range: list[int] | None,
-               correct_lam: bool, weight_dtype: torch.dtype
+               correct_lam: bool, weight_dtype: torch.dtype, backend: str = "triton"
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                           torch.Tensor]:
     """One call's mix parameters and mixed labels from the int64 ``seed`` (fastmix._random.draw_seed), in one
-    launch (fastmix/kernels/triton/mix.py ``_mix_params_kernel``), drawn as ``fastmix.api.mix.sample`` describes
-    (``Sampling``'s fields; ``box_range`` from ``fastmix.api.mix.box_range``).
+    launch (fastmix/kernels/triton/mix.py ``_mix_params_kernel`` on "triton" and "cuda", its C++ twin
+    csrc/mix_params_cpu.cpp on "cpu": the same draws for the same seed), drawn as ``fastmix.api.mix.sample``
+    describes (``Sampling``'s fields; ``box_range`` from ``fastmix.api.mix.box_range``).
 
     Returns ``(lam float32 (B,), weight (B,) in weight_dtype, boxes int32 (B, 4), partner int64 (B,), inverse int64
     (B,) (partner's inverse permutation), cutmix bool (B,), mixed labels (B, K))``: the labels (int class indices
     (B,) in [0, classes), or dense (B, K) of any dtype) smoothed by ``y (1 - s) + s / K`` (``s / 2`` with
     ``multi_label``) and mixed, float32 (float64 for float64 labels); (B, 0) without labels. Class indices are
-    checked by a device assert compiled into the kernel. Arguments are the library's own, unchecked.
+    checked by a device assert compiled into the Triton kernel, by a ValueError in C++. Arguments are the library's
+    own, unchecked.
     """
-    from fastmix.kernels.triton import mix as triton_mix
+    return _mix_params(seed, labels, classes, smoothing, multi_label, batch, height, width, draws, permute,
+                       mixup_alpha, cutmix_alpha, mix_prob, switch_prob, box_range, correct_lam, weight_dtype,
+                       backend)
 
-    outputs = _mix_params_outputs(seed, labels, classes, batch, weight_dtype)
-    kind = "none" if labels is None else ("index" if labels.dim() == 1 else "dense")
-    keep, add = 1.0 - smoothing, smoothing * (0.5 if multi_label else 1.0 / classes)
-    triton_mix.mix_params(seed, labels, kind, classes if labels is not None else 0, keep, add, outputs, draws=draws,
-                          permute=permute, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob,
-                          switch_prob=switch_prob, height=height, width=width,
-                          box_range=None if box_range is None else tuple(box_range), correct_lam=correct_lam)
-    return outputs
+
+# The eager path of mix_params: its implementation without the custom op's dispatch (the op under torch.compile).
+mix_params_eager = _fast_path.EagerOp(mix_params, _mix_params)
 
 
 def _mix_params_outputs(seed, labels, classes, batch, weight_dtype):
@@ -438,5 +510,5 @@ def _mix_params_outputs(seed, labels, classes, batch, weight_dtype):
 
 @mix_params.register_fake
 def _(seed, labels, classes, smoothing, multi_label, batch, height, width, draws, permute, mixup_alpha, cutmix_alpha,
-      mix_prob, switch_prob, box_range, correct_lam, weight_dtype):
+      mix_prob, switch_prob, box_range, correct_lam, weight_dtype, backend="triton"):
     return _mix_params_outputs(seed, labels, classes, batch, weight_dtype)

@@ -190,11 +190,6 @@ _BOX_STREAM: tl.constexpr = tl.constexpr(1)
 _CUTMIX_STREAM: tl.constexpr = tl.constexpr(2)  # CutMix's Beta draw
 _MIXUP_STREAM: tl.constexpr = tl.constexpr(3)  # Mixup's Beta draw
 _PERM_STREAM: tl.constexpr = tl.constexpr(4)
-# How the drawn rows map to samples: one for the batch, one per pair (i, B-1-i), one per sample, one per sample
-# of the first half (the rest unmixed).
-DRAW_MODES = ("batch", "pair", "elem", "half")
-# The labels the kernel mixes: none, int class indices (B,), dense (B, K) rows of any dtype.
-LABEL_KINDS = ("none", "index", "dense")
 
 
 @triton.jit
@@ -303,13 +298,14 @@ def _mix_params_kernel(seed_ptr, lam_ptr, weight_ptr, box_ptr, partner_ptr, inve
                      mask=inside)
 
 
-def mix_params(seed: torch.Tensor, labels: torch.Tensor | None, label_kind: str, classes: int, keep: float,
-               add: float, outputs: tuple[torch.Tensor, ...], *, draws: str, permute: bool, mixup_alpha: float,
+def mix_params(seed: torch.Tensor, labels: torch.Tensor | None, label_kind: int, classes: int, keep: float,
+               add: float, outputs: tuple[torch.Tensor, ...], *, draws: int, permute: bool, mixup_alpha: float,
                cutmix_alpha: float, mix_prob: float, switch_prob: float, height: int, width: int,
                box_range: tuple[int, int, int, int] | None, correct_lam: bool) -> None:
     """Fills ``outputs = (lam, weight, boxes, partner, inverse, cutmix, mixed_labels)`` (see ``_mix_params_kernel``
-    and fastmix.ops.mix.mix_params); ``box_range = (low_h, span_h, low_w, span_w)`` for minmax boxes. One launch,
-    one program per 32 samples."""
+    and fastmix.ops.mix.mix_params); ``draws`` and ``label_kind`` are codes (fastmix.ops.mix ``DRAW_MODES``,
+    ``LABEL_KINDS``), ``box_range = (low_h, span_h, low_w, span_w)`` for minmax boxes. One launch, one program per
+    32 samples."""
     lam = outputs[0]
     batch = lam.numel()
     block = 32  # (32, 32) permutation tiles and (32, 64) label tiles: no spills with both Beta rejection loops
@@ -319,6 +315,6 @@ def mix_params(seed: torch.Tensor, labels: torch.Tensor | None, label_kind: str,
         seed, *outputs[:6], lam if labels is None else labels, *label_strides, outputs[6], classes, batch, height,
         width, low_h, span_h, low_w, span_w, float64_bits(mixup_alpha), float64_bits(cutmix_alpha),
         float64_bits(mix_prob), float64_bits(switch_prob), float64_bits(keep), float64_bits(add),
-        DRAWS=DRAW_MODES.index(draws), PERMUTE=permute, MIXUP=mixup_alpha > 0, CUTMIX=cutmix_alpha > 0,
+        DRAWS=draws, PERMUTE=permute, MIXUP=mixup_alpha > 0, CUTMIX=cutmix_alpha > 0,
         GATE=mix_prob < 1, MINMAX=box_range is not None, CORRECT_LAM=correct_lam or box_range is not None,
-        LABELS=LABEL_KINDS.index(label_kind), BLOCK=block, BLOCK_K=64, num_warps=4, **DEVICE_ASSERTS)
+        LABELS=label_kind, BLOCK=block, BLOCK_K=64, num_warps=4, **DEVICE_ASSERTS)
