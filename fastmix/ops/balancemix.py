@@ -72,6 +72,7 @@ def _setup_context(ctx, inputs, output):
     logits, targets, weights, _, needs_grad = inputs
     _, grad = output
     ctx.mark_non_differentiable(grad)
+    ctx.set_materialize_grads(False)  # the gradient output gets no gradient: no zeros for it
     if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:  # the labels' gradients read the inputs
         ctx.save_for_backward(grad, logits, targets, weights)
     else:
@@ -85,6 +86,8 @@ def _backward(ctx, grad_out, _):
     (``BCE / B``) if asked (the inputs are saved only then)."""
     grad, *inputs = ctx.saved_tensors
     grad_logits = grad_targets = grad_weights = None
+    if grad_out is None:  # the loss got no gradient (grads are not materialised)
+        return grad_logits, grad_targets, grad_weights, None, None
     if ctx.needs_input_grad[0]:
         if not ctx.needs_grad:
             raise RuntimeError("fastmix::balancemix_loss ran with needs_grad=False: it has no logits gradient")
