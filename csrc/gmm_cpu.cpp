@@ -36,7 +36,6 @@ namespace fastmix {
 namespace {
 
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
-constexpr int64_t kSignBit = std::numeric_limits<int64_t>::min();
 constexpr double kLn2 = 0.6931471805599453;
 constexpr double kLog2E = 1.4426950408889634;
 constexpr float kInfinityFloat = std::numeric_limits<float>::infinity();
@@ -430,6 +429,39 @@ FASTMIX_INLINE typename Lanes<L>::D exp_nonpositive(typename Lanes<L>::D a) {
   return p * reinterpret_cast<D>(two_to_n);
 }
 
+// One vector of values into the two-component E-step sums, for the float64 and the float32 E-step alike: from each
+// component's log-weight w_k (natural or log2 units: exp_nonpositive is exp or 2^ to match), d_k = x - mu_k and
+// d_k^2, adds the responsibilities r_k (BalanceMix eq. 7), r_k d_k, r_k d_k^2, the larger log-weight and the factor
+// 1 + e with e = exp(-|w1 - w0|) (-|.| by the sign bit: -0 for +-0); lanes with keep = 0 add nothing when kMasked.
+template <bool kMasked, typename V, typename I, typename ExpNonPositive>
+FASTMIX_INLINE void add_two_components(const V (&w)[2], const V (&d)[2], const V (&squares)[2], V keep,
+                                       ExpNonPositive exp_nonpositive, V& log_p, V& product, V (&resp)[2],
+                                       V (&shifted)[2], V (&squared)[2]) {
+  const V one = V{} + 1;
+  const V gap = w[1] - w[0];
+  const I one_on_top = gap > 0;
+  const V e = exp_nonpositive(reinterpret_cast<V>(reinterpret_cast<I>(gap) | reinterpret_cast<I>(-V{})));
+  const V sum = one + e;
+  const V r_top = one / sum;
+  const V r_other = e * r_top;
+  V r[2] = {one_on_top ? r_other : r_top, one_on_top ? r_top : r_other};
+  V top = one_on_top ? w[1] : w[0];
+  V factor = sum;
+  if constexpr (kMasked) {
+    r[0] *= keep;
+    r[1] *= keep;
+    top *= keep;
+    factor = factor * keep + (one - keep);
+  }
+  log_p += top;
+  product *= factor;
+  for (int k = 0; k < 2; ++k) {
+    resp[k] += r[k];
+    shifted[k] += r[k] * d[k];
+    squared[k] += r[k] * squares[k];
+  }
+}
+
 // gmm::accumulate: log w_k N(x) = offset_k - d_k^2 / (2 var_k) with d_k = x - mu_k (gmm::Prepared's z^2 / 2); d_k
 // and d_k^2 also serve the sums around the means. log p(x) = top + log(1 + e) with e = exp(-|w1 - w0|): the tops
 // are summed, the factors (1 + e) in [1, 2] multiplied, and the product's log taken every kVectorsPerFlush vectors
@@ -451,28 +483,8 @@ struct EStepSums {
       squares[k] = d[k] * d[k];
       w[k] = c.offset[k] - c.half_precision[k] * squares[k];
     }
-    const D gap = w[1] - w[0];
-    const I one_on_top = gap > 0.0;
-    const D e = exp_nonpositive<L>(reinterpret_cast<D>(reinterpret_cast<I>(gap) | kSignBit));  // exp(-|gap|)
-    const D total = 1.0 + e;
-    const D r_top = 1.0 / total;
-    const D r_other = e * r_top;
-    D r[2] = {one_on_top ? r_other : r_top, one_on_top ? r_top : r_other};
-    D top = one_on_top ? w[1] : w[0];
-    D factor = total;
-    if constexpr (kMasked) {
-      r[0] *= keep;
-      r[1] *= keep;
-      top *= keep;
-      factor = factor * keep + (1.0 - keep);
-    }
-    log_p += top;
-    product *= factor;
-    for (int k = 0; k < 2; ++k) {
-      resp[k] += r[k];
-      shifted[k] += r[k] * d[k];
-      squared[k] += r[k] * squares[k];
-    }
+    add_two_components<kMasked, D, I>(w, d, squares, keep, [](D a) { return exp_nonpositive<L>(a); }, log_p, product,
+                                      resp, shifted, squared);
   }
 
   FASTMIX_INLINE void flush() {
@@ -559,28 +571,8 @@ struct EStepSumsFloat {
       squares[k] = d[k] * d[k];
       w[k] = offset[k] - half_precision[k] * squares[k];
     }
-    const F gap = w[1] - w[0];
-    const I one_on_top = gap > 0.0f;
-    const F e = exp2_nonpositive_float<M>(reinterpret_cast<F>(reinterpret_cast<I>(gap) | INT32_MIN));
-    const F sum = 1.0f + e;
-    const F r_top = 1.0f / sum;
-    const F r_other = e * r_top;
-    F r[2] = {one_on_top ? r_other : r_top, one_on_top ? r_top : r_other};
-    F top = one_on_top ? w[1] : w[0];
-    F factor = sum;
-    if constexpr (kMasked) {
-      r[0] *= keep;
-      r[1] *= keep;
-      top *= keep;
-      factor = factor * keep + (1.0f - keep);
-    }
-    log_p += top;
-    product *= factor;
-    for (int k = 0; k < 2; ++k) {
-      resp[k] += r[k];
-      shifted[k] += r[k] * d[k];
-      squared[k] += r[k] * squares[k];
-    }
+    add_two_components<kMasked, F, I>(w, d, squares, keep, [](F a) { return exp2_nonpositive_float<M>(a); }, log_p,
+                                      product, resp, shifted, squared);
   }
 
   FASTMIX_INLINE void flush() {
