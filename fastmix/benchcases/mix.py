@@ -2,7 +2,8 @@
 ``fastmix.FastCollateMixup`` on uint8 batches, against the reference and the peers (timm, torchvision, kornia).
 
 The timm providers mutate x in place, as timm does: they run on a work copy made once, so the timing has no clone
-that timm would not do. fastmix returns new tensors (its default).
+that timm would not do. fastmix returns new tensors (its default); the ``Mixup`` cases also time
+``fastmix.Mixup(inplace=True)`` on its own work copy, the like-for-like comparison with timm.
 """
 
 from __future__ import annotations
@@ -54,10 +55,16 @@ def mixup_class_case(mode: str, mixer: str, batch: int, device: torch.device, im
     mixers = {b: fastmix.Mixup(mode=mode, num_classes=CLASSES, generator=generator, backend=b, **alphas)
               for b in timed_backends(device, BACKENDS)}
     providers = backend_providers(lambda b: mixers[b](x, y), device, BACKENDS)
+    in_place = fastmix.Mixup(mode=mode, num_classes=CLASSES, generator=generator, inplace=True, **alphas)
+    in_place_work = x.clone()
+    providers["fastmix-inplace"] = lambda: in_place(in_place_work, y)
     timm_name, timm, note = peers.timm_mixup(mode=mode, num_classes=CLASSES, **alphas)
     work = x.clone()
     providers[timm_name] = lambda: timm(work, y)
-    return Case(f"Mixup {mode} {mixer}", tuple(x.shape), x.dtype, providers, copy_floor(x), {timm_name: note},
+    notes = {timm_name: note,
+             "fastmix-inplace": "fastmix.Mixup(inplace=True), default backend, mixing a work copy in place as timm "
+                                "does (the batch mode's CutMix touches only the box)"}
+    return Case(f"Mixup {mode} {mixer}", tuple(x.shape), x.dtype, providers, copy_floor(x), notes,
                 extra={"mode": mode, "mixer": mixer})
 
 
