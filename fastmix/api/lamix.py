@@ -31,7 +31,7 @@ def lamix_inputs(x: torch.Tensor, *, generator: torch.Generator | None = None, b
     perm, inverse, half = lamix_ops.lamix_pairs(_random.draw_seed(generator, x.device), x.size(0),
                                                 compute_dtype(x.dtype))
     no_boxes = torch.empty((x.size(0), 4), dtype=torch.int32, device=x.device)  # never read: no spatial dims
-    return mix_ops.mix_pairs_unchecked(x, half, no_boxes, perm, inverse, -1, -1, name, False), perm
+    return mix_ops.mix_pairs_unchecked_call(x, half, no_boxes, perm, inverse, -1, -1, name, False), perm
 
 
 def _check_pairing(lam, partner, batch: int, device: torch.device):

@@ -275,7 +275,7 @@ def draw(x: torch.Tensor, labels: Labels | None, sampling: Sampling, generator, 
         height = x.size(height_dim) if height_dim >= 0 else 1
         width = x.size(width_dim) if width_dim >= 0 else 1
         classes, smoothing, multi_label = (1, 0.0, False) if labels is None else labels[1:]
-        lam, weight, boxes, partner, inverse, cutmix, y_mixed = mix_ops.mix_params_eager(
+        lam, weight, boxes, partner, inverse, cutmix, y_mixed = mix_ops.mix_params_call(
             _random.draw_seed(generator, x.device), kernel_labels, classes, smoothing, multi_label, x.size(0), height,
             width, sampling.draws, sampling.permute, sampling.mixup_alpha, sampling.cutmix_alpha, sampling.mix_prob,
             sampling.switch_prob, box_range(sampling.minmax, height, width), sampling.correct_lam,
@@ -298,9 +298,9 @@ def mix_batch(x: torch.Tensor, labels: Labels, sampling: Sampling, generator, ba
     params, weight, inverse, y_mixed = draw(x, labels, sampling, generator, backend, height_dim, width_dim)
     boxes = params.boxes.contiguous()  # expanded rows of one draw ("batch" mode) on the reference
     if inplace:
-        mix_ops.mix_pairs_inplace_eager(x, weight, boxes, params.partner, height_dim, width_dim, backend)
+        mix_ops.mix_pairs_inplace_call(x, weight, boxes, params.partner, height_dim, width_dim, backend)
         return x, y_mixed, params
-    x_mixed = mix_ops.mix_pairs_unchecked_eager(x, weight, boxes, params.partner, inverse, height_dim, width_dim,
+    x_mixed = mix_ops.mix_pairs_unchecked_call(x, weight, boxes, params.partner, inverse, height_dim, width_dim,
                                                 backend, False)
     return x_mixed, y_mixed, params
 

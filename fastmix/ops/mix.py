@@ -238,23 +238,13 @@ def _launch_pairs(x, weight, boxes, sources, offsets, height_dim, width_dim, bac
     return out
 
 
-def _rows_and_output(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(x_rows, out, out_rows)``: x as (B, F) rows and a new output like x with its rows; a contiguous x (the
-    common case) without ``_layout``'s walk over the dims."""
-    if x.is_contiguous() and x.numel() > 0:
-        out = torch.empty_like(x, memory_format=torch.contiguous_format)
-        return x.view(x.size(0), -1), out, out.view(x.size(0), -1)
-    out = _layout.empty_like_rows(x)
-    return _layout.rows_view(x), out, _layout.rows_view(out)
-
-
 def _mix_pairs(x, weight, boxes, partner, height_dim, width_dim, backend):
     """The forward mix of ``mix_pairs`` with operands of any dtype and layout (converted when they must be)."""
     if backend == "reference":
         spatial = (height_dim, width_dim) if height_dim >= 0 else (None, None)
         return _layout.empty_like_rows(x).copy_(reference.mix_pairs(x, weight, boxes, partner, *spatial))
     if backend == "cpu":
-        x_rows, out, out_rows = _rows_and_output(x)
+        x_rows, out, out_rows = _fast_path.rows_with_output(x)
         _mix_pairs_cpu(x_rows, out_rows, x, weight, boxes, partner, height_dim, width_dim)
         return out
     weight = weight.to(compute_dtype(x.dtype)).contiguous()
@@ -384,12 +374,10 @@ def _backward_mix_pairs_unchecked(ctx, grad_out):
 mix_pairs_unchecked.register_autograd(_backward_mix_pairs_unchecked, setup_context=_setup_mix_pairs_unchecked)
 
 
-def mix_pairs_unchecked_eager(x, weight, boxes, partner, inverse, height_dim, width_dim, backend, adjoint):
-    """``mix_pairs_unchecked``, as its implementation where nothing records a gradient in eager mode (no custom op
-    dispatch, about 50 us a call); the op under torch.compile or when x takes a gradient (of any order)."""
-    if torch.compiler.is_compiling() or (x.requires_grad and torch.is_grad_enabled()):
-        return mix_pairs_unchecked(x, weight, boxes, partner, inverse, height_dim, width_dim, backend, adjoint)
-    return _mix_pairs_unchecked(x, weight, boxes, partner, inverse, height_dim, width_dim, backend, adjoint)
+# The eager path of mix_pairs_unchecked (no custom-op dispatch, about 50 us a call); its backward is the op itself,
+# so gradients of any order flow.
+mix_pairs_unchecked_call = _fast_path.EagerOp(mix_pairs_unchecked, _mix_pairs_unchecked, _setup_mix_pairs_unchecked,
+                                              _backward_mix_pairs_unchecked, differentiable_backward=True)
 
 
 def _mix_pairs_into(x, weight, boxes, partner, height_dim, width_dim, backend):
@@ -411,18 +399,14 @@ def mix_pairs_inplace(x: torch.Tensor, weight: torch.Tensor, boxes: torch.Tensor
     _mix_pairs_into(x, weight, boxes, partner, height_dim, width_dim, backend)
 
 
-def mix_pairs_inplace_eager(x, weight, boxes, partner, height_dim, width_dim, backend):
-    """``mix_pairs_inplace`` for arguments the library built itself (as ``mix_pairs_unchecked`` takes them): its
-    implementation, unchecked, in eager mode; the op under torch.compile."""
-    if torch.compiler.is_compiling():
-        mix_pairs_inplace(x, weight, boxes, partner, height_dim, width_dim, backend)
-    else:
-        _mix_pairs_into(x, weight, boxes, partner, height_dim, width_dim, backend)
-
-
 @mix_pairs_inplace.register_fake
 def _(x, weight, boxes, partner, height_dim, width_dim, backend):
     torch._check(weight.shape == (x.size(0),) and partner.shape == (x.size(0),) and boxes.shape == (x.size(0), 4))
+
+
+# The eager path of mix_pairs_inplace for arguments the library built itself (as mix_pairs_unchecked takes them):
+# its implementation, unchecked.
+mix_pairs_inplace_call = _fast_path.EagerOp(mix_pairs_inplace, _mix_pairs_into)
 
 
 def mixup_pairs(x: torch.Tensor, lam: torch.Tensor, partner: torch.Tensor, backend: str) -> torch.Tensor:
@@ -494,7 +478,7 @@ def mix_params(seed: torch.Tensor, labels: torch.Tensor | None, classes: int, sm
 
 
 # The eager path of mix_params: its implementation without the custom op's dispatch (the op under torch.compile).
-mix_params_eager = _fast_path.EagerOp(mix_params, _mix_params)
+mix_params_call = _fast_path.EagerOp(mix_params, _mix_params)
 
 
 def _mix_params_outputs(seed, labels, classes, batch, weight_dtype):

@@ -171,7 +171,7 @@ def _check_index_range(labels: torch.Tensor, num_classes: int, backend: str) -> 
                             f"y holds class indices outside [0, {num_classes})")
 
 
-def _mix_labels_with_torch(weights: torch.Tensor, labels: torch.Tensor, num_classes: int, backend: str,
+def _mix_labels(weights: torch.Tensor, labels: torch.Tensor, num_classes: int, backend: str,
                            y_mixed: torch.Tensor) -> None:
     """``W @ y`` into ``y_mixed`` with W rounded to its dtype: float labels by torch.mm; class indices by the C++
     kernel (the "cpu" backend, no one-hot matrix) or by torch.mm with their one-hot rows (the reference)."""
@@ -195,7 +195,7 @@ def _zeta_mixup(x: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor, nu
     x_rows, out, out_rows = rows_with_output(x)
     y_mixed = x.new_empty((x.size(0), num_classes), dtype=mixed_labels_dtype(labels))
     if backend != "triton":  # the labels first: the C++ kernel checks the class indices before anything is written
-        _mix_labels_with_torch(weights, labels, num_classes, backend, y_mixed)
+        _mix_labels(weights, labels, num_classes, backend, y_mixed)
         _mix_with_torch(x_rows, weights, out_rows)
     else:
         from fastmix.kernels.triton import zeta as triton_zeta
