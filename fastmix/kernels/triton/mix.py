@@ -59,22 +59,27 @@ def _row_tile(features, height, width, h_div, w_div, HAS_BOX: tl.constexpr, BLOC
 
 
 @triton.jit
+def _weighted_row(x_ptr, x_row_stride, source, cols, in_row, weight):
+    """``weight * x[source]`` over the tile's columns, in the weight's dtype; columns of weight 0 are not read."""
+    # tl.where, not &: a scalar weight (no box) makes the interpreter's & of a bool scalar and block fail
+    values = tl.load(x_ptr + source * x_row_stride + cols, mask=tl.where(weight != 0, in_row, False), other=0)
+    return weight * values.to(weight.dtype)
+
+
+@triton.jit
 def _pair_mix_kernel(x_ptr, x_row_stride, out_ptr, out_row_stride, features, self_box_ptr, self_weights_ptr,
                      seg_box_ptr, seg_weights_ptr, sources_ptr, offsets_ptr, height, width, h_div, w_div,
                      HAS_BOX: tl.constexpr, IS_UINT8: tl.constexpr, BLOCK_F: tl.constexpr):
     row, cols, in_row, h, w = _row_tile(features, height, width, h_div, w_div, HAS_BOX, BLOCK_F)
     ones = tl.full([BLOCK_F], 1.0, dtype=self_weights_ptr.dtype.element_ty)
-    weight = _box_weight(self_box_ptr, self_weights_ptr, row, h, w, ones, HAS_BOX)
-    # tl.where, not &: a scalar weight (no box) makes the interpreter's & of a bool scalar and block fail
-    values = tl.load(x_ptr + row * x_row_stride + cols, mask=tl.where(weight != 0, in_row, False), other=0)
-    acc = weight * values.to(weight.dtype)
+    acc = _weighted_row(x_ptr, x_row_stride, row, cols, in_row,
+                        _box_weight(self_box_ptr, self_weights_ptr, row, h, w, ones, HAS_BOX))
     start = tl.load(offsets_ptr + row)
     end = tl.load(offsets_ptr + row + 1)
     for k in range(start, end):
         source = tl.load(sources_ptr + k)
-        weight = _box_weight(seg_box_ptr, seg_weights_ptr, k, h, w, ones, HAS_BOX)
-        values = tl.load(x_ptr + source * x_row_stride + cols, mask=tl.where(weight != 0, in_row, False), other=0)
-        acc += weight * values.to(weight.dtype)
+        acc += _weighted_row(x_ptr, x_row_stride, source, cols, in_row,
+                             _box_weight(seg_box_ptr, seg_weights_ptr, k, h, w, ones, HAS_BOX))
     if IS_UINT8:
         acc = _round_to_uint8(acc)
     tl.store(out_ptr + row * out_row_stride + cols, acc.to(out_ptr.dtype.element_ty), mask=in_row)
@@ -113,10 +118,7 @@ def _mix_pairs_kernel(x_ptr, x_row_stride, out_ptr, out_row_stride, features, we
     """``out[j] = W_j x[j] + sum_k (1 - W_t(k)) x[s_k]`` over the terms k of row j: one term ``s = sources[j]``
     (``ONE_TERM``) or ``sources[offsets[j]:offsets[j + 1]]``; ``t = j`` for the mix, ``t = s`` for its adjoint."""
     row, cols, in_row, h, w = _row_tile(features, height, width, h_div, w_div, HAS_BOX, BLOCK_F)
-    weight = _own_weight(weight_ptr, box_ptr, row, h, w, HAS_BOX)
-    # tl.where, not &: a scalar weight (no box) makes the interpreter's & of a bool scalar and block fail
-    values = tl.load(x_ptr + row * x_row_stride + cols, mask=tl.where(weight != 0, in_row, False), other=0)
-    acc = weight * values.to(weight.dtype)
+    acc = _weighted_row(x_ptr, x_row_stride, row, cols, in_row, _own_weight(weight_ptr, box_ptr, row, h, w, HAS_BOX))
     if ONE_TERM:
         start = row
         end = row + 1
@@ -129,8 +131,7 @@ def _mix_pairs_kernel(x_ptr, x_row_stride, out_ptr, out_row_stride, features, we
             weight = 1.0 - _own_weight(weight_ptr, box_ptr, source, h, w, HAS_BOX)
         else:
             weight = 1.0 - _own_weight(weight_ptr, box_ptr, row, h, w, HAS_BOX)
-        values = tl.load(x_ptr + source * x_row_stride + cols, mask=tl.where(weight != 0, in_row, False), other=0)
-        acc += weight * values.to(weight.dtype)
+        acc += _weighted_row(x_ptr, x_row_stride, source, cols, in_row, weight)
     if IS_UINT8:
         acc = _round_to_uint8(acc)
     tl.store(out_ptr + row * out_row_stride + cols, acc.to(out_ptr.dtype.element_ty), mask=in_row)
