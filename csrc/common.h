@@ -155,6 +155,18 @@ void dispatch_float(int dtype, const char* what, Fn&& fn) {
   }
 }
 
+// Throws std::invalid_argument (a ValueError in Python), "<what> holds <kind> indices outside [0, limit)", if one of
+// the int64 `indices` is outside [0, limit). Host code only.
+inline void check_indices(uintptr_t indices, int64_t count, int64_t limit, const char* what, const char* kind) {
+  const int64_t* values = reinterpret_cast<const int64_t*>(indices);
+  bool inside = true;
+  for (int64_t i = 0; i < count; ++i) inside &= values[i] >= 0 && values[i] < limit;
+  if (!inside) {
+    throw std::invalid_argument(std::string(what) + " holds " + kind + " indices outside [0, " +
+                                std::to_string(limit) + ")");
+  }
+}
+
 // Launch geometry shared by a launcher and its CPU emulation.
 struct Grid {
   int64_t blocks;

@@ -1,10 +1,8 @@
 // Shared by the C++ CPU loss kernels (lumix_cpu.cpp, lamix_cpu.cpp, balancemix_cpu.cpp): the logits' and labels'
-// layout, the index check, the vectorisable exp/log1p, the per-ISA row loop. Host code only.
+// layout, the vectorisable exp/log1p, the per-ISA row loop (the index check is common.h's). Host code only.
 #pragma once
 #include <cmath>
 #include <cstdint>
-#include <stdexcept>
-#include <string>
 #include <type_traits>
 #include <vector>
 #include "common.h"
@@ -166,18 +164,6 @@ void dispatch_index(bool index, Fn&& fn) {
     fn(std::true_type{});
   } else {
     fn(std::false_type{});
-  }
-}
-
-// Throws std::invalid_argument (a ValueError in Python), "<what> holds <kind> indices outside [0, limit)", if one of
-// the int64 `indices` is outside [0, limit).
-inline void check_indices(uintptr_t indices, int64_t count, int64_t limit, const char* what, const char* kind) {
-  const int64_t* values = reinterpret_cast<const int64_t*>(indices);
-  bool inside = true;
-  for (int64_t i = 0; i < count; ++i) inside &= values[i] >= 0 && values[i] < limit;
-  if (!inside) {
-    throw std::invalid_argument(std::string(what) + " holds " + kind + " indices outside [0, " +
-                                std::to_string(limit) + ")");
   }
 }
 

@@ -5,8 +5,6 @@
 // draws.
 #include <algorithm>
 #include <numeric>
-#include <stdexcept>
-#include <string>
 #include <vector>
 #include "common.h"
 #include "native.h"
@@ -115,14 +113,7 @@ void mix_params_cpu(uintptr_t seed_ptr, uintptr_t lam_ptr, uintptr_t weight_ptr,
                     int64_t low_w, int64_t span_w, int draws, bool permute, double mixup_alpha, double cutmix_alpha,
                     double mix_prob, double switch_prob, bool minmax, bool correct_lam, double keep, double add) {
   const int64_t seed = *reinterpret_cast<const int64_t*>(seed_ptr);
-  if (label_kind == kIndexLabels) {  // checked before anything is written
-    const int64_t* index = reinterpret_cast<const int64_t*>(labels_ptr);
-    for (int64_t i = 0; i < batch; ++i) {
-      if (index[i] < 0 || index[i] >= classes) {
-        throw std::invalid_argument("y holds class indices outside [0, " + std::to_string(classes) + ")");
-      }
-    }
-  }
+  if (label_kind == kIndexLabels) check_indices(labels_ptr, batch, classes, "y", "class");  // before any write
   const Settings s{seed, height, width, low_h, span_h, low_w, span_w, mixup_alpha, cutmix_alpha, mix_prob,
                    switch_prob, minmax, correct_lam};
   // Each distinct draw once: one for the batch, one per pair (i, B-1-i), one per sample (of the first half).

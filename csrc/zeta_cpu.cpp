@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <stdexcept>
-#include <string>
 #include <utility>
 #include <vector>
 #include "common.h"
@@ -84,12 +82,8 @@ void zeta_weights_cpu(uintptr_t keys, int64_t keys_stride, int64_t batch, double
 // are checked before anything is written (std::invalid_argument).
 void zeta_index_labels_cpu(uintptr_t weights, int dtype, uintptr_t labels, int64_t batch, int64_t classes,
                            uintptr_t mixed) {
+  check_indices(labels, batch, classes, "y", "class");
   const int64_t* index = reinterpret_cast<const int64_t*>(labels);
-  for (int64_t i = 0; i < batch; ++i) {
-    if (index[i] < 0 || index[i] >= classes) {
-      throw std::invalid_argument("y holds class indices outside [0, " + std::to_string(classes) + ")");
-    }
-  }
   float* out = reinterpret_cast<float*>(mixed);
   std::fill(out, out + batch * classes, 0.f);
   dispatch_float(dtype, "zeta_index_labels_cpu", [&](auto tag) {
