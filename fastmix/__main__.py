@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
                             "<device>-<YYYYmmdd-HHMMSS>[-quick].json/.md/.png")
     bench.add_argument("--ops", nargs="+", default=None, metavar="OP",
                        help="time only these ops, e.g. fit_gmm2 or Mixup (every Mixup mode) or 'Mixup elem cutmix'")
+    bench.add_argument("--system-heap", action="store_true",
+                       help="keep glibc's allocator defaults, so outputs of tens of MB are fresh pages each call "
+                            "(default on a CPU: a steady heap that reuses them; the report says which)")
     validate = commands.add_parser("validate", help="the first GPU run: GPU tests, sync/graph/compile checks, "
                                                     "benchmarks (CPU-checkable parts only without a GPU)")
     validate.add_argument("--out", default=None, help="output folder (default: benchmarks/results/<gpu>-<time>)")
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return validate_module.main(out_dir=args.out)
     from fastmix import bench as bench_module
 
-    return bench_module.main(quick=args.quick, out_dir=args.out, ops=args.ops)
+    return bench_module.main(quick=args.quick, out_dir=args.out, ops=args.ops, system_heap=args.system_heap)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,15 @@ events on a GPU; ``perf_counter`` on a CPU, where the ops are synchronous). Per 
 median time with its p20/p80 over the rounds, and the median (p20/p80) over the rounds of the PAIRED ratios: its
 time over the floor's time in the same round, and the reference's time over its time in the same round (> 1:
 faster than the reference). It also counts the ops one call dispatches (``DispatchCounter``), and on a GPU the host
-time of one call (Python, dispatch, launch; no synchronisation). CPU cases run with 1 thread and with all threads.
+time of one call (Python, dispatch, launch; no synchronisation). CPU cases run with 1 thread and with all threads,
+on a steady heap (``steady_cpu_heap``) unless ``--system-heap``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import datetime
 import json
@@ -267,6 +270,34 @@ def run_case(case: Case, device: torch.device, s: Settings, threads: int, counts
             for name in providers]
 
 
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_HEAP_LIMIT = 1 << 30
+
+
+def steady_cpu_heap() -> str:
+    """Makes glibc serve allocations up to 1 GiB from its heap and keep freed memory there (``mallopt``: no mmap for
+    large blocks, no trimming), so a call reuses the pages the previous call touched; returns the report's line.
+
+    With glibc's defaults a tensor of tens of MB is mmapped when allocated and unmapped when freed, so a call pays
+    the page faults of a fresh output (on the 2-core VM of the committed reports, 20 of the 32 ms of cloning a
+    (128, 3, 224, 224) float32 batch), or does not, once glibc's dynamic thresholds have moved: the floor and every
+    provider that allocates then flip between two times from round to round. On a steady heap the report times the
+    work, not the kernel's page faults; ``--system-heap`` keeps glibc's defaults. Process-wide and not undone: for
+    the ``python -m fastmix bench`` process only.
+    """
+    path = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(path)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return "system heap (no glibc mallopt here)"
+    if not (mallopt(_M_MMAP_THRESHOLD, _HEAP_LIMIT) and mallopt(_M_TRIM_THRESHOLD, _HEAP_LIMIT)):
+        return "system heap (glibc refused the mallopt settings)"
+    return (f"steady heap: glibc mallopt M_MMAP_THRESHOLD = M_TRIM_THRESHOLD = {_HEAP_LIMIT} bytes, so outputs reuse "
+            "memory the previous call touched (no per-call page faults; --system-heap times them)")
+
+
 def all_cases(device: torch.device, s: Settings) -> list[Case]:
     from fastmix.benchcases import case_modules
 
@@ -283,7 +314,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine(device: torch.device, s: Settings | None = None) -> dict:
+def machine(device: torch.device, s: Settings | None = None, heap: str | None = None) -> dict:
     """Where and with what the numbers were measured: device, CPU, versions, commit, peers, settings."""
     report = info()
     try:
@@ -300,6 +331,7 @@ def machine(device: torch.device, s: Settings | None = None) -> dict:
         "native": report["native"], "commit": commit, "peers": peers.versions(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "settings": dataclasses.asdict(s) if s else None, "run": describe(s, device) if s else None,
+        "cpu_heap": heap,
     }
 
 
@@ -345,6 +377,8 @@ def markdown_table(meta: dict, rows: list[dict]) -> str:
              + ", ".join(f"{k} {v or 'not installed'}" for k, v in meta["peers"].items()), ""]
     if meta.get("run"):
         lines += [f"{meta['run']}.", ""]
+    if meta.get("cpu_heap"):
+        lines += [f"CPU memory: {meta['cpu_heap']}.", ""]
     header = ["op", "shape", "dtype", "threads", "provider", "median us [p20, p80]", "x floor [p20, p80]",
               "vs reference [p20, p80]", "ops/call"] + (["host us"] if host else [])
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -443,8 +477,10 @@ def select(cases: list[Case], ops: list[str]) -> list[Case]:
     return [case for case in cases if any(chosen(case, name) for name in ops)]
 
 
-def main(quick: bool = False, out_dir: str | None = None, ops: list[str] | None = None) -> int:
+def main(quick: bool = False, out_dir: str | None = None, ops: list[str] | None = None, system_heap: bool = False
+         ) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    heap = None if device.type == "cuda" else "system heap (--system-heap)" if system_heap else steady_cpu_heap()
     s = settings(quick, device)
     cases = all_cases(device, s)
     if ops:
@@ -459,7 +495,7 @@ def main(quick: bool = False, out_dir: str | None = None, ops: list[str] | None 
                   f"{count} thread(s)", flush=True)
             rows.extend(run_case(case, device, s, count, counts))
             counts = {row["provider"]: row["ops_per_call"] for row in rows[-len(case.providers) - 1:]}
-    meta = machine(device, s)
+    meta = machine(device, s, heap)
     stem = output_stem(meta["device"], datetime.datetime.fromisoformat(meta["date"]), quick)
     written = write_report(meta, rows, output_folder(out_dir), stem)
     print(markdown_table(meta, rows))

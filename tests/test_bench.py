@@ -4,6 +4,8 @@ warnings, and every benchmark case's providers running once at toy sizes."""
 import dataclasses
 import datetime
 import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -220,3 +222,33 @@ def test_timm_like_fast_collate_returns_uint8_pixels_of_the_pair():
     for i in range(4):
         assert set(out[i].unique().tolist()) <= {10 * i, 10 * (3 - i)}
     torch.testing.assert_close(target.sum(1), torch.ones(4))
+
+
+HEAP_PROBE = """
+import resource, sys, torch
+from fastmix import bench
+line = bench.steady_cpu_heap() if sys.argv[1] == "steady" else "system"
+x = torch.ones(16 << 20)  # 64 MB: glibc mmaps it by default
+for _ in range(10):  # a steady heap settles once the first outputs' freed chunks coalesce
+    x.clone()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    x.clone()
+print(line)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and Linux page faults")
+def test_steady_heap_reuses_touched_pages_where_the_system_heap_faults_them_in():
+    def faults_per_clone(mode):
+        run = subprocess.run([sys.executable, "-c", HEAP_PROBE, mode], capture_output=True, text=True, check=True)
+        line, faults = run.stdout.strip().splitlines()
+        return line, float(faults)
+
+    line, steady = faults_per_clone("steady")
+    _, system = faults_per_clone("system")
+    pages = (64 << 20) // 4096
+    assert line.startswith("steady heap")
+    assert system > pages / 2  # every clone's fresh mapping faults its pages in
+    assert steady < pages / 100
