@@ -216,14 +216,15 @@ def test_segments_of_many_groups_match_a_stable_sort(backend, n_groups):
     (97, 5, torch.int32, torch.float32, True), (300, 255, torch.int64, torch.float64, True),
     (300, 256, torch.int32, torch.float32, False), (300, 1000, torch.int32, torch.float64, True)])
 def test_triton_counting_sort_gives_the_reference_segments(backend, n, n_groups, ids, dtype, omit, monkeypatch):
-    """The Triton grouping, a counting sort over tiles of 64 values here (so that up to 5 tiles meet, the prefix
-    scans 2 tiles at a time, a tile ends inside a count step for n = 97) against reference.segments (torch's stable
-    sort): the same sorted values, offsets, counts, min and max for sizes of no block's multiple, empty groups, one
-    group, G = 255/256/1000, int32 and int64 ids, NaN and inf omitted; the values rise with their index from
-    negative through zero to positive, so a segment that keeps the input order is increasing (stability)."""
+    """The Triton grouping, a counting sort over tiles of 64 values here (up to 5 tiles; the prefix scans 2 tiles
+    per step; the values end inside a step for n = 97; the scatter with a GPU's 32 lanes) against
+    reference.segments (torch's stable sort): the same sorted values, offsets, counts, min and max for sizes of no
+    block's multiple, empty groups, one group, G = 255/256/1000, int32 and int64 ids, NaN and inf omitted; the
+    values rise with their index from negative through zero to positive, so a segment that keeps the input order
+    is increasing (stability)."""
     from fastmix.kernels.triton import gmm as triton_gmm
 
-    for name, value in (("SORT_TILE", 64), ("COUNT_BLOCK", 32), ("PREFIX_TILES", 2)):
+    for name, value in (("SORT_TILE", 64), ("COUNT_BLOCK", 32), ("SORT_LANES", 32), ("PREFIX_TILES", 2)):
         monkeypatch.setattr(triton_gmm, name, value)
     g = torch.Generator().manual_seed(n + n_groups)
     groups = torch.randint(0, n_groups, (n,), generator=g)

@@ -20,6 +20,7 @@ argument would arrive as float32 on a GPU.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import triton
@@ -37,9 +38,11 @@ copied (cp.async) while the current one is computed. 3 would raise the fused fit
 158 (1 program per SM instead of 2)."""
 SORT_TILE = 8192
 """Values per program of the counting sort (at least; see ``sort_tile``); a multiple of COUNT_BLOCK."""
-SORT_LANES = 32
-"""Values per step of the counting sort's scatter (one warp), each ranked among them by a 32 x 32 comparison
-(the tally of a value's equal keys before and after it holds each count in 16 bits)."""
+SORT_LANES = 256 if os.environ.get("TRITON_INTERPRET") == "1" else 32
+"""Values per step of the counting sort's scatter, each ranked among them by a LANES x LANES comparison (the
+tally of a value's equal keys before and after it holds each count in 16 bits): on a GPU 32, one warp with one
+value per thread; under the interpreter (read at import, as Triton does) 256, a step being a few numpy operations
+(the tests run 32 too). Divides COUNT_BLOCK."""
 COUNT_BLOCK = 1024
 """Values per step of the counting sort's count kernel (and keys per step of its offsets)."""
 PREFIX_KEYS = 16
