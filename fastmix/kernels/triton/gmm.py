@@ -77,7 +77,8 @@ def _gmm2_count_kernel(values_ptr, groups_ptr, counts_ptr, lows_ptr, highs_ptr, 
     """Program p, the values in [p tile, (p + 1) tile): counts[p, k] = how many have key k (0 <= k <= G, G the omitted
     values), lows[p, g] and highs[p, g] the min and max of group g's (+inf and -inf without any); flags[p] = 1 if a
     group is out of range + 2 if a value is not finite and not omitted. Program 0 zeroes the prefix kernel's arrival
-    counter. Atomics on the program's own rows: integer sums, min and max do not depend on their order."""
+    counter. Atomics on the program's own rows: integer sums, min and max do not depend on their order (the min and
+    max only where a value goes beyond the row's current one)."""
     p = tl.program_id(0)
     row = p.to(tl.int64) * (n_groups + 1)
     extremes_row = p.to(tl.int64) * n_groups
@@ -99,8 +100,13 @@ def _gmm2_count_kernel(values_ptr, groups_ptr, counts_ptr, lows_ptr, highs_ptr, 
         key, v, bad = _sort_keys(values_ptr, groups_ptr, offs, held, n_groups)
         kept = held & (key < n_groups)
         tl.atomic_add(counts_ptr + row + key, tl.full([BLOCK], 1, tl.int64), mask=held, sem="relaxed", scope="gpu")
-        tl.atomic_min(lows_ptr + extremes_row + key, v, mask=kept, sem="relaxed", scope="gpu")
-        tl.atomic_max(highs_ptr + extremes_row + key, v, mask=kept, sem="relaxed", scope="gpu")
+        # Only a value beyond the row's current min (max) needs the atomic: a stale (L1) read of the row is never
+        # below (above) the true one, so no update is missed, and after a few values per group almost none remain.
+        lows, highs = lows_ptr + extremes_row + key, highs_ptr + extremes_row + key
+        below = kept & (v < tl.load(lows, mask=kept, other=float("inf")))
+        above = kept & (v > tl.load(highs, mask=kept, other=-float("inf")))
+        tl.atomic_min(lows, v, mask=below, sem="relaxed", scope="gpu")
+        tl.atomic_max(highs, v, mask=above, sem="relaxed", scope="gpu")
         flags |= bad
     bad_group = tl.max(flags & 1, axis=0)
     bad_value = (tl.max(flags & 2, axis=0) // 2) * (0 if OMIT_NONFINITE else 1)
