@@ -176,10 +176,14 @@ def _gmm2_scatter_kernel(values_ptr, groups_ptr, starts_ptr, offsets_ptr, sorted
     # 2^16 if it comes after (the values of its key after it).
     tally_weight = tl.where(lanes[:, None] < lanes[None, :], 1, tl.where(lanes[:, None] > lanes[None, :], 1 << 16, 0))
     tile_start = p.to(tl.int64) * tile
-    for step_start in range(0, tl.minimum(tile, n - tile_start), LANES):
-        offs = tile_start + step_start + lanes
-        held = offs < n
-        key, v, _ = _sort_keys(values_ptr, groups_ptr, offs, held, n_groups)
+    tile_values = tl.minimum(tile, n - tile_start)
+    held = lanes < tile_values
+    key, v, _ = _sort_keys(values_ptr, groups_ptr, tile_start + lanes, held, n_groups)
+    for step_start in range(0, tile_values, LANES):
+        # The next step's values, loaded while this one is placed (their latency off the step's critical path).
+        next_held = step_start + LANES + lanes < tile_values
+        next_key, next_v, _ = _sort_keys(values_ptr, groups_ptr, tile_start + step_start + LANES + lanes, next_held,
+                                         n_groups)
         key = tl.where(held, key, -1)  # no value: its own key
         tally = tl.sum(tl.where(key[:, None] == key[None, :], tally_weight, 0), axis=0)
         rank = tally & 0xFFFF
@@ -189,6 +193,7 @@ def _gmm2_scatter_kernel(values_ptr, groups_ptr, starts_ptr, offsets_ptr, sorted
         tl.store(sorted_values_ptr + position, tl.where(key < n_groups, v, 0.0), mask=held)
         tl.store(row + key, start + rank + 1, mask=held & (tally < 1 << 16))
         tl.debug_barrier()  # the advanced starts before the next step reads them
+        key, v, held = next_key, next_v, next_held
 
 
 # ------------------------------------------------------------------------------------------- per-group arithmetic
