@@ -100,11 +100,12 @@ def _gmm2_count_kernel(values_ptr, groups_ptr, counts_ptr, lows_ptr, highs_ptr, 
         key, v, bad = _sort_keys(values_ptr, groups_ptr, offs, held, n_groups)
         kept = held & (key < n_groups)
         tl.atomic_add(counts_ptr + row + key, tl.full([BLOCK], 1, tl.int64), mask=held, sem="relaxed", scope="gpu")
-        # Only a value beyond the row's current min (max) needs the atomic: a stale (L1) read of the row is never
-        # below (above) the true one, so no update is missed, and after a few values per group almost none remain.
+        # Only a value beyond the row's current min (max) needs the atomic: the row is read from L2 (``.cg``: the
+        # atomics do not update L1), where a read that misses a red still in flight is never below (above) the true
+        # min (max), so no update is missed; after a few values per group and tile almost none remain.
         lows, highs = lows_ptr + extremes_row + key, highs_ptr + extremes_row + key
-        below = kept & (v < tl.load(lows, mask=kept, other=float("inf")))
-        above = kept & (v > tl.load(highs, mask=kept, other=-float("inf")))
+        below = kept & (v < tl.load(lows, mask=kept, other=float("inf"), cache_modifier=".cg"))
+        above = kept & (v > tl.load(highs, mask=kept, other=-float("inf"), cache_modifier=".cg"))
         tl.atomic_min(lows, v, mask=below, sem="relaxed", scope="gpu")
         tl.atomic_max(highs, v, mask=above, sem="relaxed", scope="gpu")
         flags |= bad
