@@ -100,9 +100,9 @@ def _gmm2_count_kernel(values_ptr, groups_ptr, counts_ptr, lows_ptr, highs_ptr, 
         key, v, bad = _sort_keys(values_ptr, groups_ptr, offs, held, n_groups)
         kept = held & (key < n_groups)
         tl.atomic_add(counts_ptr + row + key, tl.full([BLOCK], 1, tl.int64), mask=held, sem="relaxed", scope="gpu")
-        # Only a value beyond the row's current min (max) needs the atomic: the row is read from L2 (``.cg``: the
-        # atomics do not update L1), where a read that misses a red still in flight is never below (above) the true
-        # min (max), so no update is missed; after a few values per group and tile almost none remain.
+        # Only a value beyond the row's current min (max) needs the atomic. The row is read from L2 (``.cg``: the
+        # atomics do not update L1); a read that misses a red still in flight sees a min above the true one (a max
+        # below), so a needed update is never skipped. After a few values per group and tile almost none remain.
         lows, highs = lows_ptr + extremes_row + key, highs_ptr + extremes_row + key
         below = kept & (v < tl.load(lows, mask=kept, other=float("inf"), cache_modifier=".cg"))
         above = kept & (v > tl.load(highs, mask=kept, other=-float("inf"), cache_modifier=".cg"))
@@ -860,7 +860,7 @@ def gmm2_segments(values: torch.Tensor, groups: torch.Tensor, n_groups: int, omi
     arrivals = torch.empty(1, dtype=torch.int32, device=device)
     flags = torch.empty(n_tiles, dtype=torch.uint8, device=device)
     _gmm2_count_kernel[(n_tiles,)](values, groups, counts, lows, highs, flags, arrivals, n, n_groups, tile,
-                                   OMIT_NONFINITE=omit_nonfinite, BLOCK=COUNT_BLOCK, num_warps=8)
+                                   OMIT_NONFINITE=omit_nonfinite, BLOCK=COUNT_BLOCK, num_warps=16)
     _gmm2_prefix_kernel[(triton.cdiv(n_groups + 1, PREFIX_KEYS),)](
         counts, lows, highs, flags, totals, offsets, count, lo, hi, ok, arrivals, n_tiles, n_groups,
         KEYS=PREFIX_KEYS, TILES=PREFIX_TILES, BLOCK=COUNT_BLOCK, num_warps=4)
