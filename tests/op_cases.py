@@ -112,7 +112,7 @@ CASES = (
     OpCase("balancemix_loss", _logits, lambda i, b, g: fastmix.balancemix_loss(i["logits"], i["targets"],
                                                                                i["weights"], backend=b),
            LOSS_BACKENDS),
-    OpCase("fit_gmm2", _gmm_values, _fit_gmm2, ("cuda", "triton", "reference", "cpu"), forward_budget=10,
+    OpCase("fit_gmm2", _gmm_values, _fit_gmm2, ("cuda", "triton", "reference", "cpu"), forward_budget=7,
            differentiable=False),
     OpCase("gmm_posterior", _gmm_posterior_inputs,
            lambda i, b, g: fastmix.gmm_posterior(i["values"], i["groups"], i["fit"], backend=b),

@@ -214,6 +214,7 @@ def _gmm_kernels_beyond_the_default_fit(device: torch.device) -> None:
         variances = torch.full((n_groups, 2), 0.05, dtype=torch.float64)
         fastmix.fit_gmm2(values, groups, n_groups=n_groups, init=(weights, means, variances), backend="triton")
         sorted_values, offsets, count, lo, hi = gmm_ops.gmm2_segments(values, groups, n_groups, False, "triton")
+        gmm_ops.gmm2_segments(values, groups.int(), n_groups, True, "triton")  # label_groups' int32 ids, omitted NaN
         gmm_ops.gmm2_estep(sorted_values, offsets, lo, hi - lo, weights, means, variances, "triton")
         gmm_ops.gmm2_split_statistics(sorted_values, offsets, lo, hi - lo, (lo + hi) / 2, means, "triton")
 

@@ -199,10 +199,10 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
             degenerate placeholder) starts from the "kmeans" init instead, as that component could never recover.
         generator: the random source of init="kmeans++" (nothing else is random).
         backend: "cpu" (C++), "reference", "triton", "cuda", or None for the default. On "triton" a fit with
-            init "kmeans" or "quantile" and no process group is 8 launches and no host sync on CUDA tensors: the
-            grouping (a keys kernel, a stable sort, a gather, a range kernel, two device-side asserts), the zeroing
-            of a work queue's counters and one persistent kernel for the rest of the fit, each group's values split
-            into chunks over all the programs.
+            init "kmeans" or "quantile" and no process group is 7 launches and no host sync on CUDA tensors: the
+            grouping (a stable counting sort in three kernels, two device-side asserts), the zeroing of a work
+            queue's counters and one persistent kernel for the rest of the fit, each group's values split into
+            chunks over all the programs.
         nan_policy: "raise" rejects NaN/inf values; "omit" ignores them.
         process_group: a torch.distributed group over which the values are sharded: counts, min/max, the init's
             passes and each iteration's E-step statistics (one (G, 7) all-reduce) are summed over the ranks, so every

@@ -1,10 +1,11 @@
 """Two-component GMM Triton kernels (BalanceMix paper, eq. 6-8): the grouping of the values, the passes of the inits
 and of the distributed fit, the k-means init, the EM, and the whole default fit in one persistent launch.
 
-Grouping (``gmm2_segments``): ``_gmm2_keys_kernel`` turns each value into its sort key (its group, or ``n_groups``
-for an omitted value) and flags bad input per program; ``torch.sort(stable=True)`` orders the keys; the gather
-kernel writes the values in that order; ``_gmm2_range_kernel`` (one program per group) finds its segment by binary
-search in the sorted keys and its count, min and max, and reduces the flags. No size depends on the data and
+Grouping (``gmm2_segments``): a stable counting sort. ``_gmm2_count_kernel`` counts each tile's values per sort
+key (the value's group, or ``n_groups`` for an omitted value) and flags bad input per tile; ``_gmm2_prefix_kernel``
+turns the counts into each tile's first position per key and the segments' offsets; ``_gmm2_scatter_kernel``
+writes each value at its position (a value's position depends only on its index); ``_gmm2_range_kernel`` (one
+program per group) takes each segment's count, min and max and reduces the flags. No size depends on the data and
 nothing is read on the host.
 
 The passes of the other inits and of the distributed fit: one program per group, each pass over its contiguous
@@ -19,6 +20,7 @@ argument would arrive as float32 on a GPU.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import triton
@@ -34,8 +36,19 @@ SEGMENT_STAGES = tl.constexpr(2)
 """Software-pipelining depth of the histogram, split and E-step passes (``tl.range``): the next BLOCK's values are
 copied (cp.async) while the current one is computed. 3 would raise the fused fit's float32 registers from 124 to
 158 (1 program per SM instead of 2)."""
-GROUPING_BLOCK = 1024
-"""Values per program of the keys and gather kernels."""
+SORT_TILE = 8192
+"""Values per program of the counting sort (at least; see ``sort_tile``); a multiple of COUNT_BLOCK."""
+SORT_LANES = 256 if os.environ.get("TRITON_INTERPRET") == "1" else 32
+"""Values per step of the counting sort's scatter, each ranked among them by a LANES x LANES comparison (the
+tally of a value's equal keys before and after it holds each count in 16 bits): on a GPU 32, one warp with one
+value per thread; under the interpreter (read at import, as Triton does) 256, a step being a few numpy operations
+(the tests run 32 too). Divides COUNT_BLOCK."""
+COUNT_BLOCK = 1024
+"""Values per step of the counting sort's count kernel (and keys per step of its offsets)."""
+PREFIX_KEYS = 16
+PREFIX_TILES = 256
+"""The prefix kernel scans the (tiles, G + 1) counts in (PREFIX_TILES, PREFIX_KEYS) blocks, one program per
+PREFIX_KEYS keys."""
 
 
 @triton.jit
@@ -45,77 +58,143 @@ def _is_finite(v):
 
 # ------------------------------------------------------------------------------------------------------- grouping
 @triton.jit
-def _gmm2_keys_kernel(values_ptr, groups_ptr, keys_ptr, flags_ptr, n, n_groups, OMIT_NONFINITE: tl.constexpr,
-                      BLOCK: tl.constexpr):
-    """keys = group where the value is kept, else ``n_groups`` (omitted, or a group out of range); flags[program]
-    = 1 if a group is out of range + 2 if a value is not finite and not omitted."""
-    pid = tl.program_id(0)
-    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    held = offs < n
+def _sort_keys(values_ptr, groups_ptr, offs, held, n_groups):
+    """(key, value, bad flags) of the values at ``offs``: the key is the value's group where it is kept, else
+    ``n_groups`` (omitted: not finite, or a group out of range); flags 1 where the group is out of range, 2 where the
+    value is not finite. Group ids of any integer dtype are loaded as they are."""
     v = tl.load(values_ptr + offs, mask=held, other=0.0)
     group = tl.load(groups_ptr + offs, mask=held, other=0)
     in_range = (group >= 0) & (group < n_groups)
     finite = _is_finite(v)
-    tl.store(keys_ptr + offs, tl.where(in_range & finite, group, n_groups).to(keys_ptr.dtype.element_ty), mask=held)
-    bad_group = tl.max((held & ~in_range).to(tl.int32), axis=0)
-    bad_value = tl.max((held & ~finite).to(tl.int32), axis=0) * (0 if OMIT_NONFINITE else 1)
-    tl.store(flags_ptr + pid, (bad_group + 2 * bad_value).to(tl.uint8))
+    key = tl.where(in_range & finite, group, n_groups).to(tl.int32)
+    flags = tl.where(held & ~in_range, 1, 0) | tl.where(held & ~finite, 2, 0)
+    return key, v, flags
 
 
 @triton.jit
-def _gmm2_gather_kernel(values_ptr, order_ptr, sorted_keys_ptr, sorted_values_ptr, n, n_groups, BLOCK: tl.constexpr):
-    """sorted_values[i] = values[order[i]] where that value is kept, else 0."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    held = offs < n
-    kept = held & (tl.load(sorted_keys_ptr + offs, mask=held, other=0).to(tl.int32) < n_groups)
-    v = tl.load(values_ptr + tl.load(order_ptr + offs, mask=kept, other=0), mask=kept, other=0.0)
-    tl.store(sorted_values_ptr + offs, v, mask=held)
+def _gmm2_count_kernel(values_ptr, groups_ptr, counts_ptr, lows_ptr, highs_ptr, flags_ptr, arrivals_ptr, n,
+                       n_groups, tile, OMIT_NONFINITE: tl.constexpr, BLOCK: tl.constexpr):
+    """Program p, the values in [p tile, (p + 1) tile): counts[p, k] = how many have key k (0 <= k <= G, G the omitted
+    values), lows[p, g] and highs[p, g] the min and max of group g's (+inf and -inf without any); flags[p] = 1 if a
+    group is out of range + 2 if a value is not finite and not omitted. Program 0 zeroes the prefix kernel's arrival
+    counter. Atomics on the program's own rows: integer sums, min and max do not depend on their order (the min and
+    max only where a value goes beyond the row's current one)."""
+    p = tl.program_id(0)
+    row = p.to(tl.int64) * (n_groups + 1)
+    extremes_row = p.to(tl.int64) * n_groups
+    for key_start in range(0, n_groups + 1, BLOCK):
+        keys = key_start + tl.arange(0, BLOCK)
+        tl.store(counts_ptr + row + keys, tl.zeros([BLOCK], tl.int64), mask=keys <= n_groups)
+        tl.store(lows_ptr + extremes_row + keys, tl.full([BLOCK], float("inf"), lows_ptr.dtype.element_ty),
+                 mask=keys < n_groups)
+        tl.store(highs_ptr + extremes_row + keys, tl.full([BLOCK], -float("inf"), highs_ptr.dtype.element_ty),
+                 mask=keys < n_groups)
+    if p == 0:
+        tl.store(arrivals_ptr, 0)
+    tl.debug_barrier()  # the initialised rows before any thread's atomics
+    flags = tl.zeros([BLOCK], tl.int32)
+    tile_start = p.to(tl.int64) * tile
+    for block_start in range(0, tl.minimum(tile, n - tile_start), BLOCK):
+        offs = tile_start + block_start + tl.arange(0, BLOCK)
+        held = offs < n
+        key, v, bad = _sort_keys(values_ptr, groups_ptr, offs, held, n_groups)
+        kept = held & (key < n_groups)
+        tl.atomic_add(counts_ptr + row + key, tl.full([BLOCK], 1, tl.int64), mask=held, sem="relaxed", scope="gpu")
+        # Only a value beyond the row's current min (max) needs the atomic. The row is read from L2 (``.cg``: the
+        # atomics do not update L1); a read that misses a red still in flight sees a min above the true one (a max
+        # below), so a needed update is never skipped. After a few values per group and tile almost none remain.
+        lows, highs = lows_ptr + extremes_row + key, highs_ptr + extremes_row + key
+        below = kept & (v < tl.load(lows, mask=kept, other=float("inf"), cache_modifier=".cg"))
+        above = kept & (v > tl.load(highs, mask=kept, other=-float("inf"), cache_modifier=".cg"))
+        tl.atomic_min(lows, v, mask=below, sem="relaxed", scope="gpu")
+        tl.atomic_max(highs, v, mask=above, sem="relaxed", scope="gpu")
+        flags |= bad
+    bad_group = tl.max(flags & 1, axis=0)
+    bad_value = (tl.max(flags & 2, axis=0) // 2) * (0 if OMIT_NONFINITE else 1)
+    tl.store(flags_ptr + p, (bad_group + 2 * bad_value).to(tl.uint8))
 
 
 @triton.jit
-def _lower_bound(sorted_keys_ptr, n, key, search_steps):
-    """The first position whose sorted key is >= ``key`` (n if none), by ``search_steps`` >= log2(n + 1) halvings."""
-    first = tl.zeros([], tl.int64)
-    last = first + n
-    for _ in range(search_steps):
-        middle = (first + last) // 2
-        below = (first < last) & (tl.load(sorted_keys_ptr + middle, mask=middle < n, other=0).to(tl.int32) < key)
-        open_range = first < last
-        first = tl.where(below, middle + 1, first)
-        last = tl.where(open_range & ~below, middle, last)
-    return first
-
-
-@triton.jit
-def _gmm2_range_kernel(sorted_keys_ptr, sorted_values_ptr, flags_ptr, offsets_ptr, count_ptr, lo_ptr, hi_ptr, ok_ptr,
-                       n, n_flags, n_groups, search_steps, BLOCK: tl.constexpr):
-    """Program g: offsets[g] (and offsets[G] from the last program), count, min and max of group g's segment (an
-    empty group has min = max = 0); program 0 also reduces the flags: ok[0] no group out of range, ok[1] no value
-    rejected."""
-    g = tl.program_id(0)
-    start = _lower_bound(sorted_keys_ptr, n, g, search_steps)
-    end = _lower_bound(sorted_keys_ptr, n, g + 1, search_steps)
-    tl.store(offsets_ptr + g, start)
-    tl.store(offsets_ptr + n_groups, end, mask=g == n_groups - 1)
-    lo_acc = tl.full([BLOCK], float("inf"), tl.float64)
-    hi_acc = tl.full([BLOCK], -float("inf"), tl.float64)
-    for block_start in range(start, end, BLOCK):
-        offs = block_start + tl.arange(0, BLOCK)
-        in_segment = offs < end
-        v = tl.load(sorted_values_ptr + offs, mask=in_segment, other=0.0).to(tl.float64)
-        lo_acc = tl.minimum(lo_acc, tl.where(in_segment, v, float("inf")))
-        hi_acc = tl.maximum(hi_acc, tl.where(in_segment, v, -float("inf")))
-    empty = end == start
-    tl.store(count_ptr + g, (end - start).to(tl.float64))
-    tl.store(lo_ptr + g, tl.where(empty, 0.0, tl.min(lo_acc, axis=0)))
-    tl.store(hi_ptr + g, tl.where(empty, 0.0, tl.max(hi_acc, axis=0)))
-    if g == 0:
+def _gmm2_prefix_kernel(counts_ptr, lows_ptr, highs_ptr, flags_ptr, totals_ptr, offsets_ptr, count_ptr, lo_ptr,
+                        hi_ptr, ok_ptr, arrivals_ptr, n_tiles, n_groups, KEYS: tl.constexpr, TILES: tl.constexpr,
+                        BLOCK: tl.constexpr):
+    """Program b, keys [b KEYS, (b + 1) KEYS): counts[p, k] becomes the number of values with key k in the tiles
+    before p (an exclusive scan down each column, TILES rows at a time), totals[k] their sum; for each group its
+    count, min and max (min = max = 0 for an empty group). The last program to arrive (the others' totals are then
+    visible) writes offsets[k] = the sum of totals[j < k], k = 0..G (the first position of key k; offsets[G]: the
+    first omitted value's), and reduces the flags: ok[0] no group out of range, ok[1] no value rejected.
+    Fixed-order integer sums: deterministic."""
+    keys = tl.program_id(0) * KEYS + tl.arange(0, KEYS)
+    real = keys <= n_groups
+    group = keys < n_groups
+    carry = tl.zeros([KEYS], tl.int64)
+    low = tl.full([KEYS], float("inf"), lows_ptr.dtype.element_ty)
+    high = tl.full([KEYS], -float("inf"), highs_ptr.dtype.element_ty)
+    for tile_start in range(0, n_tiles, TILES):
+        tiles = (tile_start + tl.arange(0, TILES)).to(tl.int64)
+        in_tiles = (tiles < n_tiles)[:, None]
+        cells = counts_ptr + tiles[:, None] * (n_groups + 1) + keys[None, :]
+        counts = tl.load(cells, mask=in_tiles & real[None, :], other=0)
+        tl.store(cells, carry[None, :] + tl.cumsum(counts, axis=0) - counts, mask=in_tiles & real[None, :])
+        carry += tl.sum(counts, axis=0)
+        extremes = tiles[:, None] * n_groups + keys[None, :]
+        low = tl.minimum(low, tl.min(tl.load(lows_ptr + extremes, mask=in_tiles & group[None, :],
+                                             other=float("inf")), axis=0))
+        high = tl.maximum(high, tl.max(tl.load(highs_ptr + extremes, mask=in_tiles & group[None, :],
+                                               other=-float("inf")), axis=0))
+    tl.store(totals_ptr + keys, carry, mask=real)
+    empty = carry == 0
+    tl.store(count_ptr + keys, carry.to(tl.float64), mask=group)
+    tl.store(lo_ptr + keys, tl.where(empty, 0.0, low.to(tl.float64)), mask=group)
+    tl.store(hi_ptr + keys, tl.where(empty, 0.0, high.to(tl.float64)), mask=group)
+    tl.debug_barrier()  # every thread's totals before the arrival below
+    if tl.atomic_add(arrivals_ptr, 1, sem="acq_rel", scope="gpu") == tl.num_programs(0) - 1:
+        first = tl.zeros([], tl.int64)
+        for key_start in range(0, n_groups + 1, BLOCK):
+            all_keys = key_start + tl.arange(0, BLOCK)
+            totals = tl.load(totals_ptr + all_keys, mask=all_keys <= n_groups, other=0, cache_modifier=".cg")
+            tl.store(offsets_ptr + all_keys, first + tl.cumsum(totals, axis=0) - totals, mask=all_keys <= n_groups)
+            first += tl.sum(totals, axis=0)
         flags = tl.zeros([BLOCK], tl.int32)
-        for flag_start in range(0, n_flags, BLOCK):
+        for flag_start in range(0, n_tiles, BLOCK):
             offs = flag_start + tl.arange(0, BLOCK)
-            flags |= tl.load(flags_ptr + offs, mask=offs < n_flags, other=0).to(tl.int32)
+            flags |= tl.load(flags_ptr + offs, mask=offs < n_tiles, other=0).to(tl.int32)
         tl.store(ok_ptr, tl.max(flags & 1, axis=0) == 0)
         tl.store(ok_ptr + 1, tl.max(flags & 2, axis=0) == 0)
+
+
+@triton.jit
+def _gmm2_scatter_kernel(values_ptr, groups_ptr, starts_ptr, offsets_ptr, sorted_values_ptr, n, n_groups, tile,
+                         LANES: tl.constexpr):
+    """Program p: each value of its tile to offsets[key] + starts[p, key] + (values of its key before it in the
+    tile), 0 for an omitted value: a stable counting sort. LANES values per step (one per thread of a warp), each
+    compares its key with the step's others (a [j, i] comparison reduced over j within the thread) for its rank
+    among them and whether it is its key's last; that one advances starts[p, key]."""
+    p = tl.program_id(0)
+    row = starts_ptr + p.to(tl.int64) * (n_groups + 1)
+    lanes = tl.arange(0, LANES)
+    # Value j's part in value i's tally where their keys are equal: 1 if j comes before i (the rank, low 16 bits),
+    # 2^16 if it comes after (the values of its key after it).
+    tally_weight = tl.where(lanes[:, None] < lanes[None, :], 1, tl.where(lanes[:, None] > lanes[None, :], 1 << 16, 0))
+    tile_start = p.to(tl.int64) * tile
+    tile_values = tl.minimum(tile, n - tile_start)
+    held = lanes < tile_values
+    key, v, _ = _sort_keys(values_ptr, groups_ptr, tile_start + lanes, held, n_groups)
+    for step_start in range(0, tile_values, LANES):
+        # The next step's values, loaded while this one is placed (their latency off the step's critical path).
+        next_held = step_start + LANES + lanes < tile_values
+        next_key, next_v, _ = _sort_keys(values_ptr, groups_ptr, tile_start + step_start + LANES + lanes, next_held,
+                                         n_groups)
+        key = tl.where(held, key, -1)  # no value: its own key
+        tally = tl.sum(tl.where(key[:, None] == key[None, :], tally_weight, 0), axis=0)
+        rank = tally & 0xFFFF
+        start = tl.load(row + key, mask=held, other=0)
+        tl.debug_barrier()  # every thread read its key's start before the last of that key advances it
+        position = tl.load(offsets_ptr + key, mask=held, other=0) + start + rank
+        tl.store(sorted_values_ptr + position, tl.where(key < n_groups, v, 0.0), mask=held)
+        tl.store(row + key, start + rank + 1, mask=held & (tally < 1 << 16))
+        tl.debug_barrier()  # the advanced starts before the next step reads them
+        key, v, held = next_key, next_v, next_held
 
 
 # ------------------------------------------------------------------------------------------- per-group arithmetic
@@ -758,30 +837,35 @@ def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weigh
 
 
 # ------------------------------------------------------------------------------------------------------ launchers
-def key_dtype(n_groups: int) -> torch.dtype:
-    """The narrowest integer dtype holding every sort key 0..n_groups: fewer radix passes in the sort."""
-    if n_groups < 256:
-        return torch.uint8
-    return torch.int16 if n_groups < 2 ** 15 else torch.int32
+def sort_tile(n_groups: int) -> int:
+    """Values per program of the counting sort, a multiple of COUNT_BLOCK: SORT_TILE, or more for many groups so
+    that the (tiles, G + 1) counts hold at most about n + G entries."""
+    return max(SORT_TILE, triton.cdiv(n_groups + 1, COUNT_BLOCK) * COUNT_BLOCK)
 
 
 def gmm2_segments(values: torch.Tensor, groups: torch.Tensor, n_groups: int, omit_nonfinite: bool,
                   sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
                   hi: torch.Tensor, ok: torch.Tensor) -> None:
     """Fills the outputs of ``fastmix::gmm2_segments`` from contiguous 1-D ``values`` and ``groups`` (any integer
-    dtype), and ``ok`` (2,) bool: no group out of range, no value rejected. Three launches and a stable sort."""
+    dtype), and ``ok`` (2,) bool: no group out of range, no value rejected. A stable counting sort in three launches:
+    per tile its counts, min and max per group; their prefix (each tile's first positions, the offsets, each
+    group's count, min and max); the scatter."""
     n = values.numel()
-    n_flags = triton.cdiv(n, GROUPING_BLOCK)
-    flags = torch.empty(n_flags, dtype=torch.uint8, device=values.device)
-    sorted_keys = order = keys = torch.empty(n, dtype=key_dtype(n_groups), device=values.device)
-    if n:
-        _gmm2_keys_kernel[(n_flags,)](values, groups, keys, flags, n, n_groups, OMIT_NONFINITE=omit_nonfinite,
-                                      BLOCK=GROUPING_BLOCK, num_warps=4)
-        sorted_keys, order = torch.sort(keys, stable=True)
-        _gmm2_gather_kernel[(n_flags,)](values, order, sorted_keys, sorted_values, n, n_groups, BLOCK=GROUPING_BLOCK,
-                                        num_warps=4)
-    _gmm2_range_kernel[(n_groups,)](sorted_keys, sorted_values, flags, offsets, count, lo, hi, ok, n, n_flags,
-                                    n_groups, n.bit_length() + 1, BLOCK=BLOCK, num_warps=SEGMENT_WARPS)
+    tile = sort_tile(n_groups)
+    n_tiles = max(triton.cdiv(n, tile), 1)
+    device = values.device
+    counts = torch.empty((n_tiles, n_groups + 1), dtype=torch.int64, device=device)
+    lows, highs = (torch.empty((n_tiles, n_groups), dtype=values.dtype, device=device) for _ in range(2))
+    totals = torch.empty(n_groups + 1, dtype=torch.int64, device=device)
+    arrivals = torch.empty(1, dtype=torch.int32, device=device)
+    flags = torch.empty(n_tiles, dtype=torch.uint8, device=device)
+    _gmm2_count_kernel[(n_tiles,)](values, groups, counts, lows, highs, flags, arrivals, n, n_groups, tile,
+                                   OMIT_NONFINITE=omit_nonfinite, BLOCK=COUNT_BLOCK, num_warps=16)
+    _gmm2_prefix_kernel[(triton.cdiv(n_groups + 1, PREFIX_KEYS),)](
+        counts, lows, highs, flags, totals, offsets, count, lo, hi, ok, arrivals, n_tiles, n_groups,
+        KEYS=PREFIX_KEYS, TILES=PREFIX_TILES, BLOCK=COUNT_BLOCK, num_warps=4)
+    _gmm2_scatter_kernel[(n_tiles,)](values, groups, counts, offsets, sorted_values, n, n_groups, tile,
+                                     LANES=SORT_LANES, num_warps=1)
 
 
 def gmm2_split_statistics(sorted_values, offsets, lo, scale, split, shifts, stats) -> None:
