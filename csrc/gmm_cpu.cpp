@@ -77,12 +77,13 @@ FASTMIX_INLINE void prefetch_ahead(const T* p) {
 
 // Per-group count, validation, then the stable counting sort: pass 1 counts each chunk's values per group and
 // writes each value's key (its group, or n_groups for an omitted non-finite value) in the narrowest type that
-// holds n_groups (Key: uint8_t or uint16_t), so pass 2 reads 1 or 2 bytes per value instead of the 8-byte group
-// (with more groups, Key = int64_t: pass 2 reads the groups again and derives the keys); pass 2 sorts each chunk
+// holds n_groups (Key: uint8_t or uint16_t), so pass 2 reads 1 or 2 bytes per value instead of the 4- or 8-byte
+// group (Group: int32_t or int64_t; with more groups, Key = int64_t: pass 2 reads the groups again and derives the
+// keys); pass 2 sorts each chunk
 // in a cache-resident buffer, branch-free (the omitted values go after the chunk's finite ones), and copies its
 // runs to their places (a direct scatter into 2G far-apart streams is several times slower: a TLB miss per value).
-template <typename T, typename Key>
-void sort_by_group(const T* values, const int64_t* groups, int64_t n, int64_t n_groups, bool omit_nonfinite,
+template <typename T, typename Group, typename Key>
+void sort_by_group(const T* values, const Group* groups, int64_t n, int64_t n_groups, bool omit_nonfinite,
                    T* sorted, int64_t* offsets) {
   constexpr bool kCompact = !std::is_same_v<Key, int64_t>;
   const Chunks chunks(n, n_groups);
@@ -97,7 +98,7 @@ void sort_by_group(const T* values, const int64_t* groups, int64_t n, int64_t n_
     for (int64_t i = chunks.begin(c); i < end; ++i) {
       prefetch_ahead(groups + i);
       prefetch_ahead(values + i);
-      int64_t g = groups[i];
+      int64_t g = static_cast<int64_t>(groups[i]);
       if (static_cast<uint64_t>(g) >= static_cast<uint64_t>(n_groups)) {
         ++bad_groups[c];
         g = n_groups;
@@ -1048,16 +1049,25 @@ std::string gmm2_cpu_isa() {
   throw std::invalid_argument("FASTMIX_CPU_ISA=" + std::string(wanted) + " is not one this CPU runs: " + names);
 }
 
-void gmm2_segments_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype, int64_t n_groups,
+void gmm2_segments_cpu(uintptr_t values, uintptr_t groups, bool int32_groups, int64_t n, int dtype, int64_t n_groups,
                        bool omit_nonfinite, uintptr_t sorted, uintptr_t offsets, uintptr_t count, uintptr_t lo,
                        uintptr_t hi) {
   dispatch_float(dtype, "gmm2_segments_cpu", [&](auto tag) {
     using T = decltype(tag);
     advise_huge_pages(out<T>(sorted), n * sizeof(T));
-    const auto sort = n_groups < 256     ? sort_by_group<T, uint8_t>
-                      : n_groups < 65536 ? sort_by_group<T, uint16_t>
-                                         : sort_by_group<T, int64_t>;  // keys 0..n_groups (the omitted ones)
-    sort(in<T>(values), in<int64_t>(groups), n, n_groups, omit_nonfinite, out<T>(sorted), out<int64_t>(offsets));
+    auto sort = [&](auto group_tag) {
+      using Group = decltype(group_tag);
+      const auto sort_with_keys = n_groups < 256     ? sort_by_group<T, Group, uint8_t>
+                                  : n_groups < 65536 ? sort_by_group<T, Group, uint16_t>
+                                                     : sort_by_group<T, Group, int64_t>;  // keys 0..n_groups
+      sort_with_keys(in<T>(values), in<Group>(groups), n, n_groups, omit_nonfinite, out<T>(sorted),
+                     out<int64_t>(offsets));
+    };
+    if (int32_groups) {
+      sort(int32_t{});
+    } else {
+      sort(int64_t{});
+    }
     group_range(in<T>(sorted), in<int64_t>(offsets), n_groups, out<double>(count), out<double>(lo), out<double>(hi));
   });
 }

@@ -190,11 +190,13 @@ def test_segments_match_a_stable_sort_by_group(backend, dtype):
 
 @pytest.mark.parametrize("backend", cpu_backends(("cpu",)))
 @pytest.mark.parametrize("n_groups", [255, 256, 65535, 65536])
-def test_segments_of_many_groups_match_a_stable_sort(backend, n_groups):
+@pytest.mark.parametrize("group_dtype", [torch.int32, torch.int64])
+def test_segments_of_many_groups_match_a_stable_sort(backend, n_groups, group_dtype):
     """The C++ grouping keeps each value's group in 1, 2 or 8 bytes by n_groups (one key more than the groups: the
-    omitted values'): at each width's edge, against torch's stable sort; the omitted values (NaN, inf) are dropped."""
+    omitted values'): at each width's edge, from int32 and int64 ids, against torch's stable sort; the omitted values
+    (NaN, inf) are dropped."""
     g = torch.Generator().manual_seed(n_groups)
-    groups = torch.randint(0, n_groups, (3000,), generator=g)
+    groups = torch.randint(0, n_groups, (3000,), generator=g, dtype=group_dtype)
     groups[:2] = n_groups - 1  # the largest group index is used
     values = torch.rand(3000, generator=g)
     values[5], values[9] = float("nan"), float("inf")
@@ -209,8 +211,10 @@ def test_segments_of_many_groups_match_a_stable_sort(backend, n_groups):
 
 
 @pytest.mark.parametrize("backend", cpu_backends(("cpu", "triton", "reference")))
-def test_grouping_rejects_bad_data(backend):
+@pytest.mark.parametrize("group_dtype", [torch.int32, torch.int64])
+def test_grouping_rejects_bad_data(backend, group_dtype):
     values, groups = random_groups(3, seed=4)
+    groups = groups.to(group_dtype)
     with pytest.raises(ValueError, match="groups holds indices outside"):
         fastmix.fit_gmm2(values, torch.where(groups == 2, 3, groups), n_groups=3, backend=backend)
     with pytest.raises(ValueError, match="groups holds indices outside"):
@@ -219,6 +223,31 @@ def test_grouping_rejects_bad_data(backend):
     with pytest.raises(ValueError, match="NaN or infinity"):
         fastmix.fit_gmm2(values, groups, n_groups=3, backend=backend)
     assert not fastmix.fit_gmm2(values, groups, n_groups=3, nan_policy="omit", backend=backend).degenerate.any()
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("reference", "cpu", "triton", "cuda")))
+def test_group_ids_of_any_integer_dtype_give_the_int64_fit(backend, device):
+    """int32 ids (label_groups' dtype) are read as they are, narrower ones converted: the same fit and posterior,
+    bit for bit, as from int64 ids; bad ids are refused with the same message whatever their dtype. The conversion
+    of narrow ids is the API's, the same for every backend: the slow interpreted Triton fit checks int32 only."""
+    losses, groups = backend_case(torch.float32, rows=100)
+    losses, groups = losses.to(device), groups.to(device, torch.int64)
+    fit = fastmix.fit_gmm2(losses, groups, n_groups=18, nan_policy="omit", backend=backend)
+    posterior_backend = backend if backend in gmm_ops.POSTERIOR_BACKENDS else "reference"
+    posterior = fastmix.gmm_posterior(losses, groups, fit, backend=posterior_backend)
+    for dtype in (torch.int32,) if backend == "triton" else (torch.int32, torch.int16, torch.uint8):
+        ids = groups.to(dtype)
+        assert_same_fit(fastmix.fit_gmm2(losses, ids, n_groups=18, nan_policy="omit", backend=backend), fit)
+        assert torch.equal(fastmix.gmm_posterior(losses, ids, fit, backend=posterior_backend).nan_to_num(),
+                           posterior.nan_to_num())
+        for bad in (-1, 18):
+            if bad < 0 and not dtype.is_signed:
+                continue
+            with pytest.raises(ValueError, match=r"groups holds indices outside \[0, n_groups=18\)"):
+                fastmix.fit_gmm2(losses, torch.where(ids == 3, bad, ids), n_groups=18, nan_policy="omit",
+                                 backend=backend)
+            with pytest.raises(ValueError, match=r"groups holds indices outside \[0, n_groups=18\)"):
+                fastmix.gmm_posterior(losses, torch.where(ids == 3, bad, ids), fit, backend=posterior_backend)
 
 
 @pytest.mark.parametrize("backend", cpu_backends(("triton",)))
@@ -532,6 +561,7 @@ def test_kmeans_seeding_races_draw_uniformly_then_by_squared_distance(backend):
 def test_label_groups():
     labels = torch.tensor([[1, 0, 1], [0, 0, 1]])
     assert fastmix.label_groups(labels).tolist() == [[1, 2, 5], [0, 2, 5]]
+    assert fastmix.label_groups(labels).dtype == torch.int32
     assert fastmix.label_groups(labels.bool()).tolist() == [[1, 2, 5], [0, 2, 5]]
     with pytest.raises(ValueError, match="labels"):
         fastmix.label_groups(torch.tensor([[0.5, 1.0]]))
