@@ -1009,3 +1009,26 @@ def test_fused_kmeans_matches_the_passes_of_the_reference(backend, device, dtype
             assert_close(centres, expected, torch.float64, f"centres, {steps} steps")
             expected_stats = reference.split_statistics(expected.mean(1), expected)
             assert_close(stats, expected_stats, torch.float64, f"statistics, {steps} steps")
+
+
+@pytest.mark.parametrize("backend", cpu_backends(("cpu",)))
+def test_kmeans_stops_once_the_partition_repeats(backend):
+    """A Lloyd step moves a centre by sum (x - c) / n from the moved c, which can flip the centre's last bit back
+    and forth on an unchanged partition without end (group 6 here: checked with the reference). The C++ k-means
+    stops once a step's partition repeats: its centres and statistics are the reference's 30 steps' to rounding."""
+    g = torch.Generator().manual_seed(0)
+    values = (torch.rand(8, 3000, generator=g, dtype=torch.float64) ** 4).reshape(-1)
+    groups = torch.arange(8).repeat_interleave(3000)
+    fused, lo, hi = segments_of(values, groups, 8, backend)
+    reference, _, _ = segments_of(values, groups, 8, "reference")
+    seeds = fit_steps.median_seeds(reference, lo, hi)
+    expected = fit_steps.kmeans_centres(reference, seeds, fit_steps.LLOYD_STEPS)
+    one_more = fit_steps.kmeans_centres(reference, expected, 1)
+    assert bool((one_more != expected).any(1)[6]), "the reference's centres of group 6 still flip after 30 steps"
+    assert torch.equal(reference.split_statistics(one_more.mean(1), one_more)[:, 1:3],
+                       reference.split_statistics(expected.mean(1), expected)[:, 1:3]), "on the same partition"
+    low, high = fit_steps.data_range(fused, lo, hi)
+    centres, stats = gmm_ops.gmm2_kmeans(fused.sorted_values, fused.offsets, fused.count, fused.shift, fused.scale,
+                                         low, high, None, fit_steps.LLOYD_STEPS, backend)
+    assert_close(centres, expected, torch.float64, "centres")
+    assert_close(stats, reference.split_statistics(expected.mean(1), expected), torch.float64, "statistics")
