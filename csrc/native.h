@@ -11,8 +11,8 @@ namespace fastmix {
 // std::invalid_argument, a ValueError in Python, on a group outside [0, n_groups), or on a value that is not finite
 // unless omit_nonfinite), takes per-group count/min/max and copies the finite values into group order: group g at
 // sorted[offsets[g]:offsets[g + 1]]. The passes below and the EM (in place on weights/means/variances) read those
-// segments.
-void gmm2_segments_cpu(uintptr_t values, uintptr_t groups, int64_t n, int dtype, int64_t n_groups,
+// segments. groups: n int32 ids when int32_groups, else n int64 ids.
+void gmm2_segments_cpu(uintptr_t values, uintptr_t groups, bool int32_groups, int64_t n, int dtype, int64_t n_groups,
                        bool omit_nonfinite, uintptr_t sorted, uintptr_t offsets, uintptr_t count, uintptr_t lo,
                        uintptr_t hi);
 // The inits' pass: per group the statistics (G, 7) of the hard split at split[g] around shifts[g, 0:2].

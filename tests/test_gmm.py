@@ -190,11 +190,13 @@ def test_segments_match_a_stable_sort_by_group(backend, dtype):
 
 @pytest.mark.parametrize("backend", cpu_backends(("cpu",)))
 @pytest.mark.parametrize("n_groups", [255, 256, 65535, 65536])
-def test_segments_of_many_groups_match_a_stable_sort(backend, n_groups):
+@pytest.mark.parametrize("group_dtype", [torch.int32, torch.int64])
+def test_segments_of_many_groups_match_a_stable_sort(backend, n_groups, group_dtype):
     """The C++ grouping keeps each value's group in 1, 2 or 8 bytes by n_groups (one key more than the groups: the
-    omitted values'): at each width's edge, against torch's stable sort; the omitted values (NaN, inf) are dropped."""
+    omitted values'): at each width's edge, from int32 and int64 ids, against torch's stable sort; the omitted values
+    (NaN, inf) are dropped."""
     g = torch.Generator().manual_seed(n_groups)
-    groups = torch.randint(0, n_groups, (3000,), generator=g)
+    groups = torch.randint(0, n_groups, (3000,), generator=g, dtype=group_dtype)
     groups[:2] = n_groups - 1  # the largest group index is used
     values = torch.rand(3000, generator=g)
     values[5], values[9] = float("nan"), float("inf")
@@ -257,8 +259,10 @@ def test_triton_counting_sort_rejects_bad_ids_and_values(backend, ids):
 
 
 @pytest.mark.parametrize("backend", cpu_backends(("cpu", "triton", "reference")))
-def test_grouping_rejects_bad_data(backend):
+@pytest.mark.parametrize("group_dtype", [torch.int32, torch.int64])
+def test_grouping_rejects_bad_data(backend, group_dtype):
     values, groups = random_groups(3, seed=4)
+    groups = groups.to(group_dtype)
     with pytest.raises(ValueError, match="groups holds indices outside"):
         fastmix.fit_gmm2(values, torch.where(groups == 2, 3, groups), n_groups=3, backend=backend)
     with pytest.raises(ValueError, match="groups holds indices outside"):
@@ -267,6 +271,39 @@ def test_grouping_rejects_bad_data(backend):
     with pytest.raises(ValueError, match="NaN or infinity"):
         fastmix.fit_gmm2(values, groups, n_groups=3, backend=backend)
     assert not fastmix.fit_gmm2(values, groups, n_groups=3, nan_policy="omit", backend=backend).degenerate.any()
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("reference", "cpu", "triton", "cuda")))
+def test_group_ids_of_any_integer_dtype_give_the_int64_results(backend, device):
+    """int32 ids (label_groups' dtype) are read as they are, narrower ones converted once by the API: the same
+    segments, fit and posterior, bit for bit, as from int64 ids; bad ids are refused with the same message whatever
+    their dtype. The interpreted Triton fit is slow: on "triton" the segments (the fit's only read of the ids) are
+    compared instead of a refit."""
+    losses, groups = backend_case(torch.float32, rows=100)
+    losses, groups = losses.to(device), groups.to(device, torch.int64)
+    fit = fastmix.fit_gmm2(losses, groups, n_groups=18, nan_policy="omit",
+                           backend="reference" if backend == "triton" else backend)
+    posterior_backend = backend if backend in gmm_ops.POSTERIOR_BACKENDS else "reference"
+    posterior = fastmix.gmm_posterior(losses, groups, fit, backend=posterior_backend)
+    segments = gmm_ops.gmm2_segments(losses.reshape(-1), groups.reshape(-1), 18, True, backend)
+    for dtype in (torch.int32,) if backend == "triton" else (torch.int32, torch.int16, torch.uint8):
+        ids = groups.to(dtype)
+        if dtype == torch.int32:
+            int32_segments = gmm_ops.gmm2_segments(losses.reshape(-1), ids.reshape(-1), 18, True, backend)
+            assert all(torch.equal(a, e) for a, e in zip(int32_segments, segments))
+        if backend != "triton":
+            refit = fastmix.fit_gmm2(losses, ids, n_groups=18, nan_policy="omit", backend=backend)
+            assert all(torch.equal(a.nan_to_num(), e.nan_to_num()) for a, e in zip(refit, fit))
+        assert torch.equal(fastmix.gmm_posterior(losses, ids, fit, backend=posterior_backend).nan_to_num(),
+                           posterior.nan_to_num())
+        for bad in (-1, 18):
+            if bad < 0 and not dtype.is_signed:
+                continue
+            with pytest.raises(ValueError, match=r"groups holds indices outside \[0, n_groups=18\)"):
+                fastmix.fit_gmm2(losses, torch.where(ids == 3, bad, ids), n_groups=18, nan_policy="omit",
+                                 backend=backend)
+            with pytest.raises(ValueError, match=r"groups holds indices outside \[0, n_groups=18\)"):
+                fastmix.gmm_posterior(losses, torch.where(ids == 3, bad, ids), fit, backend=posterior_backend)
 
 
 @pytest.mark.parametrize("backend", cpu_backends(("triton",)))
@@ -580,6 +617,7 @@ def test_kmeans_seeding_races_draw_uniformly_then_by_squared_distance(backend):
 def test_label_groups():
     labels = torch.tensor([[1, 0, 1], [0, 0, 1]])
     assert fastmix.label_groups(labels).tolist() == [[1, 2, 5], [0, 2, 5]]
+    assert fastmix.label_groups(labels).dtype == torch.int32
     assert fastmix.label_groups(labels.bool()).tolist() == [[1, 2, 5], [0, 2, 5]]
     with pytest.raises(ValueError, match="labels"):
         fastmix.label_groups(torch.tensor([[0.5, 1.0]]))
@@ -1027,3 +1065,26 @@ def test_fused_kmeans_matches_the_passes_of_the_reference(backend, device, dtype
             assert_close(centres, expected, torch.float64, f"centres, {steps} steps")
             expected_stats = reference.split_statistics(expected.mean(1), expected)
             assert_close(stats, expected_stats, torch.float64, f"statistics, {steps} steps")
+
+
+@pytest.mark.parametrize("backend", cpu_backends(("cpu",)))
+def test_kmeans_stops_once_the_partition_repeats(backend):
+    """A Lloyd step moves a centre by sum (x - c) / n from the moved c, which can flip the centre's last bit back
+    and forth on an unchanged partition without end (group 6 here: checked with the reference). The C++ k-means
+    stops once a step's partition repeats: its centres and statistics are the reference's 30 steps' to rounding."""
+    g = torch.Generator().manual_seed(0)
+    values = (torch.rand(8, 3000, generator=g, dtype=torch.float64) ** 4).reshape(-1)
+    groups = torch.arange(8).repeat_interleave(3000)
+    fused, lo, hi = segments_of(values, groups, 8, backend)
+    reference, _, _ = segments_of(values, groups, 8, "reference")
+    seeds = fit_steps.median_seeds(reference, lo, hi)
+    expected = fit_steps.kmeans_centres(reference, seeds, fit_steps.LLOYD_STEPS)
+    one_more = fit_steps.kmeans_centres(reference, expected, 1)
+    assert bool((one_more != expected).any(1)[6]), "the reference's centres of group 6 still flip after 30 steps"
+    assert torch.equal(reference.split_statistics(one_more.mean(1), one_more)[:, 1:3],
+                       reference.split_statistics(expected.mean(1), expected)[:, 1:3]), "on the same partition"
+    low, high = fit_steps.data_range(fused, lo, hi)
+    centres, stats = gmm_ops.gmm2_kmeans(fused.sorted_values, fused.offsets, fused.count, fused.shift, fused.scale,
+                                         low, high, None, fit_steps.LLOYD_STEPS, backend)
+    assert_close(centres, expected, torch.float64, "centres")
+    assert_close(stats, reference.split_statistics(expected.mean(1), expected), torch.float64, "statistics")

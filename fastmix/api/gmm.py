@@ -51,8 +51,9 @@ class GMM2Fit(NamedTuple):
 
 
 def label_groups(labels: torch.Tensor) -> torch.Tensor:
-    """(N, K) 0/1 labels -> (N, K) int64 groups ``2 k + label``: one group per (class k, label 0/1), 2K in all.
-    Labels other than 0 and 1 are rejected (on CUDA tensors by a device-side assert)."""
+    """(N, K) 0/1 labels -> (N, K) int32 groups ``2 k + label``: one group per (class k, label 0/1), 2K in all
+    (int32: half the bytes of int64 for the fit to read, and like int64 it indexes tensors). Labels other than 0 and
+    1 are rejected (on CUDA tensors by a device-side assert)."""
     _checks.check_tensor("labels", labels)
     if labels.dim() != 2:
         raise ValueError(f"labels must have shape (N, K), got shape {tuple(labels.shape)}")
@@ -60,8 +61,8 @@ def label_groups(labels: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"labels must be 0/1 labels of a real dtype, got dtype {labels.dtype}")
     if labels.dtype != torch.bool:
         _checks.check_on_device(((labels == 0) | (labels == 1)).all(), "labels must hold only 0 and 1")
-    classes = torch.arange(labels.size(1), device=labels.device)
-    return 2 * classes + labels.long()
+    classes = torch.arange(labels.size(1), dtype=torch.int32, device=labels.device)
+    return 2 * classes + labels.to(torch.int32)
 
 
 def _check_values(values, groups) -> None:
@@ -76,6 +77,15 @@ def _check_values(values, groups) -> None:
         raise ValueError(f"groups must have the shape of values {tuple(values.shape)}, got {tuple(groups.shape)}")
     if groups.device != values.device:
         raise ValueError(f"groups is on {groups.device} but values is on {values.device}")
+
+
+def _group_ids(groups: torch.Tensor) -> torch.Tensor:
+    """1-D group ids as the kernels read them: int32 and int64 ids as they are, narrower integer dtypes converted to
+    int32 and wider unsigned ones (uint32, uint64) to int64, so every id keeps its value."""
+    flat = groups.reshape(-1)
+    if flat.dtype in gmm_ops.GROUP_DTYPES:
+        return flat
+    return flat.to(torch.int32 if flat.dtype.itemsize < 4 else torch.int64)
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -180,7 +190,8 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
 
     Args:
         values: float32/float64 tensor of any shape (e.g. per-label BCE losses (N, K)); accumulation is float64.
-        groups: int tensor of values' shape with entries in ``[0, n_groups)`` (see ``label_groups``).
+        groups: integer tensor of values' shape with entries in ``[0, n_groups)`` (see ``label_groups``); int32 and
+            int64 ids are read as they are (int32 is the cheaper), other integer dtypes converted once.
         n_groups: the number of groups G; groups with no values are allowed (flagged degenerate).
         max_iter, tol, reg_covar: scikit-learn's meaning: at most ``max_iter`` EM iterations, stop when the mean
             log-likelihood changes by less than ``tol``, ``reg_covar`` added to each variance.
@@ -237,7 +248,7 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
     if values.dtype not in (torch.float32, torch.float64):
         values = values.float()
     eps = torch.finfo(values.dtype).eps
-    flat_values, flat_groups = values.reshape(-1).contiguous(), groups.reshape(-1).long().contiguous()
+    flat_values, flat_groups = values.reshape(-1).contiguous(), _group_ids(groups).contiguous()
     reduce = _reducer(process_group)
     if process_group is not None:
         init_code = INITS.index(init) if isinstance(init, str) else len(INITS)
@@ -295,11 +306,11 @@ def gmm_posterior(values: torch.Tensor, groups: torch.Tensor, fit: GMM2Fit, *, b
     _check_values(values, groups)
     name = _backend.resolve(backend, values.device, cuda_default="triton", cpu_default="reference",
                             supported=gmm_ops.POSTERIOR_BACKENDS)
-    flat_values, flat_groups = values.reshape(-1), groups.reshape(-1).long()
+    flat_values, flat_groups = values.reshape(-1), _group_ids(groups)
     if name == "triton":
         return gmm_ops.gmm2_posterior(flat_values, flat_groups, fit.weights, fit.means, fit.variances, fit.min,
                                       fit.max, fit.degenerate, name).view(values.shape)
-    gmm_ops.check_data(values, groups.long(), fit.weights.size(0), omit_nonfinite=True)
+    gmm_ops.check_data(flat_values, flat_groups, fit.weights.size(0), omit_nonfinite=True)
     probability = torch.where(fit.degenerate[flat_groups] & torch.isfinite(flat_values), 1.0,
                               _clean_posterior(flat_values, flat_groups, fit))
     out_dtype = compute_dtype(values.dtype)

@@ -68,10 +68,20 @@ def check_data(values: torch.Tensor, groups: torch.Tensor, n_groups: int, omit_n
         _checks.check_on_device(torch.isfinite(values).all(), NONFINITE_MESSAGE)
 
 
+GROUP_DTYPES = (torch.int32, torch.int64)
+"""The group-id dtypes the kernels read as they are."""
+
+
+def _group_is_int32(groups: torch.Tensor) -> bool:
+    if groups.dtype not in GROUP_DTYPES:
+        raise TypeError(f"groups must be int32 or int64, got dtype {groups.dtype}")
+    return groups.dtype == torch.int32
+
+
 @torch.library.custom_op("fastmix::gmm2_segments", mutates_args=())
 def gmm2_segments(values: torch.Tensor, groups: torch.Tensor, n_groups: int, omit_nonfinite: bool, backend: str
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Checks 1-D values/int64 groups, then returns (sorted_values, offsets (G + 1,) int64, and per group the
+    """Checks 1-D values/int32 or int64 groups, then returns (sorted_values, offsets (G + 1,) int64, and per group the
     float64 count, min and max of its finite values; an empty group has min = max = 0). The sort is stable."""
     n = values.numel()
     if backend == "reference":
@@ -90,8 +100,8 @@ def gmm2_segments(values: torch.Tensor, groups: torch.Tensor, n_groups: int, omi
         if not omit_nonfinite:
             _checks.check_on_device(ok[1], NONFINITE_MESSAGE)
         return sorted_values, offsets, count, lo, hi
-    _native.launch("gmm2_segments_cpu", values.device, values.contiguous(),
-                   _native.Buffer(groups.contiguous(), torch.int64, n), n, _native.DTYPE_CODES[values.dtype], n_groups,
+    _native.launch("gmm2_segments_cpu", values.device, values.contiguous(), _native.Buffer(groups.contiguous(), None, n),
+                   _group_is_int32(groups), n, _native.DTYPE_CODES[values.dtype], n_groups,
                    omit_nonfinite, _native.Buffer(sorted_values, values.dtype, n), offsets, count, lo, hi)
     return sorted_values, offsets, count, lo, hi
 

@@ -19,8 +19,10 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 
 def group_range(values: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, n_groups: int):
-    """Per-group (count, min, max) over the valid values; an empty group has min = max = 0."""
+    """Per-group (count, min, max) over the valid values; an empty group has min = max = 0. ``groups``: int32 or
+    int64."""
     x = values.double()
+    groups = groups.long()  # scatter_reduce takes int64 indices only
     count = torch.zeros(n_groups, dtype=torch.float64, device=x.device).index_add_(0, groups, valid.double())
     lo = torch.full((n_groups,), math.inf, dtype=torch.float64, device=x.device)
     hi = torch.full((n_groups,), -math.inf, dtype=torch.float64, device=x.device)
