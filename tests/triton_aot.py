@@ -213,11 +213,10 @@ def _gmm_kernels_beyond_the_default_fit(device: torch.device) -> None:
         means = torch.tensor([[0.2, 0.8]], dtype=torch.float64).repeat(n_groups, 1)
         variances = torch.full((n_groups, 2), 0.05, dtype=torch.float64)
         fit = fastmix.fit_gmm2(values, groups, n_groups=n_groups, init=(weights, means, variances), backend="triton")
-        int32_groups = groups.int()  # label_groups' dtype: the keys and posterior kernels' int32 specialisations
-        gmm_ops.gmm2_segments(values, int32_groups, n_groups, False, "triton")
+        int32_groups = groups.int()  # label_groups' ids: the counting sort's and the posterior's int32 specialisations
         fastmix.gmm_posterior(values, int32_groups, fit, backend="triton")
         sorted_values, offsets, count, lo, hi = gmm_ops.gmm2_segments(values, groups, n_groups, False, "triton")
-        gmm_ops.gmm2_segments(values, groups.int(), n_groups, True, "triton")  # label_groups' int32 ids, omitted NaN
+        gmm_ops.gmm2_segments(values, int32_groups, n_groups, True, "triton")  # and omitted NaN
         gmm_ops.gmm2_estep(sorted_values, offsets, lo, hi - lo, weights, means, variances, "triton")
         gmm_ops.gmm2_split_statistics(sorted_values, offsets, lo, hi - lo, (lo + hi) / 2, means, "triton")
 
