@@ -38,14 +38,14 @@ def _loss_and_grad(logits: torch.Tensor, targets: torch.Tensor, weights: torch.T
                    needs_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The op after ``_check_inputs``: the public API's eager calls come here directly (it has checked and cast the
     same arguments, naming the user's), so a loss call checks each argument once."""
-    dtype = compute_dtype(logits.dtype)
+    dtype, size = compute_dtype(logits.dtype), logits.numel()
     grad = logits.new_empty(logits.shape if needs_grad else (0,), dtype=dtype)
-    if logits.numel() == 0:
+    if size == 0:
         return logits.new_zeros((), dtype=dtype), grad
     if backend == "cpu":
         # (B, K) operands as rows (no weights: the null pointer and row stride 0); launch checks the labels' dtype and
         # size, so a caller that skipped _check_inputs cannot make the kernel read past them
-        loss, size = logits.new_empty((), dtype=dtype), logits.numel()
+        loss = logits.new_empty((), dtype=dtype)
         weight_args = (0, 0) if weights is None else (
             _native.Buffer(unit_column_rows(weights), dtype, size, rows=True),)
         _native.launch("balancemix_loss_forward_cpu", logits.device,
