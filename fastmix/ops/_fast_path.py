@@ -93,7 +93,7 @@ class EagerOp:
         # Function.apply's Python layer (about 3 us a call on CPU) binds arguments for a setup_context staticmethod
         # (none here) and unwraps tensors left over from a finished functorch transform, then calls the C++ apply;
         # outside functorch transforms that C++ apply is called directly.
-        self.apply = torch._C._FunctionBase.__dict__["apply"].__get__(None, Function)
+        self.direct_apply = torch._C._FunctionBase.__dict__["apply"].__get__(None, Function)
 
     def __call__(self, *args):
         if torch.compiler.is_compiling():
@@ -103,5 +103,5 @@ class EagerOp:
                 if isinstance(arg, torch.Tensor) and arg.requires_grad:
                     if torch._C._are_functorch_transforms_active():
                         return self.function.apply(*args)
-                    return self.apply(*args)
+                    return self.direct_apply(*args)
         return self.forward(*args)  # no graph to record (e.g. a data batch): the same outputs, no Function
