@@ -2,8 +2,9 @@
 eq. 10); eager calls go through ``EagerOp`` (``balancemix_loss_call``).
 
 Backends: "cpu" (C++, OpenMP over rows), "triton", "reference". The op checks its arguments' shapes and dtypes
-before a kernel runs; the public API's eager calls, checked there, skip that repeat (``_loss_and_grad``). An empty batch or class count (B K = 0) launches nothing: the loss is 0 (a sum over no labels,
-never the 0/0 of a mean over B = 0 samples) and the gradient is empty.
+before a kernel runs; the public API's eager calls, checked there, skip that repeat (``_loss_and_grad``). An empty
+batch or class count (B K = 0) launches nothing: the loss is 0 (a sum over no labels, never the 0/0 of a mean over
+B = 0 samples) and the gradient is empty.
 """
 
 from __future__ import annotations
