@@ -99,15 +99,16 @@ def resolve(backend: str | None, device: torch.device, cuda_default: str = "cuda
     other tensors ``cpu_default`` ("cpu" for an op with a C++ kernel, when fastmix._C is built), else the
     reference (vectorised PyTorch).
     """
+    device_type = device.type  # read once: torch.device.type builds a new str each time
     if check_name(backend, supported) is not None:
-        reason = unavailable_reason(backend, device.type)
+        reason = unavailable_reason(backend, device_type)
         if reason:
-            raise RuntimeError(f"fastmix backend {backend!r} is not available for {device.type} tensors: {reason}")
+            raise RuntimeError(f"fastmix backend {backend!r} is not available for {device_type} tensors: {reason}")
         return backend
     preferred = preferred_backend()
-    if preferred in supported and not unavailable_reason(preferred, device.type):
+    if preferred in supported and not unavailable_reason(preferred, device_type):
         return preferred
-    if device.type != "cuda":
-        return cpu_default if not unavailable_reason(cpu_default, device.type) else "reference"
+    if device_type != "cuda":
+        return cpu_default if not unavailable_reason(cpu_default, device_type) else "reference"
     preference = (cuda_default, *(b for b in supported if b != cuda_default))
     return next(b for b in preference if not unavailable_reason(b, "cuda"))

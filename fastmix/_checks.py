@@ -102,13 +102,13 @@ def reduce_rows(losses: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 def check_matrix(name: str, value, shape: tuple | None = None, device: torch.device | None = None) -> torch.Tensor:
-    """A floating (N, K) tensor with N, K >= 1, of ``shape`` and on ``device`` where given."""
+    """A floating (N, K) tensor with N, K >= 1, of ``shape`` (a tuple or torch.Size) and on ``device`` where given."""
     check_tensor(name, value)
     if not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
     if value.dim() != 2 or value.numel() == 0:
         raise ValueError(f"{name} must have shape (N, K) with N, K >= 1, got shape {tuple(value.shape)}")
-    if shape is not None and tuple(value.shape) != tuple(shape):
+    if shape is not None and value.shape != shape:  # torch.Size equals the tuple of its sizes
         raise ValueError(f"{name} must have shape {tuple(shape)}, got shape {tuple(value.shape)}")
     if device is not None and value.device != device:
         raise ValueError(f"{name} is on {value.device} but the logits/labels are on {device}")

@@ -14,6 +14,7 @@ except ImportError as error:  # a source tree that was never built
 else:
     _IMPORT_ERROR = ""
 
+_CPU = torch.device("cpu")
 # Dtype codes shared with csrc/common.h.
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3, torch.uint8: 4}
 
@@ -83,32 +84,6 @@ class Buffer(NamedTuple):
     rows: bool = False
 
 
-def _kernel_arguments(kernel: str, device: torch.device, argument: int, buffer: Buffer) -> tuple[int, ...]:
-    """The pointer (and row stride) of ``buffer`` after its checks; the hot path reads each tensor property once and
-    formats a message only when a check fails."""
-    tensor, dtype, numel, rows = buffer
-    if tensor.device != device:
-        raise ValueError(f"{_where(kernel, argument)} is on {tensor.device}, the kernel runs on {device}")
-    if dtype is not None and tensor.dtype != dtype:
-        raise TypeError(f"{_where(kernel, argument)} must be {dtype}, got {tensor.dtype}")
-    if numel is not None and tensor.numel() != numel:
-        raise ValueError(f"{_where(kernel, argument)} must hold {numel} elements, got {tensor.numel()}")
-    if rows:
-        shape, strides = tensor.shape, tensor.stride()
-        if len(shape) != 2 or (shape[1] > 1 and strides[1] != 1):
-            raise ValueError(f"{_where(kernel, argument)} must be 2-D rows with unit column stride, got shape "
-                             f"{tuple(shape)} strides {strides}")
-        return tensor.data_ptr(), strides[0]
-    if not tensor.is_contiguous():
-        raise ValueError(f"{_where(kernel, argument)} must be contiguous, got shape {tuple(tensor.shape)} strides "
-                         f"{tensor.stride()}")
-    return (tensor.data_ptr(),)
-
-
-def _where(kernel: str, argument: int) -> str:
-    return f"fastmix._C.{kernel} argument {argument}"
-
-
 def launch(kernel: str, device: torch.device, *args):
     """Call ``fastmix._C.<kernel>`` with ``args``, every tensor in them replaced by its checked data pointer.
 
@@ -117,20 +92,54 @@ def launch(kernel: str, device: torch.device, *args):
     anything runs. ``args`` keeps every tensor alive until the call returns, so no pointer outlives its memory
     while the kernel is queued (later frees are ordered after it on the stream by torch's allocator). On a CUDA
     device the call runs with that device current and gets the caller's current stream as its last argument.
+    Every op's call passes its tensors through here (a loss call five), so the loop reads each tensor property once
+    and formats a message only when a check fails (``_buffer_error``).
     """
     native_args = []
+    append = native_args.append
     for argument, value in enumerate(args):
-        if isinstance(value, Buffer):
-            native_args.extend(_kernel_arguments(kernel, device, argument, value))
+        if type(value) is Buffer:
+            tensor, dtype, numel, rows = value
         elif isinstance(value, torch.Tensor):
-            native_args.extend(_kernel_arguments(kernel, device, argument, Buffer(value)))
+            tensor, dtype, numel, rows = value, None, None, False
         else:
-            native_args.append(value)
+            append(value)
+            continue
+        if (tensor.device != device or (dtype is not None and tensor.dtype != dtype)
+                or (numel is not None and tensor.numel() != numel)):
+            raise _buffer_error(kernel, device, argument, value)
+        if rows:
+            strides = tensor.stride()
+            if len(strides) != 2 or (strides[1] != 1 and tensor.size(1) > 1):
+                raise _buffer_error(kernel, device, argument, value)
+            append(tensor.data_ptr())
+            append(strides[0])
+        elif tensor.is_contiguous():
+            append(tensor.data_ptr())
+        else:
+            raise _buffer_error(kernel, device, argument, value)
     function = getattr(native(), kernel)
-    if device.type != "cuda":
+    if device == _CPU or device.type != "cuda":  # torch.device.type builds a str (~0.3 us); == does not
         return function(*native_args)
     with torch.cuda.device(device):
         return function(*native_args, stream_handle(device))
+
+
+def _buffer_error(kernel: str, device: torch.device, argument: int, value) -> Exception:
+    """The error for the first check ``launch`` found failing on ``value`` (a tensor or a ``Buffer``), in the order
+    device, dtype, size, layout."""
+    tensor, dtype, numel, rows = value if type(value) is Buffer else Buffer(value)
+    where = f"fastmix._C.{kernel} argument {argument}"
+    if tensor.device != device:
+        return ValueError(f"{where} is on {tensor.device}, the kernel runs on {device}")
+    if dtype is not None and tensor.dtype != dtype:
+        return TypeError(f"{where} must be {dtype}, got {tensor.dtype}")
+    if numel is not None and tensor.numel() != numel:
+        return ValueError(f"{where} must hold {numel} elements, got {tensor.numel()}")
+    if rows:
+        return ValueError(f"{where} must be 2-D rows with unit column stride, got shape {tuple(tensor.shape)} "
+                          f"strides {tensor.stride()}")
+    return ValueError(f"{where} must be contiguous, got shape {tuple(tensor.shape)} strides {tensor.stride()}")
 
 
 def stream_handle(device: torch.device) -> int:

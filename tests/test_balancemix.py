@@ -285,6 +285,35 @@ def test_gradcheck_float64(backend, device):
 
 
 @pytest.mark.parametrize("backend,device", LOSS_BACKENDS)
+def test_create_graph_gives_the_first_order_gradient_and_refuses_a_second(backend, device):
+    """With create_graph=True the backward runs recorded (once_differentiable): the same d loss / d logits, scaled by
+    the upstream gradient, and differentiating that backward again raises instead of giving a partial answer (the
+    forward-written gradient has no graph to the logits)."""
+    logits, targets, weights = (t.double() for t in loss_inputs(4, 6, torch.float32, device))
+    logits.requires_grad_()
+    upstream = torch.tensor(-1.5, dtype=torch.float64, device=device, requires_grad=True)
+    (want,) = torch.autograd.grad(eq_10_by_hand(logits, targets, weights), logits)
+    (grad,) = torch.autograd.grad(fastmix.balancemix_loss(logits, targets, weights, backend=backend), logits,
+                                  upstream, create_graph=True)
+    assert_close(grad, -1.5 * want, torch.float64)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
+
+
+def test_cpu_launch_checks_the_labels_when_the_op_checks_are_skipped():
+    """The API's eager call skips the op's own argument checks; the launch still refuses labels of the wrong dtype or
+    size before the kernel reads them."""
+    logits, targets, weights = loss_inputs(4, 3, torch.float32, "cpu")
+    loss_and_grad = balancemix_ops._loss_and_grad
+    with pytest.raises(ValueError, match="argument 1 must hold 12 elements, got 9"):
+        loss_and_grad(logits, targets[:3], weights, "cpu", True)
+    with pytest.raises(ValueError, match="argument 2 must hold 12 elements, got 8"):
+        loss_and_grad(logits, targets, weights[:, :2], "cpu", True)
+    with pytest.raises(TypeError, match="argument 1 must be torch.float32, got torch.float64"):
+        loss_and_grad(logits, targets.double(), None, "cpu", False)
+
+
+@pytest.mark.parametrize("backend,device", LOSS_BACKENDS)
 @pytest.mark.parametrize("layout", ["contiguous", "sliced", "transposed"])
 def test_opcheck(backend, device, layout):
     """The op on dense, column-sliced and column-major logits, with transposed targets and sliced weights, with and

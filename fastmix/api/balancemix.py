@@ -21,13 +21,14 @@ def balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, label_weights: 
     on CPU tensors; there is no CUDA C++ kernel for this loss).
     """
     _checks.check_matrix("logits", logits)
-    dtype = compute_dtype(logits.dtype)
-    targets = _checks.check_matrix("targets", targets, logits.shape, logits.device)
+    dtype, shape, device = compute_dtype(logits.dtype), logits.shape, logits.device
+    targets = _checks.check_matrix("targets", targets, shape, device)
     targets = targets if targets.dtype == dtype else targets.to(dtype)
     if label_weights is not None:
-        label_weights = _checks.check_matrix("label_weights", label_weights, logits.shape, logits.device)
+        label_weights = _checks.check_matrix("label_weights", label_weights, shape, device)
         label_weights = label_weights if label_weights.dtype == dtype else label_weights.to(dtype)
-    name = _backend.resolve(backend, logits.device, cuda_default="triton", cpu_default="cpu",
+    name = _backend.resolve(backend, device, cuda_default="triton", cpu_default="cpu",
                             supported=balancemix_ops.BACKENDS)
     needs_grad = logits.requires_grad and torch.is_grad_enabled()
+    # checked here: the eager call skips the op's own checks (balancemix_ops._loss_and_grad)
     return balancemix_ops.balancemix_loss_call(logits, targets, label_weights, name, needs_grad)[0]

@@ -6,8 +6,9 @@ and backward (measured on CPU with torch 2.13, 1 thread: an op that only allocat
 forward + backward against 45-65 us for the same work in an ``autograd.Function``), as much as a fused loss kernel
 takes at training batch sizes. ``EagerOp`` runs the op's own implementation, ``setup_context`` and backward through
 an ``autograd.Function`` in eager mode, and the custom op itself when torch.compile traces the call, where the op
-stays opaque to the compiler. Both paths run the same functions, so ``opcheck`` on the op and the eager parity tests
-check one implementation.
+stays opaque to the compiler. Both paths run the same functions (the eager forward may be the op's implementation
+less the argument checks its one caller, the public API, has made), so ``opcheck`` on the op and the eager parity
+tests check one implementation.
 """
 
 from __future__ import annotations
@@ -68,8 +69,11 @@ class EagerOp:
         self.function = None
         if backward is None:
             return
-        # first order only, unless the backward's own calls are differentiable
-        run_backward = backward if differentiable_backward else torch.autograd.function.once_differentiable(backward)
+        # First order only, unless the backward's own calls are differentiable. once_differentiable's wrapper (a
+        # no_grad block, then a node that raises if differentiated) matters only when the backward is itself recorded
+        # (create_graph=True); the usual backward runs with grad mode off and calls ``backward`` directly.
+        recorded_backward = backward if differentiable_backward else torch.autograd.function.once_differentiable(
+            backward)
 
         class Function(torch.autograd.Function):
             # forward(ctx, ...) rather than a separate setup_context: apply() then skips binding the arguments to
@@ -82,15 +86,22 @@ class EagerOp:
 
             @staticmethod
             def backward(ctx, *grads):
-                return run_backward(ctx, *grads)
+                return recorded_backward(ctx, *grads) if torch.is_grad_enabled() else backward(ctx, *grads)
 
         Function.__name__ = Function.__qualname__ = f"Eager_{forward.__name__}"
         self.function = Function
+        # Function.apply's Python layer (about 3 us a call on CPU) binds arguments for a setup_context staticmethod
+        # (none here) and unwraps tensors left over from a finished functorch transform, then calls the C++ apply;
+        # outside functorch transforms that C++ apply is called directly.
+        self.direct_apply = torch._C._FunctionBase.__dict__["apply"].__get__(None, Function)
 
     def __call__(self, *args):
         if torch.compiler.is_compiling():
             return self.op(*args)
-        if self.function is None or not (torch.is_grad_enabled() and any(
-                isinstance(arg, torch.Tensor) and arg.requires_grad for arg in args)):
-            return self.forward(*args)  # no graph to record (e.g. a data batch): the same outputs, no Function
-        return self.function.apply(*args)
+        if self.function is not None and torch.is_grad_enabled():
+            for arg in args:
+                if isinstance(arg, torch.Tensor) and arg.requires_grad:
+                    if torch._C._are_functorch_transforms_active():
+                        return self.function.apply(*args)
+                    return self.direct_apply(*args)
+        return self.forward(*args)  # no graph to record (e.g. a data batch): the same outputs, no Function

@@ -2,8 +2,9 @@
 eq. 10); eager calls go through ``EagerOp`` (``balancemix_loss_call``).
 
 Backends: "cpu" (C++, OpenMP over rows), "triton", "reference". The op checks its arguments' shapes and dtypes
-before a kernel runs. An empty batch or class count (B K = 0) launches nothing: the loss is 0 (a sum over no labels,
-never the 0/0 of a mean over B = 0 samples) and the gradient is empty.
+before a kernel runs; the public API's eager calls, checked there, skip that repeat (``_loss_and_grad``). An empty
+batch or class count (B K = 0) launches nothing: the loss is 0 (a sum over no labels, never the 0/0 of a mean over
+B = 0 samples) and the gradient is empty.
 """
 
 from __future__ import annotations
@@ -31,16 +32,26 @@ def _check_inputs(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Te
 def _balancemix_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None, backend: str,
                      needs_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     _check_inputs(logits, targets, weights)
-    dtype = compute_dtype(logits.dtype)
+    return _loss_and_grad(logits, targets, weights, backend, needs_grad)
+
+
+def _loss_and_grad(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None, backend: str,
+                   needs_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The op after ``_check_inputs``: the public API's eager calls come here directly (it has checked and cast the
+    same arguments, naming the user's), so a loss call checks each argument once."""
+    dtype, size = compute_dtype(logits.dtype), logits.numel()
     grad = logits.new_empty(logits.shape if needs_grad else (0,), dtype=dtype)
-    if logits.numel() == 0:
+    if size == 0:
         return logits.new_zeros((), dtype=dtype), grad
     if backend == "cpu":
-        # (B, K) operands as rows (no weights: the null pointer and row stride 0); _check_inputs checked their dtypes
+        # (B, K) operands as rows (no weights: the null pointer and row stride 0); launch checks the labels' dtype and
+        # size, so a caller that skipped _check_inputs cannot make the kernel read past them
         loss = logits.new_empty((), dtype=dtype)
-        rows = [_native.Buffer(unit_column_rows(operand), rows=True) for operand in (logits, targets)]
-        weight_args = (0, 0) if weights is None else (_native.Buffer(unit_column_rows(weights), rows=True),)
-        _native.launch("balancemix_loss_forward_cpu", logits.device, *rows, *weight_args, *logits.shape,
+        weight_args = (0, 0) if weights is None else (
+            _native.Buffer(unit_column_rows(weights), dtype, size, rows=True),)
+        _native.launch("balancemix_loss_forward_cpu", logits.device,
+                       _native.Buffer(unit_column_rows(logits), rows=True),
+                       _native.Buffer(unit_column_rows(targets), dtype, size, rows=True), *weight_args, *logits.shape,
                        _native.DTYPE_CODES[logits.dtype], loss, grad if needs_grad else 0)
         return loss, grad
     if backend == "triton":
@@ -106,4 +117,4 @@ def _backward(ctx, grad_out, _):
 
 
 balancemix_loss.register_autograd(_backward, setup_context=_setup_context)
-balancemix_loss_call = EagerOp(balancemix_loss, _balancemix_loss, _setup_context, _backward)
+balancemix_loss_call = EagerOp(balancemix_loss, _loss_and_grad, _setup_context, _backward)
