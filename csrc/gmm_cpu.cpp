@@ -79,9 +79,9 @@ FASTMIX_INLINE void prefetch_ahead(const T* p) {
 // writes each value's key (its group, or n_groups for an omitted non-finite value) in the narrowest type that
 // holds n_groups (Key: uint8_t or uint16_t), so pass 2 reads 1 or 2 bytes per value instead of the 4- or 8-byte
 // group (Group: int32_t or int64_t; with more groups, Key = int64_t: pass 2 reads the groups again and derives the
-// keys); pass 2 sorts each chunk
-// in a cache-resident buffer, branch-free (the omitted values go after the chunk's finite ones), and copies its
-// runs to their places (a direct scatter into 2G far-apart streams is several times slower: a TLB miss per value).
+// keys); pass 2 sorts each chunk in a cache-resident buffer, branch-free (the omitted values go after the chunk's
+// finite ones), and copies its runs to their places (a direct scatter into 2G far-apart streams is several times
+// slower: a TLB miss per value).
 template <typename T, typename Group, typename Key>
 void sort_by_group(const T* values, const Group* groups, int64_t n, int64_t n_groups, bool omit_nonfinite,
                    T* sorted, int64_t* offsets) {
@@ -516,8 +516,8 @@ struct FloatLanes {
 // next to the other component's 1): a = n + r, n an integer, |r| <= 1/2 (exact), 2^r by the degree-6 polynomial
 // interpolating it at the 7 Chebyshev nodes of [-1/2, 1/2] (relative error < 2.6e-9, below float32's rounding; one
 // FMA fewer than the degree-7 Taylor polynomial, whose truncation error was 50 times smaller than needed), 2^n put in
-// the exponent bits. The clamp is a
-// signed integer min of the bit patterns (for negative floats their order reverses that of the values).
+// the exponent bits. The clamp is a signed integer min of the bit patterns (for negative floats their order
+// reverses that of the values).
 template <int M>
 FASTMIX_INLINE typename FloatLanes<M>::F exp2_nonpositive_float(typename FloatLanes<M>::F a) {
   using F = typename FloatLanes<M>::F;

@@ -2,11 +2,11 @@
 and of the distributed fit, the k-means init, the EM, and the whole default fit in one persistent launch.
 
 Grouping (``gmm2_segments``): a stable counting sort. ``_gmm2_count_kernel`` counts each tile's values per sort
-key (the value's group, or ``n_groups`` for an omitted value) and flags bad input per tile; ``_gmm2_prefix_kernel``
-turns the counts into each tile's first position per key and the segments' offsets; ``_gmm2_scatter_kernel``
-writes each value at its position (a value's position depends only on its index); ``_gmm2_range_kernel`` (one
-program per group) takes each segment's count, min and max and reduces the flags. No size depends on the data and
-nothing is read on the host.
+key (the value's group, or ``n_groups`` for an omitted value), takes each group's min and max in the tile and flags
+bad input per tile; ``_gmm2_prefix_kernel`` turns the counts into each tile's first position per key, the segments'
+offsets and each group's count, min and max, and reduces the flags; ``_gmm2_scatter_kernel`` writes each value at
+its position (a value's position depends only on its index). No size depends on the data and nothing is read on
+the host.
 
 The passes of the other inits and of the distributed fit: one program per group, each pass over its contiguous
 segment, the statistics summed in BLOCK-wide registers and reduced in a fixed order (deterministic, no atomics).
