@@ -26,6 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fastmix.kernels.triton import target
 from fastmix.kernels.triton.scalars import float64_bits, float64_from_bits
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -586,9 +587,15 @@ the memory latency, at the same 2 programs per SM as 256 (its registers); float6
 leave 1 program per SM)."""
 CHUNK = 8192
 """Values per work item of the fused fit: one chunk of one group's segment in one pass."""
-PROGRAMS_PER_SM = 2
-"""Programs of the fused fit per SM on CUDA: as many as its registers (124-128 per thread, 8 warps) let an SM hold
-(more would be harmless: they start once others end, and find the queue empty)."""
+FIT_REGISTERS = 128
+"""Registers per thread of the fused fit over float64 values (sm_80 and sm_90, uncapped), and the cap of float32
+values before sm_90 (uncapped 164 on sm_80, 1 program per SM; capped 122 without spills): 2 programs of 8 warps per
+SM."""
+FIT_REGISTER_CAP = 80
+"""The fused fit's register cap (launch option ``maxnreg``) for float32 values on sm_90 and newer: 3 programs of 8
+warps per SM instead of 2 (124 registers uncapped), for 12 B spilled outside the loops over values
+(tests/test_gpu_compile.py bounds the bytes and reads the SASS). Not before sm_90, where the same cap spills 44 B
+inside those loops, nor for float64 values (80 B)."""
 INTERPRETED_PROGRAMS = 2
 """Programs of the fused fit under the interpreter, which runs them one after another (program 0 does it all)."""
 REVERSED_CLAIMS = False
@@ -905,10 +912,27 @@ def gmm2_em(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Ten
                                       BLOCK=BLOCK, num_warps=SEGMENT_WARPS)
 
 
-def fit_programs(device: torch.device) -> int:
-    """Programs of the fused fit: PROGRAMS_PER_SM per SM on CUDA (read from the device's properties, no sync)."""
+def fit_register_cap(capability: int | None, dtype: torch.dtype) -> int | None:
+    """The fused fit's ``maxnreg`` on a GPU of ``capability`` (``target.capability``; None: the interpreter, no
+    cap) for values of ``dtype``: float32 values FIT_REGISTER_CAP on sm_90 and newer, FIT_REGISTERS before; float64
+    values none."""
+    if capability is None or dtype != torch.float32:
+        return None
+    return FIT_REGISTER_CAP if capability >= 90 else FIT_REGISTERS
+
+
+def fit_programs_per_sm(register_cap: int | None) -> int:
+    """Programs of the fused fit (SEGMENT_WARPS warps each) that an SM's 64 K registers hold at ``register_cap``
+    registers per thread (FIT_REGISTERS without a cap). More would be harmless: they start once others end, and
+    find the queue empty."""
+    return 65536 // (32 * SEGMENT_WARPS * (register_cap or FIT_REGISTERS))
+
+
+def fit_programs(device: torch.device, register_cap: int | None) -> int:
+    """Programs of the fused fit: as many as the SMs hold on CUDA (the SM count read from the device's properties,
+    no sync), INTERPRETED_PROGRAMS under the interpreter."""
     if device.type == "cuda":
-        return PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+        return fit_programs_per_sm(register_cap) * torch.cuda.get_device_properties(device).multi_processor_count
     return INTERPRETED_PROGRAMS
 
 
@@ -928,13 +952,14 @@ def gmm2_fit(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Te
     partials = torch.empty((slots_per_pass, 1 << bisections), dtype=torch.float64, device=device)
     state = torch.empty((n_groups, STATE_WIDTH.value), dtype=torch.float64, device=device)
     counters = torch.zeros(2 + 2 * n_groups + slots_per_pass, dtype=torch.int32, device=device)
-    _gmm2_fit_kernel[(fit_programs(device),)](
+    register_cap = fit_register_cap(target.capability(device), sorted_values.dtype)
+    _gmm2_fit_kernel[(fit_programs(device, register_cap),)](
         sorted_values, offsets, count, lo, hi, *outputs, partials, state, counters, n_groups, slots_per_pass,
         passes * slots_per_pass, n_groups.bit_length() + 1, max_iter, steps, float64_bits(tol),
         float64_bits(reg_covar), float64_bits(eps), float64_bits(LOG_2PI), float64_bits(max_magnitude),
         MINMAX=minmax, KMEANS=kmeans, BISECTIONS=bisections, CHUNK=CHUNK,
         BLOCK=FLOAT32_FIT_BLOCK if sorted_values.dtype == torch.float32 else BLOCK,
-        REVERSED_CLAIMS=REVERSED_CLAIMS, num_warps=SEGMENT_WARPS)
+        REVERSED_CLAIMS=REVERSED_CLAIMS, num_warps=SEGMENT_WARPS, maxnreg=register_cap)
 
 
 @triton.jit
