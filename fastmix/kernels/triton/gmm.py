@@ -470,15 +470,18 @@ def _median_centres(values_ptr, start, end, count, lo, inv_scale, low, high, BIS
 
 @triton.jit
 def _lloyd(values_ptr, start, end, lo, inv_scale, c0, c1, steps, BLOCK: tl.constexpr):
-    """At most ``steps`` Lloyd steps from (c0, c1), stopping once the centres stop moving, then the final split's
-    statistics: (c0, c1, n0, n1, s0, s1, q0, q1)."""
+    """At most ``steps`` Lloyd steps from (c0, c1), stopping once the centres stop moving or a step's split leaves
+    as many values below it as the previous step's (the same partition; further steps would only move the centres by
+    their rounding), then the final split's statistics: (c0, c1, n0, n1, s0, s1, q0, q1)."""
     moving = tl.full([], 1, tl.int32)
+    previous_below = tl.full([], -1.0, tl.float64)
     for _ in range(steps):
         if moving != 0:
             n0, n1, s0, s1, q0, q1 = _split_sums(values_ptr, start, end, lo, inv_scale, (c0 + c1) / 2.0, c0, c1,
                                                  BLOCK)
             new0, new1 = _lloyd_step(c0, c1, n0, n1, s0, s1)
-            moving = ((new0 != c0) | (new1 != c1)).to(tl.int32)
+            moving = (((new0 != c0) | (new1 != c1)) & (n0 != previous_below)).to(tl.int32)
+            previous_below = n0
             c0 = new0
             c1 = new1
     n0, n1, s0, s1, q0, q1 = _split_sums(values_ptr, start, end, lo, inv_scale, (c0 + c1) / 2.0, c0, c1, BLOCK)
@@ -495,7 +498,8 @@ def _gmm2_kmeans_kernel(values_ptr, offsets_ptr, count_ptr, lo_ptr, scale_ptr, l
                         centres_ptr, stats_ptr, steps, HAS_SEEDS: tl.constexpr, BISECTIONS: tl.constexpr,
                         BLOCK: tl.constexpr):
     """One program per group, as csrc/gmm_cpu.cpp's kmeans: the median split's halves' means (without seeds), Lloyd
-    steps until the centres stop moving (at most ``steps``), the final split's statistics."""
+    steps until the centres stop moving or the partition repeats (``_lloyd``, at most ``steps``), the final split's
+    statistics."""
     g = tl.program_id(0)
     start, end, lo, inv_scale = _segment(offsets_ptr, lo_ptr, scale_ptr, g)
     if HAS_SEEDS:
@@ -579,11 +583,12 @@ HISTOGRAM_PASS, SPLIT_PASS, EM_PASS = tl.constexpr(0), tl.constexpr(1), tl.const
 FINISHED = tl.constexpr(1 << 30)
 """A group's ready counter once its fit is written: every later work item of the group is skipped."""
 STATE_WIDTH = tl.constexpr(16)
-"""float64 per group of the fused fit's state: kind, split, c0, c1, Lloyd steps run (-1 before the halves pass),
-w0, w1, m0, m1, v0, v1, the previous lower bound, the EM iterations run."""
+"""float64 per group of the fused fit's state: kind, split, c0, c1, Lloyd steps run (-1 before the halves pass;
+``steps`` once the next split pass is the final one), w0, w1, m0, m1, v0, v1, the previous lower bound, the EM
+iterations run, the values below the previous Lloyd step's split (-1 before the first)."""
 FLOAT32_FIT_BLOCK = 1024
 """Values per step of the fused fit's passes over float32 values: 4 per thread, 4 KB in flight per program against
-the memory latency, at the same 2 programs per SM as 256 (its registers); float64 values keep BLOCK (1024 would
+the memory latency, at the same programs per SM as 256 (its registers); float64 values keep BLOCK (1024 would
 leave 1 program per SM)."""
 CHUNK = 8192
 """Values per work item of the fused fit: one chunk of one group's segment in one pass."""
@@ -663,7 +668,7 @@ def _step(g, kind, row, partial_rows, n_chunks, count, group_min, group_max, low
         for chunk in range(n_chunks):
             histogram += tl.load(partial_rows + chunk * WIDTH + tl.arange(0, WIDTH), cache_modifier=".cg")
         split = _median_split(histogram, count, low, high, BISECTIONS)
-        _store_split_pass(row, split, 0.5 * (low + split), 0.5 * (split + high), -1.0)
+        _store_split_pass(row, split, 0.5 * (low + split), 0.5 * (split + high), -1.0, -1.0)
     elif kind == SPLIT_PASS:
         _, n0, n1, s0, s1, q0, q1 = _slot_sums(partial_rows, n_chunks, WIDTH)
         c0 = tl.load(row + 2, cache_modifier=".cg")
@@ -673,7 +678,13 @@ def _step(g, kind, row, partial_rows, n_chunks, count, group_min, group_max, low
         after_halves = (lloyd_steps < 0) & tl.full([], KMEANS, tl.int1)
         moving = (lloyd_steps >= 0) & (lloyd_steps < steps) & ((new0 != c0) | (new1 != c1))
         if after_halves or moving:
-            _store_split_pass(row, (new0 + new1) / 2.0, new0, new1, tl.maximum(lloyd_steps, -1.0) + 1.0)
+            # A step whose split left as many values below it as the previous step's (the same partition) is the
+            # last: the next pass is the final split at its moved centres (lloyd_steps = steps). A step that stopped
+            # them moving needs none: it doubles as the final split (the else below).
+            repeated = n0 == tl.load(row + 13, cache_modifier=".cg")
+            _store_split_pass(row, (new0 + new1) / 2.0, new0, new1,
+                              tl.where(repeated, steps.to(tl.float64), tl.maximum(lloyd_steps, -1.0) + 1.0),
+                              tl.where(after_halves, -1.0, n0))
         else:  # the final split (the halves for "quantile"): the init's M-step
             nk0, m0, v0 = _component_update(n0, s0, q0, c0, reg_covar, eps)
             nk1, m1, v1 = _component_update(n1, s1, q1, c1, reg_covar, eps)
@@ -713,12 +724,13 @@ def _step(g, kind, row, partial_rows, n_chunks, count, group_min, group_max, low
 
 
 @triton.jit
-def _store_split_pass(row, split, c0, c1, lloyd_steps):
+def _store_split_pass(row, split, c0, c1, lloyd_steps, previous_below):
     tl.store(row, tl.full([], SPLIT_PASS, tl.float64))
     tl.store(row + 1, split)
     tl.store(row + 2, c0)
     tl.store(row + 3, c1)
     tl.store(row + 4, lloyd_steps)
+    tl.store(row + 13, previous_below)
 
 
 @triton.jit
