@@ -799,7 +799,8 @@ def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weigh
         first_slot = start // CHUNK + g
         n_chunks = tl.maximum(tl.cdiv(end - start, CHUNK), 1)
         released = tl.atomic_add(ready_ptr + g, 0, sem="acquire", scope="gpu")
-        if (released != FINISHED) & (slot - first_slot < n_chunks):  # else: a finished group, or no chunk's slot
+        skipped = (released == FINISHED) | (slot - first_slot >= n_chunks)  # a finished group, or no chunk's slot
+        if not skipped:
             while released < pass_index:
                 released = tl.atomic_add(ready_ptr + g, 0, sem="acquire", scope="gpu")
             if released == pass_index:
@@ -849,7 +850,11 @@ def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weigh
                     tl.atomic_xchg(ready_ptr + g, released, sem="release", scope="gpu")
                     if released == FINISHED:
                         tl.atomic_add(counters_ptr + 1, 1, sem="relaxed", scope="gpu")
-        if tl.atomic_add(counters_ptr + 1, 0, sem="relaxed", scope="gpu") == n_groups:
+        # Once every group finished, every item is skipped: only then is the finished count worth its round trip.
+        all_finished = tl.zeros([], tl.int1)
+        if skipped:
+            all_finished = tl.atomic_add(counters_ptr + 1, 0, sem="relaxed", scope="gpu") == n_groups
+        if all_finished:
             item = n_items
         else:
             item = tl.atomic_add(counters_ptr, 1, sem="relaxed", scope="gpu")
