@@ -356,6 +356,50 @@ def test_triton_fused_fit_is_independent_of_claim_order_programs_and_chunks(back
     assert_same_fit(fit(), first, torch.float32)
 
 
+@pytest.mark.parametrize("backend", cpu_backends(("triton",)))
+def test_triton_fused_fit_stops_lloyd_steps_once_the_partition_repeats(backend, monkeypatch):
+    """Groups whose Lloyd steps flip a centre's last bit on an unchanged partition without end (rows 14, 21, 53 and
+    55 here: every fixed-point-only fit ran all 30 steps, 34 passes): the fused fit stops a group's steps once a
+    step's split leaves as many values below it as the previous step's, as the C++ k-means does. Its passes (the
+    work queue's claim counter: items are claimed pass by pass) are at most the histogram, the halves, the steps
+    until the reference's partition repeats, the final split and the EM; the fit is the reference's (30 steps) to
+    float32 rounding."""
+    from fastmix.kernels.triton import gmm as triton_gmm
+
+    g = torch.Generator().manual_seed(0)
+    values = (torch.rand(64, 300, generator=g) ** 4)[[14, 21, 53, 55]].reshape(-1)
+    groups = torch.arange(4).repeat_interleave(300)
+    reference, lo, hi = segments_of(values, groups, 4, "reference")
+    centres, below, repeats_at = fit_steps.median_seeds(reference, lo, hi), None, torch.zeros(4, dtype=torch.int64)
+    for step in range(1, fit_steps.LLOYD_STEPS + 1):
+        stats = reference.split_statistics(centres.mean(1), centres)
+        centres = fit_steps.lloyd_step(stats, centres)
+        if below is not None:
+            repeats_at = torch.where((repeats_at == 0) & (stats[:, 1] == below), step, repeats_at)
+        below = stats[:, 1]
+    assert bool((repeats_at > 0).all()), "every group's partition repeats within the steps"
+    launches = []
+    fit_kernel = triton_gmm._gmm2_fit_kernel
+
+    class RecordedLaunch:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launches.append(args)
+                return fit_kernel[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(triton_gmm, "_gmm2_fit_kernel", RecordedLaunch())
+    monkeypatch.setattr(triton_gmm, "INTERPRETED_PROGRAMS", 1)  # the claims: the items run, then one past the last
+    max_iter = 1
+    fit = fastmix.fit_gmm2(values, groups, n_groups=4, max_iter=max_iter, tol=0.0, backend=backend)
+    (args,) = launches
+    counters, slots_per_pass = args[16], args[18]
+    passes = -(-int(counters[0]) // slots_per_pass)
+    assert passes <= 2 + int(repeats_at.max()) + 1 + max_iter, f"{passes} passes, repeats at steps {repeats_at}"
+    expected = fastmix.fit_gmm2(values.double(), groups, n_groups=4, max_iter=max_iter, tol=0.0, backend="reference")
+    assert_same_fit(fit, expected, torch.float32)
+
+
 FIT_IN_SUBPROCESS = """
 import sys, torch, fastmix
 g = torch.Generator().manual_seed(0)

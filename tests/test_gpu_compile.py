@@ -22,6 +22,11 @@ CAPABILITIES = (80, 90)
 # Spills being fixed by the kernels' owners: (kernel, constexprs it has, a pointer dtype it takes or None) -> what
 # was measured. Matching specialisations xfail (strict=False) while they last; any other spill fails.
 KNOWN_SPILLS = {}
+# Spills a launch option accepts on purpose: (kernel, capability, maxnreg) -> (spill store bytes at most, deepest
+# loop nesting of a spill access in the SASS at most). The fused GMM fit capped at 80 registers on sm_90 (3 programs
+# per SM instead of 2) spills 12 B, read and written only in its loop over work items (depth 1: a few accesses per
+# chunk of 8,192 values), never in a loop over values inside it (depth 2, as the same cap gives on sm_80).
+ALLOWED_SPILLS = {("_gmm2_fit_kernel", 90, 80): (16, 1)}
 
 
 def _cuobjdump():
@@ -59,9 +64,15 @@ def _known_spill(entry) -> str | None:
 
 def _describe(entry) -> str:
     pointers = ",".join(sorted({t for t in entry["signature"].values() if t.startswith("*")}))
-    return (f"{entry['kernel']} [{pointers}] {entry['constexprs']} warps={entry['num_warps']}: "
-            f"{entry['registers']} regs, spills {entry['spill_bytes']} B, stack {entry['stack_bytes']} B, "
-            f"occupancy {entry['occupancy']:.2f}")
+    cap = f" maxnreg={entry['maxnreg']}" if entry["maxnreg"] else ""
+    return (f"{entry['kernel']} [{pointers}] {entry['constexprs']} warps={entry['num_warps']}{cap}: "
+            f"{entry['registers']} regs, spills {entry['spill_bytes']} B (loop depth {entry['spill_loop_depth']}), "
+            f"stack {entry['stack_bytes']} B, occupancy {entry['occupancy']:.2f}")
+
+
+def _allowed_spill(entry) -> bool:
+    bound = ALLOWED_SPILLS.get((entry["kernel"], entry["capability"], entry["maxnreg"]))
+    return bound is not None and entry["spill_bytes"] <= bound[0] and entry["spill_loop_depth"] <= bound[1]
 
 
 @pytest.mark.parametrize("capability", CAPABILITIES)
@@ -70,11 +81,26 @@ def test_triton_kernels_compile_without_spills(triton_compiled, capability, reco
     kernels = {entry["kernel"] for entry in entries}
     assert len(kernels) >= 10, f"too few kernels were specialised: {sorted(kernels)}"
     record_property("report", "\n".join(_describe(entry) for entry in entries))
-    spilled = [entry for entry in entries if entry["spill_bytes"]]
+    spilled = [entry for entry in entries if entry["spill_bytes"] and not _allowed_spill(entry)]
     unknown = [_describe(entry) for entry in spilled if not _known_spill(entry)]
     assert not unknown, f"sm_{capability} spills:\n" + "\n".join(unknown)
     if spilled:
         pytest.xfail("known spills: " + "; ".join(_describe(entry) for entry in spilled))
+
+
+@pytest.mark.parametrize("capability", CAPABILITIES)
+def test_gmm_fit_grid_fits_its_compiled_registers(triton_compiled, capability):
+    """The fused GMM fit is a persistent kernel sized to the programs an SM holds at its register cap: each compiled
+    specialisation must hold that many (else the extra programs only wait for a free slot), and float32 values, the
+    benchmark's, get 3 programs per SM from sm_90 on (its cap) and 2 before."""
+    from fastmix.kernels.triton import gmm as triton_gmm
+
+    fits = [entry for entry in triton_compiled[capability] if entry["kernel"] == "_gmm2_fit_kernel"]
+    assert {entry["signature"]["values_ptr"] for entry in fits} == {"*fp32", "*fp64"}
+    for entry in fits:
+        assert entry["programs_per_sm"] >= triton_gmm.fit_programs_per_sm(entry["maxnreg"]), _describe(entry)
+        if entry["signature"]["values_ptr"] == "*fp32":
+            assert triton_gmm.fit_programs_per_sm(entry["maxnreg"]) == (3 if capability >= 90 else 2), _describe(entry)
 
 
 CSRC = pathlib.Path(__file__).resolve().parent.parent / "csrc"

@@ -2,11 +2,13 @@
 
 Run as a script with TRITON_INTERPRET unset (``python tests/triton_aot.py 80 90``): it imports the Triton kernels
 as JIT functions, then runs every public op (tests/op_cases.py) over a grid of dtypes and sizes with the Triton
-backend on CPU tensors, each launch turned into a compile-only warm-up for each target (a stand-in driver names the
-target), so each kernel is specialised exactly as a launch on that GPU would specialise it (argument types,
-alignment, constexprs, num_warps), and compiled by Triton's bundled ptxas; cuobjdump reads each cubin's registers
-and stack frame; for a kernel with a stack frame, ptxas -v tells spills from local arrays. Prints one JSON line
-per compiled specialisation.
+backend on CPU tensors, once per target, each launch turned into a compile-only warm-up for that target (a
+stand-in driver names it), so each kernel is specialised exactly as a launch on that GPU would specialise it (argument types,
+alignment, constexprs, num_warps, and the launch options that depend on the target: the launchers ask
+``fastmix.kernels.triton.target.capability``, which answers the target compiled for), and compiled by Triton's
+bundled ptxas; cuobjdump reads each cubin's registers and stack frame; for a kernel with a stack frame, ptxas -v
+tells spills from local arrays, and the SASS how deep in loops the spill accesses sit. Prints one JSON line per
+compiled specialisation.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from triton.runtime.driver import driver  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402
 
 import fastmix.kernels.triton  # noqa: E402
+from fastmix.kernels.triton import target as launch_target  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from op_cases import CASES  # noqa: E402
@@ -77,10 +80,13 @@ class Compiled:
     num_warps: int
     num_stages: int
     shared: int
+    maxnreg: int | None
     registers: int = -1
     local_bytes: int = -1
     stack_bytes: int = -1
     spill_bytes: int = 0
+    spill_loop_depth: int = 0
+    programs_per_sm: int = 0
     occupancy: float = 0.0
 
 
@@ -110,13 +116,38 @@ def _spill_bytes(ptx: str, capability: int) -> int:
     return int(re.search(r"(\d+) bytes spill stores", log).group(1))
 
 
-def _occupancy(registers: int, num_warps: int, shared: int, capability: int) -> float:
-    """Resident warps per SM over the maximum, limited by registers (allocated per warp in units of 256) and shared
+SASS_INSTRUCTION = re.compile(r"/\*([0-9a-f]+)\*/\s+([^;]*);")
+SASS_BRANCH_TARGET = re.compile(r"\bBRA\b.*\b0x([0-9a-f]+)")
+SASS_LOCAL_ACCESS = re.compile(r"\b(LDL|STL)\b")
+
+
+def _spill_loop_depth(cubin: bytes) -> int:
+    """The deepest loop nesting of a local load or store (a spill) in the kernel's SASS (cuobjdump -sass): the
+    number of loops, each the address range from a backward branch's target to the branch, that hold it; 0 when
+    none is in a loop. A persistent kernel's loop over work items is depth 1, a loop over values inside it 2."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = pathlib.Path(folder) / "kernel.cubin"
+        path.write_bytes(cubin)
+        sass = subprocess.run([knobs.nvidia.cuobjdump.path, "-sass", str(path)], capture_output=True, text=True,
+                              check=True).stdout
+    instructions = SASS_INSTRUCTION.findall(sass)
+    assert instructions, "no instruction found in cuobjdump's SASS: its format changed"
+    loops, accesses = [], []
+    for address, instruction in instructions:
+        address = int(address, 16)
+        if (branch := SASS_BRANCH_TARGET.search(instruction)) and int(branch.group(1), 16) <= address:
+            loops.append((int(branch.group(1), 16), address))
+        if SASS_LOCAL_ACCESS.search(instruction):
+            accesses.append(address)
+    return max((sum(first <= address <= last for first, last in loops) for address in accesses), default=0)
+
+
+def _programs_per_sm(registers: int, num_warps: int, shared: int, capability: int) -> int:
+    """Programs an SM holds at once, limited by registers (allocated per warp in units of 256), warps and shared
     memory."""
     per_warp = -(-registers * 32 // 256) * 256
-    blocks = min(REGISTERS_PER_SM // max(per_warp * num_warps, 1), MAX_WARPS_PER_SM // num_warps,
-                 SHARED_PER_SM[capability] // shared if shared else 32, 32)
-    return blocks * num_warps / MAX_WARPS_PER_SM
+    return min(REGISTERS_PER_SM // max(per_warp * num_warps, 1), MAX_WARPS_PER_SM // num_warps,
+               SHARED_PER_SM[capability] // shared if shared else 32, 32)
 
 
 def compile_all(capabilities: list[int]) -> list[Compiled]:
@@ -135,22 +166,22 @@ def compile_all(capabilities: list[int]) -> list[Compiled]:
                           for path, value in src.constants.items()}
             entry = Compiled(src.fn.__name__, target.arch, {k: v for k, v in src.signature.items()
                                                             if v != "constexpr"}, constexprs, metadata.num_warps,
-                             metadata.num_stages, metadata.shared)
+                             metadata.num_stages, metadata.shared, metadata.maxnreg)
             entry.registers, entry.local_bytes, entry.stack_bytes = _resource_usage(kernel.asm["cubin"])
             if entry.stack_bytes or entry.local_bytes:
                 entry.spill_bytes = _spill_bytes(kernel.asm["ptx"], target.arch)
-            entry.occupancy = _occupancy(entry.registers, entry.num_warps, entry.shared, target.arch)
+                entry.spill_loop_depth = _spill_loop_depth(kernel.asm["cubin"])
+            entry.programs_per_sm = _programs_per_sm(entry.registers, entry.num_warps, entry.shared, target.arch)
+            entry.occupancy = entry.programs_per_sm * entry.num_warps / MAX_WARPS_PER_SM  # resident warps / maximum
             compiled[key] = entry
         return kernel
 
     run = JITFunction.run
 
     def compile_only(self, *args, grid, warmup, **kwargs):
-        for capability in capabilities:
-            driver.set_active(_CompileOnlyDriver(capability))
-            self.device_caches[capability]  # a target's first use creates its binder, which resets self.compile
-            self.compile = recording_compile
-            run(self, *args, grid=grid, warmup=True, **kwargs)
+        self.device_caches[driver.active.get_current_device()]  # a target's first use creates its binder, which resets self.compile
+        self.compile = recording_compile
+        run(self, *args, grid=grid, warmup=True, **kwargs)
         for arg in args:  # integer outputs (indices drawn in a kernel) stay valid indices for the host code after
             if isinstance(arg, torch.Tensor) and not (arg.is_floating_point() or arg.is_complex()):
                 arg.data.zero_()  # .data: no version bump, so tensors saved for a backward stay usable
@@ -161,16 +192,20 @@ def compile_all(capabilities: list[int]) -> list[Compiled]:
     torch.compiler.is_compiling = lambda: True
     torch._assert_async = lambda *args, **kwargs: None
     device = torch.device("cpu")
-    for case in CASES:
-        if "triton" not in case.backends:
-            continue
-        for dtype, batch, classes in SIZES[FAMILY.get(case.name, "images")]:
-            inputs = case.make_inputs(device, dtype, batch, classes)
-            out = case.call(inputs, "triton", torch.Generator().manual_seed(0))
-            if case.differentiable:
-                out.backward(torch.ones_like(out))
-    for variant in VARIANTS:
-        variant(device)
+    # One round of the public calls per target, the launchers told that target (their launch options depend on it).
+    for target_capability in capabilities:
+        driver.set_active(_CompileOnlyDriver(target_capability))
+        launch_target.capability = lambda device, capability=target_capability: capability
+        for case in CASES:
+            if "triton" not in case.backends:
+                continue
+            for dtype, batch, classes in SIZES[FAMILY.get(case.name, "images")]:
+                inputs = case.make_inputs(device, dtype, batch, classes)
+                out = case.call(inputs, "triton", torch.Generator().manual_seed(0))
+                if case.differentiable:
+                    out.backward(torch.ones_like(out))
+        for variant in VARIANTS:
+            variant(device)
     return list(compiled.values())
 
 

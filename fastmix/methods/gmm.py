@@ -163,7 +163,8 @@ def kmeans_init(segments: Segments, lo, hi, seeds: torch.Tensor | None, reg_cova
                 steps: int = LLOYD_STEPS):
     """scikit-learn's k-means init: k-means from ``seeds`` (G, 2), or None for ``median_seeds``, then the initial
     M-step of the two clusters. Without ranks the "cpu" backend and the GPU ones run all its passes in one
-    ``gmm2_kmeans`` call (which stops a group's Lloyd steps at their fixed point: the same centres)."""
+    ``gmm2_kmeans`` call (which stops a group's Lloyd steps at their fixed point or once their partition repeats:
+    the same centres, to their rounding)."""
     if segments.backend in gmm_ops.KMEANS_BACKENDS and segments.reduce is no_reduce:
         low, high = data_range(segments, lo, hi)
         centres, stats = gmm_ops.gmm2_kmeans(segments.sorted_values, segments.offsets, segments.count, segments.shift,

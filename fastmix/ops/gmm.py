@@ -182,7 +182,8 @@ def gmm2_kmeans(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch
     """The k-means inits' passes in one call on "cpu" (C++, one group per thread with its segment in cache) and
     the GPU backends (Triton, one program per group): from ``seeds`` (G, 2), or without them from the means of the halves of the
     median split over the 2^MEDIAN_BISECTIONS-step grid of [low, high] (G,), at most ``steps`` Lloyd steps
-    (stopping once the centres stop moving), then the final split's statistics. Returns (centres (G, 2),
+    (stopping once the centres stop moving or a step's split leaves as many values below it as the previous step's:
+    the same partition), then the final split's statistics. Returns (centres (G, 2),
     statistics (G, 7)); fastmix/methods/gmm.py composes the same from ``gmm2_split_statistics`` passes on the other
     backends."""
     if backend not in KMEANS_BACKENDS:

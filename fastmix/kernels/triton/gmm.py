@@ -26,6 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fastmix.kernels.triton import target
 from fastmix.kernels.triton.scalars import float64_bits, float64_from_bits
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -469,15 +470,18 @@ def _median_centres(values_ptr, start, end, count, lo, inv_scale, low, high, BIS
 
 @triton.jit
 def _lloyd(values_ptr, start, end, lo, inv_scale, c0, c1, steps, BLOCK: tl.constexpr):
-    """At most ``steps`` Lloyd steps from (c0, c1), stopping once the centres stop moving, then the final split's
-    statistics: (c0, c1, n0, n1, s0, s1, q0, q1)."""
+    """At most ``steps`` Lloyd steps from (c0, c1), stopping once the centres stop moving or a step's split leaves
+    as many values below it as the previous step's (the same partition; further steps would only move the centres by
+    their rounding), then the final split's statistics: (c0, c1, n0, n1, s0, s1, q0, q1)."""
     moving = tl.full([], 1, tl.int32)
+    previous_below = tl.full([], -1.0, tl.float64)
     for _ in range(steps):
         if moving != 0:
             n0, n1, s0, s1, q0, q1 = _split_sums(values_ptr, start, end, lo, inv_scale, (c0 + c1) / 2.0, c0, c1,
                                                  BLOCK)
             new0, new1 = _lloyd_step(c0, c1, n0, n1, s0, s1)
-            moving = ((new0 != c0) | (new1 != c1)).to(tl.int32)
+            moving = (((new0 != c0) | (new1 != c1)) & (n0 != previous_below)).to(tl.int32)
+            previous_below = n0
             c0 = new0
             c1 = new1
     n0, n1, s0, s1, q0, q1 = _split_sums(values_ptr, start, end, lo, inv_scale, (c0 + c1) / 2.0, c0, c1, BLOCK)
@@ -494,7 +498,8 @@ def _gmm2_kmeans_kernel(values_ptr, offsets_ptr, count_ptr, lo_ptr, scale_ptr, l
                         centres_ptr, stats_ptr, steps, HAS_SEEDS: tl.constexpr, BISECTIONS: tl.constexpr,
                         BLOCK: tl.constexpr):
     """One program per group, as csrc/gmm_cpu.cpp's kmeans: the median split's halves' means (without seeds), Lloyd
-    steps until the centres stop moving (at most ``steps``), the final split's statistics."""
+    steps until the centres stop moving or the partition repeats (``_lloyd``, at most ``steps``), the final split's
+    statistics."""
     g = tl.program_id(0)
     start, end, lo, inv_scale = _segment(offsets_ptr, lo_ptr, scale_ptr, g)
     if HAS_SEEDS:
@@ -578,17 +583,24 @@ HISTOGRAM_PASS, SPLIT_PASS, EM_PASS = tl.constexpr(0), tl.constexpr(1), tl.const
 FINISHED = tl.constexpr(1 << 30)
 """A group's ready counter once its fit is written: every later work item of the group is skipped."""
 STATE_WIDTH = tl.constexpr(16)
-"""float64 per group of the fused fit's state: kind, split, c0, c1, Lloyd steps run (-1 before the halves pass),
-w0, w1, m0, m1, v0, v1, the previous lower bound, the EM iterations run."""
+"""float64 per group of the fused fit's state: kind, split, c0, c1, Lloyd steps run (-1 before the halves pass;
+``steps`` once the next split pass is the final one), w0, w1, m0, m1, v0, v1, the previous lower bound, the EM
+iterations run, the values below the previous Lloyd step's split (-1 before the first)."""
 FLOAT32_FIT_BLOCK = 1024
 """Values per step of the fused fit's passes over float32 values: 4 per thread, 4 KB in flight per program against
-the memory latency, at the same 2 programs per SM as 256 (its registers); float64 values keep BLOCK (1024 would
+the memory latency, at the same programs per SM as 256 (its registers); float64 values keep BLOCK (1024 would
 leave 1 program per SM)."""
 CHUNK = 8192
 """Values per work item of the fused fit: one chunk of one group's segment in one pass."""
-PROGRAMS_PER_SM = 2
-"""Programs of the fused fit per SM on CUDA: as many as its registers (124-128 per thread, 8 warps) let an SM hold
-(more would be harmless: they start once others end, and find the queue empty)."""
+FIT_REGISTERS = 128
+"""Registers per thread of the fused fit over float64 values (sm_80 and sm_90, uncapped), and the cap of float32
+values before sm_90 (uncapped 164 on sm_80, 1 program per SM; capped 122 without spills): 2 programs of 8 warps per
+SM."""
+FIT_REGISTER_CAP = 80
+"""The fused fit's register cap (launch option ``maxnreg``) for float32 values on sm_90 and newer: 3 programs of 8
+warps per SM instead of 2 (124 registers uncapped), for 12 B spilled outside the loops over values
+(tests/test_gpu_compile.py bounds the bytes and reads the SASS). Not before sm_90, where the same cap spills 44 B
+inside those loops, nor for float64 values (80 B)."""
 INTERPRETED_PROGRAMS = 2
 """Programs of the fused fit under the interpreter, which runs them one after another (program 0 does it all)."""
 REVERSED_CLAIMS = False
@@ -656,7 +668,7 @@ def _step(g, kind, row, partial_rows, n_chunks, count, group_min, group_max, low
         for chunk in range(n_chunks):
             histogram += tl.load(partial_rows + chunk * WIDTH + tl.arange(0, WIDTH), cache_modifier=".cg")
         split = _median_split(histogram, count, low, high, BISECTIONS)
-        _store_split_pass(row, split, 0.5 * (low + split), 0.5 * (split + high), -1.0)
+        _store_split_pass(row, split, 0.5 * (low + split), 0.5 * (split + high), -1.0, -1.0)
     elif kind == SPLIT_PASS:
         _, n0, n1, s0, s1, q0, q1 = _slot_sums(partial_rows, n_chunks, WIDTH)
         c0 = tl.load(row + 2, cache_modifier=".cg")
@@ -666,7 +678,13 @@ def _step(g, kind, row, partial_rows, n_chunks, count, group_min, group_max, low
         after_halves = (lloyd_steps < 0) & tl.full([], KMEANS, tl.int1)
         moving = (lloyd_steps >= 0) & (lloyd_steps < steps) & ((new0 != c0) | (new1 != c1))
         if after_halves or moving:
-            _store_split_pass(row, (new0 + new1) / 2.0, new0, new1, tl.maximum(lloyd_steps, -1.0) + 1.0)
+            # A step whose split left as many values below it as the previous step's (the same partition) is the
+            # last: the next pass is the final split at its moved centres (lloyd_steps = steps). A step that stopped
+            # them moving needs none: it doubles as the final split (the else below).
+            repeated = n0 == tl.load(row + 13, cache_modifier=".cg")
+            _store_split_pass(row, (new0 + new1) / 2.0, new0, new1,
+                              tl.where(repeated, steps.to(tl.float64), tl.maximum(lloyd_steps, -1.0) + 1.0),
+                              tl.where(after_halves, -1.0, n0))
         else:  # the final split (the halves for "quantile"): the init's M-step
             nk0, m0, v0 = _component_update(n0, s0, q0, c0, reg_covar, eps)
             nk1, m1, v1 = _component_update(n1, s1, q1, c1, reg_covar, eps)
@@ -706,12 +724,13 @@ def _step(g, kind, row, partial_rows, n_chunks, count, group_min, group_max, low
 
 
 @triton.jit
-def _store_split_pass(row, split, c0, c1, lloyd_steps):
+def _store_split_pass(row, split, c0, c1, lloyd_steps, previous_below):
     tl.store(row, tl.full([], SPLIT_PASS, tl.float64))
     tl.store(row + 1, split)
     tl.store(row + 2, c0)
     tl.store(row + 3, c1)
     tl.store(row + 4, lloyd_steps)
+    tl.store(row + 13, previous_below)
 
 
 @triton.jit
@@ -780,7 +799,8 @@ def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weigh
         first_slot = start // CHUNK + g
         n_chunks = tl.maximum(tl.cdiv(end - start, CHUNK), 1)
         released = tl.atomic_add(ready_ptr + g, 0, sem="acquire", scope="gpu")
-        if (released != FINISHED) & (slot - first_slot < n_chunks):  # else: a finished group, or no chunk's slot
+        skipped = (released == FINISHED) | (slot - first_slot >= n_chunks)  # a finished group, or no chunk's slot
+        if not skipped:
             while released < pass_index:
                 released = tl.atomic_add(ready_ptr + g, 0, sem="acquire", scope="gpu")
             if released == pass_index:
@@ -830,7 +850,11 @@ def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weigh
                     tl.atomic_xchg(ready_ptr + g, released, sem="release", scope="gpu")
                     if released == FINISHED:
                         tl.atomic_add(counters_ptr + 1, 1, sem="relaxed", scope="gpu")
-        if tl.atomic_add(counters_ptr + 1, 0, sem="relaxed", scope="gpu") == n_groups:
+        # Once every group finished, every item is skipped: only then is the finished count worth its round trip.
+        all_finished = tl.zeros([], tl.int1)
+        if skipped:
+            all_finished = tl.atomic_add(counters_ptr + 1, 0, sem="relaxed", scope="gpu") == n_groups
+        if all_finished:
             item = n_items
         else:
             item = tl.atomic_add(counters_ptr, 1, sem="relaxed", scope="gpu")
@@ -905,10 +929,27 @@ def gmm2_em(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Ten
                                       BLOCK=BLOCK, num_warps=SEGMENT_WARPS)
 
 
-def fit_programs(device: torch.device) -> int:
-    """Programs of the fused fit: PROGRAMS_PER_SM per SM on CUDA (read from the device's properties, no sync)."""
+def fit_register_cap(capability: int | None, dtype: torch.dtype) -> int | None:
+    """The fused fit's ``maxnreg`` on a GPU of ``capability`` (``target.capability``; None: the interpreter, no
+    cap) for values of ``dtype``: float32 values FIT_REGISTER_CAP on sm_90 and newer, FIT_REGISTERS before; float64
+    values none."""
+    if capability is None or dtype != torch.float32:
+        return None
+    return FIT_REGISTER_CAP if capability >= 90 else FIT_REGISTERS
+
+
+def fit_programs_per_sm(register_cap: int | None) -> int:
+    """Programs of the fused fit (SEGMENT_WARPS warps each) that an SM's 64 K registers hold at ``register_cap``
+    registers per thread (FIT_REGISTERS without a cap). More would be harmless: they start once others end, and
+    find the queue empty."""
+    return 65536 // (32 * SEGMENT_WARPS * (register_cap or FIT_REGISTERS))
+
+
+def fit_programs(device: torch.device, register_cap: int | None) -> int:
+    """Programs of the fused fit: as many as the SMs hold on CUDA (the SM count read from the device's properties,
+    no sync), INTERPRETED_PROGRAMS under the interpreter."""
     if device.type == "cuda":
-        return PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+        return fit_programs_per_sm(register_cap) * torch.cuda.get_device_properties(device).multi_processor_count
     return INTERPRETED_PROGRAMS
 
 
@@ -928,13 +969,14 @@ def gmm2_fit(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Te
     partials = torch.empty((slots_per_pass, 1 << bisections), dtype=torch.float64, device=device)
     state = torch.empty((n_groups, STATE_WIDTH.value), dtype=torch.float64, device=device)
     counters = torch.zeros(2 + 2 * n_groups + slots_per_pass, dtype=torch.int32, device=device)
-    _gmm2_fit_kernel[(fit_programs(device),)](
+    register_cap = fit_register_cap(target.capability(device), sorted_values.dtype)
+    _gmm2_fit_kernel[(fit_programs(device, register_cap),)](
         sorted_values, offsets, count, lo, hi, *outputs, partials, state, counters, n_groups, slots_per_pass,
         passes * slots_per_pass, n_groups.bit_length() + 1, max_iter, steps, float64_bits(tol),
         float64_bits(reg_covar), float64_bits(eps), float64_bits(LOG_2PI), float64_bits(max_magnitude),
         MINMAX=minmax, KMEANS=kmeans, BISECTIONS=bisections, CHUNK=CHUNK,
         BLOCK=FLOAT32_FIT_BLOCK if sorted_values.dtype == torch.float32 else BLOCK,
-        REVERSED_CLAIMS=REVERSED_CLAIMS, num_warps=SEGMENT_WARPS)
+        REVERSED_CLAIMS=REVERSED_CLAIMS, num_warps=SEGMENT_WARPS, maxnreg=register_cap)
 
 
 @triton.jit
