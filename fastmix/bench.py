@@ -4,12 +4,14 @@ Method. The providers of one case (fastmix per backend, the pure-PyTorch referen
 libraries, and the floor: a copy of the bytes the op must move) are timed interleaved in one process: round r
 takes one sample of every provider, in an order rotated by r, so that drift (clock boost, caches, other processes)
 hits every provider alike. A sample is the mean time of enough back-to-back calls to last ``min_sample_s`` (CUDA
-events on a GPU; ``perf_counter`` on a CPU, where the ops are synchronous), right after an untimed warm-up: as many
-calls of the same provider as last ``warmup_s`` (at least one). Without it a sample pays for the provider before it:
-on the 2-core VM of the committed reports the first vectorised call after a pause or after scalar work (a pure-Python
-loop) stalls for a few ms, and on some days vectorised code ran several times slower for a few hundred ms after it,
-so a provider timed right after a scalar one (the scikit-learn loop, the timm-like per-sample loops) looked slower
-than it is and its ratios depended on the order of the providers. Per provider the report gives the
+events on a GPU; ``perf_counter`` on a CPU, where the ops are synchronous), right after an untimed warm-up of the
+same provider: as many calls as last ``warmup_s`` (at least one). Without it a sample pays for the provider timed
+before it: on the 2-core VM of the committed reports the first vectorised call after a pause or after scalar work (a
+pure-Python loop) stalls for a few ms, and on some days vectorised code ran several times slower for a few hundred
+ms after it, so a provider timed right after a scalar one (the scikit-learn loop, the timm-like per-sample loops)
+looked slower than it is and its ratios depended on the order of the providers. A provider whose call lasts over
+``long_call_s`` (the scikit-learn loop and the reference GMM fit take seconds) gets no warm-up: the stall is a few
+percent of such a call at most, and warming it would double the run's time. Per provider the report gives the
 median time with its p20/p80 over the rounds, and the median (p20/p80) over the rounds of the PAIRED ratios: its
 time over the floor's time in the same round, and the reference's time over its time in the same round (> 1:
 faster than the reference). It also counts the ops one call dispatches (``DispatchCounter``), and on a GPU the host
@@ -82,6 +84,7 @@ class Settings:
     case_budget_s: float
     min_sample_s: float
     warmup_s: float
+    long_call_s: float
     image_side: int
     gmm_rows: int
     gmm_labels: int
@@ -92,7 +95,8 @@ class Settings:
                 f"fit_gmm2 on {self.gmm_rows} rows x {self.gmm_labels} labels; {self.min_rounds}-{self.max_rounds} "
                 f"interleaved rounds per case (more while under {self.case_budget_s:g} s); a sample lasts >= "
                 f"{self.min_sample_s * 1e3:g} ms after >= {self.warmup_s * 1e3:g} ms of untimed calls of the same "
-                "provider (so that no sample pays for the provider timed before it)")
+                f"provider (so that no sample pays for the provider timed before it; none where a call lasts over "
+                f"{self.long_call_s:g} s)")
 
 
 def describe(s: Settings, device: torch.device) -> str:
@@ -106,9 +110,9 @@ def settings(quick: bool, device: torch.device) -> Settings:
     """The quick or the full run's settings on ``device`` (the full GMM fit has MS-COCO's size on a GPU)."""
     if quick:
         return Settings(True, min_rounds=5, max_rounds=10, case_budget_s=0.2, min_sample_s=0.001, warmup_s=0.005,
-                        image_side=64, gmm_rows=2_000, gmm_labels=16)
+                        long_call_s=1.0, image_side=64, gmm_rows=2_000, gmm_labels=16)
     return Settings(False, min_rounds=10, max_rounds=50, case_budget_s=3.0, min_sample_s=0.01, warmup_s=0.02,
-                    image_side=224, gmm_rows=118_287 if device.type == "cuda" else 20_000, gmm_labels=80)
+                    long_call_s=1.0, image_side=224, gmm_rows=118_287 if device.type == "cuda" else 20_000, gmm_labels=80)
 
 
 def copy_floor(source: torch.Tensor) -> Callable[[], object]:
@@ -201,11 +205,12 @@ def calls_lasting(once_ms: float, seconds: float) -> int:
 def interleaved_samples(providers: dict[str, Callable[[], object]], device: torch.device, s: Settings
                         ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Round-robin timing: per provider, one device-time and one host-time sample (ms per call) per round, each
-    right after the provider's untimed warm-up calls (``s.warmup_s``)."""
+    right after the provider's untimed warm-up calls (``s.warmup_s``; none for calls over ``s.long_call_s``)."""
     names = list(providers)
     once_ms = {name: call_ms(providers[name], device) for name in names}
     calls = {name: calls_lasting(once_ms[name], s.min_sample_s) for name in names}
-    warmup_calls = {name: calls_lasting(once_ms[name], s.warmup_s) for name in names}
+    warmup_calls = {name: 0 if once_ms[name] > s.long_call_s * 1e3 else calls_lasting(once_ms[name], s.warmup_s)
+                    for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     host: dict[str, list[float]] = {name: [] for name in names}
     start = time.perf_counter()

@@ -56,16 +56,19 @@ def test_providers_are_timed_interleaved_in_rotating_order_each_sample_after_its
         log.append("|")  # where the timing starts
         return timed_sample(fn, calls, device)
 
+    providers = {n: provider(n) for n in "abc"}
+    calibrated_ms = {providers["a"]: 1.0, providers["b"]: 1.0, providers["c"]: 2000.0}  # c: a call over long_call_s
     timed_sample = bench.one_sample
     monkeypatch.setattr(bench, "one_sample", logged_sample)
-    monkeypatch.setattr(bench, "call_ms", lambda fn, device: 1.0)  # calibration: every call lasts 1 ms
-    settings = dataclasses.replace(TINY, min_sample_s=0.002, warmup_s=0.003)  # 2 timed calls after 3 untimed ones
-    times, host = bench.interleaved_samples({n: provider(n) for n in "abc"}, torch.device("cpu"), settings)
-    samples = "".join(log).split("|")
-    assert samples[0] == "aaa"  # round 0, provider a's warm-up
-    # each sample: its 2 timed calls, then the next provider's 3 warm-up calls (rounds abc, bca, cab)
-    order = "abc" "bca" "cab"
-    assert samples[1:] == [order[k] * 2 + order[k + 1] * 3 for k in range(8)] + ["bb"]
+    monkeypatch.setattr(bench, "call_ms", lambda fn, device: calibrated_ms[fn])
+    # a and b: 2 timed calls after 3 untimed ones; c: 1 timed call and no warm-up
+    settings = dataclasses.replace(TINY, min_sample_s=0.002, warmup_s=0.003, long_call_s=1.0)
+    times, host = bench.interleaved_samples(providers, torch.device("cpu"), settings)
+    samples = "".join(log).split("|")  # what ran before each timing started, then the last sample's calls
+    timed = {"a": "aa", "b": "bb", "c": "c"}
+    warm_up = {"a": "aaa", "b": "bbb", "c": ""}
+    order = "abc" "bca" "cab"  # rounds rotate the order
+    assert samples == [warm_up[order[0]]] + [timed[order[k]] + warm_up[order[k + 1]] for k in range(8)] + ["bb"]
     assert all(len(t) == 3 and min(t) >= 1.0 for t in times.values())  # ms per call, each call sleeps 1 ms
     assert host == times  # on a CPU the host time is the time
 
