@@ -4,7 +4,14 @@ Method. The providers of one case (fastmix per backend, the pure-PyTorch referen
 libraries, and the floor: a copy of the bytes the op must move) are timed interleaved in one process: round r
 takes one sample of every provider, in an order rotated by r, so that drift (clock boost, caches, other processes)
 hits every provider alike. A sample is the mean time of enough back-to-back calls to last ``min_sample_s`` (CUDA
-events on a GPU; ``perf_counter`` on a CPU, where the ops are synchronous). Per provider the report gives the
+events on a GPU; ``perf_counter`` on a CPU, where the ops are synchronous), right after an untimed warm-up of the
+same provider: as many calls as last ``warmup_s`` (at least one). Without it a sample pays for the provider timed
+before it: on the 2-core VM of the committed reports the first vectorised call after a pause or after scalar work (a
+pure-Python loop) stalls for a few ms, and on some days vectorised code ran several times slower for a few hundred
+ms after it, so a provider timed right after a scalar one (the scikit-learn loop, the timm-like per-sample loops)
+looked slower than it is and its ratios depended on the order of the providers. A provider whose call lasts over
+``long_call_s`` (the scikit-learn loop and the reference GMM fit take seconds) gets no warm-up: the stall is a few
+percent of such a call at most, and warming it would double the run's time. Per provider the report gives the
 median time with its p20/p80 over the rounds, and the median (p20/p80) over the rounds of the PAIRED ratios: its
 time over the floor's time in the same round, and the reference's time over its time in the same round (> 1:
 faster than the reference). It also counts the ops one call dispatches (``DispatchCounter``), and on a GPU the host
@@ -76,6 +83,8 @@ class Settings:
     max_rounds: int
     case_budget_s: float
     min_sample_s: float
+    warmup_s: float
+    long_call_s: float
     image_side: int
     gmm_rows: int
     gmm_labels: int
@@ -85,7 +94,9 @@ class Settings:
         return (f"batches {', '.join(map(str, self.batches))}; images 3 x {self.image_side} x {self.image_side}; "
                 f"fit_gmm2 on {self.gmm_rows} rows x {self.gmm_labels} labels; {self.min_rounds}-{self.max_rounds} "
                 f"interleaved rounds per case (more while under {self.case_budget_s:g} s); a sample lasts >= "
-                f"{self.min_sample_s * 1e3:g} ms")
+                f"{self.min_sample_s * 1e3:g} ms after >= {self.warmup_s * 1e3:g} ms of untimed calls of the same "
+                f"provider (so that no sample pays for the provider timed before it; none where a call lasts over "
+                f"{self.long_call_s:g} s)")
 
 
 def describe(s: Settings, device: torch.device) -> str:
@@ -98,10 +109,10 @@ def describe(s: Settings, device: torch.device) -> str:
 def settings(quick: bool, device: torch.device) -> Settings:
     """The quick or the full run's settings on ``device`` (the full GMM fit has MS-COCO's size on a GPU)."""
     if quick:
-        return Settings(True, min_rounds=5, max_rounds=10, case_budget_s=0.2, min_sample_s=0.001, image_side=64,
-                        gmm_rows=2_000, gmm_labels=16)
-    return Settings(False, min_rounds=10, max_rounds=50, case_budget_s=3.0, min_sample_s=0.01, image_side=224,
-                    gmm_rows=118_287 if device.type == "cuda" else 20_000, gmm_labels=80)
+        return Settings(True, min_rounds=5, max_rounds=10, case_budget_s=0.2, min_sample_s=0.001, warmup_s=0.005,
+                        long_call_s=1.0, image_side=64, gmm_rows=2_000, gmm_labels=16)
+    return Settings(False, min_rounds=10, max_rounds=50, case_budget_s=3.0, min_sample_s=0.01, warmup_s=0.02,
+                    long_call_s=1.0, image_side=224, gmm_rows=118_287 if device.type == "cuda" else 20_000, gmm_labels=80)
 
 
 def copy_floor(source: torch.Tensor) -> Callable[[], object]:
@@ -179,19 +190,27 @@ def one_sample(fn: Callable[[], object], calls: int, device: torch.device) -> tu
     return begin.elapsed_time(end) / calls, host
 
 
-def calls_per_sample(fn: Callable[[], object], device: torch.device, min_sample_s: float) -> int:
-    """Warms ``fn`` up, then the number of calls that lasts ``min_sample_s``."""
+def call_ms(fn: Callable[[], object], device: torch.device) -> float:
+    """The time of one call of ``fn`` (ms), after one untimed call."""
     fn()
     _sync(device)
-    once_ms, _ = one_sample(fn, 1, device)
-    return max(1, math.ceil(min_sample_s * 1e3 / max(once_ms, 1e-6)))
+    return one_sample(fn, 1, device)[0]
+
+
+def calls_lasting(once_ms: float, seconds: float) -> int:
+    """The number of calls of ``once_ms`` each that lasts ``seconds``, at least one."""
+    return max(1, math.ceil(seconds * 1e3 / max(once_ms, 1e-6)))
 
 
 def interleaved_samples(providers: dict[str, Callable[[], object]], device: torch.device, s: Settings
                         ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Round-robin timing: per provider, one device-time and one host-time sample (ms per call) per round."""
+    """Round-robin timing: per provider, one device-time and one host-time sample (ms per call) per round, each
+    right after the provider's untimed warm-up calls (``s.warmup_s``; none for calls over ``s.long_call_s``)."""
     names = list(providers)
-    calls = {name: calls_per_sample(providers[name], device, s.min_sample_s) for name in names}
+    once_ms = {name: call_ms(providers[name], device) for name in names}
+    calls = {name: calls_lasting(once_ms[name], s.min_sample_s) for name in names}
+    warmup_calls = {name: 0 if once_ms[name] > s.long_call_s * 1e3 else calls_lasting(once_ms[name], s.warmup_s)
+                    for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     host: dict[str, list[float]] = {name: [] for name in names}
     start = time.perf_counter()
@@ -199,6 +218,8 @@ def interleaved_samples(providers: dict[str, Callable[[], object]], device: torc
     while rounds < s.min_rounds or (rounds < s.max_rounds and time.perf_counter() - start < s.case_budget_s):
         for k in range(len(names)):
             name = names[(rounds + k) % len(names)]
+            for _ in range(warmup_calls[name]):
+                providers[name]()
             device_ms, host_ms = one_sample(providers[name], calls[name], device)
             times[name].append(device_ms)
             host[name].append(host_ms)

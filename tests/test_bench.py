@@ -16,7 +16,7 @@ from fastmix import bench
 from fastmix.benchcases import case_modules
 
 TINY = dataclasses.replace(bench.settings(True, torch.device("cpu")), min_rounds=3, max_rounds=3, case_budget_s=0.0,
-                           min_sample_s=0.0, image_side=8, gmm_rows=64, gmm_labels=2, batches=(2, 4))
+                           min_sample_s=0.0, warmup_s=0.0, image_side=8, gmm_rows=64, gmm_labels=2, batches=(2, 4))
 
 
 def test_summary_pairs_each_provider_with_the_floor_and_reference_of_the_same_round():
@@ -43,7 +43,7 @@ def test_summary_without_a_reference_leaves_the_column_empty():
     assert summary["fastmix"]["x_floor"] == 2.0
 
 
-def test_providers_are_timed_interleaved_in_rotating_order():
+def test_providers_are_timed_interleaved_in_rotating_order_each_sample_after_its_own_warm_up(monkeypatch):
     log = []
 
     def provider(name):
@@ -52,12 +52,32 @@ def test_providers_are_timed_interleaved_in_rotating_order():
             time.sleep(0.001)
         return call
 
-    settings = dataclasses.replace(TINY, min_sample_s=0.0005)
-    times, host = bench.interleaved_samples({n: provider(n) for n in "abc"}, torch.device("cpu"), settings)
-    rounds = log[6:]  # after each provider's warm-up and calibration call
-    assert rounds == list("abc" "bca" "cab")
+    def logged_sample(fn, calls, device):
+        log.append("|")  # where the timing starts
+        return timed_sample(fn, calls, device)
+
+    providers = {n: provider(n) for n in "abc"}
+    calibrated_ms = {providers["a"]: 1.0, providers["b"]: 1.0, providers["c"]: 2000.0}  # c: a call over long_call_s
+    timed_sample = bench.one_sample
+    monkeypatch.setattr(bench, "one_sample", logged_sample)
+    monkeypatch.setattr(bench, "call_ms", lambda fn, device: calibrated_ms[fn])
+    # a and b: 2 timed calls after 3 untimed ones; c: 1 timed call and no warm-up
+    settings = dataclasses.replace(TINY, min_sample_s=0.002, warmup_s=0.003, long_call_s=1.0)
+    times, host = bench.interleaved_samples(providers, torch.device("cpu"), settings)
+    samples = "".join(log).split("|")  # what ran before each timing started, then the last sample's calls
+    timed = {"a": "aa", "b": "bb", "c": "c"}
+    warm_up = {"a": "aaa", "b": "bbb", "c": ""}
+    order = "abc" "bca" "cab"  # rounds rotate the order
+    assert samples == [warm_up[order[0]]] + [timed[order[k]] + warm_up[order[k + 1]] for k in range(8)] + ["bb"]
     assert all(len(t) == 3 and min(t) >= 1.0 for t in times.values())  # ms per call, each call sleeps 1 ms
     assert host == times  # on a CPU the host time is the time
+
+
+def test_warm_up_and_sample_call_counts_last_the_requested_time():
+    assert bench.calls_lasting(2.0, 0.01) == 5
+    assert bench.calls_lasting(3.0, 0.01) == 4  # rounded up
+    assert bench.calls_lasting(50.0, 0.01) == 1  # a slow provider: one call
+    assert bench.calls_lasting(1.0, 0.0) == 1  # never zero
 
 
 def test_dispatch_counter_counts_kernels_not_views_or_allocations():

@@ -285,6 +285,25 @@ def test_fast_collate_half_mode(batch):
     assert_close(target, timm_target(torch.arange(batch), batch, params.lam, 0.1)[:half], torch.float32)
 
 
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", ["numpy and tensors", "tensors"])
+def test_fast_collate_mixes_a_new_batch_and_leaves_the_samples_alone(backend, mode, kind):
+    """The collate mixes its own stack of the samples in place: exactly Mixup's out-of-place result on that stack
+    (flip partners: every pair a cycle the in-place order must break), and the samples' memory is never written."""
+    samples = uint8_samples(7)
+    if kind == "tensors":
+        samples = [(torch.as_tensor(image), label) for image, label in samples]
+    originals = [torch.as_tensor(image).clone() for image, _ in samples]
+    kwargs = dict(mixup_alpha=0.8, cutmix_alpha=1.0, mode=mode, num_classes=7, backend=backend)
+    x, target = fastmix.FastCollateMixup(generator=seeded("cpu", 5), **kwargs)(samples)
+    images = torch.stack(originals)
+    expected = fastmix.Mixup(generator=seeded("cpu", 5), **kwargs)(images, torch.arange(7))
+    assert torch.equal(x, expected[0]) and torch.equal(target, expected[1])
+    assert not torch.equal(x, images)  # something was mixed
+    assert all(torch.equal(torch.as_tensor(image), original) for (image, _), original in zip(samples, originals))
+
+
 def test_fast_collate_mixup_enabled_and_multi_label():
     samples = uint8_samples(4)
     images = torch.stack([torch.as_tensor(image) for image, _ in samples])

@@ -65,6 +65,8 @@ def check_inplace(x: torch.Tensor) -> None:
     """``inplace=True`` needs an x that can take the result: no grad, and no two elements sharing memory."""
     if x.requires_grad:
         raise ValueError("inplace=True cannot write into an x that requires grad; use inplace=False")
+    if x.is_contiguous():  # the common case (a collated batch): no two elements share memory
+        return
     extent = 0  # the largest offset reachable through the dims seen so far (innermost first)
     dims = [(size, stride) for size, stride in zip(x.shape, x.stride()) if size > 1] if x.numel() else []
     for size, stride in sorted(dims, key=lambda dim: dim[1]):

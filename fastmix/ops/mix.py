@@ -17,6 +17,8 @@ Boxes are int32 ``(y0, y1, x0, x1)``, half-open. ``pair_mix``'s weights are floa
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from fastmix import _checks, _layout, _native
@@ -381,6 +383,10 @@ mix_pairs_unchecked_call = _fast_path.EagerOp(mix_pairs_unchecked, _mix_pairs_un
 
 
 def _mix_pairs_into(x, weight, boxes, partner, height_dim, width_dim, backend):
+    if backend == "cpu" and x.is_contiguous():  # the common case, without _layout's walk over the dims
+        x_rows = x.view(x.size(0), math.prod(x.shape[1:]))
+        _mix_pairs_cpu(x_rows, x_rows, x, weight, boxes, partner, height_dim, width_dim)
+        return
     separate_rows = x.size(0) == 1 or abs(x.stride(0)) >= x[0].numel()  # not an expanded batch (copy_ rejects it)
     if backend == "cpu" and _layout._dense_rows(x) and separate_rows:
         x_rows = _layout.rows_view(x)
