@@ -404,16 +404,16 @@ struct LloydSums {
 // nothing next to the other component's 1): a = n ln2 + r, |r| <= ln2 / 2 (Cody-Waite, two-part ln2), e^r by the
 // degree-11 polynomial interpolating it at the Chebyshev nodes of that interval (relative error < 2e-17, computed
 // in 40-digit arithmetic) evaluated as even + r odd in r^2 (two 5-step chains: the loop is latency-bound), 2^n put
-// in the exponent bits. Branch-free and IEEE-only (the 1.5 * 2^52 shifter rounds
+// in the exponent bits. Branch-free and IEEE-only (the 1.5 * 2^52 + 1023 shifter rounds
 // to the nearest n without fast-math).
 template <int L>
 FASTMIX_INLINE typename Lanes<L>::D exp_nonpositive(typename Lanes<L>::D a) {
   using D = typename Lanes<L>::D;
   using I = typename Lanes<L>::I;
-  constexpr double kShifter = 0x1.8p52;
+  constexpr double kShifter = 0x1.8p52 + 1023;  // adding it rounds to an integer n and puts n + 1023 in the low bits
   a = a > -708.0 ? a : splat<D>(-708.0);
   D n = a * 1.4426950408889634 + kShifter;  // log2(e)
-  const I n_bits = reinterpret_cast<I>(n);  // the low bits hold the integer n
+  const I n_bits = reinterpret_cast<I>(n);  // the low bits hold n + 1023 (the exponent bias)
   n -= kShifter;
   const D r = (a - n * 0.6931471803691238) - n * 1.9082149292705877e-10;  // ln2 = hi + lo, n * hi exact
   const D r2 = r * r;
@@ -429,7 +429,7 @@ FASTMIX_INLINE typename Lanes<L>::D exp_nonpositive(typename Lanes<L>::D a) {
   even = even * r2 + 1.0;
   odd = odd * r2 + 1.0;
   const D p = even + odd * r;
-  const I two_to_n = (n_bits << 52) + (int64_t(1023) << 52);  // (n + 1023) in the exponent field
+  const I two_to_n = n_bits << 52;  // n + 1023 in the exponent field (the shifter's higher bits shift out)
   return p * reinterpret_cast<D>(two_to_n);
 }
 
@@ -525,13 +525,13 @@ template <int M>
 FASTMIX_INLINE typename FloatLanes<M>::F exp2_nonpositive_float(typename FloatLanes<M>::F a) {
   using F = typename FloatLanes<M>::F;
   using I = typename FloatLanes<M>::I;
-  constexpr float kShifter = 0x1.8p23f;
+  constexpr float kShifter = 0x1.8p23f + 127;  // adding it rounds to an integer n and puts n + 127 in the low bits
   constexpr int32_t kLowest = -1023672320;  // the bits of -126.0f as int32
   I bits = reinterpret_cast<I>(a);
   bits = bits < kLowest ? bits : I{} + kLowest;
   a = reinterpret_cast<F>(bits);
   F n = a + kShifter;
-  const I n_bits = reinterpret_cast<I>(n);  // the low bits hold the integer n
+  const I n_bits = reinterpret_cast<I>(n);  // the low bits hold n + 127 (the exponent bias)
   n -= kShifter;
   const F r = a - n;
   F p = F{} + 0.00015461444691130264f;
@@ -541,7 +541,7 @@ FASTMIX_INLINE typename FloatLanes<M>::F exp2_nonpositive_float(typename FloatLa
   p = p * r + 0.2402265092228862f;
   p = p * r + 0.6931472067028327f;
   p = p * r + 1.0f;
-  const I two_to_n = (n_bits << 23) + (int32_t(127) << 23);  // (n + 127) in the exponent field
+  const I two_to_n = n_bits << 23;  // n + 127 in the exponent field (the shifter's higher bits shift out)
   return p * reinterpret_cast<F>(two_to_n);
 }
 

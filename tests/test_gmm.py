@@ -1096,7 +1096,8 @@ def test_kmeans_band_steps_split_as_full_passes(isa, dtype, monkeypatch):
     """The C++ Lloyd steps pass over a band of each group's values around the moving split (its values copied out
     with AVX-512 or scalar code); every value outside the band keeps its side. Groups whose split moves many times
     up (x^4) or down (1 - x^4), values on the median grid's points and tied at splits, 1-3 values, a constant
-    group: the final partition is the reference's full passes' exactly, the centres and statistics to rounding."""
+    group: the median seeds (0 steps) are the reference's to rounding, the final partition is the reference's full
+    passes' exactly, the centres and statistics to rounding."""
     if _native._C is None or isa not in _native._C.gmm2_cpu_isas():
         pytest.skip(f"this CPU or build has no {isa} kernels")
     monkeypatch.setenv("FASTMIX_CPU_ISA", isa)
@@ -1115,8 +1116,10 @@ def test_kmeans_band_steps_split_as_full_passes(isa, dtype, monkeypatch):
     expected = fit_steps.kmeans_centres(reference, seeds, fit_steps.LLOYD_STEPS)
     expected_stats = reference.split_statistics(expected.mean(1), expected)
     low, high = fit_steps.data_range(fused, lo, hi)
-    centres, stats = gmm_ops.gmm2_kmeans(fused.sorted_values, fused.offsets, fused.count, fused.shift, fused.scale,
-                                         low, high, None, fit_steps.LLOYD_STEPS, "cpu")
+    kmeans = lambda steps: gmm_ops.gmm2_kmeans(fused.sorted_values, fused.offsets, fused.count, fused.shift,
+                                               fused.scale, low, high, None, steps, "cpu")
+    assert_close(kmeans(0)[0], seeds, torch.float64, "median seeds")
+    centres, stats = kmeans(fit_steps.LLOYD_STEPS)
     assert torch.equal(stats[:, 1:3], expected_stats[:, 1:3]), "the final partition"
     assert_close(centres, expected, torch.float64, "centres")
     assert_close(stats, expected_stats, torch.float64, "statistics")
