@@ -941,23 +941,13 @@ struct LloydBand {
   }
 
   // From a full pass at `split` (around zero: at_split), the band between it and split + reach (reach > 0: the
-  // splits move up) or split + reach and it (reach < 0), one more full pass at the band's other end, then the band's
-  // values copied out (branch-free).
+  // splits move up) or split + reach and it (reach < 0): its values copied out (branch-free), then a pass over them
+  // for their count and sum, which the side of `split` that holds the band loses (the sum rounded once more).
   void build(const PassFn<T>& run, CompactFn<T> compact, GroupConstants c, const T* group, int64_t n, double split,
              double reach, const double* at_split) {
     const double end = split + reach;
     low = reach > 0.0 ? split : end;
     high = reach > 0.0 ? end : split;
-    double at_end[gmm::kStats];
-    c.split = end;
-    c.shift[0] = c.shift[1] = 0.0;
-    run(Pass::kLloyd, group, n, c, at_end);
-    const double* at_low = reach > 0.0 ? at_split : at_end;
-    const double* at_high = reach > 0.0 ? at_end : at_split;
-    below[0] = at_low[1];
-    below[1] = at_low[3];
-    above[0] = at_high[2];
-    above[1] = at_high[4];
     if (static_cast<int64_t>(values.size()) < n + kCompactSlack) values.resize(n + kCompactSlack);
     if (c.inv_scale > 0.0 && c.inv_scale < kInfinity) {  // normalised is monotone: compare order keys
       const OrderKey<T> from = threshold_order<T>(c, low);
@@ -970,6 +960,15 @@ struct LloydBand {
         size += (x >= low) & (x < high);
       }
     }
+    double band[gmm::kStats];
+    c.split = kInfinity;  // every band value below: band[1] = the count, band[3] = the sum of x
+    c.shift[0] = c.shift[1] = 0.0;
+    run(Pass::kLloyd, values.data(), size, c, band);
+    const bool band_above = reach > 0.0;  // the band lies on this side of `split`
+    below[0] = at_split[1] - (band_above ? 0.0 : band[1]);
+    below[1] = at_split[3] - (band_above ? 0.0 : band[3]);
+    above[0] = at_split[2] - (band_above ? band[1] : 0.0);
+    above[1] = at_split[4] - (band_above ? band[3] : 0.0);
   }
 };
 
