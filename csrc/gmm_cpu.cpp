@@ -27,6 +27,9 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // vector arguments of always-inlined helpers: no ABI boundary is crossed
 
@@ -401,16 +404,16 @@ struct LloydSums {
 // nothing next to the other component's 1): a = n ln2 + r, |r| <= ln2 / 2 (Cody-Waite, two-part ln2), e^r by the
 // degree-11 polynomial interpolating it at the Chebyshev nodes of that interval (relative error < 2e-17, computed
 // in 40-digit arithmetic) evaluated as even + r odd in r^2 (two 5-step chains: the loop is latency-bound), 2^n put
-// in the exponent bits. Branch-free and IEEE-only (the 1.5 * 2^52 shifter rounds
+// in the exponent bits. Branch-free and IEEE-only (the 1.5 * 2^52 + 1023 shifter rounds
 // to the nearest n without fast-math).
 template <int L>
 FASTMIX_INLINE typename Lanes<L>::D exp_nonpositive(typename Lanes<L>::D a) {
   using D = typename Lanes<L>::D;
   using I = typename Lanes<L>::I;
-  constexpr double kShifter = 0x1.8p52;
+  constexpr double kShifter = 0x1.8p52 + 1023;  // adding it rounds to an integer n and puts n + 1023 in the low bits
   a = a > -708.0 ? a : splat<D>(-708.0);
   D n = a * 1.4426950408889634 + kShifter;  // log2(e)
-  const I n_bits = reinterpret_cast<I>(n);  // the low bits hold the integer n
+  const I n_bits = reinterpret_cast<I>(n);  // the low bits hold n + 1023 (the exponent bias)
   n -= kShifter;
   const D r = (a - n * 0.6931471803691238) - n * 1.9082149292705877e-10;  // ln2 = hi + lo, n * hi exact
   const D r2 = r * r;
@@ -426,7 +429,7 @@ FASTMIX_INLINE typename Lanes<L>::D exp_nonpositive(typename Lanes<L>::D a) {
   even = even * r2 + 1.0;
   odd = odd * r2 + 1.0;
   const D p = even + odd * r;
-  const I two_to_n = (n_bits << 52) + (int64_t(1023) << 52);  // (n + 1023) in the exponent field
+  const I two_to_n = n_bits << 52;  // n + 1023 in the exponent field (the shifter's higher bits shift out)
   return p * reinterpret_cast<D>(two_to_n);
 }
 
@@ -522,13 +525,13 @@ template <int M>
 FASTMIX_INLINE typename FloatLanes<M>::F exp2_nonpositive_float(typename FloatLanes<M>::F a) {
   using F = typename FloatLanes<M>::F;
   using I = typename FloatLanes<M>::I;
-  constexpr float kShifter = 0x1.8p23f;
+  constexpr float kShifter = 0x1.8p23f + 127;  // adding it rounds to an integer n and puts n + 127 in the low bits
   constexpr int32_t kLowest = -1023672320;  // the bits of -126.0f as int32
   I bits = reinterpret_cast<I>(a);
   bits = bits < kLowest ? bits : I{} + kLowest;
   a = reinterpret_cast<F>(bits);
   F n = a + kShifter;
-  const I n_bits = reinterpret_cast<I>(n);  // the low bits hold the integer n
+  const I n_bits = reinterpret_cast<I>(n);  // the low bits hold n + 127 (the exponent bias)
   n -= kShifter;
   const F r = a - n;
   F p = F{} + 0.00015461444691130264f;
@@ -538,7 +541,7 @@ FASTMIX_INLINE typename FloatLanes<M>::F exp2_nonpositive_float(typename FloatLa
   p = p * r + 0.2402265092228862f;
   p = p * r + 0.6931472067028327f;
   p = p * r + 1.0f;
-  const I two_to_n = (n_bits << 23) + (int32_t(127) << 23);  // (n + 127) in the exponent field
+  const I two_to_n = n_bits << 23;  // n + 127 in the exponent field (the shifter's higher bits shift out)
   return p * reinterpret_cast<F>(two_to_n);
 }
 
@@ -627,33 +630,52 @@ FASTMIX_INLINE void run_float_lanes(const float* values, int64_t n, Sums& sums) 
 // The k-means init's counting and Lloyd passes over float32 values (LloydSums' outputs) compare the raw values with
 // a float32 threshold: the smallest float32 v whose normalised value is >= the split (gmm::normalised is monotone
 // in v for a positive scale), found by bisection over the floats in order, so each value lands on the side of the
-// float64 comparison. NaN when no float qualifies (then no value is above).
-FASTMIX_INLINE uint32_t float_order(float v) {  // monotone in v over the non-NaN floats
-  uint32_t bits;
+// float64 comparison. NaN when no float qualifies (then no value is above). The Lloyd steps' band (LloydBand)
+// compares the values' order keys with such thresholds' keys, for float32 and float64 values alike.
+template <typename T>
+using OrderKey = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+
+template <typename T>
+FASTMIX_INLINE OrderKey<T> order_of(T v) {  // monotone in v over the non-NaN values, branch-free
+  using U = OrderKey<T>;
+  constexpr int kSignBit = 8 * sizeof(U) - 1;
+  U bits;
   std::memcpy(&bits, &v, sizeof bits);
-  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+  const U negative = static_cast<U>(static_cast<std::make_signed_t<U>>(bits) >> kSignBit);  // all ones if v < 0
+  return bits ^ (negative | (U(1) << kSignBit));
 }
 
-FASTMIX_INLINE float float_of_order(uint32_t key) {
-  const uint32_t bits = (key & 0x80000000u) ? (key & 0x7fffffffu) : ~key;
-  float v;
+template <typename T>
+FASTMIX_INLINE T value_of_order(OrderKey<T> key) {
+  using U = OrderKey<T>;
+  constexpr U kSign = U(1) << (8 * sizeof(U) - 1);
+  const U bits = (key & kSign) ? (key & ~kSign) : ~key;
+  T v;
   std::memcpy(&v, &bits, sizeof v);
   return v;
 }
 
-float float_threshold(const GroupConstants& c) {
-  auto above = [&c](uint32_t key) { return gmm::normalised(float_of_order(key), c.lo, c.inv_scale) >= c.split; };
-  uint32_t low = float_order(-kInfinityFloat), high = float_order(kInfinityFloat);
-  if (!above(high)) return std::numeric_limits<float>::quiet_NaN();
+// The key of the smallest T whose normalised value is >= split, or one past +inf's key when none is.
+template <typename T>
+OrderKey<T> threshold_order(const GroupConstants& c, double split) {
+  using U = OrderKey<T>;
+  auto above = [&](U key) { return gmm::normalised(as_double(value_of_order<T>(key)), c.lo, c.inv_scale) >= split; };
+  U low = order_of(-std::numeric_limits<T>::infinity()), high = order_of(std::numeric_limits<T>::infinity());
+  if (!above(high)) return high + 1;
   while (low < high) {  // the smallest key in [low, high] above the split
-    const uint32_t middle = low + (high - low) / 2;
+    const U middle = low + (high - low) / 2;
     if (above(middle)) {
       high = middle;
     } else {
       low = middle + 1;
     }
   }
-  return float_of_order(low);
+  return low;
+}
+
+float float_threshold(const GroupConstants& c) {
+  const uint32_t key = threshold_order<float>(c, c.split);
+  return key > order_of(kInfinityFloat) ? std::numeric_limits<float>::quiet_NaN() : value_of_order<float>(key);
 }
 
 // out as LloydSums<L, kSums> stores it: per side the count and, with kSums, the sum of (x - shift_k), the values'
@@ -787,6 +809,64 @@ PassFn<T> pass_for_this_cpu() {
   return run_pass_baseline<T>;
 }
 
+// The values whose order key k has from <= k < from + width (unsigned wrap-around), in order, written to kept (room
+// for n + kCompactSlack values); returns their count. Branch-free; with AVX-512, a vector of keys at a time whose
+// inside lanes are compressed into one full-width store (hence the slack).
+constexpr int64_t kCompactSlack = 16;
+
+template <typename T>
+using CompactFn = int64_t (*)(const T*, int64_t, OrderKey<T>, OrderKey<T>, T*);
+
+template <typename T>
+int64_t compact_band_baseline(const T* values, int64_t n, OrderKey<T> from, OrderKey<T> width, T* kept) {
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    kept[count] = values[i];
+    count += static_cast<OrderKey<T>>(order_of(values[i]) - from) < width;
+  }
+  return count;
+}
+
+#if defined(__x86_64__)
+template <typename T>
+__attribute__((target("avx512f"))) int64_t compact_band_avx512(const T* values, int64_t n, OrderKey<T> from,
+                                                                OrderKey<T> width, T* kept) {
+  int64_t count = 0, i = 0;
+  if constexpr (sizeof(T) == 4) {
+    const __m512i sign = _mm512_set1_epi32(INT32_MIN);
+    const __m512i low = _mm512_set1_epi32(static_cast<int32_t>(from));
+    const __m512i span = _mm512_set1_epi32(static_cast<int32_t>(width));
+    for (; i + 16 <= n; i += 16) {
+      const __m512i bits = _mm512_loadu_si512(values + i);
+      const __m512i key = _mm512_xor_si512(bits, _mm512_or_si512(_mm512_srai_epi32(bits, 31), sign));
+      const __mmask16 inside = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(key, low), span);
+      _mm512_storeu_si512(kept + count, _mm512_maskz_compress_epi32(inside, bits));
+      count += __builtin_popcount(inside);
+    }
+  } else {
+    const __m512i sign = _mm512_set1_epi64(INT64_MIN);
+    const __m512i low = _mm512_set1_epi64(static_cast<int64_t>(from));
+    const __m512i span = _mm512_set1_epi64(static_cast<int64_t>(width));
+    for (; i + 8 <= n; i += 8) {
+      const __m512i bits = _mm512_loadu_si512(values + i);
+      const __m512i key = _mm512_xor_si512(bits, _mm512_or_si512(_mm512_srai_epi64(bits, 63), sign));
+      const __mmask8 inside = _mm512_cmplt_epu64_mask(_mm512_sub_epi64(key, low), span);
+      _mm512_storeu_si512(kept + count, _mm512_maskz_compress_epi64(inside, bits));
+      count += __builtin_popcount(inside);
+    }
+  }
+  return count + compact_band_baseline(values + i, n - i, from, width, kept + count);
+}
+#endif
+
+template <typename T>
+CompactFn<T> compact_for_this_cpu() {
+#if defined(__x86_64__)
+  if (gmm2_cpu_isa() == "avx512") return compact_band_avx512<T>;
+#endif
+  return compact_band_baseline<T>;
+}
+
 // pass over every block of the groups with `constants`, in parallel; out = (G, width) per-group sums.
 template <typename T>
 void per_group_pass(PassFn<T> run, Pass pass, const T* sorted, const std::vector<Block>& blocks, int64_t n_groups,
@@ -826,6 +906,72 @@ void split_statistics(const T* sorted, const int64_t* offsets, int64_t n_groups,
                  nullptr, gmm::kStats, stats);
 }
 
+// A Lloyd step's statistics (LloydSums' layout) from those of the same split taken around zero: out[3 + k] =
+// sum x - count_k centre_k.
+FASTMIX_INLINE void around_centres(const double* around_zero, const double* centre, double* out) {
+  for (int s = 0; s < gmm::kStats; ++s) out[s] = 0.0;
+  for (int k = 0; k < 2; ++k) {
+    out[1 + k] = around_zero[1 + k];
+    out[3 + k] = around_zero[3 + k] - around_zero[1 + k] * centre[k];
+  }
+}
+
+// The values of one group whose normalised x lies in [low, high), with the count and the sum of x of the group's
+// values below low and of those at or above high: a Lloyd step whose split s lies in [low, high) sees every value
+// outside the band on the side it saw at the pass that built the band, so its statistics need a pass over the
+// band alone. Empty (low = inf) until built.
+template <typename T>
+struct LloydBand {
+  std::vector<T> values;  // the first `size` hold the band
+  int64_t size = 0;
+  double low = kInfinity, high = kInfinity;
+  double below[2] = {}, above[2] = {};  // count, sum of x
+
+  bool holds(double split) const { return low <= split && split < high; }
+
+  // Around zero (around_centres' input): per side the count and the sum of x at split s.
+  void statistics(const PassFn<T>& run, GroupConstants c, double split, double* out) const {
+    c.split = split;
+    c.shift[0] = c.shift[1] = 0.0;
+    run(Pass::kLloyd, values.data(), size, c, out);
+    out[1] += below[0];
+    out[2] += above[0];
+    out[3] += below[1];
+    out[4] += above[1];
+  }
+
+  // From a full pass at `split` (around zero: at_split), the band between it and split + reach (reach > 0: the
+  // splits move up) or split + reach and it (reach < 0): its values copied out (branch-free), then a pass over them
+  // for their count and sum, which the side of `split` that holds the band loses (the sum rounded once more).
+  void build(const PassFn<T>& run, CompactFn<T> compact, GroupConstants c, const T* group, int64_t n, double split,
+             double reach, const double* at_split) {
+    const double end = split + reach;
+    low = reach > 0.0 ? split : end;
+    high = reach > 0.0 ? end : split;
+    if (static_cast<int64_t>(values.size()) < n + kCompactSlack) values.resize(n + kCompactSlack);
+    if (c.inv_scale > 0.0 && c.inv_scale < kInfinity) {  // normalised is monotone: compare order keys
+      const OrderKey<T> from = threshold_order<T>(c, low);
+      size = compact(group, n, from, threshold_order<T>(c, high) - from, values.data());
+    } else {
+      size = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double x = gmm::normalised(as_double(group[i]), c.lo, c.inv_scale);
+        values[size] = group[i];
+        size += (x >= low) & (x < high);
+      }
+    }
+    double band[gmm::kStats];
+    c.split = kInfinity;  // every band value below: band[1] = the count, band[3] = the sum of x
+    c.shift[0] = c.shift[1] = 0.0;
+    run(Pass::kLloyd, values.data(), size, c, band);
+    const bool band_above = reach > 0.0;  // the band lies on this side of `split`
+    below[0] = at_split[1] - (band_above ? 0.0 : band[1]);
+    below[1] = at_split[3] - (band_above ? 0.0 : band[3]);
+    above[0] = at_split[2] - (band_above ? band[1] : 0.0);
+    above[1] = at_split[4] - (band_above ? band[3] : 0.0);
+  }
+};
+
 // The k-means inits in one call (fastmix/methods/gmm.py: median_seeds, kmeans_centres, then the final split's
 // statistics), one group per thread with its segment hot in cache instead of one pass over all values per step.
 // Without seeds: the median split by bisection over the 2^bisections-step grid of [low, high] and the means of its
@@ -836,8 +982,11 @@ void split_statistics(const T* sorted, const int64_t* offsets, int64_t n_groups,
 // an ulp back and forth without end: 21% of the values at 118,287 x 80 were in groups that ran all 30 steps so);
 // then the statistics (G, 7) of the final split around the final centres (G, 2). The bisection and the Lloyd steps
 // take only counts and sums of x (LloydSums; float_split_pass for float32 values, the same splits); the final
-// split's statistics a full SplitSums pass. Each pass runs over the whole segment, so its sums are rounded
-// differently from the blocked passes' (to the last bits).
+// split's statistics a full SplitSums pass. The splits of 1-D 2-means Lloyd steps move one way (each side's mean
+// grows with the split), by less each step: a step whose split falls outside the group's LloydBand passes over the
+// whole segment and builds a band reaching twice the last move ahead, the steps inside it pass over the band only
+// (at 118,287 x 80, 16% of a large group's values; the count below each split is a full pass's, the sums are
+// added in another order). Every pass's sums are rounded differently from the blocked passes' (to the last bits).
 FASTMIX_INLINE void lloyd_update(const double* stats, double* centres) {
   for (int k = 0; k < 2; ++k) {
     if (stats[1 + k] > 0.0) centres[k] += stats[3 + k] / std::max(stats[1 + k], 1.0);
@@ -849,52 +998,71 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
             const double* scale, const double* low, const double* high, const double* seeds, int64_t bisections,
             int64_t steps, double* centres, double* stats) {
   const PassFn<T> run = pass_for_this_cpu<T>();
+  const CompactFn<T> compact = compact_for_this_cpu<T>();
   const double grid_steps = std::ldexp(1.0, static_cast<int>(bisections));
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t g = 0; g < n_groups; ++g) {
-    const T* values = sorted + offsets[g];
-    const int64_t n = offsets[g + 1] - offsets[g];
-    double* out = stats + g * gmm::kStats;
-    double* centre = centres + 2 * g;
-    GroupConstants c{};
-    c.lo = lo[g];
-    c.inv_scale = 1.0 / scale[g];
-    auto split_pass = [&](double split, double shift0, double shift1, Pass pass = Pass::kLloyd) {
-      c.split = split;
-      c.shift[0] = shift0;
-      c.shift[1] = shift1;
-      run(pass, values, n, c, out);
-    };
-    if (seeds == nullptr) {
-      double below = 0.0, above = grid_steps;
-      for (int64_t i = 0; i < bisections; ++i) {
-        const double middle = std::floor((below + above) / 2.0);
-        const double split = low[g] + middle / grid_steps * (high[g] - low[g]);
-        split_pass(split, split, split, Pass::kCount);
-        if (out[1] >= count[g] / 2.0) {
-          above = middle;
-        } else {
-          below = middle;
+#pragma omp parallel
+  {
+    LloydBand<T> band;
+#pragma omp for schedule(dynamic)
+    for (int64_t g = 0; g < n_groups; ++g) {
+      const T* values = sorted + offsets[g];
+      const int64_t n = offsets[g + 1] - offsets[g];
+      double* out = stats + g * gmm::kStats;
+      double* centre = centres + 2 * g;
+      GroupConstants c{};
+      c.lo = lo[g];
+      c.inv_scale = 1.0 / scale[g];
+      auto split_pass = [&](double split, double shift0, double shift1, Pass pass = Pass::kLloyd) {
+        c.split = split;
+        c.shift[0] = shift0;
+        c.shift[1] = shift1;
+        run(pass, values, n, c, out);
+      };
+      double previous_split = std::numeric_limits<double>::quiet_NaN();
+      if (seeds == nullptr) {
+        double below = 0.0, above = grid_steps;
+        for (int64_t i = 0; i < bisections; ++i) {
+          const double middle = std::floor((below + above) / 2.0);
+          const double split = low[g] + middle / grid_steps * (high[g] - low[g]);
+          split_pass(split, split, split, Pass::kCount);
+          if (out[1] >= count[g] / 2.0) {
+            above = middle;
+          } else {
+            below = middle;
+          }
         }
+        const double split = low[g] + above / grid_steps * (high[g] - low[g]);
+        centre[0] = 0.5 * (low[g] + split);
+        centre[1] = 0.5 * (split + high[g]);
+        split_pass(split, centre[0], centre[1]);
+        lloyd_update(out, centre);
+        previous_split = split;
+      } else {
+        centre[0] = seeds[2 * g];
+        centre[1] = seeds[2 * g + 1];
       }
-      const double split = low[g] + above / grid_steps * (high[g] - low[g]);
-      centre[0] = 0.5 * (low[g] + split);
-      centre[1] = 0.5 * (split + high[g]);
-      split_pass(split, centre[0], centre[1]);
-      lloyd_update(out, centre);
-    } else {
-      centre[0] = seeds[2 * g];
-      centre[1] = seeds[2 * g + 1];
+      band.low = band.high = kInfinity;
+      double previous_below = -1.0;  // the count below the previous step's split
+      for (int64_t step = 0; step < steps; ++step) {
+        const double before[2] = {centre[0], centre[1]};
+        const double split = (centre[0] + centre[1]) / 2.0;
+        double around_zero[gmm::kStats];
+        if (band.holds(split)) {
+          band.statistics(run, c, split, around_zero);
+        } else {
+          split_pass(split, 0.0, 0.0);
+          std::copy(out, out + gmm::kStats, around_zero);
+          const double reach = 2.0 * (split - previous_split);
+          if (reach != 0.0 && std::isfinite(split + reach)) band.build(run, compact, c, values, n, split, reach, around_zero);
+        }
+        around_centres(around_zero, centre, out);
+        lloyd_update(out, centre);
+        previous_split = split;
+        if ((centre[0] == before[0] && centre[1] == before[1]) || out[1] == previous_below) break;
+        previous_below = out[1];
+      }
+      split_pass((centre[0] + centre[1]) / 2.0, centre[0], centre[1], Pass::kSplit);
     }
-    double previous_below = -1.0;  // the count below the previous step's split
-    for (int64_t step = 0; step < steps; ++step) {
-      const double before[2] = {centre[0], centre[1]};
-      split_pass((centre[0] + centre[1]) / 2.0, centre[0], centre[1]);
-      lloyd_update(out, centre);
-      if ((centre[0] == before[0] && centre[1] == before[1]) || out[1] == previous_below) break;
-      previous_below = out[1];
-    }
-    split_pass((centre[0] + centre[1]) / 2.0, centre[0], centre[1], Pass::kSplit);
   }
 }
 

@@ -1132,3 +1132,38 @@ def test_kmeans_stops_once_the_partition_repeats(backend):
                                          low, high, None, fit_steps.LLOYD_STEPS, backend)
     assert_close(centres, expected, torch.float64, "centres")
     assert_close(stats, reference.split_statistics(expected.mean(1), expected), torch.float64, "statistics")
+
+
+@pytest.mark.parametrize("isa", ("avx512", "baseline"))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kmeans_band_steps_split_as_full_passes(isa, dtype, monkeypatch):
+    """The C++ Lloyd steps pass over a band of each group's values around the moving split (its values copied out
+    with AVX-512 or scalar code); every value outside the band keeps its side. Groups whose split moves many times
+    up (x^4) or down (1 - x^4), values on the median grid's points and tied at splits, 1-3 values, a constant
+    group: the median seeds (0 steps) are the reference's to rounding, the final partition is the reference's full
+    passes' exactly, the centres and statistics to rounding."""
+    if _native._C is None or isa not in _native._C.gmm2_cpu_isas():
+        pytest.skip(f"this CPU or build has no {isa} kernels")
+    monkeypatch.setenv("FASTMIX_CPU_ISA", isa)
+    g = torch.Generator().manual_seed(5)
+    parts = [torch.rand(3001, generator=g, dtype=torch.float64) ** 4,
+             1 - torch.rand(2000, generator=g, dtype=torch.float64) ** 4,
+             torch.randint(0, 257, (1500,), generator=g).double() / 256,
+             torch.tensor([0.0] * 40 + [0.5] * 7 + [1.0] * 40, dtype=torch.float64),
+             torch.tensor([0.25]), torch.tensor([0.25, 0.75]), torch.tensor([0.1, 0.2, 0.9]),
+             torch.full((9,), 0.3, dtype=torch.float64)]
+    values = torch.cat(parts).to(dtype)
+    groups = torch.cat([torch.full((len(p),), i) for i, p in enumerate(parts)])
+    fused, lo, hi = segments_of(values, groups, len(parts), "cpu")
+    reference, _, _ = segments_of(values, groups, len(parts), "reference")
+    seeds = fit_steps.median_seeds(reference, lo, hi)
+    expected = fit_steps.kmeans_centres(reference, seeds, fit_steps.LLOYD_STEPS)
+    expected_stats = reference.split_statistics(expected.mean(1), expected)
+    low, high = fit_steps.data_range(fused, lo, hi)
+    kmeans = lambda steps: gmm_ops.gmm2_kmeans(fused.sorted_values, fused.offsets, fused.count, fused.shift,
+                                               fused.scale, low, high, None, steps, "cpu")
+    assert_close(kmeans(0)[0], seeds, torch.float64, "median seeds")
+    centres, stats = kmeans(fit_steps.LLOYD_STEPS)
+    assert torch.equal(stats[:, 1:3], expected_stats[:, 1:3]), "the final partition"
+    assert_close(centres, expected, torch.float64, "centres")
+    assert_close(stats, expected_stats, torch.float64, "statistics")
