@@ -8,6 +8,8 @@ order, so channels_last in gives channels_last out.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -18,6 +20,8 @@ def _trailing_order(x: torch.Tensor) -> list[int]:
 
 
 def _dense_rows(x: torch.Tensor) -> bool:
+    if x.is_contiguous():  # the common case, without the walk over the dims
+        return True
     expected = 1
     for d in reversed(_trailing_order(x)):
         if x.size(d) > 1 and x.stride(d) != expected:
@@ -32,6 +36,8 @@ def rows_view(x: torch.Tensor) -> torch.Tensor:
     The copy happens only for inputs sliced inside a sample (e.g. ``x[:, :, 2:30]``); its cost is one read and
     one write of x.
     """
+    if x.is_contiguous():  # the common case (a collated batch), without the walk over the dims
+        return x.view(x.size(0), math.prod(x.shape[1:]))
     if not _dense_rows(x):
         x = _copy_in_order(x)
     features = x[0].numel() if x.size(0) else 0

@@ -13,7 +13,6 @@ tests check one implementation.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -31,13 +30,9 @@ def unit_column_rows(x: torch.Tensor) -> torch.Tensor:
 
 def rows_with_output(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(x_rows, out, out_rows)``: x as (B, F) rows with unit column stride, a new tensor like x in its dimension
-    order, and that tensor's rows. A contiguous x (the common case) skips ``_layout``'s general walk over the
-    dims."""
-    if x.is_contiguous():
-        shape = (x.size(0), math.prod(x.shape[1:]))
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        return x.view(shape), out, out.view(shape)
-    out = _layout.empty_like_rows(x)
+    order, and that tensor's rows. A contiguous x (the common case) gets a contiguous output without ``_layout``'s
+    general walk over the dims."""
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if x.is_contiguous() else _layout.empty_like_rows(x)
     return _layout.rows_view(x), out, _layout.rows_view(out)
 
 

@@ -383,11 +383,7 @@ mix_pairs_unchecked_call = _fast_path.EagerOp(mix_pairs_unchecked, _mix_pairs_un
 
 
 def _mix_pairs_into(x, weight, boxes, partner, height_dim, width_dim, backend):
-    if backend == "cpu" and x.is_contiguous():  # the common case, without _layout's walk over the dims
-        x_rows = x.view(x.size(0), math.prod(x.shape[1:]))
-        _mix_pairs_cpu(x_rows, x_rows, x, weight, boxes, partner, height_dim, width_dim)
-        return
-    separate_rows = x.size(0) == 1 or abs(x.stride(0)) >= x[0].numel()  # not an expanded batch (copy_ rejects it)
+    separate_rows = x.size(0) == 1 or abs(x.stride(0)) >= math.prod(x.shape[1:])  # not an expanded batch
     if backend == "cpu" and _layout._dense_rows(x) and separate_rows:
         x_rows = _layout.rows_view(x)
         _mix_pairs_cpu(x_rows, x_rows, x, weight, boxes, partner, height_dim, width_dim)
