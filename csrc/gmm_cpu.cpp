@@ -1053,7 +1053,9 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
           split_pass(split, 0.0, 0.0);
           std::copy(out, out + gmm::kStats, around_zero);
           const double reach = 2.0 * (split - previous_split);
-          if (reach != 0.0 && std::isfinite(split + reach)) band.build(run, compact, c, values, n, split, reach, around_zero);
+          if (reach != 0.0 && std::isfinite(split + reach)) {
+            band.build(run, compact, c, values, n, split, reach, around_zero);
+          }
         }
         around_centres(around_zero, centre, out);
         lloyd_update(out, centre);

@@ -112,7 +112,8 @@ def settings(quick: bool, device: torch.device) -> Settings:
         return Settings(True, min_rounds=5, max_rounds=10, case_budget_s=0.2, min_sample_s=0.001, warmup_s=0.005,
                         long_call_s=1.0, image_side=64, gmm_rows=2_000, gmm_labels=16)
     return Settings(False, min_rounds=10, max_rounds=50, case_budget_s=3.0, min_sample_s=0.01, warmup_s=0.02,
-                    long_call_s=1.0, image_side=224, gmm_rows=118_287 if device.type == "cuda" else 20_000, gmm_labels=80)
+                    long_call_s=1.0, image_side=224, gmm_rows=118_287 if device.type == "cuda" else 20_000,
+                    gmm_labels=80)
 
 
 def copy_floor(source: torch.Tensor) -> Callable[[], object]:

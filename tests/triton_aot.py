@@ -3,8 +3,8 @@
 Run as a script with TRITON_INTERPRET unset (``python tests/triton_aot.py 80 90``): it imports the Triton kernels
 as JIT functions, then runs every public op (tests/op_cases.py) over a grid of dtypes and sizes with the Triton
 backend on CPU tensors, once per target, each launch turned into a compile-only warm-up for that target (a
-stand-in driver names it), so each kernel is specialised exactly as a launch on that GPU would specialise it (argument types,
-alignment, constexprs, num_warps, and the launch options that depend on the target: the launchers ask
+stand-in driver names it), so each kernel is specialised exactly as a launch on that GPU would specialise it
+(argument types, alignment, constexprs, num_warps, and the launch options that depend on the target: the launchers ask
 ``fastmix.kernels.triton.target.capability``, which answers the target compiled for), and compiled by Triton's
 bundled ptxas; cuobjdump reads each cubin's registers and stack frame; for a kernel with a stack frame, ptxas -v
 tells spills from local arrays, and the SASS how deep in loops the spill accesses sit. Prints one JSON line per
@@ -179,7 +179,8 @@ def compile_all(capabilities: list[int]) -> list[Compiled]:
     run = JITFunction.run
 
     def compile_only(self, *args, grid, warmup, **kwargs):
-        self.device_caches[driver.active.get_current_device()]  # a target's first use creates its binder, which resets self.compile
+        # a target's first use creates its binder, which resets self.compile
+        self.device_caches[driver.active.get_current_device()]
         self.compile = recording_compile
         run(self, *args, grid=grid, warmup=True, **kwargs)
         for arg in args:  # integer outputs (indices drawn in a kernel) stay valid indices for the host code after
