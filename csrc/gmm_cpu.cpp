@@ -112,8 +112,8 @@ FASTMIX_INLINE void tally(const Key* keys, int64_t n, int64_t stride, int64_t* t
   for (; i < n; ++i) ++tallies[keys[i]];
 }
 
-// Pass 1 over values[0:n]: checked_key of each value into keys, one by one (the baseline ISA's and AVX2's), then
-// the keys tallied.
+// Pass 1 over values[0:n]: checked_key of each value into keys, one by one (the baseline ISA's), then the keys
+// tallied.
 template <typename T, typename Group, typename Key>
 void checked_keys_baseline(const T* values, const Group* groups, int64_t n, int64_t n_groups, Key* keys,
                            int64_t* tallies, Flaws& flaws) {
@@ -125,98 +125,197 @@ void checked_keys_baseline(const T* values, const Group* groups, int64_t n, int6
   tally(keys, n, n_groups + 1, tallies);
 }
 
-#if defined(__x86_64__)
-// AVX-512, 16 values at a time: the lanes whose value is not finite (magnitude bits above the largest finite
-// value's: NaN and +-inf) ...
-__attribute__((target("avx512f"))) FASTMIX_INLINE __mmask16 not_finite_16(const float* values) {
-  const __m512i magnitude = _mm512_and_si512(_mm512_loadu_si512(values), _mm512_set1_epi32(INT32_MAX));
-  return _mm512_cmpgt_epi32_mask(magnitude, _mm512_set1_epi32(0x7f7fffff));
-}
-
-__attribute__((target("avx512f"))) FASTMIX_INLINE __mmask16 not_finite_16(const double* values) {
-  const __m512i sign_off = _mm512_set1_epi64(INT64_MAX), largest = _mm512_set1_epi64(0x7fefffffffffffff);
-  const __mmask8 low = _mm512_cmpgt_epi64_mask(_mm512_and_si512(_mm512_loadu_si512(values), sign_off), largest);
-  const __mmask8 high = _mm512_cmpgt_epi64_mask(_mm512_and_si512(_mm512_loadu_si512(values + 8), sign_off), largest);
-  return static_cast<__mmask16>(low | (high << 8));
-}
-
-// ... and the lanes whose group is outside [0, n_groups) (an unsigned compare); the keys written: the groups
-// narrowed (one conversion), n_groups in the lanes of either flaw.
-template <typename Key>
-__attribute__((target("avx512f"))) FASTMIX_INLINE __mmask16 keys_16(const int32_t* groups, int64_t n_groups,
-                                                                     __mmask16 not_finite, Key* keys) {
-  const __m512i limit = _mm512_set1_epi32(static_cast<int32_t>(n_groups)), ids = _mm512_loadu_si512(groups);
-  const __mmask16 outside = _mm512_cmpge_epu32_mask(ids, limit);
-  const __m512i own = _mm512_mask_mov_epi32(ids, outside | not_finite, limit);
-  if constexpr (sizeof(Key) == 1) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(keys), _mm512_cvtepi32_epi8(own));
-  } else {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys), _mm512_cvtepi32_epi16(own));
-  }
-  return outside;
-}
-
-template <typename Key>
-__attribute__((target("avx512f"))) FASTMIX_INLINE __mmask16 keys_16(const int64_t* groups, int64_t n_groups,
-                                                                     __mmask16 not_finite, Key* keys) {
-  const __m512i limit = _mm512_set1_epi64(n_groups);
-  __mmask16 outside = 0;
-  for (int half = 0; half < 2; ++half) {
-    const __m512i ids = _mm512_loadu_si512(groups + 8 * half);
-    const __mmask8 mine = _mm512_cmpge_epu64_mask(ids, limit);
-    const __m512i own = _mm512_mask_mov_epi64(ids, mine | static_cast<__mmask8>(not_finite >> (8 * half)), limit);
-    if constexpr (sizeof(Key) == 1) {
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(keys + 8 * half), _mm512_cvtepi64_epi8(own));
-    } else {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(keys + 8 * half), _mm512_cvtepi64_epi16(own));
-    }
-    outside |= static_cast<__mmask16>(mine << (8 * half));
-  }
-  return outside;
-}
-
-// Pass 1 over values[0:n] with AVX-512: checked_key of 16 values at a time into keys, each 16 tallied at once (the
-// tally's scalar work overlaps the loads); the last n % 16 as the baseline does.
-template <typename T, typename Group, typename Key>
-__attribute__((target("avx512f"))) void checked_keys_avx512(const T* values, const Group* groups, int64_t n,
-                                                            int64_t n_groups, Key* keys, int64_t* tallies,
-                                                            Flaws& flaws) {
-  __mmask16 outside_any = 0, not_finite_any = 0;
+// Pass 1 over values[0:n] with one ISA's vectors (Isa: Avx512Keys or Avx2Keys): checked_key of kWidth values at a
+// time into keys, each kWidth keys tallied at once (the tally's scalar work overlaps the loads); the last
+// n % kWidth as the baseline does.
+template <typename Isa, typename T, typename Group, typename Key>
+inline void checked_keys_vectors(const T* values, const Group* groups, int64_t n, int64_t n_groups, Key* keys,
+                                         int64_t* tallies, Flaws& flaws) {
+  typename Isa::Mask outside_any = Isa::none(), not_finite_any = Isa::none();
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
+  for (; i + Isa::kWidth <= n; i += Isa::kWidth) {
     prefetch_ahead(groups + i);
     prefetch_ahead(values + i);
-    const __mmask16 not_finite = not_finite_16(values + i);
-    const __mmask16 outside = keys_16(groups + i, n_groups, not_finite, keys + i);
-    outside_any |= outside;
-    not_finite_any |= not_finite & ~outside;
-    tally(keys + i, 16, n_groups + 1, tallies);
+    const typename Isa::Mask not_finite = Isa::not_finite(values + i);
+    const typename Isa::Mask outside = Isa::keys(groups + i, n_groups, not_finite, keys + i);
+    outside_any = Isa::either(outside_any, outside);
+    not_finite_any = Isa::either(not_finite_any, Isa::but(not_finite, outside));
+    tally(keys + i, Isa::kWidth, n_groups + 1, tallies);
   }
-  flaws.bad_groups |= outside_any != 0;
-  flaws.not_finite |= not_finite_any != 0;
+  flaws.bad_groups |= Isa::any(outside_any);
+  flaws.not_finite |= Isa::any(not_finite_any);
   checked_keys_baseline(values + i, groups + i, n - i, n_groups, keys + i, tallies, flaws);
 }
+
+#if defined(__x86_64__)
+// Not always_inline: checked_keys_vectors, compiled for the baseline ISA, calls them; the kernels below are
+// flattened, which inlines all of it into code of their ISA.
+#define FASTMIX_AVX512 __attribute__((target("avx512f"))) inline
+#define FASTMIX_AVX2 __attribute__((target("avx2"))) inline
+
+// AVX-512, 16 values at a time, lane masks in a mask register: not_finite (magnitude bits above the largest finite
+// value's: NaN and +-inf), and keys: the lanes whose group is outside [0, n_groups) (an unsigned compare), the
+// keys written (the groups narrowed in one conversion; n_groups in the lanes of either flaw).
+struct Avx512Keys {
+  using Mask = __mmask16;
+  static constexpr int kWidth = 16;
+  FASTMIX_AVX512 static Mask none() { return 0; }
+  FASTMIX_AVX512 static Mask either(Mask a, Mask b) { return a | b; }
+  FASTMIX_AVX512 static Mask but(Mask a, Mask b) { return a & ~b; }
+  FASTMIX_AVX512 static bool any(Mask a) { return a != 0; }
+
+  FASTMIX_AVX512 static Mask not_finite(const float* values) {
+    const __m512i magnitude = _mm512_and_si512(_mm512_loadu_si512(values), _mm512_set1_epi32(INT32_MAX));
+    return _mm512_cmpgt_epi32_mask(magnitude, _mm512_set1_epi32(0x7f7fffff));
+  }
+
+  FASTMIX_AVX512 static Mask not_finite(const double* values) {
+    const __m512i sign_off = _mm512_set1_epi64(INT64_MAX), largest = _mm512_set1_epi64(0x7fefffffffffffff);
+    const __mmask8 low = _mm512_cmpgt_epi64_mask(_mm512_and_si512(_mm512_loadu_si512(values), sign_off), largest);
+    const __mmask8 high =
+        _mm512_cmpgt_epi64_mask(_mm512_and_si512(_mm512_loadu_si512(values + 8), sign_off), largest);
+    return static_cast<Mask>(low | (high << 8));
+  }
+
+  template <typename Key>
+  FASTMIX_AVX512 static Mask keys(const int32_t* groups, int64_t n_groups, Mask not_finite, Key* keys) {
+    const __m512i limit = _mm512_set1_epi32(static_cast<int32_t>(n_groups)), ids = _mm512_loadu_si512(groups);
+    const Mask outside = _mm512_cmpge_epu32_mask(ids, limit);
+    const __m512i own = _mm512_mask_mov_epi32(ids, outside | not_finite, limit);
+    if constexpr (sizeof(Key) == 1) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(keys), _mm512_cvtepi32_epi8(own));
+    } else {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys), _mm512_cvtepi32_epi16(own));
+    }
+    return outside;
+  }
+
+  template <typename Key>
+  FASTMIX_AVX512 static Mask keys(const int64_t* groups, int64_t n_groups, Mask not_finite, Key* keys) {
+    const __m512i limit = _mm512_set1_epi64(n_groups);
+    Mask outside = 0;
+    for (int half = 0; half < 2; ++half) {
+      const __m512i ids = _mm512_loadu_si512(groups + 8 * half);
+      const __mmask8 mine = _mm512_cmpge_epu64_mask(ids, limit);
+      const __m512i own = _mm512_mask_mov_epi64(ids, mine | static_cast<__mmask8>(not_finite >> (8 * half)), limit);
+      if constexpr (sizeof(Key) == 1) {
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(keys + 8 * half), _mm512_cvtepi64_epi8(own));
+      } else {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(keys + 8 * half), _mm512_cvtepi64_epi16(own));
+      }
+      outside |= static_cast<Mask>(mine << (8 * half));
+    }
+    return outside;
+  }
+};
+
+// AVX2, 8 values at a time, lane masks as all-ones 32-bit lanes: as Avx512Keys, with unsigned compares as signed
+// ones of sign-flipped operands, and 64-bit lanes narrowed to 32-bit ones in order (low_halves).
+struct Avx2Keys {
+  using Mask = __m256i;
+  static constexpr int kWidth = 8;
+  FASTMIX_AVX2 static Mask none() { return _mm256_setzero_si256(); }
+  FASTMIX_AVX2 static Mask either(Mask a, Mask b) { return _mm256_or_si256(a, b); }
+  FASTMIX_AVX2 static Mask but(Mask a, Mask b) { return _mm256_andnot_si256(b, a); }
+  FASTMIX_AVX2 static bool any(Mask a) { return !_mm256_testz_si256(a, a); }
+
+  // The low 32 bits of the 64-bit lanes of a, then of b.
+  FASTMIX_AVX2 static __m256i low_halves(__m256i a, __m256i b) {
+    const __m256i interleaved = _mm256_blend_epi32(a, _mm256_slli_epi64(b, 32), 0xaa);  // a0 b0 a1 b1 ...
+    return _mm256_permutevar8x32_epi32(interleaved, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+  }
+
+  FASTMIX_AVX2 static Mask not_finite(const float* values) {
+    const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values));
+    return _mm256_cmpgt_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(INT32_MAX)), _mm256_set1_epi32(0x7f7fffff));
+  }
+
+  FASTMIX_AVX2 static Mask not_finite(const double* values) {
+    const __m256i sign_off = _mm256_set1_epi64x(INT64_MAX), largest = _mm256_set1_epi64x(0x7fefffffffffffff);
+    __m256i halves[2];
+    for (int half = 0; half < 2; ++half) {
+      const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + 4 * half));
+      halves[half] = _mm256_cmpgt_epi64(_mm256_and_si256(bits, sign_off), largest);
+    }
+    return low_halves(halves[0], halves[1]);
+  }
+
+  // ids (8 x 32 bits, or truncated from 64, `inside` computed before the truncation) to keys.
+  template <typename Key>
+  FASTMIX_AVX2 static Mask store_keys(__m256i ids, __m256i inside, int64_t n_groups, Mask not_finite, Key* keys) {
+    const Mask outside = _mm256_andnot_si256(inside, _mm256_set1_epi32(-1));
+    const __m256i own = _mm256_blendv_epi8(ids, _mm256_set1_epi32(static_cast<int32_t>(n_groups)),
+                                           _mm256_or_si256(outside, not_finite));
+    const __m256i words = _mm256_permute4x64_epi64(_mm256_packus_epi32(own, own), 0x08);  // 8 x 16 bits, low half
+    if constexpr (sizeof(Key) == 1) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(keys), _mm_packus_epi16(_mm256_castsi256_si128(words),
+                                                                          _mm256_castsi256_si128(words)));
+    } else {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(keys), _mm256_castsi256_si128(words));
+    }
+    return outside;
+  }
+
+  template <typename Key>
+  FASTMIX_AVX2 static Mask keys(const int32_t* groups, int64_t n_groups, Mask not_finite, Key* keys) {
+    const __m256i sign = _mm256_set1_epi32(INT32_MIN);
+    const __m256i ids = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(groups));
+    const __m256i inside = _mm256_cmpgt_epi32(_mm256_xor_si256(_mm256_set1_epi32(static_cast<int32_t>(n_groups)), sign),
+                                              _mm256_xor_si256(ids, sign));
+    return store_keys(ids, inside, n_groups, not_finite, keys);
+  }
+
+  template <typename Key>
+  FASTMIX_AVX2 static Mask keys(const int64_t* groups, int64_t n_groups, Mask not_finite, Key* keys) {
+    const __m256i sign = _mm256_set1_epi64x(INT64_MIN), limit = _mm256_xor_si256(_mm256_set1_epi64x(n_groups), sign);
+    __m256i ids[2], inside[2];
+    for (int half = 0; half < 2; ++half) {
+      ids[half] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(groups + 4 * half));
+      inside[half] = _mm256_cmpgt_epi64(limit, _mm256_xor_si256(ids[half], sign));
+    }
+    return store_keys(low_halves(ids[0], ids[1]), low_halves(inside[0], inside[1]), n_groups, not_finite, keys);
+  }
+};
+
+template <typename T, typename Group, typename Key>
+__attribute__((target("avx512f"), flatten)) void checked_keys_avx512(const T* values, const Group* groups, int64_t n,
+                                                            int64_t n_groups, Key* keys, int64_t* tallies,
+                                                            Flaws& flaws) {
+  checked_keys_vectors<Avx512Keys>(values, groups, n, n_groups, keys, tallies, flaws);
+}
+
+template <typename T, typename Group, typename Key>
+__attribute__((target("avx2"), flatten)) void checked_keys_avx2(const T* values, const Group* groups, int64_t n,
+                                                                int64_t n_groups, Key* keys, int64_t* tallies,
+                                                                Flaws& flaws) {
+  checked_keys_vectors<Avx2Keys>(values, groups, n, n_groups, keys, tallies, flaws);
+}
+#undef FASTMIX_AVX512
+#undef FASTMIX_AVX2
 #endif
 
-// The pass 1 kernel for this CPU: AVX-512 or one by one.
+// The pass 1 kernel for this CPU.
 template <typename T, typename Group, typename Key>
 using KeysFn = void (*)(const T*, const Group*, int64_t, int64_t, Key*, int64_t*, Flaws&);
 
 template <typename T, typename Group, typename Key>
 KeysFn<T, Group, Key> keys_for_this_cpu() {
+  const std::string isa = gmm2_cpu_isa();
 #if defined(__x86_64__)
-  if (gmm2_cpu_isa() == "avx512") return checked_keys_avx512<T, Group, Key>;
+  if (isa == "avx512") return checked_keys_avx512<T, Group, Key>;
+  if (isa == "avx2") return checked_keys_avx2<T, Group, Key>;
 #endif
   return checked_keys_baseline<T, Group, Key>;
 }
 
-// Copies from[0:m] (m >= 1) to `to` and returns their min and max in range[0:2]: 64 bytes at a time (vector
-// extensions) with running extremes per lane (a loop-carried min does not vectorise without fast-math), then over
-// the lanes; the last values one by one. Pass 2's copy of a run out of its chunk's buffer.
-template <typename T>
+// Copies from[0:m] (m >= 1) to `to` and returns their min and max in range[0:2]: one vector of kBytes at a time
+// (vector extensions; as wide as the ISA's, or GCC leaves the selects scalar) with running extremes per lane (a
+// loop-carried min does not vectorise without fast-math), then over the lanes; the last values one by one. Pass 2's
+// copy of a run out of its chunk's buffer.
+template <int kBytes, typename T>
 FASTMIX_INLINE void copy_with_range(const T* __restrict from, int64_t m, T* __restrict to, T* range) {
-  constexpr int kLanes = 64 / sizeof(T);
-  typedef T V __attribute__((vector_size(64)));
+  constexpr int kLanes = kBytes / sizeof(T);
+  typedef T V __attribute__((vector_size(kBytes)));
   V low = V{} + from[0], high = low;
   int64_t i = 0;
   for (; i + kLanes <= m; i += kLanes) {
@@ -240,24 +339,24 @@ FASTMIX_INLINE void copy_with_range(const T* __restrict from, int64_t m, T* __re
   range[1] = highest;
 }
 
-// copy_with_range compiled per ISA (64 bytes in 4, 2 or 1 vectors), the best for this CPU.
+// copy_with_range compiled per ISA: 16-, 32- or 64-byte vectors; the best for this CPU.
 template <typename T>
 using CopyFn = void (*)(const T*, int64_t, T*, T*);
 
 template <typename T>
 void copy_with_range_baseline(const T* from, int64_t m, T* to, T* range) {
-  copy_with_range(from, m, to, range);
+  copy_with_range<16>(from, m, to, range);
 }
 
 #if defined(__x86_64__)
 template <typename T>
 __attribute__((target("avx2"))) void copy_with_range_avx2(const T* from, int64_t m, T* to, T* range) {
-  copy_with_range(from, m, to, range);
+  copy_with_range<32>(from, m, to, range);
 }
 
 template <typename T>
 __attribute__((target("avx512f"))) void copy_with_range_avx512(const T* from, int64_t m, T* to, T* range) {
-  copy_with_range(from, m, to, range);
+  copy_with_range<64>(from, m, to, range);
 }
 #endif
 
