@@ -373,13 +373,14 @@ CopyFn<T> copy_for_this_cpu() {
 // Values per step of pass 2's scatter: one cache line of float32 values.
 constexpr int64_t kScatterStep = 16;
 
-// Per-group count, validation, then the stable counting sort: pass 1 checks each chunk's values, writes each
-// value's key (its group, or n_groups for an omitted non-finite value) in the narrowest type that holds n_groups
-// (Key: uint8_t or uint16_t), vectorised (checked_keys), and counts the keys per chunk, so pass 2 reads 1 or 2
-// bytes per value instead of the 4- or 8-byte group (Group: int32_t or int64_t; with more groups, Key = int64_t:
-// both passes take each key from the group and the value, one by one); pass 2 sorts each chunk in a
-// cache-resident buffer, branch-free (the omitted values go after the chunk's finite ones), and copies its runs to
-// their places (a direct scatter into 2G far-apart streams is several times slower: a TLB miss per value).
+// Validation, the stable counting sort and per-group count, min and max: pass 1 checks each chunk's values and
+// writes each value's key (its group, or n_groups for an omitted non-finite value) in the narrowest type that
+// holds n_groups (Key: uint8_t or uint16_t), vectorised where the ISA allows (checked_keys_vectors), and counts the
+// keys per chunk, so pass 2 reads 1 or 2 bytes per value instead of the 4- or 8-byte group (Group: int32_t or
+// int64_t; with more groups, Key = int64_t: both passes take each key from the group and the value, one by one);
+// pass 2 sorts each chunk in a cache-resident buffer, branch-free (the omitted values go after the chunk's finite
+// ones), and copies its runs to their places, taking each run's min and max as it goes (a direct scatter into 2G
+// far-apart streams is several times slower: a TLB miss per value).
 template <typename T, typename Group, typename Key>
 void sort_by_group(const T* values, const Group* groups, int64_t n, int64_t n_groups, bool omit_nonfinite,
                    T* sorted, int64_t* offsets, double* count, double* lo, double* hi) {
