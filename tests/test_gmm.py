@@ -466,6 +466,69 @@ def test_estep_statistics_match_reference(backend, dtype):
     torch.testing.assert_close(stats[1][:, 1:3].sum(1), segments.count)  # each value's responsibilities sum to 1
 
 
+CHUNK = 1 << 17  # the C++ grouping's chunk of values at these sizes
+
+
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("ids", [torch.int32, torch.int64])
+def test_cpu_grouping_of_every_isa_gives_the_reference_segments(isa, dtype, ids, monkeypatch):
+    """The C++ grouping (validation and keys 16 values at a time with AVX-512, one by one otherwise; each chunk's
+    runs copied out with their min and max) against reference.segments (torch's stable sort), bit for bit: n = 1,
+    n = 17 (a vector and one more), three chunks (the last partial) in 200 groups of random or equal counts, 300
+    groups (2-byte keys); NaN and +-inf at a vector's first, middle and last lanes, in the tail and at a chunk's
+    edge, omitted; the largest finite magnitudes and the smallest subnormal kept; a group's min or max in the
+    second or the last chunk."""
+    if _native._C is None or isa not in _native._C.gmm2_cpu_isas():
+        pytest.skip(f"this CPU or build has no {isa} kernels")
+    monkeypatch.setenv("FASTMIX_CPU_ISA", isa)
+    g = torch.Generator().manual_seed(21)
+    finfo = torch.finfo(dtype)
+    cases = [(1, 1, "random"), (17, 3, "random"), (2 * CHUNK + 37, 200, "random"), (2 * CHUNK + 37, 200, "ordered"),
+             (40_000, 300, "random")]
+    for n, n_groups, layout in cases:
+        groups = (torch.randint(0, n_groups, (n,), generator=g) if layout == "random"
+                  else torch.arange(n) * n_groups // n)  # group order: equal counts, each run in one place
+        values = torch.randn(n, generator=g, dtype=dtype)
+        for position, value in ((0, math.nan), (21, math.inf), (26, -math.inf), (31, math.nan), (n - 1, math.nan),
+                                (CHUNK - 1, math.inf), (CHUNK, math.nan), (5, finfo.max), (6, -finfo.max),
+                                (7, finfo.smallest_normal / 2 ** (finfo.bits // 8 * 3)), (8, finfo.tiny),
+                                (n - 2, 1e30), (CHUNK + 1, -1e30)):  # extremes of groups in later chunks
+            if n > 17 and position < n:
+                values[position] = value
+        actual = gmm_ops.gmm2_segments(values, groups.to(ids), n_groups, True, "cpu")
+        expected = reference_gmm.segments(values, groups, n_groups)
+        for name, a, e in zip(("sorted_values", "offsets", "count", "lo", "hi"), actual, expected):
+            assert torch.equal(a, e), (n, n_groups, layout, name)
+
+
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("ids", [torch.int32, torch.int64])
+def test_cpu_grouping_of_every_isa_rejects_bad_data(isa, ids, monkeypatch):
+    """A group id of -1 or n_groups, or a NaN unless omitted, in a vector's middle lane or in the tail, reaches the
+    existing message; a bad group is reported before a NaN of an earlier chunk (the reference checks the groups
+    first)."""
+    if _native._C is None or isa not in _native._C.gmm2_cpu_isas():
+        pytest.skip(f"this CPU or build has no {isa} kernels")
+    monkeypatch.setenv("FASTMIX_CPU_ISA", isa)
+    n = CHUNK + 45
+    values, groups = torch.rand(n, dtype=torch.float32), (torch.arange(n) % 7).to(ids)
+    for position in (21, n - 2):
+        for bad in (-1, 7):
+            wrong = groups.clone()
+            wrong[position] = bad
+            with pytest.raises(ValueError, match=r"groups holds indices outside \[0, n_groups=7\)"):
+                gmm_ops.gmm2_segments(values, wrong, 7, True, "cpu")
+        nan = values.clone()
+        nan[position] = math.nan
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            gmm_ops.gmm2_segments(nan, groups, 7, False, "cpu")
+        assert float(gmm_ops.gmm2_segments(nan, groups, 7, True, "cpu")[2].sum()) == n - 1
+    nan[3], groups[CHUNK + 40] = math.nan, 7
+    with pytest.raises(ValueError, match="groups holds indices outside"):
+        gmm_ops.gmm2_segments(nan, groups, 7, False, "cpu")
+
+
 def test_unknown_cpu_isa_is_refused(monkeypatch):
     if _native._C is None:
         pytest.skip("fastmix._C is not built")
