@@ -1290,10 +1290,15 @@ void complete_float_estep(const double* sums, double n, double t1, double t2, co
     first[k] = n * (mean_x - c.mean[k]);
     second[k] = spread + n * (mean_x - c.mean[k]) * (mean_x - c.mean[k]);
   }
-  const double moved = c.mean[a] - (static_cast<double>(centred_mean(c, a)) + origin_of(c));
-  const double r = sums[1];
-  const double rd = sums[2] - moved * r;
-  const double rd2 = std::max(sums[3] - 2.0 * moved * sums[2] + moved * moved * r, 0.0);
+  // FloatEStep's d = (v - origin) inv_scale_f32 - mean_f32 = ratio (x - kernel_mean), ratio = inv_scale_f32 /
+  // inv_scale: its sums scaled back by ratio and moved from kernel_mean to the mean (the scale's rounding would
+  // otherwise reach the other component's sums amplified by the subtraction).
+  const double rounded_scale = static_cast<float>(c.inv_scale) / c.inv_scale;
+  const double ratio = std::isfinite(rounded_scale) && rounded_scale > 0.0 ? rounded_scale : 1.0;
+  const double moved = c.mean[a] - (centred_mean(c, a) / ratio + origin_of(c));
+  const double r = sums[1], shifted = sums[2] / ratio, squared = sums[3] / (ratio * ratio);
+  const double rd = shifted - moved * r;
+  const double rd2 = std::max(squared - 2.0 * moved * shifted + moved * moved * r, 0.0);
   const double apart = c.mean[a] - c.mean[o];  // x - mu_o = (x - mu_a) + apart
   stats[1 + a] = r;
   stats[3 + a] = rd;
