@@ -518,15 +518,12 @@ struct FloatLanes {
   typedef int32_t I __attribute__((vector_size(4 * M)));
 };
 
-// 2^a for a <= 0 in float32, within 2 ulp for a >= -126 (below, clamped at 2^-126 ~ 1.2e-38, which adds nothing
-// next to the other component's 1): a = n + r, n an integer, |r| <= 1/2 (exact), 2^r by the degree-6 polynomial
+// 2^a for a in [-126, 0] (clamped_minus_distance) in float32, within 2 ulp, K vectors at a time, the statements
+// interleaved (see FloatEStep::add): a = n + r, n an integer, |r| <= 1/2 (exact), 2^r by the degree-6 polynomial
 // interpolating it at the 7 Chebyshev nodes of [-1/2, 1/2] (relative error < 2.6e-9, below float32's rounding; one
 // FMA fewer than the degree-7 Taylor polynomial, whose truncation error was 50 times smaller than needed), 2^n put in
-// the exponent bits. The clamp is a signed integer min of the bit patterns (for negative floats their order
-// reverses that of the values).
-// K vectors at a time, the statements interleaved (see FloatEStep::add). With AVX-512 (16 lanes), n by vrndscaleps
-// and 2^n applied by vscalefps: two instructions fewer than the shifter and the exponent bits (inline assembly: an
-// intrinsic would need the callers compiled for AVX-512 too).
+// the exponent bits. With AVX-512 (16 lanes), n by vrndscaleps and 2^n applied by vscalefps: two instructions fewer
+// than the shifter and the exponent bits (inline assembly: an intrinsic would need the callers compiled for AVX-512).
 template <int M, int K>
 FASTMIX_INLINE void exp2_nonpositive_float(typename FloatLanes<M>::F (&a)[K], typename FloatLanes<M>::F (&out)[K]) {
   using F = typename FloatLanes<M>::F;
@@ -537,15 +534,10 @@ FASTMIX_INLINE void exp2_nonpositive_float(typename FloatLanes<M>::F (&a)[K], ty
   constexpr bool kScale = false;
 #endif
   constexpr float kShifter = 0x1.8p23f + 127;  // adding it rounds to an integer n and puts n + 127 in the low bits
-  constexpr int32_t kLowest = -1023672320;  // the bits of -126.0f as int32
   constexpr float kCoefficients[] = {0.0013400428177566465f, 0.00961805667854805f, 0.05550327226670292f,
                                      0.2402265092228862f, 0.6931472067028327f, 1.0f};
   F n[K], p[K];
   I n_bits[K];
-  for (int j = 0; j < K; ++j) {
-    const I bits = reinterpret_cast<I>(a[j]);
-    a[j] = reinterpret_cast<F>(bits < kLowest ? bits : I{} + kLowest);
-  }
   if constexpr (kScale) {
     for (int j = 0; j < K; ++j) asm("vrndscaleps $8, %1, %0" : "=v"(n[j]) : "v"(a[j]));  // nearest, no exceptions
   } else {
@@ -565,6 +557,26 @@ FASTMIX_INLINE void exp2_nonpositive_float(typename FloatLanes<M>::F (&a)[K], ty
       out[j] = p[j] * reinterpret_cast<F>(n_bits[j] << 23);
     }
   }
+}
+
+// -min(|g|, 126) (exp2_nonpositive_float's range: 2^-126 ~ 1.2e-38 adds nothing next to the other component's 1):
+// with AVX-512 one vrangeps (AVX512DQ: the smaller magnitude, its sign set), else the sign bit set and a signed
+// integer min of the bit patterns (for negative floats their order reverses that of the values).
+template <int M>
+FASTMIX_INLINE typename FloatLanes<M>::F clamped_minus_distance(typename FloatLanes<M>::F g) {
+  using F = typename FloatLanes<M>::F;
+  using I = typename FloatLanes<M>::I;
+#if defined(__x86_64__)
+  if constexpr (M == 16) {
+    const F limit = F{} + 126.0f;
+    F out;
+    asm("vrangeps $14, %2, %1, %0" : "=v"(out) : "v"(g), "v"(limit));
+    return out;
+  }
+#endif
+  constexpr int32_t kLowest = -1023672320;  // the bits of -126.0f as int32
+  const I bits = reinterpret_cast<I>(g) | reinterpret_cast<I>(-F{});
+  return reinterpret_cast<F>(bits < kLowest ? bits : I{} + kLowest);
 }
 
 // 1 / x for x in [1, 2] in float32: a division, or with AVX-512 (16 lanes) the 14-bit reciprocal estimate and one
@@ -636,9 +648,7 @@ struct FloatEStep {
     for (int j = 0; j < K; ++j) {
       gap[j] = (gap_offset + half_precision[0] * square[j]) - half_precision[1] * (d_other[j] * d_other[j]);
     }
-    for (int j = 0; j < K; ++j) {  // -|g|
-      minus_distance[j] = reinterpret_cast<F>(reinterpret_cast<I>(gap[j]) | reinterpret_cast<I>(-F{}));
-    }
+    for (int j = 0; j < K; ++j) minus_distance[j] = clamped_minus_distance<M>(gap[j]);
     F a[K];  // exp2_nonpositive_float's scratch
     std::copy(minus_distance, minus_distance + K, a);
     exp2_nonpositive_float<M, K>(a, e);
@@ -686,25 +696,25 @@ struct FloatEStep {
 };
 
 // out[4] = sum (v - origin), out[5] = sum (v - origin)^2 over a block, float64 (each float32 difference exact in
-// float64), two vectors of M / 2 lanes at a time.
+// float64), two vectors of M / 2 lanes at a time, each into its own sums (one chain of adds was latency-bound).
 template <int M>
 FASTMIX_INLINE void float_totals(const float* values, int64_t n, double origin, double* out) {
   using D = typename Lanes<M / 2>::D;
-  D sum{}, squares{};
+  D sum[2] = {}, squares[2] = {};
   const int64_t whole = n - n % M;
   for (int64_t i = 0; i < whole; i += M) {
     for (int h = 0; h < 2; ++h) {
       D v;
       for (int l = 0; l < M / 2; ++l) v[l] = values[i + h * (M / 2) + l];  // one vcvtps2pd
       const D d = v - origin;
-      sum += d;
-      squares += d * d;
+      sum[h] += d;
+      squares[h] += d * d;
     }
   }
   out[4] = out[5] = 0.0;
   for (int l = 0; l < M / 2; ++l) {
-    out[4] += sum[l];
-    out[5] += squares[l];
+    out[4] += sum[0][l] + sum[1][l];
+    out[5] += squares[0][l] + squares[1][l];
   }
   for (int64_t i = whole; i < n; ++i) {
     const double d = static_cast<double>(values[i]) - origin;
@@ -1421,7 +1431,7 @@ T* out(uintptr_t p) {
 std::vector<std::string> gmm2_cpu_isas() {
   std::vector<std::string> isas;
 #if defined(__x86_64__)
-  if (__builtin_cpu_supports("avx512f")) isas.push_back("avx512");
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) isas.push_back("avx512");
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isas.push_back("avx2");
 #endif
   isas.push_back("baseline");
