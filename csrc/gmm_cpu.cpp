@@ -8,7 +8,7 @@
 // they are compiled for AVX-512, AVX2+FMA and the baseline ISA and the best one the CPU has runs (the
 // FASTMIX_CPU_ISA environment variable forces one). Precision, the policy of every backend (docs/design.md,
 // "Conventions every op follows"): the E-step of float32 values computes each value's terms (exp, the log's factors) and the lanes'
-// running sums in float32 (EStepSumsFloat), everything else is float64 (the E-step of float64 values: exp
+// running sums in float32 (FloatEStep), everything else is float64 (the E-step of float64 values: exp
 // accurate to 1 ulp). The lane count is fixed per ISA, so a fit is bitwise reproducible on one machine; across CPU
 // kinds the sums' rounding differs in the last bits.
 #include <algorithm>
@@ -557,6 +557,9 @@ struct GroupConstants {
   double lo, inv_scale;
   double split, shift[2];                                // the inits' hard split (fastmix/methods/gmm.py)
   double half_precision[2], offset[2], mean[2];         // E-step, see EStepSums
+  double origin;                                         // float32 E-step (FloatEStep): a float32 value
+  int accumulated;                                       // of FloatEStep: a component
+  bool with_totals;
 };
 
 enum class Pass { kSplit, kLloyd, kCount, kEStep };
@@ -718,10 +721,10 @@ FASTMIX_INLINE typename Lanes<L>::D exp_nonpositive(typename Lanes<L>::D a) {
   return p * reinterpret_cast<D>(two_to_n);
 }
 
-// One vector of values into the two-component E-step sums, for the float64 and the float32 E-step alike: from each
-// component's log-weight w_k (natural or log2 units: exp_nonpositive is exp or 2^ to match), d_k = x - mu_k and
-// d_k^2, adds the responsibilities r_k (BalanceMix eq. 7), r_k d_k, r_k d_k^2, the larger log-weight and the factor
-// 1 + e with e = exp(-|w1 - w0|) (-|.| by the sign bit: -0 for +-0); lanes with keep = 0 add nothing when kMasked.
+// One vector of values into the two-component sums of the float64 E-step (EStepSums): from each component's
+// log-weight w_k, d_k = x - mu_k and d_k^2, adds the responsibilities r_k (BalanceMix eq. 7), r_k d_k, r_k d_k^2,
+// the larger log-weight and the factor 1 + e with e = exp(-|w1 - w0|) (-|.| by the sign bit: -0 for +-0); lanes
+// with keep = 0 add nothing when kMasked.
 template <bool kMasked, typename V, typename I, typename ExpNonPositive>
 FASTMIX_INLINE void add_two_components(const V (&w)[2], const V (&d)[2], const V (&squares)[2], V keep,
                                        ExpNonPositive exp_nonpositive, V& log_p, V& product, V (&resp)[2],
@@ -791,124 +794,253 @@ struct EStepSums {
 // policy every backend shares: each value's arithmetic (normalisation, exp, the log's factors) and the lanes'
 // running sums are float32; every kVectorsPerFlush vectors the running sums are added into float64 lane sums and
 // the product of the factors (1 + e) is renormalised to [1, 2) with its exponent kept as an integer, so one log
-// per lane at the end is exact to float64 rounding. The log-weights are taken in log2 units (the constants scaled by
-// log2 e: exp becomes 2^, whose range reduction is exact), their sum converted back per lane at the end. The sum over
-// the lanes and everything per group are float64.
+// per block at the end is exact to float64 rounding. Everything per group is float64. Per value it computes only
+// what one component's statistics and the log-likelihood need (FloatEStep); the other component's statistics
+// follow from the group's totals (complete_float_estep).
 template <int M>
 struct FloatLanes {
   typedef float F __attribute__((vector_size(4 * M)));
   typedef int32_t I __attribute__((vector_size(4 * M)));
 };
 
-// 2^a for a <= 0 in float32, within 2 ulp for a >= -126 (below, clamped at 2^-126 ~ 1.2e-38, which adds nothing
-// next to the other component's 1): a = n + r, n an integer, |r| <= 1/2 (exact), 2^r by the degree-6 polynomial
+// 2^a for a in [-126, 0] (clamped_minus_distance) in float32, within 2 ulp, K vectors at a time, the statements
+// interleaved (see FloatEStep::add): a = n + r, n an integer, |r| <= 1/2 (exact), 2^r by the degree-6 polynomial
 // interpolating it at the 7 Chebyshev nodes of [-1/2, 1/2] (relative error < 2.6e-9, below float32's rounding; one
 // FMA fewer than the degree-7 Taylor polynomial, whose truncation error was 50 times smaller than needed), 2^n put in
-// the exponent bits. The clamp is a signed integer min of the bit patterns (for negative floats their order
-// reverses that of the values).
-template <int M>
-FASTMIX_INLINE typename FloatLanes<M>::F exp2_nonpositive_float(typename FloatLanes<M>::F a) {
+// the exponent bits. With AVX-512 (16 lanes), n by vrndscaleps and 2^n applied by vscalefps: two instructions fewer
+// than the shifter and the exponent bits (inline assembly: an intrinsic would need the callers compiled for AVX-512).
+template <int M, int K>
+FASTMIX_INLINE void exp2_nonpositive_float(typename FloatLanes<M>::F (&a)[K], typename FloatLanes<M>::F (&out)[K]) {
   using F = typename FloatLanes<M>::F;
   using I = typename FloatLanes<M>::I;
+#if defined(__x86_64__)
+  constexpr bool kScale = M == 16;
+#else
+  constexpr bool kScale = false;
+#endif
   constexpr float kShifter = 0x1.8p23f + 127;  // adding it rounds to an integer n and puts n + 127 in the low bits
-  constexpr int32_t kLowest = -1023672320;  // the bits of -126.0f as int32
-  I bits = reinterpret_cast<I>(a);
-  bits = bits < kLowest ? bits : I{} + kLowest;
-  a = reinterpret_cast<F>(bits);
-  F n = a + kShifter;
-  const I n_bits = reinterpret_cast<I>(n);  // the low bits hold n + 127 (the exponent bias)
-  n -= kShifter;
-  const F r = a - n;
-  F p = F{} + 0.00015461444691130264f;
-  p = p * r + 0.0013400428177566465f;
-  p = p * r + 0.00961805667854805f;
-  p = p * r + 0.05550327226670292f;
-  p = p * r + 0.2402265092228862f;
-  p = p * r + 0.6931472067028327f;
-  p = p * r + 1.0f;
-  const I two_to_n = n_bits << 23;  // n + 127 in the exponent field (the shifter's higher bits shift out)
-  return p * reinterpret_cast<F>(two_to_n);
-}
-
-template <int M>
-struct EStepSumsFloat {
-  using F = typename FloatLanes<M>::F;
-  using I = typename FloatLanes<M>::I;
-  using D = typename Lanes<M>::D;  // M float64 lanes: the flushed sums
-  static constexpr int64_t kVectorsPerFlush = 64;  // a product of 64 factors in [1, 2) stays below 2^64
-  float lo, inv_scale, half_precision[2], offset[2], mean[2];
-  F log_p{}, resp[2]{}, shifted[2]{}, squared[2]{};
-  F product = F{} + 1.0f;
-  I product_exponent{};
-  D total[gmm::kStats]{};
-
-  explicit EStepSumsFloat(const GroupConstants& c)
-      : lo(static_cast<float>(c.lo)), inv_scale(static_cast<float>(c.inv_scale)) {
-    for (int k = 0; k < 2; ++k) {  // the log-weights in bits (log2 units): exp becomes 2^
-      half_precision[k] = static_cast<float>(c.half_precision[k] * kLog2E);
-      offset[k] = static_cast<float>(c.offset[k] * kLog2E);
-      mean[k] = static_cast<float>(c.mean[k]);
+  constexpr float kCoefficients[] = {0.0013400428177566465f, 0.00961805667854805f, 0.05550327226670292f,
+                                     0.2402265092228862f, 0.6931472067028327f, 1.0f};
+  F n[K], p[K];
+  I n_bits[K];
+  if constexpr (kScale) {
+    for (int j = 0; j < K; ++j) asm("vrndscaleps $8, %1, %0" : "=v"(n[j]) : "v"(a[j]));  // nearest, no exceptions
+  } else {
+    for (int j = 0; j < K; ++j) n[j] = a[j] + kShifter;
+    for (int j = 0; j < K; ++j) n_bits[j] = reinterpret_cast<I>(n[j]);  // the low bits hold n + 127 (the bias)
+    for (int j = 0; j < K; ++j) n[j] -= kShifter;
+  }
+  for (int j = 0; j < K; ++j) a[j] -= n[j];  // r
+  for (int j = 0; j < K; ++j) p[j] = F{} + 0.00015461444691130264f;
+  for (float coefficient : kCoefficients) {
+    for (int j = 0; j < K; ++j) p[j] = p[j] * a[j] + coefficient;
+  }
+  if constexpr (kScale) {
+    for (int j = 0; j < K; ++j) asm("vscalefps %2, %1, %0" : "=v"(out[j]) : "v"(p[j]), "v"(n[j]));
+  } else {
+    for (int j = 0; j < K; ++j) {  // n + 127 in the exponent field (the shifter's higher bits shift out)
+      out[j] = p[j] * reinterpret_cast<F>(n_bits[j] << 23);
     }
   }
+}
 
-  // As EStepSums::add, in float32 and log2 units.
-  template <bool kMasked>
-  FASTMIX_INLINE void add(F v, F keep) {
-    const F shifted_value = v - lo;
-    F d[2], squares[2], w[2];
-    for (int k = 0; k < 2; ++k) {
-      d[k] = shifted_value * inv_scale - mean[k];  // one fma: x - mean_k with x = (v - lo) / scale
-      squares[k] = d[k] * d[k];
-      w[k] = offset[k] - half_precision[k] * squares[k];
+// -min(|g|, 126) (exp2_nonpositive_float's range: 2^-126 ~ 1.2e-38 adds nothing next to the other component's 1):
+// with AVX-512 one vrangeps (AVX512DQ: the smaller magnitude, its sign set), else the sign bit set and a signed
+// integer min of the bit patterns (for negative floats their order reverses that of the values).
+template <int M>
+FASTMIX_INLINE typename FloatLanes<M>::F clamped_minus_distance(typename FloatLanes<M>::F g) {
+  using F = typename FloatLanes<M>::F;
+  using I = typename FloatLanes<M>::I;
+#if defined(__x86_64__)
+  if constexpr (M == 16) {
+    const F limit = F{} + 126.0f;
+    F out;
+    asm("vrangeps $14, %2, %1, %0" : "=v"(out) : "v"(g), "v"(limit));
+    return out;
+  }
+#endif
+  constexpr int32_t kLowest = -1023672320;  // the bits of -126.0f as int32
+  const I bits = reinterpret_cast<I>(g) | reinterpret_cast<I>(-F{});
+  return reinterpret_cast<F>(bits < kLowest ? bits : I{} + kLowest);
+}
+
+// 1 / x for x in [1, 2] in float32: a division, or with AVX-512 (16 lanes) the 14-bit reciprocal estimate and one
+// Newton step (relative error < 2^-23 before the last rounding; faster than the division per E-step). The estimate
+// is inline assembly: an intrinsic would need this helper's callers compiled for AVX-512 too.
+template <int M>
+FASTMIX_INLINE typename FloatLanes<M>::F reciprocal_one_to_two(typename FloatLanes<M>::F x) {
+#if defined(__x86_64__)
+  if constexpr (M == 16) {
+    typename FloatLanes<M>::F y;
+    asm("vrcp14ps %1, %0" : "=v"(y) : "v"(x));
+    return y * (2.0f - x * y);
+  }
+#endif
+  return 1.0f / x;
+}
+
+// The float32 constants of FloatEStep for one group: the values taken as x = (v - origin) * inv_scale, origin a
+// float32 near the group's values (so v - origin is exact or nearly, whatever the values' range), the means as
+// mean_k - (origin - lo) * inv_scale rounded to float32 (complete_float_estep moves the sums to the exact means).
+FASTMIX_INLINE double origin_of(const GroupConstants& c) { return (c.origin - c.lo) * c.inv_scale; }
+
+FASTMIX_INLINE float centred_mean(const GroupConstants& c, int k) {
+  return static_cast<float>(c.mean[k] - origin_of(c));
+}
+
+// One block's float32 E-step, in log2 units (the log-weights scaled by log2 e: exp becomes 2^, whose range
+// reduction is exact). Per value: d_k = x - mean_k, the gap g = w_other - w_accumulated between the log-weights
+// (w_k = offset_k - half_precision_k d_k^2, BalanceMix eq. 7), e = 2^-|g|, the responsibilities 1 / (1 + e) (the
+// component on top) and e / (1 + e) (the other). It sums the accumulated component's r, r d, r d^2, the factors
+// 1 + e and the bottom responsibility times |g|: with log p(x) = sum_k r_k (w_k - log r_k) (as r_k = w_k N_k / p),
+// sum log p = sum_k (offset_k sum r_k - half_precision_k sum r_k d_k^2) + sum [log(1 + e) + r_bottom |g| ln 2],
+// whose float32 terms are the bounded entropies (at most ln 2 each), the rest float64 (complete_float_estep).
+// out: [0] sum log(1 + e) + r_bottom |g| ln 2 (natural units), [1] sum r, [2] sum r d, [3] sum r d^2 (around the
+// float32 mean), with c.with_totals [4] sum (v - origin), [5] sum (v - origin)^2 in float64 (raw units), [6] 0.
+template <int M>
+struct FloatEStep {
+  using F = typename FloatLanes<M>::F;
+  using I = typename FloatLanes<M>::I;
+  static constexpr int64_t kVectorsPerFlush = 64;  // a product of 64 factors in [1, 2) stays below 2^64
+  static constexpr int kSums = 4;
+  static constexpr int kInterleave = 2;
+  float origin, inv_scale, mean[2], half_precision[2], gap_offset;  // [0] the accumulated component, [1] the other
+  F uncertainty{}, resp{}, shifted{}, squared{};  // uncertainty: sum r_bottom (-|g|)
+  F product = F{} + 1.0f;
+  I product_exponent{};
+  double total[kSums][M] = {};  // in memory: float64 registers here would push the loop's constants out
+
+  explicit FloatEStep(const GroupConstants& c)
+      : origin(static_cast<float>(c.origin)), inv_scale(static_cast<float>(c.inv_scale)) {
+    const int order[2] = {c.accumulated, 1 - c.accumulated};
+    for (int j = 0; j < 2; ++j) {
+      mean[j] = centred_mean(c, order[j]);
+      half_precision[j] = static_cast<float>(c.half_precision[order[j]] * kLog2E);
     }
-    add_two_components<kMasked, F, I>(w, d, squares, keep, [](F a) { return exp2_nonpositive_float<M>(a); }, log_p,
-                                      product, resp, shifted, squared);
+    gap_offset = static_cast<float>((c.offset[order[1]] - c.offset[order[0]]) * kLog2E);
+  }
+
+  // K vectors at a time, each statement for all K before the next: one value's chain of ~25 dependent operations
+  // is long, and the out-of-order core overlaps independent chains only as far as its scheduler reaches (K = 2
+  // measured ~8% faster than K = 1 with AVX-512). Lanes with keep = 0 add nothing when kMasked (K = 1).
+  template <int K, bool kMasked>
+  FASTMIX_INLINE void add(const F (&v)[K], F keep) {
+    F x[K], d[K], d_other[K], square[K], gap[K], minus_distance[K], e[K], factor[K], r_top[K], r[K], entropy[K];
+    for (int j = 0; j < K; ++j) x[j] = (v[j] - origin) * inv_scale;
+    for (int j = 0; j < K; ++j) d[j] = x[j] - mean[0];
+    for (int j = 0; j < K; ++j) d_other[j] = x[j] - mean[1];
+    for (int j = 0; j < K; ++j) square[j] = d[j] * d[j];
+    for (int j = 0; j < K; ++j) {
+      gap[j] = (gap_offset + half_precision[0] * square[j]) - half_precision[1] * (d_other[j] * d_other[j]);
+    }
+    for (int j = 0; j < K; ++j) minus_distance[j] = clamped_minus_distance<M>(gap[j]);
+    F a[K];  // exp2_nonpositive_float's scratch
+    std::copy(minus_distance, minus_distance + K, a);
+    exp2_nonpositive_float<M, K>(a, e);
+    for (int j = 0; j < K; ++j) factor[j] = 1.0f + e[j];
+    for (int j = 0; j < K; ++j) r_top[j] = reciprocal_one_to_two<M>(factor[j]);
+    for (int j = 0; j < K; ++j) e[j] *= r_top[j];  // the bottom responsibility
+    for (int j = 0; j < K; ++j) r[j] = gap[j] > 0 ? e[j] : r_top[j];
+    for (int j = 0; j < K; ++j) entropy[j] = e[j] * minus_distance[j];
+    if constexpr (kMasked) {
+      r[0] *= keep;
+      entropy[0] *= keep;
+      factor[0] = factor[0] * keep + (1.0f - keep);
+    }
+    for (int j = 0; j < K; ++j) {
+      uncertainty += entropy[j];
+      product *= factor[j];
+      resp += r[j];
+      shifted += r[j] * d[j];
+      squared += r[j] * square[j];
+    }
   }
 
   FASTMIX_INLINE void flush() {
     const I bits = reinterpret_cast<I>(product);
     product_exponent += (bits >> 23) - 127;
     product = reinterpret_cast<F>((bits & 0x007fffff) | (int32_t(127) << 23));
-    F* sums[gmm::kStats] = {&log_p, &resp[0], &resp[1], &shifted[0], &shifted[1], &squared[0], &squared[1]};
-    for (int s = 0; s < gmm::kStats; ++s) {
-      total[s] += __builtin_convertvector(*sums[s], D);
+    F* sums[kSums] = {&uncertainty, &resp, &shifted, &squared};
+    for (int s = 0; s < kSums; ++s) {
+      for (int l = 0; l < M; ++l) total[s][l] += (*sums[s])[l];
       *sums[s] = F{};
     }
   }
 
-  FASTMIX_INLINE void store(double* stats) {
+  FASTMIX_INLINE void store(double* out) {
     flush();
-    for (int s = 0; s < gmm::kStats; ++s) stats[s] = 0.0;
+    double product_of_lanes = 1.0;  // M factors in [1, 2): exact to float64 rounding, one log per block
+    for (int s = 0; s < gmm::kStats; ++s) out[s] = 0.0;
     for (int l = 0; l < M; ++l) {
-      stats[0] += std::log(static_cast<double>(product[l])) + (product_exponent[l] + total[0][l]) * kLn2;
-      for (int s = 1; s < gmm::kStats; ++s) stats[s] += total[s][l];
+      product_of_lanes *= product[l];
+      out[0] += product_exponent[l] - total[0][l];
+      for (int s = 1; s < kSums; ++s) out[s] += total[s][l];
     }
+    out[0] = out[0] * kLn2 + std::log(product_of_lanes);
   }
 };
 
-// run_lanes for float32 values kept in float32: sums.add<masked>(v, keep) over the raw values, M at a time.
+// out[4] = sum (v - origin), out[5] = sum (v - origin)^2 over a block, float64 (each float32 difference exact in
+// float64), two vectors of M / 2 lanes at a time, each into its own sums (one chain of adds was latency-bound).
+template <int M>
+FASTMIX_INLINE void float_totals(const float* values, int64_t n, double origin, double* out) {
+  using D = typename Lanes<M / 2>::D;
+  D sum[2] = {}, squares[2] = {};
+  const int64_t whole = n - n % M;
+  for (int64_t i = 0; i < whole; i += M) {
+    for (int h = 0; h < 2; ++h) {
+      D v;
+      for (int l = 0; l < M / 2; ++l) v[l] = values[i + h * (M / 2) + l];  // one vcvtps2pd
+      const D d = v - origin;
+      sum[h] += d;
+      squares[h] += d * d;
+    }
+  }
+  out[4] = out[5] = 0.0;
+  for (int l = 0; l < M / 2; ++l) {
+    out[4] += sum[0][l] + sum[1][l];
+    out[5] += squares[0][l] + squares[1][l];
+  }
+  for (int64_t i = whole; i < n; ++i) {
+    const double d = static_cast<double>(values[i]) - origin;
+    out[4] += d;
+    out[5] += d * d;
+  }
+}
+
+// run_lanes for float32 values kept in float32: sums.add<K, masked>(v, keep) over the raw values, K vectors of M
+// at a time (then one at a time, the last one masked).
 template <int M, typename Sums>
 FASTMIX_INLINE void run_float_lanes(const float* values, int64_t n, Sums& sums) {
   using F = typename FloatLanes<M>::F;
-  const int64_t whole = n - n % M;
+  constexpr int K = Sums::kInterleave;
+  static_assert(Sums::kVectorsPerFlush % K == 0);
+  const int64_t whole = n - n % (K * M);
   int64_t i = 0;
   while (i < whole) {
     const int64_t stop = std::min(whole, i + Sums::kVectorsPerFlush * M);
-    for (; i < stop; i += M) {
-      prefetch_ahead(values + i);
-      F v;
-      std::memcpy(&v, values + i, sizeof v);
-      sums.template add<false>(v, F{});
+    for (; i < stop; i += K * M) {
+      F v[K];
+      for (int j = 0; j < K; ++j) {
+        prefetch_ahead(values + i + j * M);
+        std::memcpy(&v[j], values + i + j * M, sizeof v[j]);
+      }
+      sums.template add<K, false>(v, F{});
     }
     sums.flush();
   }
+  for (; i + M <= n; i += M) {
+    F v[1];
+    std::memcpy(&v[0], values + i, sizeof v[0]);
+    sums.template add<1, false>(v, F{});
+  }
   if (i < n) {
-    F v{}, keep{};
+    F v[1] = {}, keep{};
     for (int l = 0; l < n - i; ++l) {
-      v[l] = values[i + l];
+      v[0][l] = values[i + l];
       keep[l] = 1.0f;
     }
-    sums.template add<true>(v, keep);
+    sums.template add<1, true>(v, keep);
   }
 }
 
@@ -1029,15 +1161,18 @@ FASTMIX_INLINE void float_split_pass(const float* values, int64_t n, const Group
   }
 }
 
+template <int M>
+FASTMIX_INLINE void run_float_estep(const float* values, int64_t n, const GroupConstants& c, double* out) {
+  FloatEStep<M> sums(c);
+  run_float_lanes<M>(values, n, sums);
+  sums.store(out);
+  if (c.with_totals) float_totals<M>(values, n, c.origin, out);
+}
+
 template <int L, typename T>
 FASTMIX_INLINE void run_pass(Pass pass, const T* values, int64_t n, const GroupConstants& c, double* out) {
-  if constexpr (std::is_same_v<T, float>) {  // twice the lanes in float32: EStepSumsFloat, float_split_pass
-    if (pass == Pass::kEStep) {
-      EStepSumsFloat<2 * L> sums(c);
-      run_float_lanes<2 * L>(values, n, sums);
-      sums.store(out);
-      return;
-    }
+  if constexpr (std::is_same_v<T, float>) {  // twice the lanes in float32: FloatEStep, float_split_pass
+    if (pass == Pass::kEStep) return run_float_estep<2 * L>(values, n, c, out);
     const bool monotone = c.inv_scale > 0.0 && c.inv_scale < kInfinity;  // always, for a usable normalisation
     if (pass == Pass::kLloyd && monotone) return float_split_pass<2 * L, true>(values, n, c, out);
     if (pass == Pass::kCount && monotone) return float_split_pass<2 * L, false>(values, n, c, out);
@@ -1399,7 +1534,11 @@ void race(const T* sorted, const int64_t* offsets, int64_t n_groups, const doubl
   }
 }
 
-// The E-step constants of every group (see EStepSums) from its current parameters.
+// The E-step constants of every group (see EStepSums, FloatEStep) from its current parameters. FloatEStep
+// accumulates the component whose statistics, taken from the group's totals, leave the other's with the least
+// cancellation: the smaller w_k (var_k + (mu_0 - mu_1)^2) / (w_other var_other), the factor by which the subtraction
+// amplifies the accumulated sums' rounding.
+
 void set_estep_constants(int64_t n_groups, const double* weights, const double* means, const double* variances,
                          std::vector<GroupConstants>& constants) {
   for (int64_t g = 0; g < n_groups; ++g) {
@@ -1409,7 +1548,65 @@ void set_estep_constants(int64_t n_groups, const double* weights, const double* 
       constants[g].offset[k] = p.offset[k];
       constants[g].mean[k] = p.mean[k];
     }
+    const double* w = weights + 2 * g;
+    const double* var = variances + 2 * g;
+    const double apart = (means[2 * g] - means[2 * g + 1]) * (means[2 * g] - means[2 * g + 1]);
+    const bool first = w[0] * w[0] * var[0] * (var[0] + apart) <= w[1] * w[1] * var[1] * (var[1] + apart);
+    constants[g].accumulated = first ? 0 : 1;
   }
+}
+
+// FloatEStep's origin of every group, fixed for a fit: the float32 nearest the mixture's mean in raw units,
+// lo + (w_0 mu_0 + w_1 mu_1) scale (lo when that is not finite), with the group's totals around it.
+void set_origins(int64_t n_groups, const double* lo, const double* scale, const double* weights, const double* means,
+                 std::vector<GroupConstants>& constants) {
+  for (int64_t g = 0; g < n_groups; ++g) {
+    const double centre = lo[g] + (weights[2 * g] * means[2 * g] + weights[2 * g + 1] * means[2 * g + 1]) * scale[g];
+    const float origin = static_cast<float>(std::isfinite(centre) ? centre : lo[g]);
+    constants[g].origin = std::isfinite(origin) ? origin : 0.0f;
+    constants[g].with_totals = true;
+  }
+}
+
+// A group's E-step statistics (gmm.h layout, around the exact means) from FloatEStep's sums over its n values
+// (sums[0..3]) and its totals around the origin (t1 = sum (v - origin), t2 = sum (v - origin)^2, raw units): the
+// accumulated component's sums moved from its float32 mean to the exact one; the other's as the group's sums around
+// its mean minus the accumulated component's share (r_other = 1 - r); sum log p = sum_k (offset_k sum r_k -
+// half_precision_k sum r_k (x - mu_k)^2) + sums[0] (FloatEStep). Counts and sums of squares clamped at 0.
+void complete_float_estep(const double* sums, double n, double t1, double t2, const GroupConstants& c,
+                          double* stats) {
+  std::fill(stats, stats + gmm::kStats, 0.0);
+  if (n == 0.0) return;
+  const int a = c.accumulated, o = 1 - a;
+  const double mean_x = origin_of(c) + c.inv_scale * t1 / n;  // the group's mean of x, its spread around it:
+  const double spread = std::max(c.inv_scale * c.inv_scale * (t2 - t1 * t1 / n), 0.0);
+  double first[2], second[2];  // sum (x - mu_k), sum (x - mu_k)^2
+  for (int k = 0; k < 2; ++k) {
+    first[k] = n * (mean_x - c.mean[k]);
+    second[k] = spread + n * (mean_x - c.mean[k]) * (mean_x - c.mean[k]);
+  }
+  // FloatEStep's d = (v - origin) inv_scale_f32 - mean_f32 = ratio (x - kernel_mean), ratio = inv_scale_f32 /
+  // inv_scale: its sums scaled back by ratio and moved from kernel_mean to the mean (the scale's rounding would
+  // otherwise reach the other component's sums amplified by the subtraction).
+  const double rounded_scale = static_cast<float>(c.inv_scale) / c.inv_scale;
+  const double ratio = std::isfinite(rounded_scale) && rounded_scale > 0.0 ? rounded_scale : 1.0;
+  const double moved = c.mean[a] - (centred_mean(c, a) / ratio + origin_of(c));
+  const double r = sums[1], shifted = sums[2] / ratio, squared = sums[3] / (ratio * ratio);
+  const double rd = shifted - moved * r;
+  const double rd2 = std::max(squared - 2.0 * moved * shifted + moved * moved * r, 0.0);
+  const double apart = c.mean[a] - c.mean[o];  // x - mu_o = (x - mu_a) + apart
+  stats[1 + a] = r;
+  stats[3 + a] = rd;
+  stats[5 + a] = rd2;
+  stats[1 + o] = std::max(n - r, 0.0);
+  stats[3 + o] = first[o] - (rd + apart * r);
+  stats[5 + o] = std::max(second[o] - (rd2 + 2.0 * apart * rd + apart * apart * r), 0.0);
+  stats[0] = sums[0];
+  for (int k = 0; k < 2; ++k) stats[0] += c.offset[k] * stats[1 + k] - c.half_precision[k] * stats[5 + k];
+}
+
+FASTMIX_INLINE double group_size(const int64_t* offsets, int64_t g) {
+  return static_cast<double>(offsets[g + 1] - offsets[g]);
 }
 
 // One E-step's statistics (gmm.h layout, around the given means) of every group: (G, kStats).
@@ -1418,18 +1615,33 @@ void estep(const T* sorted, const int64_t* offsets, int64_t n_groups, const doub
            const double* weights, const double* means, const double* variances, double* stats) {
   std::vector<GroupConstants> constants = normalisation(n_groups, lo, scale);
   set_estep_constants(n_groups, weights, means, variances, constants);
-  per_group_pass(pass_for_this_cpu<T>(), Pass::kEStep, sorted, blocks_of(offsets, n_groups), n_groups, constants,
-                 nullptr, gmm::kStats, stats);
+  if constexpr (std::is_same_v<T, float>) {
+    set_origins(n_groups, lo, scale, weights, means, constants);
+    std::vector<double> sums(n_groups * gmm::kStats);
+    per_group_pass(pass_for_this_cpu<T>(), Pass::kEStep, sorted, blocks_of(offsets, n_groups), n_groups, constants,
+                   nullptr, gmm::kStats, sums.data());
+    for (int64_t g = 0; g < n_groups; ++g) {
+      const double* own = sums.data() + g * gmm::kStats;
+      complete_float_estep(own, group_size(offsets, g), own[4], own[5], constants[g], stats + g * gmm::kStats);
+    }
+  } else {
+    per_group_pass(pass_for_this_cpu<T>(), Pass::kEStep, sorted, blocks_of(offsets, n_groups), n_groups, constants,
+                   nullptr, gmm::kStats, stats);
+  }
 }
 
+// The EM loop; with float32 values the first E-step also takes the groups' totals (FloatEStep), which the later
+// ones reuse.
 template <typename T>
 void em(const T* sorted, const int64_t* offsets, int64_t n_groups, const double* count, const double* lo,
         const double* scale, double* weights, double* means, double* variances, double* log_likelihood,
         int64_t* n_iter, uint8_t* converged, int64_t max_iter, double tol, double reg_covar, double eps) {
+  constexpr bool kFloat = std::is_same_v<T, float>;
   const PassFn<T> run = pass_for_this_cpu<T>();
   const std::vector<Block> blocks = blocks_of(offsets, n_groups);
   std::vector<GroupConstants> constants = normalisation(n_groups, lo, scale);
-  std::vector<double> stats(n_groups * gmm::kStats);
+  if (kFloat) set_origins(n_groups, lo, scale, weights, means, constants);
+  std::vector<double> stats(n_groups * gmm::kStats), totals(kFloat ? 2 * n_groups : 0);
   std::vector<uint8_t> active(n_groups, 1);
   std::vector<double> previous(n_groups, -kInfinity);
   int64_t n_active = n_groups;
@@ -1439,9 +1651,20 @@ void em(const T* sorted, const int64_t* offsets, int64_t n_groups, const double*
                    stats.data());
     for (int64_t g = 0; g < n_groups; ++g) {
       if (!active[g]) continue;
-      const bool done = gmm::m_step(stats.data() + g * gmm::kStats, count[g], reg_covar, eps, tol, weights + 2 * g,
-                                    means + 2 * g, variances + 2 * g, previous.data() + g,
-                                    log_likelihood + g * max_iter + iteration);
+      double* own = stats.data() + g * gmm::kStats;
+      double completed[gmm::kStats];
+      if constexpr (kFloat) {
+        if (constants[g].with_totals) {
+          totals[2 * g] = own[4];
+          totals[2 * g + 1] = own[5];
+          constants[g].with_totals = false;
+        }
+        complete_float_estep(own, group_size(offsets, g), totals[2 * g], totals[2 * g + 1], constants[g],
+                             completed);
+        own = completed;
+      }
+      const bool done = gmm::m_step(own, count[g], reg_covar, eps, tol, weights + 2 * g, means + 2 * g,
+                                    variances + 2 * g, previous.data() + g, log_likelihood + g * max_iter + iteration);
       n_iter[g] += 1;
       if (done) {
         converged[g] = 1;
@@ -1493,7 +1716,7 @@ T* out(uintptr_t p) {
 std::vector<std::string> gmm2_cpu_isas() {
   std::vector<std::string> isas;
 #if defined(__x86_64__)
-  if (__builtin_cpu_supports("avx512f")) isas.push_back("avx512");
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) isas.push_back("avx512");
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isas.push_back("avx2");
 #endif
   isas.push_back("baseline");

@@ -529,6 +529,43 @@ def test_cpu_grouping_of_every_isa_rejects_bad_data(isa, ids, monkeypatch):
         gmm_ops.gmm2_segments(nan, groups, 7, False, "cpu")
 
 
+def hard_float32_groups(offset: float = 0.0, scale: float = 1.0, small_groups: bool = True):
+    """float32 groups that stress the float32 E-step's per-group sums (one group each): a tight component of weight
+    0.99 next to a broad one of 0.01; a tight and a broad one of 0.5 each; equal means; 1, 2 and 3 values; a constant
+    group (with small_groups). Values offset + scale * (a loss in [0, 1])."""
+    g = torch.Generator().manual_seed(21)
+
+    def normal(n, mean, std):
+        return torch.randn(n, generator=g, dtype=torch.float64) * std + mean
+
+    groups = [torch.cat([normal(990, 0.3, 0.004), normal(10, 0.7, 0.1)]),
+              torch.cat([normal(500, 0.3, 0.004), normal(500, 0.6, 0.15)]),
+              torch.cat([normal(600, 0.5, 0.01), normal(400, 0.5, 0.1)])]
+    if small_groups:
+        groups += [torch.tensor([0.4]), torch.tensor([0.2, 0.9]), torch.tensor([0.1, 0.15, 0.8]),
+                   torch.full((50,), 0.25)]
+    values = torch.cat([offset + scale * v for v in groups]).float()
+    return values, torch.cat([torch.full((len(v),), i) for i, v in enumerate(groups)])
+
+
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("normalize,offset,scale,reg_covar", [("minmax", 0.0, 1.0, 5e-4), ("minmax", 0.0, 1.0, 1e-9),
+                                                             ("none", 1e6, 16.0, 5e-4)])
+def test_float32_estep_hard_groups_match_reference(isa, normalize, offset, scale, reg_covar, monkeypatch):
+    """The C++ float32 E-step (one component's sums per value, the other's from the group's totals) on groups where
+    that subtraction or float32 rounding could lose accuracy, values near 0 or at 1e6 (normalize="none": the raw
+    values; float32 resolution 0.0625 there), a tiny reg_covar (without the groups of 1-3 values: there a component
+    on one value gets a variance of ~1e-9, which float32 values cannot resolve): the fit within the float32 tolerance
+    of the reference's float64 fit of the same values, for each compiled instruction set."""
+    if _native._C is None or isa not in _native._C.gmm2_cpu_isas():
+        pytest.skip(f"this CPU or build has no {isa} kernels")
+    monkeypatch.setenv("FASTMIX_CPU_ISA", isa)
+    values, groups = hard_float32_groups(offset, scale, small_groups=reg_covar >= 5e-4)
+    fits = [fastmix.fit_gmm2(values, groups, n_groups=int(groups.max()) + 1, normalize=normalize, reg_covar=reg_covar,
+                             max_iter=10, tol=0.0, backend=backend) for backend in ("reference", "cpu")]
+    assert_same_fit(fits[1], fits[0], torch.float32)
+
+
 def test_unknown_cpu_isa_is_refused(monkeypatch):
     if _native._C is None:
         pytest.skip("fastmix._C is not built")
