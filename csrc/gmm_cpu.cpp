@@ -624,11 +624,10 @@ FASTMIX_INLINE void run_float_lanes(const float* values, int64_t n, Sums& sums) 
   }
 }
 
-// The k-means init's counting and Lloyd passes over float32 values (LloydSums' outputs) compare the raw values with
-// a float32 threshold: the smallest float32 v whose normalised value is >= the split (gmm::normalised is monotone
-// in v for a positive scale), found by bisection over the floats in order, so each value lands on the side of the
-// float64 comparison. NaN when no float qualifies (then no value is above). The Lloyd steps' band (LloydBand)
-// compares the values' order keys with such thresholds' keys, for float32 and float64 values alike.
+// The k-means init's passes compare the raw values with a threshold: the smallest T v whose normalised value is
+// >= the split (gmm::normalised is monotone in v for a positive scale), found by bisection over the Ts in order,
+// so each value lands on the side of the float64 comparison. NaN when no T qualifies (then no value is above).
+// The Lloyd steps' zone passes (LloydBand) compare the values' order keys with such thresholds' keys.
 template <typename T>
 using OrderKey = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
 
@@ -824,62 +823,141 @@ PassFn<T> pass_for_this_cpu() {
   return run_pass_baseline<T>;
 }
 
-// The values whose order key k has from <= k < from + width (unsigned wrap-around), in order, written to kept (room
-// for n + kCompactSlack values); returns their count. Branch-free; with AVX-512, a vector of keys at a time whose
-// inside lanes are compressed into one full-width store (hence the slack).
-constexpr int64_t kCompactSlack = 16;
+// A Lloyd step's pass over a group or its band (LloydBand): the values in three zones by their order keys k
+// (zone 0: k < from, zone 1: from <= k < to, zone 2: k >= to; from <= to), per zone the count (count[z]) and the sum
+// of v - lo (sum[z], float64), zone 1's values copied out in order to kept (room for n + kBandSlack values; kept may
+// be `values` itself: each value is written at or before where it was read). Branch-free; with AVX-512, a vector
+// of keys at a time whose zone-1 lanes are compressed into one full-width store (hence the slack), each zone's sum
+// added under its mask.
+constexpr int64_t kBandSlack = 16;
 
 template <typename T>
-using CompactFn = int64_t (*)(const T*, int64_t, OrderKey<T>, OrderKey<T>, T*);
+using ZoneFn = void (*)(const T*, int64_t, double, OrderKey<T>, OrderKey<T>, T*, int64_t*, double*);
 
-template <typename T>
-int64_t compact_band_baseline(const T* values, int64_t n, OrderKey<T> from, OrderKey<T> width, T* kept) {
-  int64_t count = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    kept[count] = values[i];
-    count += static_cast<OrderKey<T>>(order_of(values[i]) - from) < width;
+// The portable form: L float64 lanes (each value converted exactly) compared with the zone ends' threshold_value
+// (the same zones as their keys: order_of and the values' order agree but for -0 and +0, which normalise alike).
+template <int L, typename T>
+FASTMIX_INLINE void zone_pass(const T* values, int64_t n, double lo, OrderKey<T> from, OrderKey<T> to, T* kept,
+                              int64_t* count, double* sum) {
+  using D = typename Lanes<L>::D;
+  using I = typename Lanes<L>::I;
+  const auto threshold = [](OrderKey<T> key) {  // the T of that key; NaN past +inf's key (no value reaches it)
+    return key > order_of(std::numeric_limits<T>::infinity()) ? std::numeric_limits<double>::quiet_NaN()
+                                                               : static_cast<double>(value_of_order<T>(key));
+  };
+  const double low = threshold(from), high = threshold(to);
+  I counts[3] = {};
+  D sums[3] = {};
+  int64_t kept_count = 0;
+  for (int64_t i = 0; i < n; i += L) {
+    prefetch_ahead(values + i);
+    const int64_t available = std::min<int64_t>(L, n - i);
+    const D v = load_lanes<L>(values + i, available);
+    I padding{};  // all ones in the lanes past the end
+    for (int l = static_cast<int>(available); l < L; ++l) padding[l] = -1;
+    const I lower = ~(v >= low) & ~padding, upper = (v >= high) & ~padding, inside = ~(lower | upper) & ~padding;
+    const D d = v - lo;
+    const I zone[3] = {lower, inside, upper};
+    for (int z = 0; z < 3; ++z) {
+      counts[z] -= zone[z];
+      sums[z] += reinterpret_cast<D>(reinterpret_cast<I>(d) & zone[z]);
+    }
+    for (int l = 0; l < available; ++l) {
+      kept[kept_count] = values[i + l];
+      kept_count -= inside[l];
+    }
   }
-  return count;
+  for (int z = 0; z < 3; ++z) {
+    count[z] = 0;
+    sum[z] = 0.0;
+    for (int l = 0; l < L; ++l) {
+      count[z] += counts[z][l];
+      sum[z] += sums[z][l];
+    }
+  }
+}
+
+template <typename T>
+void zone_pass_baseline(const T* values, int64_t n, double lo, OrderKey<T> from, OrderKey<T> to, T* kept,
+                        int64_t* count, double* sum) {
+  zone_pass<2>(values, n, lo, from, to, kept, count, sum);
 }
 
 #if defined(__x86_64__)
 template <typename T>
-__attribute__((target("avx512f"))) int64_t compact_band_avx512(const T* values, int64_t n, OrderKey<T> from,
-                                                                OrderKey<T> width, T* kept) {
-  int64_t count = 0, i = 0;
+__attribute__((target("avx2,fma"))) void zone_pass_avx2(const T* values, int64_t n, double lo, OrderKey<T> from,
+                                                       OrderKey<T> to, T* kept, int64_t* count, double* sum) {
+  zone_pass<4>(values, n, lo, from, to, kept, count, sum);
+}
+
+__attribute__((target("avx512f"))) FASTMIX_INLINE void add_zones(__m512d* sums, __m512d d, unsigned lower,
+                                                                unsigned inside, unsigned upper) {
+  sums[0] = _mm512_mask_add_pd(sums[0], static_cast<__mmask8>(lower), sums[0], d);
+  sums[1] = _mm512_mask_add_pd(sums[1], static_cast<__mmask8>(inside), sums[1], d);
+  sums[2] = _mm512_mask_add_pd(sums[2], static_cast<__mmask8>(upper), sums[2], d);
+}
+
+template <typename T>
+__attribute__((target("avx512f"))) void zone_pass_avx512(const T* values, int64_t n, double lo, OrderKey<T> from,
+                                                         OrderKey<T> to, T* kept, int64_t* count, double* sum) {
+  int64_t counts[3] = {};
+  __m512d sums[3] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
+  const __m512d shift = _mm512_set1_pd(lo);
+  int64_t i = 0;
   if constexpr (sizeof(T) == 4) {
     const __m512i sign = _mm512_set1_epi32(INT32_MIN);
     const __m512i low = _mm512_set1_epi32(static_cast<int32_t>(from));
-    const __m512i span = _mm512_set1_epi32(static_cast<int32_t>(width));
+    const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(to));
     for (; i + 16 <= n; i += 16) {
+      prefetch_ahead(values + i);
       const __m512i bits = _mm512_loadu_si512(values + i);
       const __m512i key = _mm512_xor_si512(bits, _mm512_or_si512(_mm512_srai_epi32(bits, 31), sign));
-      const __mmask16 inside = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(key, low), span);
-      _mm512_storeu_si512(kept + count, _mm512_maskz_compress_epi32(inside, bits));
-      count += __builtin_popcount(inside);
+      const __mmask16 lower = _mm512_cmplt_epu32_mask(key, low);
+      const __mmask16 upper = _mm512_cmpge_epu32_mask(key, high);
+      const __mmask16 inside = static_cast<__mmask16>(~(lower | upper));
+      _mm512_storeu_si512(kept + counts[1], _mm512_maskz_compress_epi32(inside, bits));
+      counts[0] += __builtin_popcount(lower);
+      counts[1] += __builtin_popcount(inside);
+      const __m512 v = _mm512_castsi512_ps(bits);
+      add_zones(sums, _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), shift), lower, inside, upper);
+      add_zones(sums, _mm512_sub_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))),
+                                    shift), lower >> 8, inside >> 8, upper >> 8);
     }
   } else {
     const __m512i sign = _mm512_set1_epi64(INT64_MIN);
     const __m512i low = _mm512_set1_epi64(static_cast<int64_t>(from));
-    const __m512i span = _mm512_set1_epi64(static_cast<int64_t>(width));
+    const __m512i high = _mm512_set1_epi64(static_cast<int64_t>(to));
     for (; i + 8 <= n; i += 8) {
+      prefetch_ahead(values + i);
       const __m512i bits = _mm512_loadu_si512(values + i);
       const __m512i key = _mm512_xor_si512(bits, _mm512_or_si512(_mm512_srai_epi64(bits, 63), sign));
-      const __mmask8 inside = _mm512_cmplt_epu64_mask(_mm512_sub_epi64(key, low), span);
-      _mm512_storeu_si512(kept + count, _mm512_maskz_compress_epi64(inside, bits));
-      count += __builtin_popcount(inside);
+      const __mmask8 lower = _mm512_cmplt_epu64_mask(key, low);
+      const __mmask8 upper = _mm512_cmpge_epu64_mask(key, high);
+      const __mmask8 inside = static_cast<__mmask8>(~(lower | upper));
+      _mm512_storeu_si512(kept + counts[1], _mm512_maskz_compress_epi64(inside, bits));
+      counts[0] += __builtin_popcount(lower);
+      counts[1] += __builtin_popcount(inside);
+      add_zones(sums, _mm512_sub_pd(_mm512_castsi512_pd(bits), shift), lower, inside, upper);
     }
   }
-  return count + compact_band_baseline(values + i, n - i, from, width, kept + count);
+  int64_t tail_count[3];
+  double tail_sum[3];
+  zone_pass<1>(values + i, n - i, lo, from, to, kept + counts[1], tail_count, tail_sum);
+  for (int z = 0; z < 3; ++z) {
+    count[z] = (z == 2 ? i - counts[0] - counts[1] : counts[z]) + tail_count[z];
+    sum[z] = _mm512_reduce_add_pd(sums[z]) + tail_sum[z];
+  }
 }
 #endif
 
 template <typename T>
-CompactFn<T> compact_for_this_cpu() {
+ZoneFn<T> zone_pass_for_this_cpu() {
+  const std::string isa = gmm2_cpu_isa();
 #if defined(__x86_64__)
-  if (gmm2_cpu_isa() == "avx512") return compact_band_avx512<T>;
+  if (isa == "avx512") return zone_pass_avx512<T>;
+  if (isa == "avx2") return zone_pass_avx2<T>;
 #endif
-  return compact_band_baseline<T>;
+  return zone_pass_baseline<T>;
 }
 
 // count_above per ISA over 2^bits - 1 thresholds: a 16- or 32-byte vector of values at a time, or with AVX-512 a
@@ -1026,59 +1104,50 @@ FASTMIX_INLINE void around_centres(const double* around_zero, const double* cent
   }
 }
 
-// The values of one group whose normalised x lies in [low, high), with the count and the sum of x of the group's
-// values below low and of those at or above high: a Lloyd step whose split s lies in [low, high) sees every value
-// outside the band on the side it saw at the pass that built the band, so its statistics need a pass over the
-// band alone. Empty (low = inf) until built.
+// The values of one group whose normalised x lies in [low, high) (their order keys in [threshold_order(low),
+// threshold_order(high))), with the count and the sum of x of the group's values below low and of those at or
+// above high: for a split s in [low, high] every value outside the band lies on the side of s it lies on of the
+// band's ends, so a Lloyd step at s needs a pass over the band alone. Holds no split until built.
 template <typename T>
 struct LloydBand {
   std::vector<T> values;  // the first `size` hold the band
   int64_t size = 0;
-  double low = kInfinity, high = kInfinity;
+  double low = kInfinity, high = -kInfinity;
   double below[2] = {}, above[2] = {};  // count, sum of x
 
-  bool holds(double split) const { return low <= split && split < high; }
+  bool holds(double split) const { return low <= split && split <= high; }
 
-  // Around zero (around_centres' input): per side the count and the sum of x at split s.
-  void statistics(const PassFn<T>& run, GroupConstants c, double split, double* out) const {
-    c.split = split;
-    c.shift[0] = c.shift[1] = 0.0;
-    run(Pass::kLloyd, values.data(), size, c, out);
-    out[1] += below[0];
-    out[2] += above[0];
-    out[3] += below[1];
-    out[4] += above[1];
-  }
-
-  // From a full pass at `split` (around zero: at_split), the band between it and split + reach (reach > 0: the
-  // splits move up) or split + reach and it (reach < 0): its values copied out (branch-free), then a pass over them
-  // for their count and sum, which the side of `split` that holds the band loses (the sum rounded once more).
-  void build(const PassFn<T>& run, CompactFn<T> compact, GroupConstants c, const T* group, int64_t n, double split,
-             double reach, const double* at_split) {
-    const double end = split + reach;
-    low = reach > 0.0 ? split : end;
-    high = reach > 0.0 ? end : split;
-    if (static_cast<int64_t>(values.size()) < n + kCompactSlack) values.resize(n + kCompactSlack);
-    if (c.inv_scale > 0.0 && c.inv_scale < kInfinity) {  // normalised is monotone: compare order keys
-      const OrderKey<T> from = threshold_order<T>(c, low);
-      size = compact(group, n, from, threshold_order<T>(c, high) - from, values.data());
-    } else {
-      size = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        const double x = gmm::normalised(as_double(group[i]), c.lo, c.inv_scale);
-        values[size] = group[i];
-        size += (x >= low) & (x < high);
-      }
+  // The Lloyd step at `split` around zero (around_centres' input: per side the count and the sum of x), from one
+  // zone pass over the band (over the whole group when the band does not hold the split), which also leaves as the
+  // band the values between split and split + reach (reach > 0: the splits move up; < 0: down; none when reach is
+  // 0 or not finite) within the old band.
+  void step(ZoneFn<T> zones, const GroupConstants& c, const T* group, int64_t n, double split, double reach,
+            double* out) {
+    const bool inside = holds(split);
+    double from_x = split, to_x = split;
+    if (std::isfinite(split + reach) && reach > 0.0) to_x = inside ? std::min(split + reach, high) : split + reach;
+    if (std::isfinite(split + reach) && reach < 0.0) from_x = inside ? std::max(split + reach, low) : split + reach;
+    if (!inside) {
+      if (static_cast<int64_t>(values.size()) < n + kBandSlack) values.resize(n + kBandSlack);
+      for (int k = 0; k < 2; ++k) below[k] = above[k] = 0.0;
     }
-    double band[gmm::kStats];
-    c.split = kInfinity;  // every band value below: band[1] = the count, band[3] = the sum of x
-    c.shift[0] = c.shift[1] = 0.0;
-    run(Pass::kLloyd, values.data(), size, c, band);
-    const bool band_above = reach > 0.0;  // the band lies on this side of `split`
-    below[0] = at_split[1] - (band_above ? 0.0 : band[1]);
-    below[1] = at_split[3] - (band_above ? 0.0 : band[3]);
-    above[0] = at_split[2] - (band_above ? band[1] : 0.0);
-    above[1] = at_split[4] - (band_above ? band[3] : 0.0);
+    int64_t count[3];
+    double sum[3];
+    zones(inside ? values.data() : group, inside ? size : n, c.lo, threshold_order<T>(c, from_x),
+          threshold_order<T>(c, to_x), values.data(), count, sum);
+    below[0] += static_cast<double>(count[0]);
+    below[1] += sum[0] * c.inv_scale;
+    above[0] += static_cast<double>(count[2]);
+    above[1] += sum[2] * c.inv_scale;
+    size = count[1];
+    low = from_x;
+    high = to_x;
+    const bool band_below = to_x == split;  // the new band lies below the split (moving down, or empty)
+    for (int s = 0; s < gmm::kStats; ++s) out[s] = 0.0;
+    out[1] = below[0] + (band_below ? static_cast<double>(count[1]) : 0.0);
+    out[2] = above[0] + (band_below ? 0.0 : static_cast<double>(count[1]));
+    out[3] = below[1] + (band_below ? sum[1] * c.inv_scale : 0.0);
+    out[4] = above[1] + (band_below ? 0.0 : sum[1] * c.inv_scale);
   }
 };
 
@@ -1090,13 +1159,16 @@ struct LloydBand {
 // once a step's split leaves as many values below it as the previous step's: the splits are nested, so that is the
 // same partition, and further steps only recompute its means (c + sum (x - c) / n from the moved c can move c by
 // an ulp back and forth without end: 21% of the values at 118,287 x 80 were in groups that ran all 30 steps so);
-// then the statistics (G, 7) of the final split around the final centres (G, 2). The bisection and the Lloyd steps
-// take only counts and sums of x (LloydSums; float_split_pass for float32 values, the same splits); the final
-// split's statistics a full SplitSums pass. The splits of 1-D 2-means Lloyd steps move one way (each side's mean
-// grows with the split), by less each step: a step whose split falls outside the group's LloydBand passes over the
-// whole segment and builds a band reaching twice the last move ahead, the steps inside it pass over the band only
-// (at 118,287 x 80, 16% of a large group's values; the count below each split is a full pass's, the sums are
-// added in another order). Every pass's sums are rounded differently from the blocked passes' (to the last bits).
+// then the statistics (G, 7) of the final split around the final centres (G, 2). The bisection takes only counts
+// (count_above), the halves and the Lloyd steps counts and sums of x (LloydSums or float_split_pass; the zone
+// passes), all at the same splits; the final split's statistics a full SplitSums pass. The splits of 1-D 2-means
+// Lloyd steps move one way (each side's mean grows with the split), mostly by less each step: each step's zone pass
+// also keeps as the group's LloydBand the values between its split and twice its move ahead, so a step whose split
+// the band holds passes over the band alone, and the bands shrink with the moves (a step outside the band passes
+// over the whole segment). At 118,287 x 80 the Lloyd steps of a large group pass over its values once and then
+// over about as many again in all its bands (was once plus 16% of them per step); the count below each split is a
+// full pass's, the sums are added in another order. Every pass's sums are rounded differently from the blocked
+// passes' (to the last bits).
 FASTMIX_INLINE void lloyd_update(const double* stats, double* centres) {
   for (int k = 0; k < 2; ++k) {
     if (stats[1 + k] > 0.0) centres[k] += stats[3 + k] / std::max(stats[1 + k], 1.0);
@@ -1108,7 +1180,7 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
             const double* scale, const double* low, const double* high, const double* seeds, int64_t bisections,
             int64_t steps, double* centres, double* stats) {
   const PassFn<T> run = pass_for_this_cpu<T>();
-  const CompactFn<T> compact = compact_for_this_cpu<T>();
+  const ZoneFn<T> zones = zone_pass_for_this_cpu<T>();
   const CountFn<T> count_thresholds = count_for_this_cpu<T>();
   const double grid_steps = std::ldexp(1.0, static_cast<int>(bisections));
 #pragma omp parallel
@@ -1123,6 +1195,7 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
       GroupConstants c{};
       c.lo = lo[g];
       c.inv_scale = 1.0 / scale[g];
+      const bool monotone = c.inv_scale > 0.0 && c.inv_scale < kInfinity;  // always, for a usable normalisation
       auto grid_split = [&](int64_t step) {  // the split at step `step` of the grid
         return low[g] + static_cast<double>(step) / grid_steps * (high[g] - low[g]);
       };
@@ -1135,7 +1208,6 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
       double previous_split = std::numeric_limits<double>::quiet_NaN();
       if (seeds == nullptr) {
         int64_t below = 0, above = int64_t(1) << bisections;
-        const bool monotone = c.inv_scale > 0.0 && c.inv_scale < kInfinity;  // always, for a usable normalisation
         for (int64_t decided = 0; decided < bisections;) {
           const int64_t most = decided == 0 ? kFirstGridBits : kGridBits;
           const int bits = static_cast<int>(std::min<int64_t>(most, bisections - decided));
@@ -1168,21 +1240,18 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
         centre[0] = seeds[2 * g];
         centre[1] = seeds[2 * g + 1];
       }
-      band.low = band.high = kInfinity;
+      band.low = kInfinity;  // holds no split
+      band.high = -kInfinity;
       double previous_below = -1.0;  // the count below the previous step's split
       for (int64_t step = 0; step < steps; ++step) {
         const double before[2] = {centre[0], centre[1]};
         const double split = (centre[0] + centre[1]) / 2.0;
         double around_zero[gmm::kStats];
-        if (band.holds(split)) {
-          band.statistics(run, c, split, around_zero);
+        if (monotone) {
+          band.step(zones, c, values, n, split, 2.0 * (split - previous_split), around_zero);
         } else {
           split_pass(split, 0.0, 0.0);
           std::copy(out, out + gmm::kStats, around_zero);
-          const double reach = 2.0 * (split - previous_split);
-          if (reach != 0.0 && std::isfinite(split + reach)) {
-            band.build(run, compact, c, values, n, split, reach, around_zero);
-          }
         }
         around_centres(around_zero, centre, out);
         lloyd_update(out, centre);

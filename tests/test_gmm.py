@@ -1145,12 +1145,13 @@ def grid_neighbours(points: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 @pytest.mark.parametrize("isa", ("avx512", "avx2", "baseline"))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_kmeans_band_steps_split_as_full_passes(isa, dtype, monkeypatch):
-    """The C++ Lloyd steps pass over a band of each group's values around the moving split (its values copied out
-    with AVX-512 or scalar code); every value outside the band keeps its side. The C++ median bisection decides
-    several of its bits per pass. Groups whose split moves many times up (x^4) or down (1 - x^4), values on the
-    median grid's points, one ulp below and above them, and tied at splits, exactly half the values below a range
-    of splits, 1-3 values, a constant group: the median seeds (0 steps) are the reference's to rounding, the final
-    partition is the reference's full passes' exactly, the centres and statistics to rounding."""
+    """The C++ Lloyd steps pass over a band of each group's values around the moving split, each pass copying out
+    the next, narrower band (AVX-512 or portable code); every value outside the band keeps its side. The C++ median
+    bisection decides several of its bits per pass. Groups whose split moves many times up (x^4) or down
+    (1 - x^4), values on the median grid's points, one ulp below and above them, and tied at splits, exactly half
+    the values below a range of splits, 1-3 values, a constant group: the median seeds (0 steps) are the
+    reference's to rounding, the final partition is the reference's full passes' exactly, the centres and
+    statistics to rounding."""
     if _native._C is None or isa not in _native._C.gmm2_cpu_isas():
         pytest.skip(f"this CPU or build has no {isa} kernels")
     monkeypatch.setenv("FASTMIX_CPU_ISA", isa)
