@@ -669,12 +669,17 @@ OrderKey<T> threshold_order(const GroupConstants& c, double split) {
   return low;
 }
 
+// The T of a threshold's order key, or NaN past +inf's key (no value reaches it).
+template <typename T>
+T value_of_threshold(OrderKey<T> key) {
+  return key > order_of(std::numeric_limits<T>::infinity()) ? std::numeric_limits<T>::quiet_NaN()
+                                                            : value_of_order<T>(key);
+}
+
 // The smallest T whose normalised value is >= split (v >= it exactly when normalised(v) >= split), or NaN.
 template <typename T>
 T threshold_value(const GroupConstants& c, double split) {
-  const OrderKey<T> key = threshold_order<T>(c, split);
-  return key > order_of(std::numeric_limits<T>::infinity()) ? std::numeric_limits<T>::quiet_NaN()
-                                                            : value_of_order<T>(key);
+  return value_of_threshold<T>(threshold_order<T>(c, split));
 }
 
 float float_threshold(const GroupConstants& c) { return threshold_value<float>(c, c.split); }
@@ -879,18 +884,14 @@ constexpr int64_t kBandSlack = 16;
 template <typename T>
 using ZoneFn = void (*)(const T*, int64_t, double, OrderKey<T>, OrderKey<T>, T*, int64_t*, double*);
 
-// The portable form: L float64 lanes (each value converted exactly) compared with the zone ends' threshold_value
-// (the same zones as their keys: order_of and the values' order agree but for -0 and +0, which normalise alike).
+// The portable form: L float64 lanes (each value converted exactly) compared with the zone ends' values (the same
+// zones as their keys: order_of and the values' order agree but for -0 and +0, which normalise alike).
 template <int L, typename T>
 FASTMIX_INLINE void zone_pass(const T* values, int64_t n, double lo, OrderKey<T> from, OrderKey<T> to, T* kept,
                               int64_t* count, double* sum) {
   using D = typename Lanes<L>::D;
   using I = typename Lanes<L>::I;
-  const auto threshold = [](OrderKey<T> key) {  // the T of that key; NaN past +inf's key (no value reaches it)
-    return key > order_of(std::numeric_limits<T>::infinity()) ? std::numeric_limits<double>::quiet_NaN()
-                                                               : static_cast<double>(value_of_order<T>(key));
-  };
-  const double low = threshold(from), high = threshold(to);
+  const double low = value_of_threshold<T>(from), high = value_of_threshold<T>(to);
   I counts[3] = {};
   D sums[3] = {};
   int64_t kept_count = 0;
