@@ -562,7 +562,7 @@ struct GroupConstants {
   bool with_totals;
 };
 
-enum class Pass { kSplit, kLloyd, kCount, kEStep };
+enum class Pass { kSplit, kLloyd, kEStep };
 
 template <int L, typename T>
 FASTMIX_INLINE typename Lanes<L>::D load_lanes(const T* values, int64_t available) {
@@ -647,9 +647,8 @@ struct SplitSums {
 
 // The k-means init's Lloyd steps need of a hard split only each side's count and mean: per side the count and the
 // sum of x, masked adds (the select as a bit mask: GCC compiles a select here to branches); store: out[1 + k] = the
-// count, out[3 + k] = sum (x - shift_k) = sum x - count shift_k, as SplitSums lays them out. The median bisection
-// needs only the count below the split (kSums = false: out[1], the rest 0).
-template <int L, bool kSums = true>
+// count, out[3 + k] = sum (x - shift_k) = sum x - count shift_k, as SplitSums lays them out.
+template <int L>
 struct LloydSums {
   using D = typename Lanes<L>::D;
   using I = typename Lanes<L>::I;
@@ -666,11 +665,9 @@ struct LloydSums {
       lower *= keep;
     }
     count[0] += lower;
-    if constexpr (kSums) {
-      count[1] += upper;
-      sum[0] += lower * x;
-      sum[1] += upper * x;
-    }
+    count[1] += upper;
+    sum[0] += lower * x;
+    sum[1] += upper * x;
   }
 
   FASTMIX_INLINE void flush() {}
@@ -1044,11 +1041,10 @@ FASTMIX_INLINE void run_float_lanes(const float* values, int64_t n, Sums& sums) 
   }
 }
 
-// The k-means init's counting and Lloyd passes over float32 values (LloydSums' outputs) compare the raw values with
-// a float32 threshold: the smallest float32 v whose normalised value is >= the split (gmm::normalised is monotone
-// in v for a positive scale), found by bisection over the floats in order, so each value lands on the side of the
-// float64 comparison. NaN when no float qualifies (then no value is above). The Lloyd steps' band (LloydBand)
-// compares the values' order keys with such thresholds' keys, for float32 and float64 values alike.
+// The k-means init's passes compare the raw values with a threshold: the smallest T v whose normalised value is
+// >= the split (gmm::normalised is monotone in v for a positive scale), found by bisection over the Ts in order,
+// so each value lands on the side of the float64 comparison. NaN when no T qualifies (then no value is above).
+// The Lloyd steps' zone passes (LloydBand) compare the values' order keys with such thresholds' keys.
 template <typename T>
 using OrderKey = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
 
@@ -1090,59 +1086,51 @@ OrderKey<T> threshold_order(const GroupConstants& c, double split) {
   return low;
 }
 
-float float_threshold(const GroupConstants& c) {
-  const uint32_t key = threshold_order<float>(c, c.split);
-  return key > order_of(kInfinityFloat) ? std::numeric_limits<float>::quiet_NaN() : value_of_order<float>(key);
+// The T of a threshold's order key, or NaN past +inf's key (no value reaches it).
+template <typename T>
+T value_of_threshold(OrderKey<T> key) {
+  return key > order_of(std::numeric_limits<T>::infinity()) ? std::numeric_limits<T>::quiet_NaN()
+                                                            : value_of_order<T>(key);
 }
 
-// out as LloydSums<L, kSums> stores it: per side the count and, with kSums, the sum of (x - shift_k), the values'
-// float64 sum per side normalised after summing (x = (v - lo) / scale is affine). The count alone compares M
-// float32 lanes; the sums compare and add two vectors of M / 2 float64 lanes (each float32 value converted exactly,
-// compared with the threshold converted exactly).
-template <int M, bool kSums>
+// The smallest T whose normalised value is >= split (v >= it exactly when normalised(v) >= split), or NaN.
+template <typename T>
+T threshold_value(const GroupConstants& c, double split) {
+  return value_of_threshold<T>(threshold_order<T>(c, split));
+}
+
+float float_threshold(const GroupConstants& c) { return threshold_value<float>(c, c.split); }
+
+// out as LloydSums<L> stores it: per side the count and the sum of (x - shift_k), the values' float64 sum per side
+// normalised after summing (x = (v - lo) / scale is affine): two vectors of M / 2 float64 lanes at a time (each
+// float32 value converted exactly, compared with the threshold converted exactly).
+template <int M>
 FASTMIX_INLINE void float_split_pass(const float* values, int64_t n, const GroupConstants& c, double* out) {
-  using F = typename FloatLanes<M>::F;
-  using I = typename FloatLanes<M>::I;
   using D = typename Lanes<M / 2>::D;
   using I64 = typename Lanes<M / 2>::I;
-  constexpr int64_t kVectorsPerFlush = int64_t(1) << 24;  // int32 lane counts cannot overflow
   const float threshold = float_threshold(c);
   int64_t above = 0;
   double sum[2] = {0.0, 0.0};
   const int64_t whole = n - n % M;
-  if constexpr (kSums) {
-    D sums[2][2] = {};  // [side][half]
-    I64 lanes_above[2] = {};
-    for (int64_t i = 0; i < whole; i += M) {
-      prefetch_ahead(values + i);
-      for (int h = 0; h < 2; ++h) {
-        D v;
-        for (int l = 0; l < M / 2; ++l) v[l] = values[i + h * (M / 2) + l];  // one vcvtps2pd
-        const I64 upper = v >= static_cast<double>(threshold);
-        const D v_upper = reinterpret_cast<D>(reinterpret_cast<I64>(v) & upper);
-        lanes_above[h] -= upper;
-        sums[1][h] += v_upper;
-        sums[0][h] += v - v_upper;  // exact: v - v or v - 0
-      }
-    }
+  D sums[2][2] = {};  // [side][half]
+  I64 lanes_above[2] = {};
+  for (int64_t i = 0; i < whole; i += M) {
+    prefetch_ahead(values + i);
     for (int h = 0; h < 2; ++h) {
-      for (int l = 0; l < M / 2; ++l) {
-        above += lanes_above[h][l];
-        sum[0] += sums[0][h][l];
-        sum[1] += sums[1][h][l];
-      }
+      D v;
+      for (int l = 0; l < M / 2; ++l) v[l] = values[i + h * (M / 2) + l];  // one vcvtps2pd
+      const I64 upper = v >= static_cast<double>(threshold);
+      const D v_upper = reinterpret_cast<D>(reinterpret_cast<I64>(v) & upper);
+      lanes_above[h] -= upper;
+      sums[1][h] += v_upper;
+      sums[0][h] += v - v_upper;  // exact: v - v or v - 0
     }
-  } else {
-    for (int64_t i = 0; i < whole;) {
-      const int64_t stop = std::min(whole, i + kVectorsPerFlush * M);
-      I lanes_above{};
-      for (; i < stop; i += M) {
-        prefetch_ahead(values + i);
-        F v;
-        std::memcpy(&v, values + i, sizeof v);
-        lanes_above -= v >= threshold;
-      }
-      for (int l = 0; l < M; ++l) above += lanes_above[l];
+  }
+  for (int h = 0; h < 2; ++h) {
+    for (int l = 0; l < M / 2; ++l) {
+      above += lanes_above[h][l];
+      sum[0] += sums[0][h][l];
+      sum[1] += sums[1][h][l];
     }
   }
   for (int64_t i = whole; i < n; ++i) {
@@ -1152,12 +1140,48 @@ FASTMIX_INLINE void float_split_pass(const float* values, int64_t n, const Group
   }
   for (int s = 0; s < gmm::kStats; ++s) out[s] = 0.0;
   const double count[2] = {static_cast<double>(n - above), static_cast<double>(above)};
-  out[1] = count[0];
-  if constexpr (kSums) {
-    for (int k = 0; k < 2; ++k) {
-      out[1 + k] = count[k];
-      out[3 + k] = (sum[k] - count[k] * c.lo) * c.inv_scale - count[k] * c.shift[k];
+  for (int k = 0; k < 2; ++k) {
+    out[1 + k] = count[k];
+    out[3 + k] = (sum[k] - count[k] * c.lo) * c.inv_scale - count[k] * c.shift[k];
+  }
+}
+
+// The median bisection's passes each decide several of its bits, from the counts at the 2^bits - 1 grid points
+// inside the interval left: kFirstGridBits in the group's first pass (which brings its values from memory, slow
+// enough to hide 7 compares per vector), kGridBits in each later one (from L2; measured at 118,287 x 80, 1 thread:
+// 8 one-bit passes 5.1 ms, passes of 3 + 2 + 2 + 1 bits 4.4 ms). count_above: above[j] = the count of values >=
+// thresholds[j] (threshold_value of a split, so each count is a full count pass's) for j < K, N raw values at a
+// time (lane counts compared as masks: the vector extensions' generic form).
+constexpr int kFirstGridBits = 3;
+constexpr int kGridBits = 2;
+constexpr int kMaxGridThresholds = (1 << kFirstGridBits) - 1;
+
+template <int N, int K, typename T>
+FASTMIX_INLINE void count_above(const T* values, int64_t n, const T* thresholds, int64_t* above) {
+  typedef T V __attribute__((vector_size(sizeof(T) * N)));
+  using I = decltype(V{} >= V{});
+  constexpr int64_t kVectorsPerFlush = int64_t(1) << 24;  // int32 lane counts cannot overflow
+  V threshold[K];
+  for (int j = 0; j < K; ++j) {
+    threshold[j] = V{} + thresholds[j];
+    above[j] = 0;
+  }
+  const int64_t whole = n - n % N;
+  for (int64_t i = 0; i < whole;) {
+    const int64_t stop = std::min(whole, i + kVectorsPerFlush * N);
+    I lanes_above[K] = {};
+    for (; i < stop; i += N) {
+      prefetch_ahead(values + i);
+      V v;
+      std::memcpy(&v, values + i, sizeof v);
+      for (int j = 0; j < K; ++j) lanes_above[j] -= v >= threshold[j];
     }
+    for (int j = 0; j < K; ++j) {
+      for (int l = 0; l < N; ++l) above[j] += lanes_above[j][l];
+    }
+  }
+  for (int64_t i = whole; i < n; ++i) {
+    for (int j = 0; j < K; ++j) above[j] += values[i] >= thresholds[j];
   }
 }
 
@@ -1174,8 +1198,7 @@ FASTMIX_INLINE void run_pass(Pass pass, const T* values, int64_t n, const GroupC
   if constexpr (std::is_same_v<T, float>) {  // twice the lanes in float32: FloatEStep, float_split_pass
     if (pass == Pass::kEStep) return run_float_estep<2 * L>(values, n, c, out);
     const bool monotone = c.inv_scale > 0.0 && c.inv_scale < kInfinity;  // always, for a usable normalisation
-    if (pass == Pass::kLloyd && monotone) return float_split_pass<2 * L, true>(values, n, c, out);
-    if (pass == Pass::kCount && monotone) return float_split_pass<2 * L, false>(values, n, c, out);
+    if (pass == Pass::kLloyd && monotone) return float_split_pass<2 * L>(values, n, c, out);
   }
   if (pass == Pass::kSplit) {
     SplitSums<L> sums{c};
@@ -1183,10 +1206,6 @@ FASTMIX_INLINE void run_pass(Pass pass, const T* values, int64_t n, const GroupC
     sums.store(out);
   } else if (pass == Pass::kLloyd) {
     LloydSums<L> sums{c};
-    run_lanes<L>(values, n, c, sums);
-    sums.store(out);
-  } else if (pass == Pass::kCount) {
-    LloydSums<L, false> sums{c};
     run_lanes<L>(values, n, c, sums);
     sums.store(out);
   } else {
@@ -1212,9 +1231,54 @@ __attribute__((target("avx2,fma"))) void run_pass_avx2(Pass pass, const T* value
   run_pass<4>(pass, values, n, c, out);
 }
 
+// SplitSums with AVX-512: the same per-value terms, each side's sums added under the comparison's mask (SplitSums
+// multiplies them by 0 or 1 and adds the responsibilities), the counts the masks' popcounts; 8 float64 lanes at a
+// time (float32 values: 16 at a time, converted in two halves).
+template <typename T>
+__attribute__((target("avx512f"))) void split_sums_avx512(const T* values, int64_t n, const GroupConstants& c,
+                                                          double* stats) {
+  const __m512d lo = _mm512_set1_pd(c.lo), inv_scale = _mm512_set1_pd(c.inv_scale), split = _mm512_set1_pd(c.split);
+  const __m512d shift[2] = {_mm512_set1_pd(c.shift[0]), _mm512_set1_pd(c.shift[1])};
+  __m512d shifted[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()}, squared[2] = {shifted[0], shifted[1]};
+  int64_t above = 0;
+  auto add = [&](__m512d v) __attribute__((always_inline, target("avx512f"))) {
+    const __m512d x = _mm512_mul_pd(_mm512_sub_pd(v, lo), inv_scale);
+    const __mmask8 upper = _mm512_cmp_pd_mask(x, split, _CMP_GE_OQ);
+    const __mmask8 side[2] = {static_cast<__mmask8>(~upper), upper};
+    above += __builtin_popcount(upper);
+    for (int k = 0; k < 2; ++k) {
+      const __m512d d = _mm512_sub_pd(x, shift[k]);
+      shifted[k] = _mm512_mask_add_pd(shifted[k], side[k], shifted[k], d);
+      squared[k] = _mm512_mask3_fmadd_pd(d, d, squared[k], side[k]);
+    }
+  };
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    prefetch_ahead(values + i);
+    if constexpr (sizeof(T) == 4) {
+      const __m512 v = _mm512_loadu_ps(values + i);
+      add(_mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+      add(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    } else {
+      add(_mm512_loadu_pd(values + i));
+    }
+  }
+  double tail[gmm::kStats];
+  run_pass<8>(Pass::kSplit, values + i, n - i, c, tail);
+  stats[0] = 0.0;
+  stats[1] = static_cast<double>(i - above) + tail[1];
+  stats[2] = static_cast<double>(above) + tail[2];
+  for (int k = 0; k < 2; ++k) {
+    stats[3 + k] = _mm512_reduce_add_pd(shifted[k]) + tail[3 + k];
+    stats[5 + k] = _mm512_reduce_add_pd(squared[k]) + tail[5 + k];
+  }
+}
+
 template <typename T>
 __attribute__((target("avx512f"))) void run_pass_avx512(Pass pass, const T* values, int64_t n,
                                                         const GroupConstants& c, double* out) {
+  if (pass == Pass::kSplit) return split_sums_avx512(values, n, c, out);
   run_pass<8>(pass, values, n, c, out);
 }
 #endif
@@ -1229,62 +1293,232 @@ PassFn<T> pass_for_this_cpu() {
   return run_pass_baseline<T>;
 }
 
-// The values whose order key k has from <= k < from + width (unsigned wrap-around), in order, written to kept (room
-// for n + kCompactSlack values); returns their count. Branch-free; with AVX-512, a vector of keys at a time whose
-// inside lanes are compressed into one full-width store (hence the slack).
-constexpr int64_t kCompactSlack = 16;
+// A Lloyd step's pass over a group or its band (LloydBand): the values in three zones by their order keys k
+// (zone 0: k < from, zone 1: from <= k < to, zone 2: k >= to; from <= to), per zone the count (count[z]) and the sum
+// of v - lo (sum[z], float64), zone 1's values copied out in order to kept (room for n + kBandSlack values; kept may
+// be `values` itself: each value is written at or before where it was read). Branch-free; with AVX-512, a vector
+// of keys at a time whose zone-1 lanes are compressed into one full-width store (hence the slack), each zone's sum
+// added under its mask.
+constexpr int64_t kBandSlack = 16;
 
 template <typename T>
-using CompactFn = int64_t (*)(const T*, int64_t, OrderKey<T>, OrderKey<T>, T*);
+using ZoneFn = void (*)(const T*, int64_t, double, OrderKey<T>, OrderKey<T>, T*, int64_t*, double*);
 
-template <typename T>
-int64_t compact_band_baseline(const T* values, int64_t n, OrderKey<T> from, OrderKey<T> width, T* kept) {
-  int64_t count = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    kept[count] = values[i];
-    count += static_cast<OrderKey<T>>(order_of(values[i]) - from) < width;
+// The portable form: L float64 lanes (each value converted exactly) compared with the zone ends' values (the same
+// zones as their keys: order_of and the values' order agree but for -0 and +0, which normalise alike).
+template <int L, typename T>
+FASTMIX_INLINE void zone_pass(const T* values, int64_t n, double lo, OrderKey<T> from, OrderKey<T> to, T* kept,
+                              int64_t* count, double* sum) {
+  using D = typename Lanes<L>::D;
+  using I = typename Lanes<L>::I;
+  const double low = value_of_threshold<T>(from), high = value_of_threshold<T>(to);
+  I counts[3] = {};
+  D sums[3] = {};
+  int64_t kept_count = 0;
+  for (int64_t i = 0; i < n; i += L) {
+    prefetch_ahead(values + i);
+    const int64_t available = std::min<int64_t>(L, n - i);
+    const D v = load_lanes<L>(values + i, available);
+    I padding{};  // all ones in the lanes past the end
+    for (int l = static_cast<int>(available); l < L; ++l) padding[l] = -1;
+    const I lower = ~(v >= low) & ~padding, upper = (v >= high) & ~padding, inside = ~(lower | upper) & ~padding;
+    const D d = v - lo;
+    const I zone[3] = {lower, inside, upper};
+    for (int z = 0; z < 3; ++z) {
+      counts[z] -= zone[z];
+      sums[z] += reinterpret_cast<D>(reinterpret_cast<I>(d) & zone[z]);
+    }
+    for (int l = 0; l < available; ++l) {
+      kept[kept_count] = values[i + l];
+      kept_count -= inside[l];
+    }
   }
-  return count;
+  for (int z = 0; z < 3; ++z) {
+    count[z] = 0;
+    sum[z] = 0.0;
+    for (int l = 0; l < L; ++l) {
+      count[z] += counts[z][l];
+      sum[z] += sums[z][l];
+    }
+  }
+}
+
+template <typename T>
+void zone_pass_baseline(const T* values, int64_t n, double lo, OrderKey<T> from, OrderKey<T> to, T* kept,
+                        int64_t* count, double* sum) {
+  zone_pass<2>(values, n, lo, from, to, kept, count, sum);
 }
 
 #if defined(__x86_64__)
 template <typename T>
-__attribute__((target("avx512f"))) int64_t compact_band_avx512(const T* values, int64_t n, OrderKey<T> from,
-                                                                OrderKey<T> width, T* kept) {
-  int64_t count = 0, i = 0;
+__attribute__((target("avx2,fma"))) void zone_pass_avx2(const T* values, int64_t n, double lo, OrderKey<T> from,
+                                                       OrderKey<T> to, T* kept, int64_t* count, double* sum) {
+  zone_pass<4>(values, n, lo, from, to, kept, count, sum);
+}
+
+__attribute__((target("avx512f"))) FASTMIX_INLINE void add_zones(__m512d* sums, __m512d d, unsigned lower,
+                                                                unsigned inside, unsigned upper) {
+  sums[0] = _mm512_mask_add_pd(sums[0], static_cast<__mmask8>(lower), sums[0], d);
+  sums[1] = _mm512_mask_add_pd(sums[1], static_cast<__mmask8>(inside), sums[1], d);
+  sums[2] = _mm512_mask_add_pd(sums[2], static_cast<__mmask8>(upper), sums[2], d);
+}
+
+template <typename T>
+__attribute__((target("avx512f"))) void zone_pass_avx512(const T* values, int64_t n, double lo, OrderKey<T> from,
+                                                         OrderKey<T> to, T* kept, int64_t* count, double* sum) {
+  int64_t counts[3] = {};
+  __m512d sums[3] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
+  const __m512d shift = _mm512_set1_pd(lo);
+  int64_t i = 0;
   if constexpr (sizeof(T) == 4) {
     const __m512i sign = _mm512_set1_epi32(INT32_MIN);
     const __m512i low = _mm512_set1_epi32(static_cast<int32_t>(from));
-    const __m512i span = _mm512_set1_epi32(static_cast<int32_t>(width));
+    const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(to));
     for (; i + 16 <= n; i += 16) {
+      prefetch_ahead(values + i);
       const __m512i bits = _mm512_loadu_si512(values + i);
       const __m512i key = _mm512_xor_si512(bits, _mm512_or_si512(_mm512_srai_epi32(bits, 31), sign));
-      const __mmask16 inside = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(key, low), span);
-      _mm512_storeu_si512(kept + count, _mm512_maskz_compress_epi32(inside, bits));
-      count += __builtin_popcount(inside);
+      const __mmask16 lower = _mm512_cmplt_epu32_mask(key, low);
+      const __mmask16 upper = _mm512_cmpge_epu32_mask(key, high);
+      const __mmask16 inside = static_cast<__mmask16>(~(lower | upper));
+      _mm512_storeu_si512(kept + counts[1], _mm512_maskz_compress_epi32(inside, bits));
+      counts[0] += __builtin_popcount(lower);
+      counts[1] += __builtin_popcount(inside);
+      const __m512 v = _mm512_castsi512_ps(bits);
+      add_zones(sums, _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), shift), lower, inside, upper);
+      add_zones(sums, _mm512_sub_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))),
+                                    shift), lower >> 8, inside >> 8, upper >> 8);
     }
   } else {
     const __m512i sign = _mm512_set1_epi64(INT64_MIN);
     const __m512i low = _mm512_set1_epi64(static_cast<int64_t>(from));
-    const __m512i span = _mm512_set1_epi64(static_cast<int64_t>(width));
+    const __m512i high = _mm512_set1_epi64(static_cast<int64_t>(to));
     for (; i + 8 <= n; i += 8) {
+      prefetch_ahead(values + i);
       const __m512i bits = _mm512_loadu_si512(values + i);
       const __m512i key = _mm512_xor_si512(bits, _mm512_or_si512(_mm512_srai_epi64(bits, 63), sign));
-      const __mmask8 inside = _mm512_cmplt_epu64_mask(_mm512_sub_epi64(key, low), span);
-      _mm512_storeu_si512(kept + count, _mm512_maskz_compress_epi64(inside, bits));
-      count += __builtin_popcount(inside);
+      const __mmask8 lower = _mm512_cmplt_epu64_mask(key, low);
+      const __mmask8 upper = _mm512_cmpge_epu64_mask(key, high);
+      const __mmask8 inside = static_cast<__mmask8>(~(lower | upper));
+      _mm512_storeu_si512(kept + counts[1], _mm512_maskz_compress_epi64(inside, bits));
+      counts[0] += __builtin_popcount(lower);
+      counts[1] += __builtin_popcount(inside);
+      add_zones(sums, _mm512_sub_pd(_mm512_castsi512_pd(bits), shift), lower, inside, upper);
     }
   }
-  return count + compact_band_baseline(values + i, n - i, from, width, kept + count);
+  int64_t tail_count[3];
+  double tail_sum[3];
+  zone_pass<1>(values + i, n - i, lo, from, to, kept + counts[1], tail_count, tail_sum);
+  for (int z = 0; z < 3; ++z) {
+    count[z] = (z == 2 ? i - counts[0] - counts[1] : counts[z]) + tail_count[z];
+    sum[z] = _mm512_reduce_add_pd(sums[z]) + tail_sum[z];
+  }
 }
 #endif
 
 template <typename T>
-CompactFn<T> compact_for_this_cpu() {
+ZoneFn<T> zone_pass_for_this_cpu() {
+  const std::string isa = gmm2_cpu_isa();
 #if defined(__x86_64__)
-  if (gmm2_cpu_isa() == "avx512") return compact_band_avx512<T>;
+  if (isa == "avx512") return zone_pass_avx512<T>;
+  if (isa == "avx2") return zone_pass_avx2<T>;
 #endif
-  return compact_band_baseline<T>;
+  return zone_pass_baseline<T>;
+}
+
+// count_above per ISA over 2^bits - 1 thresholds: a 16- or 32-byte vector of values at a time, or with AVX-512 a
+// 64-byte vector compared into a mask per threshold, added to the lane counts under that mask.
+template <typename T>
+using CountFn = void (*)(const T*, int64_t, int, const T*, int64_t*);
+
+template <int N, typename T>
+FASTMIX_INLINE void count_above_thresholds(const T* values, int64_t n, int bits, const T* thresholds,
+                                           int64_t* above) {
+  static_assert(kFirstGridBits <= 3 && kGridBits <= 3);
+  if (bits == 1) return count_above<N, 1>(values, n, thresholds, above);
+  if (bits == 2) return count_above<N, 3>(values, n, thresholds, above);
+  count_above<N, 7>(values, n, thresholds, above);
+}
+
+template <typename T>
+void count_above_baseline(const T* values, int64_t n, int bits, const T* thresholds, int64_t* above) {
+  count_above_thresholds<16 / sizeof(T)>(values, n, bits, thresholds, above);
+}
+
+#if defined(__x86_64__)
+template <typename T>
+__attribute__((target("avx2,fma"))) void count_above_avx2(const T* values, int64_t n, int bits, const T* thresholds,
+                                                          int64_t* above) {
+  count_above_thresholds<32 / sizeof(T)>(values, n, bits, thresholds, above);
+}
+
+template <int K, typename T>
+__attribute__((target("avx512f"))) FASTMIX_INLINE void count_above_masks(const T* values, int64_t n,
+                                                                        const T* thresholds, int64_t* above) {
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  constexpr int64_t kVectorsPerFlush = int64_t(1) << 24;  // int32 lane counts cannot overflow
+  int64_t counts[K] = {};
+  int64_t i = 0;
+  if constexpr (sizeof(T) == 4) {
+    __m512 threshold[K];
+    for (int j = 0; j < K; ++j) threshold[j] = _mm512_set1_ps(thresholds[j]);
+    const __m512i one = _mm512_set1_epi32(1);
+    while (i + kLanes <= n) {
+      const int64_t stop = std::min(n - kLanes, i + kVectorsPerFlush * kLanes);
+      __m512i lanes_above[K];
+      for (int j = 0; j < K; ++j) lanes_above[j] = _mm512_setzero_si512();
+      for (; i <= stop; i += kLanes) {
+        prefetch_ahead(values + i);
+        const __m512 v = _mm512_loadu_ps(values + i);
+        for (int j = 0; j < K; ++j) {
+          const __mmask16 upper = _mm512_cmp_ps_mask(v, threshold[j], _CMP_GE_OQ);
+          lanes_above[j] = _mm512_mask_add_epi32(lanes_above[j], upper, lanes_above[j], one);
+        }
+      }
+      for (int j = 0; j < K; ++j) counts[j] += _mm512_reduce_add_epi32(lanes_above[j]);
+    }
+  } else {
+    __m512d threshold[K];
+    __m512i lanes_above[K];
+    for (int j = 0; j < K; ++j) {
+      threshold[j] = _mm512_set1_pd(thresholds[j]);
+      lanes_above[j] = _mm512_setzero_si512();
+    }
+    const __m512i one = _mm512_set1_epi64(1);
+    for (; i + kLanes <= n; i += kLanes) {
+      prefetch_ahead(values + i);
+      const __m512d v = _mm512_loadu_pd(values + i);
+      for (int j = 0; j < K; ++j) {
+        const __mmask8 upper = _mm512_cmp_pd_mask(v, threshold[j], _CMP_GE_OQ);
+        lanes_above[j] = _mm512_mask_add_epi64(lanes_above[j], upper, lanes_above[j], one);
+      }
+    }
+    for (int j = 0; j < K; ++j) counts[j] = _mm512_reduce_add_epi64(lanes_above[j]);
+  }
+  for (; i < n; ++i) {
+    for (int j = 0; j < K; ++j) counts[j] += values[i] >= thresholds[j];
+  }
+  std::copy(counts, counts + K, above);
+}
+
+template <typename T>
+__attribute__((target("avx512f"))) void count_above_avx512(const T* values, int64_t n, int bits, const T* thresholds,
+                                                          int64_t* above) {
+  static_assert(kFirstGridBits <= 3 && kGridBits <= 3);
+  if (bits == 1) return count_above_masks<1>(values, n, thresholds, above);
+  if (bits == 2) return count_above_masks<3>(values, n, thresholds, above);
+  count_above_masks<7>(values, n, thresholds, above);
+}
+#endif
+
+template <typename T>
+CountFn<T> count_for_this_cpu() {
+  const std::string isa = gmm2_cpu_isa();
+#if defined(__x86_64__)
+  if (isa == "avx512") return count_above_avx512<T>;
+  if (isa == "avx2") return count_above_avx2<T>;
+#endif
+  return count_above_baseline<T>;
 }
 
 // pass over every block of the groups with `constants`, in parallel; out = (G, width) per-group sums.
@@ -1336,59 +1570,50 @@ FASTMIX_INLINE void around_centres(const double* around_zero, const double* cent
   }
 }
 
-// The values of one group whose normalised x lies in [low, high), with the count and the sum of x of the group's
-// values below low and of those at or above high: a Lloyd step whose split s lies in [low, high) sees every value
-// outside the band on the side it saw at the pass that built the band, so its statistics need a pass over the
-// band alone. Empty (low = inf) until built.
+// The values of one group whose normalised x lies in [low, high) (their order keys in [threshold_order(low),
+// threshold_order(high))), with the count and the sum of x of the group's values below low and of those at or
+// above high: for a split s in [low, high] every value outside the band lies on the side of s it lies on of the
+// band's ends, so a Lloyd step at s needs a pass over the band alone. Holds no split until built.
 template <typename T>
 struct LloydBand {
   std::vector<T> values;  // the first `size` hold the band
   int64_t size = 0;
-  double low = kInfinity, high = kInfinity;
+  double low = kInfinity, high = -kInfinity;
   double below[2] = {}, above[2] = {};  // count, sum of x
 
-  bool holds(double split) const { return low <= split && split < high; }
+  bool holds(double split) const { return low <= split && split <= high; }
 
-  // Around zero (around_centres' input): per side the count and the sum of x at split s.
-  void statistics(const PassFn<T>& run, GroupConstants c, double split, double* out) const {
-    c.split = split;
-    c.shift[0] = c.shift[1] = 0.0;
-    run(Pass::kLloyd, values.data(), size, c, out);
-    out[1] += below[0];
-    out[2] += above[0];
-    out[3] += below[1];
-    out[4] += above[1];
-  }
-
-  // From a full pass at `split` (around zero: at_split), the band between it and split + reach (reach > 0: the
-  // splits move up) or split + reach and it (reach < 0): its values copied out (branch-free), then a pass over them
-  // for their count and sum, which the side of `split` that holds the band loses (the sum rounded once more).
-  void build(const PassFn<T>& run, CompactFn<T> compact, GroupConstants c, const T* group, int64_t n, double split,
-             double reach, const double* at_split) {
-    const double end = split + reach;
-    low = reach > 0.0 ? split : end;
-    high = reach > 0.0 ? end : split;
-    if (static_cast<int64_t>(values.size()) < n + kCompactSlack) values.resize(n + kCompactSlack);
-    if (c.inv_scale > 0.0 && c.inv_scale < kInfinity) {  // normalised is monotone: compare order keys
-      const OrderKey<T> from = threshold_order<T>(c, low);
-      size = compact(group, n, from, threshold_order<T>(c, high) - from, values.data());
-    } else {
-      size = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        const double x = gmm::normalised(as_double(group[i]), c.lo, c.inv_scale);
-        values[size] = group[i];
-        size += (x >= low) & (x < high);
-      }
+  // The Lloyd step at `split` around zero (around_centres' input: per side the count and the sum of x), from one
+  // zone pass over the band (over the whole group when the band does not hold the split), which also leaves as the
+  // band the values between split and split + reach (reach > 0: the splits move up; < 0: down; none when reach is
+  // 0 or not finite) within the old band.
+  void step(ZoneFn<T> zones, const GroupConstants& c, const T* group, int64_t n, double split, double reach,
+            double* out) {
+    const bool inside = holds(split);
+    double from_x = split, to_x = split;
+    if (std::isfinite(split + reach) && reach > 0.0) to_x = inside ? std::min(split + reach, high) : split + reach;
+    if (std::isfinite(split + reach) && reach < 0.0) from_x = inside ? std::max(split + reach, low) : split + reach;
+    if (!inside) {
+      if (static_cast<int64_t>(values.size()) < n + kBandSlack) values.resize(n + kBandSlack);
+      for (int k = 0; k < 2; ++k) below[k] = above[k] = 0.0;
     }
-    double band[gmm::kStats];
-    c.split = kInfinity;  // every band value below: band[1] = the count, band[3] = the sum of x
-    c.shift[0] = c.shift[1] = 0.0;
-    run(Pass::kLloyd, values.data(), size, c, band);
-    const bool band_above = reach > 0.0;  // the band lies on this side of `split`
-    below[0] = at_split[1] - (band_above ? 0.0 : band[1]);
-    below[1] = at_split[3] - (band_above ? 0.0 : band[3]);
-    above[0] = at_split[2] - (band_above ? band[1] : 0.0);
-    above[1] = at_split[4] - (band_above ? band[3] : 0.0);
+    int64_t count[3];
+    double sum[3];
+    zones(inside ? values.data() : group, inside ? size : n, c.lo, threshold_order<T>(c, from_x),
+          threshold_order<T>(c, to_x), values.data(), count, sum);
+    below[0] += static_cast<double>(count[0]);
+    below[1] += sum[0] * c.inv_scale;
+    above[0] += static_cast<double>(count[2]);
+    above[1] += sum[2] * c.inv_scale;
+    size = count[1];
+    low = from_x;
+    high = to_x;
+    const bool band_below = to_x == split;  // the new band lies below the split (moving down, or empty)
+    for (int s = 0; s < gmm::kStats; ++s) out[s] = 0.0;
+    out[1] = below[0] + (band_below ? static_cast<double>(count[1]) : 0.0);
+    out[2] = above[0] + (band_below ? 0.0 : static_cast<double>(count[1]));
+    out[3] = below[1] + (band_below ? sum[1] * c.inv_scale : 0.0);
+    out[4] = above[1] + (band_below ? 0.0 : sum[1] * c.inv_scale);
   }
 };
 
@@ -1400,13 +1625,16 @@ struct LloydBand {
 // once a step's split leaves as many values below it as the previous step's: the splits are nested, so that is the
 // same partition, and further steps only recompute its means (c + sum (x - c) / n from the moved c can move c by
 // an ulp back and forth without end: 21% of the values at 118,287 x 80 were in groups that ran all 30 steps so);
-// then the statistics (G, 7) of the final split around the final centres (G, 2). The bisection and the Lloyd steps
-// take only counts and sums of x (LloydSums; float_split_pass for float32 values, the same splits); the final
-// split's statistics a full SplitSums pass. The splits of 1-D 2-means Lloyd steps move one way (each side's mean
-// grows with the split), by less each step: a step whose split falls outside the group's LloydBand passes over the
-// whole segment and builds a band reaching twice the last move ahead, the steps inside it pass over the band only
-// (at 118,287 x 80, 16% of a large group's values; the count below each split is a full pass's, the sums are
-// added in another order). Every pass's sums are rounded differently from the blocked passes' (to the last bits).
+// then the statistics (G, 7) of the final split around the final centres (G, 2). The bisection takes only counts
+// (count_above), the halves and the Lloyd steps counts and sums of x (LloydSums or float_split_pass; the zone
+// passes), all at the same splits; the final split's statistics a full SplitSums pass. The splits of 1-D 2-means
+// Lloyd steps move one way (each side's mean grows with the split), mostly by less each step: each step's zone pass
+// also keeps as the group's LloydBand the values between its split and twice its move ahead, so a step whose split
+// the band holds passes over the band alone, and the bands shrink with the moves (a step outside the band passes
+// over the whole segment). At 118,287 x 80 the Lloyd steps of a large group pass over its values once and then
+// over about as many again in all its bands (was once plus 16% of them per step); the count below each split is a
+// full pass's, the sums are added in another order. Every pass's sums are rounded differently from the blocked
+// passes' (to the last bits).
 FASTMIX_INLINE void lloyd_update(const double* stats, double* centres) {
   for (int k = 0; k < 2; ++k) {
     if (stats[1 + k] > 0.0) centres[k] += stats[3 + k] / std::max(stats[1 + k], 1.0);
@@ -1418,7 +1646,8 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
             const double* scale, const double* low, const double* high, const double* seeds, int64_t bisections,
             int64_t steps, double* centres, double* stats) {
   const PassFn<T> run = pass_for_this_cpu<T>();
-  const CompactFn<T> compact = compact_for_this_cpu<T>();
+  const ZoneFn<T> zones = zone_pass_for_this_cpu<T>();
+  const CountFn<T> count_thresholds = count_for_this_cpu<T>();
   const double grid_steps = std::ldexp(1.0, static_cast<int>(bisections));
 #pragma omp parallel
   {
@@ -1432,6 +1661,10 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
       GroupConstants c{};
       c.lo = lo[g];
       c.inv_scale = 1.0 / scale[g];
+      const bool monotone = c.inv_scale > 0.0 && c.inv_scale < kInfinity;  // always, for a usable normalisation
+      auto grid_split = [&](int64_t step) {  // the split at step `step` of the grid
+        return low[g] + static_cast<double>(step) / grid_steps * (high[g] - low[g]);
+      };
       auto split_pass = [&](double split, double shift0, double shift1, Pass pass = Pass::kLloyd) {
         c.split = split;
         c.shift[0] = shift0;
@@ -1440,18 +1673,30 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
       };
       double previous_split = std::numeric_limits<double>::quiet_NaN();
       if (seeds == nullptr) {
-        double below = 0.0, above = grid_steps;
-        for (int64_t i = 0; i < bisections; ++i) {
-          const double middle = std::floor((below + above) / 2.0);
-          const double split = low[g] + middle / grid_steps * (high[g] - low[g]);
-          split_pass(split, split, split, Pass::kCount);
-          if (out[1] >= count[g] / 2.0) {
-            above = middle;
-          } else {
-            below = middle;
+        int64_t below = 0, above = int64_t(1) << bisections;
+        for (int64_t decided = 0; decided < bisections;) {
+          const int64_t most = decided == 0 ? kFirstGridBits : kGridBits;
+          const int bits = static_cast<int>(std::min<int64_t>(most, bisections - decided));
+          const int64_t step = (above - below) >> bits;
+          const int candidates = (1 << bits) - 1;
+          T thresholds[kMaxGridThresholds];
+          int64_t counted_above[kMaxGridThresholds];
+          for (int m = 0; m < candidates; ++m) {
+            const double split = grid_split(below + (m + 1) * step);
+            thresholds[m] = monotone ? threshold_value<T>(c, split) : T(0);
+            if (!monotone) {
+              split_pass(split, split, split);
+              counted_above[m] = n - static_cast<int64_t>(out[1]);
+            }
           }
+          if (monotone) count_thresholds(values, n, bits, thresholds, counted_above);
+          int m = 0;  // the first candidate with at least half the values below it, else the interval's top
+          while (m < candidates && static_cast<double>(n - counted_above[m]) < count[g] / 2.0) ++m;
+          above = below + (m + 1) * step;
+          below += m * step;
+          decided += bits;
         }
-        const double split = low[g] + above / grid_steps * (high[g] - low[g]);
+        const double split = grid_split(above);
         centre[0] = 0.5 * (low[g] + split);
         centre[1] = 0.5 * (split + high[g]);
         split_pass(split, centre[0], centre[1]);
@@ -1461,21 +1706,18 @@ void kmeans(const T* sorted, const int64_t* offsets, int64_t n_groups, const dou
         centre[0] = seeds[2 * g];
         centre[1] = seeds[2 * g + 1];
       }
-      band.low = band.high = kInfinity;
+      band.low = kInfinity;  // holds no split
+      band.high = -kInfinity;
       double previous_below = -1.0;  // the count below the previous step's split
       for (int64_t step = 0; step < steps; ++step) {
         const double before[2] = {centre[0], centre[1]};
         const double split = (centre[0] + centre[1]) / 2.0;
         double around_zero[gmm::kStats];
-        if (band.holds(split)) {
-          band.statistics(run, c, split, around_zero);
+        if (monotone) {
+          band.step(zones, c, values, n, split, 2.0 * (split - previous_split), around_zero);
         } else {
           split_pass(split, 0.0, 0.0);
           std::copy(out, out + gmm::kStats, around_zero);
-          const double reach = 2.0 * (split - previous_split);
-          if (reach != 0.0 && std::isfinite(split + reach)) {
-            band.build(run, compact, c, values, n, split, reach, around_zero);
-          }
         }
         around_centres(around_zero, centre, out);
         lloyd_update(out, centre);

@@ -1234,14 +1234,24 @@ def test_kmeans_stops_once_the_partition_repeats(backend):
     assert_close(stats, reference.split_statistics(expected.mean(1), expected), torch.float64, "statistics")
 
 
-@pytest.mark.parametrize("isa", ("avx512", "baseline"))
+def grid_neighbours(points: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """points in ``dtype``, each with its neighbours one ulp below and above, and 0 and 1 (so that min-max
+    normalisation leaves the values as they are)."""
+    points = points.to(dtype)
+    ends = torch.tensor([0.0, 1.0], dtype=dtype)
+    return torch.cat([ends, points, torch.nextafter(points, ends[:1]), torch.nextafter(points, ends[1:])])
+
+
+@pytest.mark.parametrize("isa", ("avx512", "avx2", "baseline"))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_kmeans_band_steps_split_as_full_passes(isa, dtype, monkeypatch):
-    """The C++ Lloyd steps pass over a band of each group's values around the moving split (its values copied out
-    with AVX-512 or scalar code); every value outside the band keeps its side. Groups whose split moves many times
-    up (x^4) or down (1 - x^4), values on the median grid's points and tied at splits, 1-3 values, a constant
-    group: the median seeds (0 steps) are the reference's to rounding, the final partition is the reference's full
-    passes' exactly, the centres and statistics to rounding."""
+    """The C++ Lloyd steps pass over a band of each group's values around the moving split, each pass copying out
+    the next, narrower band (AVX-512 or portable code); every value outside the band keeps its side. The C++ median
+    bisection decides several of its bits per pass. Groups whose split moves many times up (x^4) or down
+    (1 - x^4), values on the median grid's points, one ulp below and above them, and tied at splits, exactly half
+    the values below a range of splits, 1-3 values, a constant group: the median seeds (0 steps) are the
+    reference's to rounding, the final partition is the reference's full passes' exactly, the centres and
+    statistics to rounding."""
     if _native._C is None or isa not in _native._C.gmm2_cpu_isas():
         pytest.skip(f"this CPU or build has no {isa} kernels")
     monkeypatch.setenv("FASTMIX_CPU_ISA", isa)
@@ -1249,10 +1259,12 @@ def test_kmeans_band_steps_split_as_full_passes(isa, dtype, monkeypatch):
     parts = [torch.rand(3001, generator=g, dtype=torch.float64) ** 4,
              1 - torch.rand(2000, generator=g, dtype=torch.float64) ** 4,
              torch.randint(0, 257, (1500,), generator=g).double() / 256,
+             grid_neighbours(torch.randint(1, 256, (700,), generator=g).double() / 256, dtype),
              torch.tensor([0.0] * 40 + [0.5] * 7 + [1.0] * 40, dtype=torch.float64),
+             torch.tensor([0.0] * 10 + [0.3] * 10 + [0.7] * 10 + [1.0] * 10, dtype=torch.float64),
              torch.tensor([0.25]), torch.tensor([0.25, 0.75]), torch.tensor([0.1, 0.2, 0.9]),
              torch.full((9,), 0.3, dtype=torch.float64)]
-    values = torch.cat(parts).to(dtype)
+    values = torch.cat([p.to(dtype) for p in parts])
     groups = torch.cat([torch.full((len(p),), i) for i, p in enumerate(parts)])
     fused, lo, hi = segments_of(values, groups, len(parts), "cpu")
     reference, _, _ = segments_of(values, groups, len(parts), "reference")
