@@ -40,7 +40,7 @@ def segments_of(values, groups, n_groups: int, backend: str, normalize: str = "m
     """(Segments, lo, hi) of a fit's passes over values sorted by group (NaN/inf omitted), without the ranks."""
     sorted_values, offsets, count, lo, hi = gmm_ops.gmm2_segments(values.reshape(-1), groups.reshape(-1).long(),
                                                                   n_groups, True, backend)
-    shift, scale, _ = fit_steps.normalisation(lo, hi, normalize)
+    shift, scale, _ = fit_steps.normalisation(lo, hi, normalize, values.dtype)
     return fit_steps.Segments(sorted_values, offsets, count, shift, scale, backend, fit_steps.no_reduce), lo, hi
 
 
@@ -1106,6 +1106,27 @@ def test_float64_ranges_that_cannot_be_normalised_are_flagged_on_every_backend(b
     posterior = fastmix.gmm_posterior(values, groups, fits[1])
     assert not bool(posterior.isnan().any())
     assert bool((posterior[groups == 1] == 1.0).all())
+
+
+@pytest.mark.parametrize("backend,device", backend_params(("reference", "cpu", "triton", "cuda")))
+@pytest.mark.parametrize("normalize", ["minmax", "none"])
+def test_float32_ranges_below_its_reciprocal_limit_are_flagged_on_every_backend(backend, device, normalize):
+    """Float32 values whose group range is below 2^-128 (subnormal: 1 / (max - min) overflows float32, which the
+    float32 passes scale by) are flagged degenerate under "minmax", the same on every backend and without a NaN (the
+    C++ and Triton fits gave NaN means before); under "none" they are fitted raw like any group. A range just above
+    the limit (2^-120) is normalised and fitted as usual."""
+    values, groups = random_groups(1, seed=22, dtype=torch.float32)
+    tiny = torch.tensor([1e-40, 3e-40, 4e-40, 9e-40, 1e-39], dtype=torch.float32)
+    small = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float32) * 2.0 ** -120
+    values = torch.cat([values, tiny, small]).to(device)
+    groups = torch.cat([groups, torch.full((5,), 1), torch.full((5,), 2)]).to(device)
+    fits = [fastmix.fit_gmm2(values, groups, n_groups=3, normalize=normalize, backend=b)
+            for b in ("reference", backend)]
+    assert fits[0].degenerate.tolist() == [False, normalize == "minmax", False]
+    assert_same_fit(fits[1], fits[0], torch.float32)
+    for name in ("weights", "means", "variances"):
+        assert not bool(getattr(fits[1], name).isnan().any()), name
+    assert not bool(fastmix.gmm_posterior(values, groups, fits[1]).isnan().any())
 
 
 @pytest.mark.parametrize("backend,device", backend_params(("reference", "cpu", "triton", "cuda")))

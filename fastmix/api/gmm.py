@@ -264,7 +264,7 @@ def fit_gmm2(values: torch.Tensor, groups: torch.Tensor, *, n_groups: int, max_i
                                          name))
     if process_group is not None:
         count, lo, hi = fit_steps.reduce_range(count, lo, hi, reduce)
-    shift, scale, unusable = fit_steps.normalisation(lo, hi, normalize)
+    shift, scale, unusable = fit_steps.normalisation(lo, hi, normalize, values.dtype)
     degenerate = (count < 2) | (hi == lo) | unusable
     segments = fit_steps.Segments(sorted_values, offsets, count, shift, scale, name, reduce)
     params = _initial_params(init, segments, lo, hi, reg_covar, eps, generator)

@@ -48,18 +48,20 @@ def range_scale(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     return torch.where(hi > lo, hi - lo, torch.ones_like(hi))
 
 
-def normalisation(lo: torch.Tensor, hi: torch.Tensor, normalize: str):
+def normalisation(lo: torch.Tensor, hi: torch.Tensor, normalize: str, dtype: torch.dtype):
     """(shift, scale, unusable), each (G,): the passes fit ``x = (value - shift) / scale``.
 
     "minmax": shift = min, scale = max - min (1 where max == min). "none": shift 0, scale 1. ``unusable`` flags the
-    groups whose range float64 cannot normalise (max - min overflows, or its reciprocal does) or, unnormalised, whose
-    magnitude exceeds ``MAX_MAGNITUDE``; their values are divided by the largest magnitude (at least 1) instead, so
-    no pass sees a NaN, and the fit flags them degenerate: every backend decides this from the same min and max.
+    groups whose range the values' ``dtype`` cannot normalise (max - min overflows float64, or its reciprocal
+    exceeds the dtype's largest finite value: the float32 passes scale by it in float32, so a float32 group whose
+    range is below 2^-128 counts) or, unnormalised, whose magnitude exceeds ``MAX_MAGNITUDE``; their values are
+    divided by the largest magnitude (at least 1) instead, so no pass sees a NaN, and the fit flags them degenerate:
+    every backend decides this from the same min and max.
     """
     magnitude = torch.maximum(lo.abs(), hi.abs())
     if normalize == "minmax":
         span = hi - lo
-        unusable = ~torch.isfinite(span) | ((span > 0) & ~torch.isfinite(span.reciprocal()))
+        unusable = ~torch.isfinite(span) | ((span > 0) & ~(span.reciprocal() <= torch.finfo(dtype).max))
         shift, scale = lo, range_scale(lo, hi)
     else:
         unusable = magnitude > MAX_MAGNITUDE

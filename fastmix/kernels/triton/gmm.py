@@ -200,12 +200,13 @@ def _gmm2_scatter_kernel(values_ptr, groups_ptr, starts_ptr, offsets_ptr, sorted
 
 # ------------------------------------------------------------------------------------------- per-group arithmetic
 @triton.jit
-def _normalisation(lo, hi, max_magnitude, MINMAX: tl.constexpr):
-    """(shift, scale, unusable) of one group, as fastmix/methods/gmm.py's ``normalisation``."""
+def _normalisation(lo, hi, max_magnitude, max_reciprocal, MINMAX: tl.constexpr):
+    """(shift, scale, unusable) of one group, as fastmix/methods/gmm.py's ``normalisation`` (``max_reciprocal``: the
+    values' dtype's largest finite value)."""
     magnitude = tl.maximum(tl.abs(lo), tl.abs(hi))
     if MINMAX:
         span = hi - lo
-        unusable = ~_is_finite(span) | ((span > 0) & ~_is_finite(1.0 / span))
+        unusable = ~_is_finite(span) | ((span > 0) & ~(1.0 / span <= max_reciprocal))
         shift = lo
         scale = tl.where(hi > lo, span, 1.0)
     else:
@@ -750,6 +751,7 @@ def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weigh
                      log_likelihood_ptr, n_iter_ptr, converged_ptr, degenerate_ptr, fit_min_ptr, fit_max_ptr,
                      partials_ptr, state_ptr, counters_ptr, n_groups, slots_per_pass, n_items, search_steps,
                      max_iter, steps, tol_bits, reg_covar_bits, eps_bits, log_2pi_bits, max_magnitude_bits,
+                     max_reciprocal_bits,
                      MINMAX: tl.constexpr, KMEANS: tl.constexpr, BISECTIONS: tl.constexpr, CHUNK: tl.constexpr,
                      BLOCK: tl.constexpr, REVERSED_CLAIMS: tl.constexpr):
     """The whole fit after the grouping (fastmix/api/gmm.py's ``fit_gmm2`` with init "kmeans" (KMEANS) or
@@ -771,6 +773,7 @@ def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weigh
     tol = float64_from_bits(tol_bits)
     log_2pi = float64_from_bits(log_2pi_bits)
     max_magnitude = float64_from_bits(max_magnitude_bits)
+    max_reciprocal = float64_from_bits(max_reciprocal_bits)
     ready_ptr = counters_ptr + 2
     arrivals_ptr = ready_ptr + n_groups
     slot_groups_ptr = arrivals_ptr + n_groups
@@ -807,7 +810,7 @@ def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weigh
                 count = tl.load(count_ptr + g)
                 group_min = tl.load(min_ptr + g)
                 group_max = tl.load(max_ptr + g)
-                shift, scale, unusable = _normalisation(group_min, group_max, max_magnitude, MINMAX)
+                shift, scale, unusable = _normalisation(group_min, group_max, max_magnitude, max_reciprocal, MINMAX)
                 degenerate = (count < 2) | (group_max == group_min) | unusable
                 row = state_ptr + g.to(tl.int64) * STATE_WIDTH
                 chunk_start = start + (slot - first_slot) * CHUNK
@@ -974,6 +977,7 @@ def gmm2_fit(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Te
         sorted_values, offsets, count, lo, hi, *outputs, partials, state, counters, n_groups, slots_per_pass,
         passes * slots_per_pass, n_groups.bit_length() + 1, max_iter, steps, float64_bits(tol),
         float64_bits(reg_covar), float64_bits(eps), float64_bits(LOG_2PI), float64_bits(max_magnitude),
+        float64_bits(torch.finfo(sorted_values.dtype).max),
         MINMAX=minmax, KMEANS=kmeans, BISECTIONS=bisections, CHUNK=CHUNK,
         BLOCK=FLOAT32_FIT_BLOCK if sorted_values.dtype == torch.float32 else BLOCK,
         REVERSED_CLAIMS=REVERSED_CLAIMS, num_warps=SEGMENT_WARPS, maxnreg=register_cap)
