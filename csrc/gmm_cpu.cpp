@@ -43,6 +43,21 @@ constexpr double kLn2 = 0.6931471805599453;
 constexpr double kLog2E = 1.4426950408889634;
 constexpr float kInfinityFloat = std::numeric_limits<float>::infinity();
 
+// The kernel built for the instruction set gmm2_cpu_isa() picks: name_avx512, name_avx2 (x86-64 only) or
+// name_baseline, instantiated with the template arguments given.
+template <typename Kernel>
+Kernel kernel_for_isa(Kernel avx512, Kernel avx2, Kernel baseline) {
+  const std::string isa = gmm2_cpu_isa();
+  return isa == "avx512" ? avx512 : isa == "avx2" ? avx2 : baseline;
+}
+
+#if defined(__x86_64__)
+#define FASTMIX_KERNEL_FOR_THIS_CPU(name, ...) \
+  kernel_for_isa(name##_avx512<__VA_ARGS__>, name##_avx2<__VA_ARGS__>, name##_baseline<__VA_ARGS__>)
+#else
+#define FASTMIX_KERNEL_FOR_THIS_CPU(name, ...) name##_baseline<__VA_ARGS__>
+#endif
+
 // ---------------------------------------------------------------------------------------------------------------
 // Group order: the values of group g at sorted[offsets[g]:offsets[g + 1]].
 
@@ -300,12 +315,7 @@ using KeysFn = void (*)(const T*, const Group*, int64_t, int64_t, Key*, int64_t*
 
 template <typename T, typename Group, typename Key>
 KeysFn<T, Group, Key> keys_for_this_cpu() {
-  const std::string isa = gmm2_cpu_isa();
-#if defined(__x86_64__)
-  if (isa == "avx512") return checked_keys_avx512<T, Group, Key>;
-  if (isa == "avx2") return checked_keys_avx2<T, Group, Key>;
-#endif
-  return checked_keys_baseline<T, Group, Key>;
+  return FASTMIX_KERNEL_FOR_THIS_CPU(checked_keys, T, Group, Key);
 }
 
 // Copies from[0:m] (m >= 1) to `to` and returns their min and max in range[0:2]: one vector of kBytes at a time
@@ -362,12 +372,7 @@ __attribute__((target("avx512f"))) void copy_with_range_avx512(const T* from, in
 
 template <typename T>
 CopyFn<T> copy_for_this_cpu() {
-  const std::string isa = gmm2_cpu_isa();
-#if defined(__x86_64__)
-  if (isa == "avx512") return copy_with_range_avx512<T>;
-  if (isa == "avx2") return copy_with_range_avx2<T>;
-#endif
-  return copy_with_range_baseline<T>;
+  return FASTMIX_KERNEL_FOR_THIS_CPU(copy_with_range, T);
 }
 
 // Values per step of pass 2's scatter: one cache line of float32 values.
@@ -1288,12 +1293,7 @@ __attribute__((target("avx512f"))) void run_pass_avx512(Pass pass, const T* valu
 
 template <typename T>
 PassFn<T> pass_for_this_cpu() {
-  const std::string isa = gmm2_cpu_isa();
-#if defined(__x86_64__)
-  if (isa == "avx512") return run_pass_avx512<T>;
-  if (isa == "avx2") return run_pass_avx2<T>;
-#endif
-  return run_pass_baseline<T>;
+  return FASTMIX_KERNEL_FOR_THIS_CPU(run_pass, T);
 }
 
 // A Lloyd step's pass over a group or its band (LloydBand): the values in three zones by their order keys k
@@ -1421,12 +1421,7 @@ __attribute__((target("avx512f"))) void zone_pass_avx512(const T* values, int64_
 
 template <typename T>
 ZoneFn<T> zone_pass_for_this_cpu() {
-  const std::string isa = gmm2_cpu_isa();
-#if defined(__x86_64__)
-  if (isa == "avx512") return zone_pass_avx512<T>;
-  if (isa == "avx2") return zone_pass_avx2<T>;
-#endif
-  return zone_pass_baseline<T>;
+  return FASTMIX_KERNEL_FOR_THIS_CPU(zone_pass, T);
 }
 
 // count_above per ISA over 2^bits - 1 thresholds: a 16- or 32-byte vector of values at a time, or with AVX-512 a
@@ -1516,12 +1511,7 @@ __attribute__((target("avx512f"))) void count_above_avx512(const T* values, int6
 
 template <typename T>
 CountFn<T> count_for_this_cpu() {
-  const std::string isa = gmm2_cpu_isa();
-#if defined(__x86_64__)
-  if (isa == "avx512") return count_above_avx512<T>;
-  if (isa == "avx2") return count_above_avx2<T>;
-#endif
-  return count_above_baseline<T>;
+  return FASTMIX_KERNEL_FOR_THIS_CPU(count_above, T);
 }
 
 // pass over every block of the groups with `constants`, in parallel; out = (G, width) per-group sums.
