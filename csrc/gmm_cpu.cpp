@@ -809,8 +809,9 @@ struct FloatLanes {
 // interleaved (see FloatEStep::add): a = n + r, n an integer, |r| <= 1/2 (exact), 2^r by the degree-6 polynomial
 // interpolating it at the 7 Chebyshev nodes of [-1/2, 1/2] (relative error < 2.6e-9, below float32's rounding; one
 // FMA fewer than the degree-7 Taylor polynomial, whose truncation error was 50 times smaller than needed), 2^n put in
-// the exponent bits. With AVX-512 (16 lanes), n by vrndscaleps and 2^n applied by vscalefps: two instructions fewer
-// than the shifter and the exponent bits (inline assembly: an intrinsic would need the callers compiled for AVX-512).
+// the exponent bits. With AVX-512 (16 lanes), r by vreduceps (a - its nearest integer, one uop; vrndscaleps for n
+// was two on port 0, and an E-step ran ~8% slower), n = a - r, and 2^n applied by vscalefps (inline
+// assembly: an intrinsic would need the callers compiled for AVX-512).
 template <int M, int K>
 FASTMIX_INLINE void exp2_nonpositive_float(typename FloatLanes<M>::F (&a)[K], typename FloatLanes<M>::F (&out)[K]) {
   using F = typename FloatLanes<M>::F;
@@ -826,13 +827,18 @@ FASTMIX_INLINE void exp2_nonpositive_float(typename FloatLanes<M>::F (&a)[K], ty
   F n[K], p[K];
   I n_bits[K];
   if constexpr (kScale) {
-    for (int j = 0; j < K; ++j) asm("vrndscaleps $8, %1, %0" : "=v"(n[j]) : "v"(a[j]));  // nearest, no exceptions
+    for (int j = 0; j < K; ++j) {
+      F r;
+      asm("vreduceps $8, %1, %0" : "=v"(r) : "v"(a[j]));  // a - nearest integer, no exceptions (exact)
+      n[j] = a[j] - r;
+      a[j] = r;
+    }
   } else {
     for (int j = 0; j < K; ++j) n[j] = a[j] + kShifter;
     for (int j = 0; j < K; ++j) n_bits[j] = reinterpret_cast<I>(n[j]);  // the low bits hold n + 127 (the bias)
     for (int j = 0; j < K; ++j) n[j] -= kShifter;
+    for (int j = 0; j < K; ++j) a[j] -= n[j];  // r
   }
-  for (int j = 0; j < K; ++j) a[j] -= n[j];  // r
   for (int j = 0; j < K; ++j) p[j] = F{} + 0.00015461444691130264f;
   for (float coefficient : kCoefficients) {
     for (int j = 0; j < K; ++j) p[j] = p[j] * a[j] + coefficient;
@@ -908,12 +914,13 @@ struct FloatEStep {
   using I = typename FloatLanes<M>::I;
   static constexpr int64_t kVectorsPerFlush = 64;  // a product of 64 factors in [1, 2) stays below 2^64
   static constexpr int kSums = 4;
-  static constexpr int kInterleave = 2;
+  static constexpr int kInterleave = M == 16 ? 4 : 2;  // AVX2's 16 registers: K = 4 spilled, 70% slower
   float origin, inv_scale, mean[2], half_precision[2], gap_offset;  // [0] the accumulated component, [1] the other
   F uncertainty{}, resp{}, shifted{}, squared{};  // uncertainty: sum r_bottom (-|g|)
   F product = F{} + 1.0f;
   I product_exponent{};
-  double total[kSums][M] = {};  // in memory: float64 registers here would push the loop's constants out
+  using D = typename Lanes<M / 2>::D;
+  D total[kSums][2] = {};  // lanes [0, M/2) and [M/2, M); in memory: registers would push the loop's constants out
 
   explicit FloatEStep(const GroupConstants& c)
       : origin(static_cast<float>(c.origin)), inv_scale(static_cast<float>(c.inv_scale)) {
@@ -926,8 +933,9 @@ struct FloatEStep {
   }
 
   // K vectors at a time, each statement for all K before the next: one value's chain of ~25 dependent operations
-  // is long, and the out-of-order core overlaps independent chains only as far as its scheduler reaches (K = 2
-  // measured ~8% faster than K = 1 with AVX-512). Lanes with keep = 0 add nothing when kMasked (K = 1).
+  // is long, and the out-of-order core overlaps independent chains only as far as its scheduler reaches (with
+  // AVX-512, K = 2 measured ~8% faster than K = 1, K = 4 ~7% faster than K = 2; see kInterleave). Lanes with
+  // keep = 0 add nothing when kMasked (K = 1).
   template <int K, bool kMasked>
   FASTMIX_INLINE void add(const F (&v)[K], F keep) {
     F x[K], d[K], d_other[K], square[K], gap[K], minus_distance[K], e[K], factor[K], r_top[K], r[K], entropy[K];
@@ -967,7 +975,11 @@ struct FloatEStep {
     product = reinterpret_cast<F>((bits & 0x007fffff) | (int32_t(127) << 23));
     F* sums[kSums] = {&uncertainty, &resp, &shifted, &squared};
     for (int s = 0; s < kSums; ++s) {
-      for (int l = 0; l < M; ++l) total[s][l] += (*sums[s])[l];
+      for (int h = 0; h < 2; ++h) {  // each half one conversion and one add (a lane at a time was ~8% of a pass)
+        D half;
+        for (int l = 0; l < M / 2; ++l) half[l] = (*sums[s])[h * (M / 2) + l];
+        total[s][h] += half;
+      }
       *sums[s] = F{};
     }
   }
@@ -978,8 +990,8 @@ struct FloatEStep {
     for (int s = 0; s < gmm::kStats; ++s) out[s] = 0.0;
     for (int l = 0; l < M; ++l) {
       product_of_lanes *= product[l];
-      out[0] += product_exponent[l] - total[0][l];
-      for (int s = 1; s < kSums; ++s) out[s] += total[s][l];
+      out[0] += product_exponent[l] - total[0][l / (M / 2)][l % (M / 2)];
+      for (int s = 1; s < kSums; ++s) out[s] += total[s][l / (M / 2)][l % (M / 2)];
     }
     out[0] = out[0] * kLn2 + std::log(product_of_lanes);
   }
