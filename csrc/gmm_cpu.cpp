@@ -3,13 +3,14 @@
 //                           parallel counting sort) and takes per-group count/min/max as it copies, once per fit;
 //   gmm2_split_statistics_cpu, gmm2_race_cpu (the inits' passes), gmm2_estep_cpu and gmm2_em_cpu
 //                           work on fixed blocks of one group's segment, each block's statistics reduced in block
-//                           order, so results do not depend on the thread count or the schedule.
-// The block passes (the inits' hard split, the E-step) are explicitly vectorised (GCC/Clang vector extensions);
-// they are compiled for AVX-512, AVX2+FMA and the baseline ISA and the best one the CPU has runs (the
-// FASTMIX_CPU_ISA environment variable forces one). Precision, the policy of every backend (docs/design.md,
-// "Conventions every op follows"): the E-step of float32 values computes each value's terms (exp, the log's factors) and the lanes'
-// running sums in float32 (FloatEStep), everything else is float64 (the E-step of float64 values: exp
-// accurate to 1 ulp). The lane count is fixed per ISA, so a fit is bitwise reproducible on one machine; across CPU
+//                           order, so results do not depend on the thread count or the schedule;
+//   gmm2_kmeans_cpu         the k-means init, one group per thread (its segment hot in cache).
+// The passes are explicitly vectorised (GCC/Clang vector extensions, and AVX-512 intrinsics or inline assembly where
+// they save instructions); they are compiled for AVX-512 (F + DQ), AVX2+FMA and the baseline ISA and the best one
+// the CPU has runs (kernel_for_isa; the FASTMIX_CPU_ISA environment variable forces one). Precision, the policy of
+// every backend (docs/design.md, "Conventions every op follows"): the E-step of float32 values computes each value's
+// terms (exp, the log's factors) and the lanes' running sums in float32 (FloatEStep), everything else is float64
+// (the E-step of float64 values: exp accurate to 1 ulp). The lane count is fixed per ISA, so a fit is bitwise reproducible on one machine; across CPU
 // kinds the sums' rounding differs in the last bits.
 #include <algorithm>
 #include <cmath>
