@@ -10,8 +10,8 @@
 // the CPU has runs (kernel_for_isa; the FASTMIX_CPU_ISA environment variable forces one). Precision, the policy of
 // every backend (docs/design.md, "Conventions every op follows"): the E-step of float32 values computes each value's
 // terms (exp, the log's factors) and the lanes' running sums in float32 (FloatEStep), everything else is float64
-// (the E-step of float64 values: exp accurate to 1 ulp). The lane count is fixed per ISA, so a fit is bitwise reproducible on one machine; across CPU
-// kinds the sums' rounding differs in the last bits.
+// (the E-step of float64 values: exp accurate to 1 ulp). The lane count is fixed per ISA, so a fit is bitwise
+// reproducible on one machine; across CPU kinds the sums' rounding differs in the last bits.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
