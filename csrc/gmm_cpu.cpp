@@ -146,7 +146,7 @@ void checked_keys_baseline(const T* values, const Group* groups, int64_t n, int6
 // n % kWidth as the baseline does.
 template <typename Isa, typename T, typename Group, typename Key>
 inline void checked_keys_vectors(const T* values, const Group* groups, int64_t n, int64_t n_groups, Key* keys,
-                                         int64_t* tallies, Flaws& flaws) {
+                                 int64_t* tallies, Flaws& flaws) {
   typename Isa::Mask outside_any = Isa::none(), not_finite_any = Isa::none();
   int64_t i = 0;
   for (; i + Isa::kWidth <= n; i += Isa::kWidth) {
@@ -724,39 +724,6 @@ FASTMIX_INLINE typename Lanes<L>::D exp_nonpositive(typename Lanes<L>::D a) {
   return p * reinterpret_cast<D>(two_to_n);
 }
 
-// One vector of values into the two-component sums of the float64 E-step (EStepSums): from each component's
-// log-weight w_k, d_k = x - mu_k and d_k^2, adds the responsibilities r_k (BalanceMix eq. 7), r_k d_k, r_k d_k^2,
-// the larger log-weight and the factor 1 + e with e = exp(-|w1 - w0|) (-|.| by the sign bit: -0 for +-0); lanes
-// with keep = 0 add nothing when kMasked.
-template <bool kMasked, typename V, typename I, typename ExpNonPositive>
-FASTMIX_INLINE void add_two_components(const V (&w)[2], const V (&d)[2], const V (&squares)[2], V keep,
-                                       ExpNonPositive exp_nonpositive, V& log_p, V& product, V (&resp)[2],
-                                       V (&shifted)[2], V (&squared)[2]) {
-  const V one = V{} + 1;
-  const V gap = w[1] - w[0];
-  const I one_on_top = gap > 0;
-  const V e = exp_nonpositive(reinterpret_cast<V>(reinterpret_cast<I>(gap) | reinterpret_cast<I>(-V{})));
-  const V sum = one + e;
-  const V r_top = one / sum;
-  const V r_other = e * r_top;
-  V r[2] = {one_on_top ? r_other : r_top, one_on_top ? r_top : r_other};
-  V top = one_on_top ? w[1] : w[0];
-  V factor = sum;
-  if constexpr (kMasked) {
-    r[0] *= keep;
-    r[1] *= keep;
-    top *= keep;
-    factor = factor * keep + (one - keep);
-  }
-  log_p += top;
-  product *= factor;
-  for (int k = 0; k < 2; ++k) {
-    resp[k] += r[k];
-    shifted[k] += r[k] * d[k];
-    squared[k] += r[k] * squares[k];
-  }
-}
-
 // gmm::accumulate: log w_k N(x) = offset_k - d_k^2 / (2 var_k) with d_k = x - mu_k (gmm::Prepared's z^2 / 2); d_k
 // and d_k^2 also serve the sums around the means. log p(x) = top + log(1 + e) with e = exp(-|w1 - w0|): the tops
 // are summed, the factors (1 + e) in [1, 2] multiplied, and the product's log taken every kVectorsPerFlush vectors
@@ -770,6 +737,9 @@ struct EStepSums {
   D log_p = {}, resp[2] = {}, shifted[2] = {}, squared[2] = {};
   D product = splat<D>(1.0);
 
+  // One vector: from each component's log-weight w_k, d_k = x - mu_k and d_k^2, adds the responsibilities r_k
+  // (BalanceMix eq. 7), r_k d_k, r_k d_k^2, the larger log-weight and the factor 1 + e with e = exp(-|w1 - w0|)
+  // (-|.| by the sign bit: -0 for +-0); lanes with keep = 0 add nothing when kMasked.
   template <bool kMasked>
   FASTMIX_INLINE void add(D x, D keep) {
     D d[2], squares[2], w[2];
@@ -778,8 +748,29 @@ struct EStepSums {
       squares[k] = d[k] * d[k];
       w[k] = c.offset[k] - c.half_precision[k] * squares[k];
     }
-    add_two_components<kMasked, D, I>(w, d, squares, keep, [](D a) { return exp_nonpositive<L>(a); }, log_p, product,
-                                      resp, shifted, squared);
+    const D one = splat<D>(1.0);
+    const D gap = w[1] - w[0];
+    const I one_on_top = gap > 0;
+    const D e = exp_nonpositive<L>(reinterpret_cast<D>(reinterpret_cast<I>(gap) | reinterpret_cast<I>(-D{})));
+    const D sum = one + e;
+    const D r_top = one / sum;
+    const D r_other = e * r_top;
+    D r[2] = {one_on_top ? r_other : r_top, one_on_top ? r_top : r_other};
+    D top = one_on_top ? w[1] : w[0];
+    D factor = sum;
+    if constexpr (kMasked) {
+      r[0] *= keep;
+      r[1] *= keep;
+      top *= keep;
+      factor = factor * keep + (one - keep);
+    }
+    log_p += top;
+    product *= factor;
+    for (int k = 0; k < 2; ++k) {
+      resp[k] += r[k];
+      shifted[k] += r[k] * d[k];
+      squared[k] += r[k] * squares[k];
+    }
   }
 
   FASTMIX_INLINE void flush() {
@@ -1786,7 +1777,6 @@ void race(const T* sorted, const int64_t* offsets, int64_t n_groups, const doubl
 // accumulates the component whose statistics, taken from the group's totals, leave the other's with the least
 // cancellation: the smaller w_k (var_k + (mu_0 - mu_1)^2) / (w_other var_other), the factor by which the subtraction
 // amplifies the accumulated sums' rounding.
-
 void set_estep_constants(int64_t n_groups, const double* weights, const double* means, const double* variances,
                          std::vector<GroupConstants>& constants) {
   for (int64_t g = 0; g < n_groups; ++g) {
@@ -1857,25 +1847,48 @@ FASTMIX_INLINE double group_size(const int64_t* offsets, int64_t g) {
   return static_cast<double>(offsets[g + 1] - offsets[g]);
 }
 
+// One E-step over the groups (those `active`, or all for nullptr) into stats, (G, kStats) in gmm.h's layout around
+// the constants' means. With float32 values FloatEStep's sums are completed (complete_float_estep) from the
+// groups' totals, which the first E-step after set_origins takes (with_totals) and `totals` keeps for the next.
+template <typename T>
+void estep_statistics(PassFn<T> run, const T* sorted, const int64_t* offsets, const std::vector<Block>& blocks,
+                      int64_t n_groups, std::vector<GroupConstants>& constants, const uint8_t* active,
+                      std::vector<double>& totals, double* stats) {
+  per_group_pass(run, Pass::kEStep, sorted, blocks, n_groups, constants, active, gmm::kStats, stats);
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t g = 0; g < n_groups; ++g) {
+      if (active != nullptr && !active[g]) continue;
+      double* own = stats + g * gmm::kStats;
+      if (constants[g].with_totals) {
+        totals[2 * g] = own[4];
+        totals[2 * g + 1] = own[5];
+        constants[g].with_totals = false;
+      }
+      double completed[gmm::kStats];
+      complete_float_estep(own, group_size(offsets, g), totals[2 * g], totals[2 * g + 1], constants[g], completed);
+      std::copy(completed, completed + gmm::kStats, own);
+    }
+  }
+}
+
+// The constants of every group's float64 or float32 E-step (set_estep_constants sets the parameters' part).
+template <typename T>
+std::vector<GroupConstants> estep_constants(int64_t n_groups, const double* lo, const double* scale,
+                                            const double* weights, const double* means) {
+  std::vector<GroupConstants> constants = normalisation(n_groups, lo, scale);
+  if constexpr (std::is_same_v<T, float>) set_origins(n_groups, lo, scale, weights, means, constants);
+  return constants;
+}
+
 // One E-step's statistics (gmm.h layout, around the given means) of every group: (G, kStats).
 template <typename T>
 void estep(const T* sorted, const int64_t* offsets, int64_t n_groups, const double* lo, const double* scale,
            const double* weights, const double* means, const double* variances, double* stats) {
-  std::vector<GroupConstants> constants = normalisation(n_groups, lo, scale);
+  std::vector<GroupConstants> constants = estep_constants<T>(n_groups, lo, scale, weights, means);
   set_estep_constants(n_groups, weights, means, variances, constants);
-  if constexpr (std::is_same_v<T, float>) {
-    set_origins(n_groups, lo, scale, weights, means, constants);
-    std::vector<double> sums(n_groups * gmm::kStats);
-    per_group_pass(pass_for_this_cpu<T>(), Pass::kEStep, sorted, blocks_of(offsets, n_groups), n_groups, constants,
-                   nullptr, gmm::kStats, sums.data());
-    for (int64_t g = 0; g < n_groups; ++g) {
-      const double* own = sums.data() + g * gmm::kStats;
-      complete_float_estep(own, group_size(offsets, g), own[4], own[5], constants[g], stats + g * gmm::kStats);
-    }
-  } else {
-    per_group_pass(pass_for_this_cpu<T>(), Pass::kEStep, sorted, blocks_of(offsets, n_groups), n_groups, constants,
-                   nullptr, gmm::kStats, stats);
-  }
+  std::vector<double> totals(2 * n_groups);
+  estep_statistics(pass_for_this_cpu<T>(), sorted, offsets, blocks_of(offsets, n_groups), n_groups, constants, nullptr,
+                   totals, stats);
 }
 
 // The EM loop; with float32 values the first E-step also takes the groups' totals (FloatEStep), which the later
@@ -1884,35 +1897,21 @@ template <typename T>
 void em(const T* sorted, const int64_t* offsets, int64_t n_groups, const double* count, const double* lo,
         const double* scale, double* weights, double* means, double* variances, double* log_likelihood,
         int64_t* n_iter, uint8_t* converged, int64_t max_iter, double tol, double reg_covar, double eps) {
-  constexpr bool kFloat = std::is_same_v<T, float>;
   const PassFn<T> run = pass_for_this_cpu<T>();
   const std::vector<Block> blocks = blocks_of(offsets, n_groups);
-  std::vector<GroupConstants> constants = normalisation(n_groups, lo, scale);
-  if (kFloat) set_origins(n_groups, lo, scale, weights, means, constants);
-  std::vector<double> stats(n_groups * gmm::kStats), totals(kFloat ? 2 * n_groups : 0);
+  std::vector<GroupConstants> constants = estep_constants<T>(n_groups, lo, scale, weights, means);
+  std::vector<double> stats(n_groups * gmm::kStats), totals(2 * n_groups);
   std::vector<uint8_t> active(n_groups, 1);
   std::vector<double> previous(n_groups, -kInfinity);
   int64_t n_active = n_groups;
   for (int64_t iteration = 0; iteration < max_iter && n_active > 0; ++iteration) {
     set_estep_constants(n_groups, weights, means, variances, constants);
-    per_group_pass(run, Pass::kEStep, sorted, blocks, n_groups, constants, active.data(), gmm::kStats,
-                   stats.data());
+    estep_statistics(run, sorted, offsets, blocks, n_groups, constants, active.data(), totals, stats.data());
     for (int64_t g = 0; g < n_groups; ++g) {
       if (!active[g]) continue;
-      double* own = stats.data() + g * gmm::kStats;
-      double completed[gmm::kStats];
-      if constexpr (kFloat) {
-        if (constants[g].with_totals) {
-          totals[2 * g] = own[4];
-          totals[2 * g + 1] = own[5];
-          constants[g].with_totals = false;
-        }
-        complete_float_estep(own, group_size(offsets, g), totals[2 * g], totals[2 * g + 1], constants[g],
-                             completed);
-        own = completed;
-      }
-      const bool done = gmm::m_step(own, count[g], reg_covar, eps, tol, weights + 2 * g, means + 2 * g,
-                                    variances + 2 * g, previous.data() + g, log_likelihood + g * max_iter + iteration);
+      const bool done = gmm::m_step(stats.data() + g * gmm::kStats, count[g], reg_covar, eps, tol, weights + 2 * g,
+                                    means + 2 * g, variances + 2 * g, previous.data() + g,
+                                    log_likelihood + g * max_iter + iteration);
       n_iter[g] += 1;
       if (done) {
         converged[g] = 1;
