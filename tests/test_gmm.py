@@ -393,10 +393,39 @@ def test_triton_fused_fit_stops_lloyd_steps_once_the_partition_repeats(backend, 
     max_iter = 1
     fit = fastmix.fit_gmm2(values, groups, n_groups=4, max_iter=max_iter, tol=0.0, backend=backend)
     (args,) = launches
-    counters, slots_per_pass = args[16], args[18]
+    counters, slots_per_pass = args[17], args[19]
     passes = -(-int(counters[0]) // slots_per_pass)
     assert passes <= 2 + int(repeats_at.max()) + 1 + max_iter, f"{passes} passes, repeats at steps {repeats_at}"
     expected = fastmix.fit_gmm2(values.double(), groups, n_groups=4, max_iter=max_iter, tol=0.0, backend="reference")
+    assert_same_fit(fit, expected, torch.float32)
+
+
+@pytest.mark.parametrize("backend", cpu_backends(("triton",)))
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_triton_fused_fit_lloyd_steps_pass_over_their_band(backend, direction, monkeypatch):
+    """The Lloyd steps' splits move one way (up for losses piled near 0, down for their mirror image); after the
+    first step, which reads the whole group, each step reads only the band the step before kept (the values between
+    its split and twice its move ahead). Counted by wrapping the band pass (the interpreter runs it as Python): the
+    steps together read under 2.5 times the group, against one whole group per step without the band, over 3
+    chunks whose bands are kept apart; the fit is the reference's to float32 rounding."""
+    from fastmix.kernels.triton import gmm as triton_gmm
+
+    u = torch.rand(3000, generator=torch.Generator().manual_seed(3))
+    values = u ** 4 if direction == "up" else 1 - u ** 4
+    groups = torch.zeros(3000, dtype=torch.int64)
+    band_pass, reads = triton_gmm._lloyd_band_sums, []
+
+    def counted_band_pass(source, band, count, *args):
+        reads.append(int(count))
+        return band_pass(source, band, count, *args)
+
+    monkeypatch.setattr(triton_gmm, "_lloyd_band_sums", counted_band_pass)
+    monkeypatch.setattr(triton_gmm, "CHUNK", 1024)
+    fit = fastmix.fit_gmm2(values, groups, n_groups=1, max_iter=2, tol=0.0, backend=backend)
+    steps = len(reads) // 3
+    assert steps >= 6 and len(reads) == 3 * steps, reads
+    assert sum(reads[:3]) == 3000 and sum(reads) < 2.5 * 3000, reads
+    expected = fastmix.fit_gmm2(values.double(), groups, n_groups=1, max_iter=2, tol=0.0, backend="reference")
     assert_same_fit(fit, expected, torch.float32)
 
 

@@ -263,6 +263,36 @@ def _split_sums(values_ptr, start, end, lo, inv_scale, split, c0, c1, BLOCK: tl.
 
 
 @triton.jit
+def _lloyd_band_sums(source_ptr, band_ptr, count, lo, inv_scale, band_from, band_to, BLOCK: tl.constexpr):
+    """One pass over ``count`` values from ``source_ptr`` in three zones of their x: below ``band_from``, in
+    [band_from, band_to) (the band) and at or above ``band_to``. Returns the counts below and in the band, and the
+    sum of x (float64) below, in and above it; copies the band's values, in order, to ``band_ptr`` (which may be
+    ``source_ptr``: each store lands at or before values already read). Loads bypass L1 (``.cg``): the band was
+    written by other programs."""
+    n_below = tl.zeros([BLOCK], tl.int32)
+    sum_below = tl.zeros([BLOCK], tl.float64)
+    sum_band = tl.zeros([BLOCK], tl.float64)
+    sum_above = tl.zeros([BLOCK], tl.float64)
+    kept = tl.zeros([], tl.int32)
+    for block_start in range(0, count, BLOCK):
+        offs = block_start + tl.arange(0, BLOCK)
+        ok = offs < count
+        v = tl.load(source_ptr + offs, mask=ok, other=0.0, cache_modifier=".cg")
+        x = tl.where(ok, (v.to(tl.float64) - lo) * inv_scale, 0.0)
+        below = ok & (x < band_from)
+        above = ok & (x >= band_to)
+        in_band = ok & ~below & ~above
+        n_below += below.to(tl.int32)
+        sum_below += tl.where(below, x, 0.0)
+        sum_band += tl.where(in_band, x, 0.0)
+        sum_above += tl.where(above, x, 0.0)
+        kept_here = in_band.to(tl.int32)
+        tl.store(band_ptr + kept + tl.cumsum(kept_here, axis=0) - kept_here, v, mask=in_band)
+        kept += tl.sum(kept_here, axis=0)
+    return tl.sum(n_below), kept, tl.sum(sum_below), tl.sum(sum_band), tl.sum(sum_above)
+
+
+@triton.jit
 def _log1p_unit(u):
     """log(1 + u) for u in [0, 1]: float32 as u q(u), q the degree-7 Chebyshev interpolant of log(1 + u) / u (8
     multiply-adds, within 2.1e-7 absolute and 3.7e-7 relative, exact at u = 0, where libdevice's logf takes about
@@ -579,20 +609,30 @@ def _gmm2_em_kernel(values_ptr, offsets_ptr, count_ptr, lo_ptr, scale_ptr, weigh
 
 
 # ---------------------------------------------------------------------------------- the default fit: a work queue
-HISTOGRAM_PASS, SPLIT_PASS, EM_PASS = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
-"""The kinds of pass over a group's values in the fused fit (state column 0 holds the next one)."""
+HISTOGRAM_PASS, SPLIT_PASS, EM_PASS, LLOYD_PASS = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
+"""The kinds of pass over a group's values in the fused fit (state column 0 holds the next one): the grid-step
+histogram, a hard split with its statistics around the centres (the halves, the final split), an E-step, a Lloyd
+step (counts and sums of x per side, over the group's band when it holds the split: ``_lloyd_band_sums``)."""
 FINISHED = tl.constexpr(1 << 30)
 """A group's ready counter once its fit is written: every later work item of the group is skipped."""
-STATE_WIDTH = tl.constexpr(16)
+STATE_WIDTH = tl.constexpr(17)
 """float64 per group of the fused fit's state: kind, split, c0, c1, Lloyd steps run (-1 before the halves pass;
 ``steps`` once the next split pass is the final one), w0, w1, m0, m1, v0, v1, the previous lower bound, the EM
-iterations run, the values below the previous Lloyd step's split (-1 before the first)."""
+iterations run, the values below the previous Lloyd step's split (-1 before the first), and for the next Lloyd
+step the band it keeps ([from, to) of x) and whether it reads the band kept by the step before (1) or the group."""
+BAND_COLUMN = tl.constexpr(8)
+"""A chunk slot's partial row keeps its band from one Lloyd step to the next from this column on: the band's size
+(its values are at the chunk's own positions of the fit's band buffer), then the count and the sum of x of the
+chunk's values below the band and of those above it. Columns 0-6 hold the pass's statistics; the histogram pass,
+which uses the whole row, comes before any Lloyd step."""
 FLOAT32_FIT_BLOCK = 1024
 """Values per step of the fused fit's passes over float32 values: 4 per thread, 4 KB in flight per program against
 the memory latency, at the same programs per SM as 256 (its registers); float64 values keep BLOCK (1024 would
 leave 1 program per SM)."""
-CHUNK = 8192
-"""Values per work item of the fused fit: one chunk of one group's segment in one pass."""
+CHUNK = 16384
+"""Values per work item of the fused fit: one chunk of one group's segment in one pass. With the Lloyd steps'
+bands most passes read little, so each item's fixed cost (claim, lookups, arrival) counts: the queue model
+(benchmarks/gmm_gpu_model.py, docs/gmm_gpu.md) gives 16,384 the shortest fit of 8,192-65,536, on paper."""
 FIT_REGISTERS = 128
 """Registers per thread of the fused fit over float64 values (sm_80 and sm_90, uncapped), and the cap of float32
 values before sm_90 (uncapped 164 on sm_80, 1 program per SM; capped 122 without spills): 2 programs of 8 warps per
@@ -669,23 +709,30 @@ def _step(g, kind, row, partial_rows, n_chunks, count, group_min, group_max, low
         for chunk in range(n_chunks):
             histogram += tl.load(partial_rows + chunk * WIDTH + tl.arange(0, WIDTH), cache_modifier=".cg")
         split = _median_split(histogram, count, low, high, BISECTIONS)
-        _store_split_pass(row, split, 0.5 * (low + split), 0.5 * (split + high), -1.0, -1.0)
-    elif kind == SPLIT_PASS:
+        _store_split_pass(row, tl.full([], SPLIT_PASS, tl.int32), split, 0.5 * (low + split), 0.5 * (split + high),
+                          -1.0, -1.0)
+    elif (kind == SPLIT_PASS) | (kind == LLOYD_PASS):
         _, n0, n1, s0, s1, q0, q1 = _slot_sums(partial_rows, n_chunks, WIDTH)
         c0 = tl.load(row + 2, cache_modifier=".cg")
         c1 = tl.load(row + 3, cache_modifier=".cg")
         lloyd_steps = tl.load(row + 4, cache_modifier=".cg")
+        if kind == LLOYD_PASS:  # sums of x: around the centres
+            s0 -= n0 * c0
+            s1 -= n1 * c1
         new0, new1 = _lloyd_step(c0, c1, n0, n1, s0, s1)
-        after_halves = (lloyd_steps < 0) & tl.full([], KMEANS, tl.int1)
-        moving = (lloyd_steps >= 0) & (lloyd_steps < steps) & ((new0 != c0) | (new1 != c1))
-        if after_halves or moving:
-            # A step whose split left as many values below it as the previous step's (the same partition) is the
-            # last: the next pass is the final split at its moved centres (lloyd_steps = steps). A step that stopped
-            # them moving needs none: it doubles as the final split (the else below).
-            repeated = n0 == tl.load(row + 13, cache_modifier=".cg")
-            _store_split_pass(row, (new0 + new1) / 2.0, new0, new1,
-                              tl.where(repeated, steps.to(tl.float64), tl.maximum(lloyd_steps, -1.0) + 1.0),
-                              tl.where(after_halves, -1.0, n0))
+        lloyd = kind == LLOYD_PASS
+        if (lloyd | (lloyd_steps < 0)) & tl.full([], KMEANS, tl.int1):  # a Lloyd step or the halves
+            # A Lloyd step is next, or after the last step the final split. The last: its centres did not move (a
+            # fixed point), its split left as many values below it as the previous step's (the same partition), or
+            # the steps ran out.
+            last = tl.where(lloyd, ((new0 == c0) & (new1 == c1)) | (lloyd_steps + 1 >= steps)
+                            | (n0 == tl.load(row + 13, cache_modifier=".cg")), steps == 0)
+            no_band = tl.full([], float("inf"), tl.float64)
+            band_from = tl.where(lloyd, tl.load(row + 14, cache_modifier=".cg"), no_band)
+            band_to = tl.where(lloyd, tl.load(row + 15, cache_modifier=".cg"), -no_band)
+            _store_next_split(row, tl.load(row + 1, cache_modifier=".cg"), new0, new1,
+                              tl.where(last, steps.to(tl.float64), lloyd_steps + 1.0),
+                              tl.where(lloyd, n0, -1.0), band_from, band_to, ~last)
         else:  # the final split (the halves for "quantile"): the init's M-step
             nk0, m0, v0 = _component_update(n0, s0, q0, c0, reg_covar, eps)
             nk1, m1, v1 = _component_update(n1, s1, q1, c1, reg_covar, eps)
@@ -725,13 +772,33 @@ def _step(g, kind, row, partial_rows, n_chunks, count, group_min, group_max, low
 
 
 @triton.jit
-def _store_split_pass(row, split, c0, c1, lloyd_steps, previous_below):
-    tl.store(row, tl.full([], SPLIT_PASS, tl.float64))
+def _store_split_pass(row, kind, split, c0, c1, lloyd_steps, previous_below):
+    tl.store(row, kind.to(tl.float64))
     tl.store(row + 1, split)
     tl.store(row + 2, c0)
     tl.store(row + 3, c1)
     tl.store(row + 4, lloyd_steps)
     tl.store(row + 13, previous_below)
+
+
+@triton.jit
+def _store_next_split(row, split, c0, c1, lloyd_steps, below, band_from, band_to, lloyd):
+    """The pass after a split at ``split`` that moved the centres to (c0, c1): the next Lloyd step (``lloyd``) or
+    the final split, at (c0 + c1) / 2. A Lloyd step keeps as the group's band the values between its split and
+    twice the last move ahead, within the band [band_from, band_to] the step before kept if that holds its split
+    (then it passes over that band alone); as ``LloydBand::step`` in csrc/gmm_cpu.cpp."""
+    next_split = (c0 + c1) / 2.0
+    reach = 2.0 * (next_split - split)
+    holds = (band_from <= next_split) & (next_split <= band_to)
+    ahead = next_split + reach
+    moving_up = _is_finite(ahead) & (reach > 0)
+    moving_down = _is_finite(ahead) & (reach < 0)
+    next_to = tl.where(moving_up, tl.where(holds, tl.minimum(ahead, band_to), ahead), next_split)
+    next_from = tl.where(moving_down, tl.where(holds, tl.maximum(ahead, band_from), ahead), next_split)
+    _store_split_pass(row, tl.where(lloyd, LLOYD_PASS, SPLIT_PASS), next_split, c0, c1, lloyd_steps, below)
+    tl.store(row + 14, next_from)
+    tl.store(row + 15, next_to)
+    tl.store(row + 16, holds.to(tl.float64))
 
 
 @triton.jit
@@ -749,7 +816,7 @@ def _store_params(row, w0, w1, m0, m1, v0, v1, lower_bound, iterations):
 @triton.jit
 def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weights_ptr, means_ptr, variances_ptr,
                      log_likelihood_ptr, n_iter_ptr, converged_ptr, degenerate_ptr, fit_min_ptr, fit_max_ptr,
-                     partials_ptr, state_ptr, counters_ptr, n_groups, slots_per_pass, n_items, search_steps,
+                     partials_ptr, bands_ptr, state_ptr, counters_ptr, n_groups, slots_per_pass, n_items, search_steps,
                      max_iter, steps, tol_bits, reg_covar_bits, eps_bits, log_2pi_bits, max_magnitude_bits,
                      max_reciprocal_bits,
                      MINMAX: tl.constexpr, KMEANS: tl.constexpr, BISECTIONS: tl.constexpr, CHUNK: tl.constexpr,
@@ -758,8 +825,8 @@ def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weigh
     "quantile"), each group split over many programs: a persistent work queue.
 
     Work item i is chunk ``i % slots_per_pass`` of pass ``i // slots_per_pass``, claimed in order from
-    counters[0]. A group's p-th pass is whatever its state says (the grid-step histogram, a hard split: the halves,
-    a Lloyd step or the final split, or an E-step); its item waits (acquire) until counters[2 + g] (the group's
+    counters[0]. A group's p-th pass is whatever its state says (the grid-step histogram, a hard split: the halves
+    or the final split, a Lloyd step over the band the step before kept in ``bands``, or an E-step); its item waits (acquire) until counters[2 + g] (the group's
     ready counter) reaches p, writes its chunk's partial statistics to its own row of ``partials``, and arrives
     (acq_rel) at counters[2 + G + g]; the last of the group's chunks to arrive sums the rows in chunk order (so the
     fit does not depend on the order of arrival nor on the number of programs), takes the step (median split, Lloyd
@@ -835,6 +902,32 @@ def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weigh
                     n0, n1, s0, s1, q0, q1 = _split_sums(values_ptr, chunk_start, chunk_end, shift, inv_scale, split,
                                                          c0, c1, BLOCK)
                     _store_statistics(partial, tl.zeros([], tl.float64), n0, n1, s0, s1, q0, q1)
+                elif KMEANS and kind == LLOYD_PASS:
+                    band = bands_ptr + chunk_start
+                    band_row = partial + BAND_COLUMN
+                    reads_band = tl.load(row + 16, cache_modifier=".cg") != 0
+                    source_count = chunk_end - chunk_start
+                    if reads_band:
+                        source_count = tl.load(band_row, cache_modifier=".cg").to(tl.int64)
+                    n_below, n_band, sum_below, sum_band, sum_above = _lloyd_band_sums(
+                        tl.where(reads_band, band, values_ptr + chunk_start), band, source_count, shift, inv_scale,
+                        tl.load(row + 14, cache_modifier=".cg"), tl.load(row + 15, cache_modifier=".cg"), BLOCK)
+                    n_below = n_below.to(tl.float64)
+                    n_band = n_band.to(tl.float64)
+                    n_above = source_count.to(tl.float64) - n_below - n_band
+                    if reads_band:  # the values outside the band the step before kept
+                        n_below += tl.load(band_row + 1, cache_modifier=".cg")
+                        sum_below += tl.load(band_row + 2, cache_modifier=".cg")
+                        n_above += tl.load(band_row + 3, cache_modifier=".cg")
+                        sum_above += tl.load(band_row + 4, cache_modifier=".cg")
+                    zero = tl.zeros([], tl.float64)
+                    _store_statistics(band_row, n_band, n_below, sum_below, n_above, sum_above, zero, zero)
+                    # The band lies below the split (moving down), or is empty.
+                    band_below = tl.load(row + 15, cache_modifier=".cg") == tl.load(row + 1, cache_modifier=".cg")
+                    _store_statistics(partial, zero, n_below + tl.where(band_below, n_band, 0.0),
+                                      n_above + tl.where(band_below, 0.0, n_band),
+                                      sum_below + tl.where(band_below, sum_band, 0.0),
+                                      sum_above + tl.where(band_below, 0.0, sum_band), zero, zero)
                 else:
                     _store_statistics(partial, *_estep_sums(
                         values_ptr, chunk_start, chunk_end, shift, inv_scale, tl.load(row + 5, cache_modifier=".cg"),
@@ -934,11 +1027,10 @@ def gmm2_em(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Ten
 
 def fit_register_cap(capability: int | None, dtype: torch.dtype) -> int | None:
     """The fused fit's ``maxnreg`` on a GPU of ``capability`` (``target.capability``; None: the interpreter, no
-    cap) for values of ``dtype``: float32 values FIT_REGISTER_CAP on sm_90 and newer, FIT_REGISTERS before; float64
-    values none."""
-    if capability is None or dtype != torch.float32:
+    cap) for values of ``dtype``: float32 values FIT_REGISTER_CAP on sm_90 and newer, else FIT_REGISTERS."""
+    if capability is None:
         return None
-    return FIT_REGISTER_CAP if capability >= 90 else FIT_REGISTERS
+    return FIT_REGISTER_CAP if capability >= 90 and dtype == torch.float32 else FIT_REGISTERS
 
 
 def fit_programs_per_sm(register_cap: int | None) -> int:
@@ -962,19 +1054,21 @@ def gmm2_fit(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Te
     """Fills ``outputs`` = (weights, means, variances, log_likelihood, n_iter, converged, degenerate, min, max), the
     fields of a GMM2Fit: one memset of the work queue's counters and one launch of the fused fit. At most
     3 + steps + max_iter passes ("kmeans": histogram, halves, the Lloyd steps, the final split, the EM; "quantile":
-    2 + max_iter), each of at most cdiv(n, CHUNK) + G chunks."""
+    2 + max_iter), each of at most cdiv(n, CHUNK) + G chunks. "kmeans" takes a scratch copy the size of the sorted
+    values for the Lloyd steps' bands."""
     n_groups, device = count.size(0), count.device
     if n_groups == 0:
         return
-    assert bisections >= 3, "a partial row holds the histogram's 2^bisections bins and a pass's 7 statistics"
+    assert bisections >= 4, "a partial row holds the histogram's 2^bisections bins, a pass's 7 statistics and a band"
     slots_per_pass = triton.cdiv(sorted_values.numel(), CHUNK) + n_groups
     passes = (3 + steps if kmeans else 2) + max_iter
     partials = torch.empty((slots_per_pass, 1 << bisections), dtype=torch.float64, device=device)
+    bands = torch.empty_like(sorted_values) if kmeans else sorted_values
     state = torch.empty((n_groups, STATE_WIDTH.value), dtype=torch.float64, device=device)
     counters = torch.zeros(2 + 2 * n_groups + slots_per_pass, dtype=torch.int32, device=device)
     register_cap = fit_register_cap(target.capability(device), sorted_values.dtype)
     _gmm2_fit_kernel[(fit_programs(device, register_cap),)](
-        sorted_values, offsets, count, lo, hi, *outputs, partials, state, counters, n_groups, slots_per_pass,
+        sorted_values, offsets, count, lo, hi, *outputs, partials, bands, state, counters, n_groups, slots_per_pass,
         passes * slots_per_pass, n_groups.bit_length() + 1, max_iter, steps, float64_bits(tol),
         float64_bits(reg_covar), float64_bits(eps), float64_bits(LOG_2PI), float64_bits(max_magnitude),
         float64_bits(torch.finfo(sorted_values.dtype).max),
