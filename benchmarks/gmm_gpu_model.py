@@ -16,18 +16,35 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastmix.benchcases.gmm import synthetic_losses
+from fastmix.kernels.triton.gmm import fit_chunk
 
 SMS = 132
 GRID_BITS = 8  # the median split's grid: 2^8 steps
 MAX_LLOYD_STEPS = 30
 EM_PASSES = 10  # max_iter=10, tol=0, as the benchmark fits
 BLOCK = 1024  # values per step of a program (float32 values)
-NS_PER_VALUE = {"histogram": 0.218, "split": 0.178, "estep": 0.238}
-"""A pass's cost per value on one SM: the larger of its memory time and its busiest pipe (docs/gmm_gpu.md)."""
-BAND_WRITE_NS_PER_VALUE = 0.05
-"""Extra cost per value read of a Lloyd step under the band: every such step writes its new band out."""
-GROUPING_MS = {"benchmark": (0.10, 0.17), "uniform": (0.18, 0.29)}
-"""The grouping's launches 1-6 on paper (docs/gmm_gpu.md), added to the fit kernel for the totals."""
+
+
+@dataclass(frozen=True)
+class PassCosts:
+    """A pass's cost per value read on one SM (ns): the larger of its memory time (4 B at 3.0 TB/s over 132 SMs:
+    0.176 ns) and its busiest pipe, from the sm_90 PTX counts of the float32 specialisation (docs/gmm_gpu.md); and
+    the grouping's launches 1-6 on paper (ms, low and high), added to the fit kernel for the totals."""
+
+    histogram: float
+    split: float
+    band: float  # a Lloyd step under the band: its zones, sums and the band's copy-out
+    estep: float
+    grouping_ms: dict[str, tuple[float, float]]
+
+
+EARLIER = PassCosts(0.218, 0.178, 0.178 + 0.05, 0.238, {"benchmark": (0.10, 0.17), "uniform": (0.18, 0.29)})
+"""The kernel before the band: E-step 53.5 PTX instructions per value (0.238 ns), the count kernel's atomics. Its
+band row assumed the split pass's cost plus 0.05 ns for the copy-out."""
+TODAY = PassCosts(0.218, 0.178, 69 / 128 / 1.755, 43.75 / 128 / 1.755,
+                  {"benchmark": (0.10, 0.14), "uniform": (0.18, 0.22)})
+"""Today's kernel: the band loop 69 and the E-step 43.75 PTX instructions per value (128 per clock at 1.755 GHz),
+the count kernel's per-program histogram (no count atomics: 29-34 us on the benchmark's data, 57-68 us at 18.9 M)."""
 CHUNKS = (8192, 16384, 32768, 65536)
 
 
@@ -130,16 +147,15 @@ def uniform_profiles(negatives: list[KMeansProfile], groups: int = 160, count: i
     return profiles
 
 
-def group_passes(profile: KMeansProfile, band: bool) -> list[tuple[float, float]]:
+def group_passes(profile: KMeansProfile, band: bool, costs: PassCosts) -> list[tuple[float, float]]:
     """A group's passes as (ns per value, values read in all): the histogram, the halves, the Lloyd steps, the
     final split (without the band only after a step that moved the centres; with it always, a full pass), EM."""
     n = float(profile.count)
-    split = NS_PER_VALUE["split"]
     if band:
-        lloyd = [(split + BAND_WRITE_NS_PER_VALUE, r) for r in profile.lloyd_reads] + [(split, n)]
+        lloyd = [(costs.band, r) for r in profile.lloyd_reads] + [(costs.split, n)]
     else:
-        lloyd = [(split, n)] * (profile.lloyd_steps + profile.final_split)
-    return [(NS_PER_VALUE["histogram"], n), (split, n)] + lloyd + [(NS_PER_VALUE["estep"], n)] * EM_PASSES
+        lloyd = [(costs.split, n)] * (profile.lloyd_steps + profile.final_split)
+    return [(costs.histogram, n), (costs.split, n)] + lloyd + [(costs.estep, n)] * EM_PASSES
 
 
 @dataclass(frozen=True)
@@ -210,18 +226,19 @@ def simulate(passes: list[list[tuple[float, float]]], counts: list[int], chunk: 
 
 
 def fit_time(profiles: list[KMeansProfile], chunk: int, programs_per_sm: int, costs: Costs,
-             band: bool = False) -> QueueRun:
+             band: bool = False, kernel: PassCosts = EARLIER) -> QueueRun:
     """The queue's run over the groups' passes (with or without the Lloyd band)."""
-    return simulate([group_passes(p, band) for p in profiles], [p.count for p in profiles], chunk, programs_per_sm,
-                    costs)
+    return simulate([group_passes(p, band, kernel) for p in profiles], [p.count for p in profiles], chunk,
+                    programs_per_sm, costs)
 
 
 def span(low: float, high: float, digits: int = 0) -> str:
     return f"{low:,.{digits}f}-{high:,.{digits}f}"
 
 
-def fit_span(profiles: list[KMeansProfile], chunk: int, programs_per_sm: int, band: bool = False) -> str:
-    return span(*(fit_time(profiles, chunk, programs_per_sm, costs, band).time_us for costs in (LOW, HIGH)))
+def fit_span(profiles: list[KMeansProfile], chunk: int, programs_per_sm: int, band: bool = False,
+             kernel: PassCosts = EARLIER) -> str:
+    return span(*(fit_time(profiles, chunk, programs_per_sm, costs, band, kernel).time_us for costs in (LOW, HIGH)))
 
 
 def passes_table(sizes: dict[str, list[KMeansProfile]]) -> None:
@@ -231,7 +248,7 @@ def passes_table(sizes: dict[str, list[KMeansProfile]]) -> None:
     for name, profiles in sizes.items():
         n = sum(p.count for p in profiles)
         counts, steps = [p.count for p in profiles], [p.lloyd_steps for p in profiles]
-        passes = [sum(len(group_passes(p, band)) for p in profiles) for band in (False, True)]
+        passes = [sum(len(group_passes(p, band, EARLIER)) for p in profiles) for band in (False, True)]
         full_reads = sum(p.lloyd_steps * p.count for p in profiles) / n
         band_reads = sum(sum(p.lloyd_reads) for p in profiles) / n
         split_passes = sum((p.lloyd_steps + 1 + p.final_split) * p.count for p in profiles) / n
@@ -262,19 +279,31 @@ def reproduction_table(benchmark: list[KMeansProfile], uniform: list[KMeansProfi
         print(f"| benchmark data, no overheads, no reduction | {chunk:,} | {bare:,.0f} | {page} | | |")
 
 
-def variants_table(name: str, profiles: list[KMeansProfile], grouping_ms: tuple[float, float]) -> None:
-    print(f"{name}: fit kernel (us, low-high), total with the grouping (ms, grouping {span(*grouping_ms, 2)})")
+VARIANTS = (("earlier kernel, no band", EARLIER, False), ("earlier kernel + band", EARLIER, True),
+            ("today", TODAY, True))
+"""The kernels modelled: before the band (the page's rows), the band alone, and today's (band, E-step, count)."""
+
+
+def variants_table(name: str, profiles: list[KMeansProfile], size: str) -> None:
+    print(f"{name}: fit kernel (us, low-high), total with the grouping (ms)")
     print()
-    print("| CHUNK | Lloyd band | fit 3/SM | no overheads, no reduction 3/SM | total 3/SM (ms) | items claimed / with "
+    print("| CHUNK | kernel | fit 3/SM | no overheads, no reduction 3/SM | total 3/SM (ms) | items claimed / with "
           "values | fit 2/SM |")
     print("|---|---|---|---|---|---|---|")
     for chunk in CHUNKS:
-        for band in (False, True):
-            low, high = (fit_time(profiles, chunk, 3, costs, band) for costs in (LOW, HIGH))
-            bare = fit_time(profiles, chunk, 3, NO_OVERHEADS, band).time_us
-            total = span(grouping_ms[0] + low.time_us / 1000, grouping_ms[1] + high.time_us / 1000, 2)
-            print(f"| {chunk:,} | {'yes' if band else 'no'} | {span(low.time_us, high.time_us)} | {bare:,.0f} | "
-                  f"{total} | {low.claims:,} / {low.items_with_values:,} | {fit_span(profiles, chunk, 2, band)} |")
+        for label, kernel, band in VARIANTS:
+            low, high = (fit_time(profiles, chunk, 3, costs, band, kernel) for costs in (LOW, HIGH))
+            bare = fit_time(profiles, chunk, 3, NO_OVERHEADS, band, kernel).time_us
+            grouping = kernel.grouping_ms[size]
+            total = span(grouping[0] + low.time_us / 1000, grouping[1] + high.time_us / 1000, 2)
+            print(f"| {chunk:,} | {label} | {span(low.time_us, high.time_us)} | {bare:,.0f} | {total} | "
+                  f"{low.claims:,} / {low.items_with_values:,} | {fit_span(profiles, chunk, 2, band, kernel)} |")
+    chunk = fit_chunk(sum(p.count for p in profiles), 3 * SMS)
+    low, high = (fit_time(profiles, chunk, 3, costs, True, TODAY) for costs in (LOW, HIGH))
+    grouping = TODAY.grouping_ms[size]
+    print(f"\nToday's launch (`fit_chunk`: {chunk:,} values per item at 3 programs per SM): fit kernel "
+          f"{span(low.time_us, high.time_us)} us, with the grouping "
+          f"**{span(grouping[0] + low.time_us / 1000, grouping[1] + high.time_us / 1000, 2)} ms**.")
 
 
 def main() -> None:
@@ -285,10 +314,9 @@ def main() -> None:
                   "160 x 118,287 (the negatives' Lloyd steps)": uniform})
     print("\n## The page's rows against this model (no band)\n")
     reproduction_table(benchmark, uniform)
-    for title, profiles, grouping in (("Benchmark data", benchmark, GROUPING_MS["benchmark"]),
-                                      ("160 x 118,287", uniform, GROUPING_MS["uniform"])):
-        print(f"\n## {title}: CHUNK and the Lloyd band (model, not measured)\n")
-        variants_table(title, profiles, grouping)
+    for title, profiles, size in (("Benchmark data", benchmark, "benchmark"), ("160 x 118,287", uniform, "uniform")):
+        print(f"\n## {title}: CHUNK and the kernels (model, not measured)\n")
+        variants_table(title, profiles, size)
 
 
 if __name__ == "__main__":

@@ -216,12 +216,14 @@ def test_segments_of_many_groups_match_a_stable_sort(backend, n_groups, group_dt
     (3, 2, torch.int64, torch.float32, True), (3, 2, torch.int32, torch.float64, False),
     (97, 1, torch.int32, torch.float32, True), (97, 5, torch.int64, torch.float64, False),
     (97, 5, torch.int32, torch.float32, True), (300, 255, torch.int64, torch.float64, True),
-    (300, 256, torch.int32, torch.float32, False), (300, 1000, torch.int32, torch.float64, True)])
+    (300, 256, torch.int32, torch.float32, False), (300, 1000, torch.int32, torch.float64, True),
+    (300, 1023, torch.int64, torch.float32, True), (300, 1024, torch.int32, torch.float64, False)])
 def test_triton_counting_sort_gives_the_reference_segments(backend, n, n_groups, ids, dtype, omit, monkeypatch):
     """The Triton grouping, a counting sort over tiles of 64 values here (up to 5 tiles; the prefix scans 2 tiles
     per step; the values end inside a step for n = 97; the scatter with a GPU's 32 lanes) against
     reference.segments (torch's stable sort): the same sorted values, offsets, counts, min and max for sizes of no
-    block's multiple, empty groups, one group, G = 255/256/1000, int32 and int64 ids, NaN and inf omitted; the
+    block's multiple, empty groups, one group, G = 255/256/1000/1023 (counted by a histogram of 64-1,024 bins) and
+    1,024 (by atomics), int32 and int64 ids, NaN and inf omitted; the
     values rise with their index from negative through zero to positive, so a segment that keeps the input order
     is increasing (stability)."""
     from fastmix.kernels.triton import gmm as triton_gmm
@@ -1329,3 +1331,15 @@ def test_kmeans_band_steps_split_as_full_passes(isa, dtype, monkeypatch):
     assert torch.equal(stats[:, 1:3], expected_stats[:, 1:3]), "the final partition"
     assert_close(centres, expected, torch.float64, "centres")
     assert_close(stats, expected_stats, torch.float64, "statistics")
+
+
+def test_triton_fused_fit_takes_larger_chunks_once_every_program_gets_one():
+    """On a GPU the fused fit's work items are CHUNK values, or twice that once the values give every program a chunk
+    of that size (fewer items, each with its fixed cost, while every program still has work)."""
+    from fastmix.kernels.triton import gmm as triton_gmm
+
+    chunk, programs = triton_gmm.CHUNK, 396
+    assert triton_gmm.fit_chunk(2 * chunk * programs - 1, programs) == chunk
+    assert triton_gmm.fit_chunk(2 * chunk * programs, programs) == 2 * chunk
+    assert triton_gmm.fit_chunk(9_462_960, programs) == 16384  # the benchmark's 160 groups of MS-COCO losses
+    assert triton_gmm.fit_chunk(160 * 118_287, programs) == 32768

@@ -233,8 +233,10 @@ def _mix_variants(device):
 def _gmm_kernels_beyond_the_default_fit(device: torch.device) -> None:
     """The GMM kernels the op case (the default fit) does not launch: the kmeans++ races and seeded k-means, the
     "quantile" fit, the explicit-init EM with a re-seeded group (the unseeded k-means), the distributed fit's
-    E-step and the split pass."""
+    E-step and the split pass; the counting sort's count kernel at the benchmark's 160 groups (a histogram of 256 bins)
+    and beyond 1,023 groups (atomics); the fused fit with its larger chunks."""
     import fastmix
+    from fastmix.kernels.triton import gmm as triton_gmm
     from fastmix.ops import gmm as gmm_ops
 
     for dtype in (torch.float32, torch.float64):
@@ -253,6 +255,12 @@ def _gmm_kernels_beyond_the_default_fit(device: torch.device) -> None:
         fastmix.gmm_posterior(values, int32_groups, fit, backend="triton")
         sorted_values, offsets, count, lo, hi = gmm_ops.gmm2_segments(values, groups, n_groups, False, "triton")
         gmm_ops.gmm2_segments(values, int32_groups, n_groups, True, "triton")  # and omitted NaN
+        for many_groups in (160, 2000):
+            gmm_ops.gmm2_segments(values, int32_groups % many_groups, many_groups, True, "triton")
+        # Enough values for the fused fit's larger chunks (fit_chunk) at the programs compiling runs with.
+        many_values = values.repeat(-(-2 * triton_gmm.CHUNK * triton_gmm.INTERPRETED_PROGRAMS // values.numel()))
+        fastmix.fit_gmm2(many_values, groups.repeat(many_values.numel() // groups.numel()), n_groups=n_groups,
+                         backend="triton")
         gmm_ops.gmm2_estep(sorted_values, offsets, lo, hi - lo, weights, means, variances, "triton")
         gmm_ops.gmm2_split_statistics(sorted_values, offsets, lo, hi - lo, (lo + hi) / 2, means, "triton")
 

@@ -30,6 +30,7 @@ from fastmix.kernels.triton import target
 from fastmix.kernels.triton.scalars import float64_bits, float64_from_bits
 
 LOG_2PI = math.log(2.0 * math.pi)
+HALF_SQRT2 = tl.constexpr(math.sqrt(0.5))
 BLOCK = 256
 """Values per step of a segment pass (the width of the float64 accumulators), over SEGMENT_WARPS warps."""
 SEGMENT_WARPS = 8
@@ -46,10 +47,15 @@ value per thread; under the interpreter (read at import, as Triton does) 256, a 
 (the tests run 32 too). Divides COUNT_BLOCK."""
 COUNT_BLOCK = 1024
 """Values per step of the counting sort's count kernel (and keys per step of its offsets)."""
+MIN_COUNT_BINS, MAX_COUNT_BINS = 64, 1024
+"""The count kernel counts a tile's keys by a histogram per program (no atomics) for up to MAX_COUNT_BINS keys, in at
+least MIN_COUNT_BINS bins (one compiled kernel for every G < 64), and by atomics beyond."""
 PREFIX_KEYS = 16
 PREFIX_TILES = 256
-"""The prefix kernel scans the (tiles, G + 1) counts in (PREFIX_TILES, PREFIX_KEYS) blocks, one program per
-PREFIX_KEYS keys."""
+PREFIX_WARPS = 16
+"""The prefix kernel scans the (tiles, G + 1) counts in (PREFIX_TILES, PREFIX_KEYS) blocks, one program of
+PREFIX_WARPS warps per PREFIX_KEYS keys: 8 cells per thread (4 warps held 32, whose 64-bit addresses took all 255
+registers and spilled on sm_80 once the tiles are more than one)."""
 
 
 @triton.jit
@@ -74,18 +80,20 @@ def _sort_keys(values_ptr, groups_ptr, offs, held, n_groups):
 
 @triton.jit
 def _gmm2_count_kernel(values_ptr, groups_ptr, counts_ptr, lows_ptr, highs_ptr, flags_ptr, arrivals_ptr, n,
-                       n_groups, tile, OMIT_NONFINITE: tl.constexpr, BLOCK: tl.constexpr):
+                       n_groups, tile, OMIT_NONFINITE: tl.constexpr, BLOCK: tl.constexpr, KEY_BINS: tl.constexpr):
     """Program p, the values in [p tile, (p + 1) tile): counts[p, k] = how many have key k (0 <= k <= G, G the omitted
     values), lows[p, g] and highs[p, g] the min and max of group g's (+inf and -inf without any); flags[p] = 1 if a
     group is out of range + 2 if a value is not finite and not omitted. Program 0 zeroes the prefix kernel's arrival
-    counter. Atomics on the program's own rows: integer sums, min and max do not depend on their order (the min and
-    max only where a value goes beyond the row's current one)."""
+    counter. The counts: with KEY_BINS >= G + 1 (a power of two) a histogram per program (``tl.histogram``), stored
+    once; with KEY_BINS = 0 atomics on the program's own row. The min and max by atomics on its own rows, only where
+    a value goes beyond the row's current one. Integer sums, min and max do not depend on their order."""
     p = tl.program_id(0)
     row = p.to(tl.int64) * (n_groups + 1)
     extremes_row = p.to(tl.int64) * n_groups
     for key_start in range(0, n_groups + 1, BLOCK):
         keys = key_start + tl.arange(0, BLOCK)
-        tl.store(counts_ptr + row + keys, tl.zeros([BLOCK], tl.int64), mask=keys <= n_groups)
+        if KEY_BINS == 0:
+            tl.store(counts_ptr + row + keys, tl.zeros([BLOCK], tl.int64), mask=keys <= n_groups)
         tl.store(lows_ptr + extremes_row + keys, tl.full([BLOCK], float("inf"), lows_ptr.dtype.element_ty),
                  mask=keys < n_groups)
         tl.store(highs_ptr + extremes_row + keys, tl.full([BLOCK], -float("inf"), highs_ptr.dtype.element_ty),
@@ -94,13 +102,19 @@ def _gmm2_count_kernel(values_ptr, groups_ptr, counts_ptr, lows_ptr, highs_ptr, 
         tl.store(arrivals_ptr, 0)
     tl.debug_barrier()  # the initialised rows before any thread's atomics
     flags = tl.zeros([BLOCK], tl.int32)
+    if KEY_BINS > 0:
+        histogram = tl.zeros([KEY_BINS], tl.int32)
     tile_start = p.to(tl.int64) * tile
     for block_start in range(0, tl.minimum(tile, n - tile_start), BLOCK):
         offs = tile_start + block_start + tl.arange(0, BLOCK)
         held = offs < n
         key, v, bad = _sort_keys(values_ptr, groups_ptr, offs, held, n_groups)
         kept = held & (key < n_groups)
-        tl.atomic_add(counts_ptr + row + key, tl.full([BLOCK], 1, tl.int64), mask=held, sem="relaxed", scope="gpu")
+        if KEY_BINS > 0:
+            histogram += tl.histogram(key, KEY_BINS, mask=held)
+        else:
+            tl.atomic_add(counts_ptr + row + key, tl.full([BLOCK], 1, tl.int64), mask=held, sem="relaxed",
+                          scope="gpu")
         # Only a value beyond the row's current min (max) needs the atomic. The row is read from L2 (``.cg``: the
         # atomics do not update L1); a read that misses a red still in flight sees a min above the true one (a max
         # below), so a needed update is never skipped. After a few values per group and tile almost none remain.
@@ -110,6 +124,9 @@ def _gmm2_count_kernel(values_ptr, groups_ptr, counts_ptr, lows_ptr, highs_ptr, 
         tl.atomic_min(lows, v, mask=below, sem="relaxed", scope="gpu")
         tl.atomic_max(highs, v, mask=above, sem="relaxed", scope="gpu")
         flags |= bad
+    if KEY_BINS > 0:
+        keys = tl.arange(0, KEY_BINS)
+        tl.store(counts_ptr + row + keys, histogram.to(tl.int64), mask=keys <= n_groups)
     bad_group = tl.max(flags & 1, axis=0)
     bad_value = (tl.max(flags & 2, axis=0) // 2) * (0 if OMIT_NONFINITE else 1)
     tl.store(flags_ptr + p, (bad_group + 2 * bad_value).to(tl.uint8))
@@ -313,16 +330,49 @@ def _log1p_unit(u):
 
 
 @triton.jit
+def _estep_block(v, ok, shift, inverse, p0, p1, scaled_mean0, scaled_mean1, offset0, offset1, mean0, mean1,
+                 log_prob_acc, r0_acc, r1_acc, d0_acc, d1_acc, q0_acc, q1_acc, MASKED: tl.constexpr):
+    """One BLOCK of ``_estep_sums``: the running sums after the values ``v`` (only those where ``ok`` if MASKED).
+    ``p_k`` is sqrt(1/2) / sigma_k, so that log(w_k N(x)) = offset_k - z_k^2 with z_k = x p_k - scaled_mean_k."""
+    x = (v - shift) * inverse
+    if MASKED:
+        x = tl.where(ok, x, 0.0)
+    z0 = x * p0 - scaled_mean0
+    z1 = x * p1 - scaled_mean1
+    a0 = offset0 - z0 * z0
+    a1 = offset1 - z1 * z1
+    top = tl.maximum(a0, a1)
+    other = tl.exp(tl.minimum(a0, a1) - top)
+    total = 1.0 + other
+    r_top = 1.0 / total
+    r_other = other * r_top
+    first_on_top = a0 >= a1
+    r0 = tl.where(first_on_top, r_top, r_other)
+    r1 = tl.where(first_on_top, r_other, r_top)
+    log_prob = top + _log1p_unit(other)
+    if MASKED:
+        r0 = tl.where(ok, r0, 0.0)
+        r1 = tl.where(ok, r1, 0.0)
+        log_prob = tl.where(ok, log_prob, 0.0)
+    dx0 = x - mean0
+    dx1 = x - mean1
+    return (log_prob_acc + log_prob, r0_acc + r0, r1_acc + r1, d0_acc + r0 * dx0, d1_acc + r1 * dx1,
+            q0_acc + r0 * dx0 * dx0, q1_acc + r1 * dx1 * dx1)
+
+
+@triton.jit
 def _estep_sums(values_ptr, start, end, lo, inv_scale, w0, w1, m0, m1, v0, v1, log_2pi, BLOCK: tl.constexpr):
     """One E-step over a group's segment (csrc/gmm.h ``accumulate``): sum log p(x), and per component sum r_k,
     sum r_k (x - mu_k), sum r_k (x - mu_k)^2. The per-value arithmetic and the BLOCK lanes' running sums are in the
     values' dtype (float32 values: float32 exp and log instead of float64 ones, the bulk of the cost), the sum over
-    the lanes and everything per group in float64."""
+    the lanes and everything per group in float64. Whole BLOCKs without masks, then the last partial one."""
     dtype = values_ptr.dtype.element_ty
     p0 = 1.0 / tl.sqrt(v0)
     p1 = 1.0 / tl.sqrt(v1)
     offset0 = (-0.5 * log_2pi + tl.log(p0) + tl.log(w0)).to(dtype)
     offset1 = (-0.5 * log_2pi + tl.log(p1) + tl.log(w1)).to(dtype)
+    p0 = p0 * HALF_SQRT2
+    p1 = p1 * HALF_SQRT2
     scaled_mean0 = (m0 * p0).to(dtype)
     scaled_mean1 = (m1 * p1).to(dtype)
     mean0 = m0.to(dtype)
@@ -332,38 +382,21 @@ def _estep_sums(values_ptr, start, end, lo, inv_scale, w0, w1, m0, m1, v0, v1, l
     p0 = p0.to(dtype)
     p1 = p1.to(dtype)
     log_prob_acc = tl.zeros([BLOCK], dtype=dtype)
-    r0_acc = tl.zeros([BLOCK], dtype=dtype)
-    r1_acc = tl.zeros([BLOCK], dtype=dtype)
-    d0_acc = tl.zeros([BLOCK], dtype=dtype)
-    d1_acc = tl.zeros([BLOCK], dtype=dtype)
-    q0_acc = tl.zeros([BLOCK], dtype=dtype)
-    q1_acc = tl.zeros([BLOCK], dtype=dtype)
-    for block_start in tl.range(start, end, BLOCK, num_stages=SEGMENT_STAGES):
-        offs = block_start + tl.arange(0, BLOCK)
+    r0_acc, r1_acc, d0_acc, d1_acc, q0_acc, q1_acc = (log_prob_acc, log_prob_acc, log_prob_acc, log_prob_acc,
+                                                      log_prob_acc, log_prob_acc)
+    whole_end = start + (end - start) // BLOCK * BLOCK
+    for block_start in tl.range(start, whole_end, BLOCK, num_stages=SEGMENT_STAGES):
+        v = tl.load(values_ptr + block_start + tl.arange(0, BLOCK))
+        log_prob_acc, r0_acc, r1_acc, d0_acc, d1_acc, q0_acc, q1_acc = _estep_block(
+            v, None, shift, inverse, p0, p1, scaled_mean0, scaled_mean1, offset0, offset1, mean0, mean1,
+            log_prob_acc, r0_acc, r1_acc, d0_acc, d1_acc, q0_acc, q1_acc, MASKED=False)
+    if whole_end < end:
+        offs = whole_end + tl.arange(0, BLOCK)
         ok = offs < end
         v = tl.load(values_ptr + offs, mask=ok, other=0.0)
-        x = tl.where(ok, (v - shift) * inverse, 0.0)
-        z0 = x * p0 - scaled_mean0
-        z1 = x * p1 - scaled_mean1
-        a0 = offset0 - 0.5 * z0 * z0
-        a1 = offset1 - 0.5 * z1 * z1
-        top = tl.maximum(a0, a1)
-        other = tl.exp(tl.minimum(a0, a1) - top)
-        total = 1.0 + other
-        r_top = 1.0 / total
-        r_other = other * r_top
-        first_on_top = a0 >= a1
-        r0 = tl.where(ok, tl.where(first_on_top, r_top, r_other), 0.0)
-        r1 = tl.where(ok, tl.where(first_on_top, r_other, r_top), 0.0)
-        log_prob_acc += tl.where(ok, top + _log1p_unit(other), 0.0)
-        dx0 = x - mean0
-        dx1 = x - mean1
-        r0_acc += r0
-        r1_acc += r1
-        d0_acc += r0 * dx0
-        d1_acc += r1 * dx1
-        q0_acc += r0 * dx0 * dx0
-        q1_acc += r1 * dx1 * dx1
+        log_prob_acc, r0_acc, r1_acc, d0_acc, d1_acc, q0_acc, q1_acc = _estep_block(
+            v, ok, shift, inverse, p0, p1, scaled_mean0, scaled_mean1, offset0, offset1, mean0, mean1,
+            log_prob_acc, r0_acc, r1_acc, d0_acc, d1_acc, q0_acc, q1_acc, MASKED=True)
     return (_lane_sum(log_prob_acc), _lane_sum(r0_acc), _lane_sum(r1_acc), _lane_sum(d0_acc), _lane_sum(d1_acc),
             _lane_sum(q0_acc), _lane_sum(q1_acc))
 
@@ -630,9 +663,11 @@ FLOAT32_FIT_BLOCK = 1024
 the memory latency, at the same programs per SM as 256 (its registers); float64 values keep BLOCK (1024 would
 leave 1 program per SM)."""
 CHUNK = 16384
-"""Values per work item of the fused fit: one chunk of one group's segment in one pass. With the Lloyd steps'
-bands most passes read little, so each item's fixed cost (claim, lookups, arrival) counts: the queue model
-(benchmarks/gmm_gpu_model.py, docs/gmm_gpu.md) gives 16,384 the shortest fit of 8,192-65,536, on paper."""
+"""Values per work item of the fused fit (one chunk of one group's segment in one pass), twice as many on a GPU once
+the values give every program such a chunk (``fit_chunk``). With the Lloyd steps' bands most passes read little, so
+each item's fixed cost (claim, lookups, arrival) counts; larger chunks lengthen each group's chain of passes. The
+queue model (benchmarks/gmm_gpu_model.py, docs/gmm_gpu.md) gives 16,384 the shortest fit on the benchmark's 9.46 M
+values and 32,768 at 18.9 M, on paper."""
 FIT_REGISTERS = 128
 """Registers per thread of the fused fit over float64 values (sm_80 and sm_90, uncapped), and the cap of float32
 values before sm_90 (uncapped 164 on sm_80, 1 program per SM; capped 122 without spills): 2 programs of 8 warps per
@@ -816,18 +851,19 @@ def _store_params(row, w0, w1, m0, m1, v0, v1, lower_bound, iterations):
 @triton.jit
 def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weights_ptr, means_ptr, variances_ptr,
                      log_likelihood_ptr, n_iter_ptr, converged_ptr, degenerate_ptr, fit_min_ptr, fit_max_ptr,
-                     partials_ptr, bands_ptr, state_ptr, counters_ptr, n_groups, slots_per_pass, n_items, search_steps,
-                     max_iter, steps, tol_bits, reg_covar_bits, eps_bits, log_2pi_bits, max_magnitude_bits,
-                     max_reciprocal_bits,
+                     partials_ptr, bands_ptr, state_ptr, counters_ptr, n_groups, slots_per_pass, n_items,
+                     search_steps, max_iter, steps, tol_bits, reg_covar_bits, eps_bits, log_2pi_bits,
+                     max_magnitude_bits, max_reciprocal_bits,
                      MINMAX: tl.constexpr, KMEANS: tl.constexpr, BISECTIONS: tl.constexpr, CHUNK: tl.constexpr,
                      BLOCK: tl.constexpr, REVERSED_CLAIMS: tl.constexpr):
     """The whole fit after the grouping (fastmix/api/gmm.py's ``fit_gmm2`` with init "kmeans" (KMEANS) or
     "quantile"), each group split over many programs: a persistent work queue.
 
-    Work item i is chunk ``i % slots_per_pass`` of pass ``i // slots_per_pass``, claimed in order from
-    counters[0]. A group's p-th pass is whatever its state says (the grid-step histogram, a hard split: the halves
-    or the final split, a Lloyd step over the band the step before kept in ``bands``, or an E-step); its item waits (acquire) until counters[2 + g] (the group's
-    ready counter) reaches p, writes its chunk's partial statistics to its own row of ``partials``, and arrives
+    Work item i is chunk ``i % slots_per_pass`` (of CHUNK values) of pass ``i // slots_per_pass``, claimed in
+    order from counters[0]. A group's p-th pass is whatever its state says (the grid-step histogram, a hard split:
+    the halves or the final split, a Lloyd step over the band the step before kept in ``bands``, or an E-step); its
+    item waits (acquire) until counters[2 + g] (the group's ready counter) reaches p, writes its chunk's partial
+    statistics to its own row of ``partials``, and arrives
     (acq_rel) at counters[2 + G + g]; the last of the group's chunks to arrive sums the rows in chunk order (so the
     fit does not depend on the order of arrival nor on the number of programs), takes the step (median split, Lloyd
     step, init M-step, M-step with the lower bound and scikit-learn's convergence test, the fit's fields once done)
@@ -963,6 +999,13 @@ def sort_tile(n_groups: int) -> int:
     return max(SORT_TILE, triton.cdiv(n_groups + 1, COUNT_BLOCK) * COUNT_BLOCK)
 
 
+def count_bins(n_groups: int) -> int:
+    """The count kernel's histogram bins for G groups (G + 1 keys): a power of two from MIN_COUNT_BINS up to
+    MAX_COUNT_BINS, or 0 beyond it (atomics)."""
+    bins = max(triton.next_power_of_2(n_groups + 1), MIN_COUNT_BINS)
+    return bins if bins <= MAX_COUNT_BINS else 0
+
+
 def gmm2_segments(values: torch.Tensor, groups: torch.Tensor, n_groups: int, omit_nonfinite: bool,
                   sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
                   hi: torch.Tensor, ok: torch.Tensor) -> None:
@@ -980,10 +1023,11 @@ def gmm2_segments(values: torch.Tensor, groups: torch.Tensor, n_groups: int, omi
     arrivals = torch.empty(1, dtype=torch.int32, device=device)
     flags = torch.empty(n_tiles, dtype=torch.uint8, device=device)
     _gmm2_count_kernel[(n_tiles,)](values, groups, counts, lows, highs, flags, arrivals, n, n_groups, tile,
-                                   OMIT_NONFINITE=omit_nonfinite, BLOCK=COUNT_BLOCK, num_warps=16)
+                                   OMIT_NONFINITE=omit_nonfinite, BLOCK=COUNT_BLOCK, KEY_BINS=count_bins(n_groups),
+                                   num_warps=16)
     _gmm2_prefix_kernel[(triton.cdiv(n_groups + 1, PREFIX_KEYS),)](
         counts, lows, highs, flags, totals, offsets, count, lo, hi, ok, arrivals, n_tiles, n_groups,
-        KEYS=PREFIX_KEYS, TILES=PREFIX_TILES, BLOCK=COUNT_BLOCK, num_warps=4)
+        KEYS=PREFIX_KEYS, TILES=PREFIX_TILES, BLOCK=COUNT_BLOCK, num_warps=PREFIX_WARPS)
     _gmm2_scatter_kernel[(n_tiles,)](values, groups, counts, offsets, sorted_values, n, n_groups, tile,
                                      LANES=SORT_LANES, num_warps=1)
 
@@ -1048,31 +1092,41 @@ def fit_programs(device: torch.device, register_cap: int | None) -> int:
     return INTERPRETED_PROGRAMS
 
 
+def fit_chunk(n_values: int, programs: int) -> int:
+    """Values per work item of the fused fit on a GPU: 2 CHUNK once the values fill every program with a chunk of
+    that size, else CHUNK."""
+    return 2 * CHUNK if n_values >= 2 * CHUNK * programs else CHUNK
+
+
 def gmm2_fit(sorted_values: torch.Tensor, offsets: torch.Tensor, count: torch.Tensor, lo: torch.Tensor,
              hi: torch.Tensor, outputs: tuple[torch.Tensor, ...], minmax: bool, kmeans: bool, max_iter: int,
              steps: int, bisections: int, tol: float, reg_covar: float, eps: float, max_magnitude: float) -> None:
     """Fills ``outputs`` = (weights, means, variances, log_likelihood, n_iter, converged, degenerate, min, max), the
     fields of a GMM2Fit: one memset of the work queue's counters and one launch of the fused fit. At most
     3 + steps + max_iter passes ("kmeans": histogram, halves, the Lloyd steps, the final split, the EM; "quantile":
-    2 + max_iter), each of at most cdiv(n, CHUNK) + G chunks. "kmeans" takes a scratch copy the size of the sorted
-    values for the Lloyd steps' bands."""
+    2 + max_iter), each of at most cdiv(n, chunk) + G chunks (``fit_chunk`` values each on a GPU, CHUNK under the
+    interpreter).
+    "kmeans" takes a scratch copy the size of the sorted values for the Lloyd steps' bands."""
     n_groups, device = count.size(0), count.device
     if n_groups == 0:
         return
     assert bisections >= 4, "a partial row holds the histogram's 2^bisections bins, a pass's 7 statistics and a band"
-    slots_per_pass = triton.cdiv(sorted_values.numel(), CHUNK) + n_groups
+    capability = target.capability(device)
+    register_cap = fit_register_cap(capability, sorted_values.dtype)
+    programs = fit_programs(device, register_cap)
+    chunk = CHUNK if capability is None else fit_chunk(sorted_values.numel(), programs)
+    slots_per_pass = triton.cdiv(sorted_values.numel(), chunk) + n_groups
     passes = (3 + steps if kmeans else 2) + max_iter
     partials = torch.empty((slots_per_pass, 1 << bisections), dtype=torch.float64, device=device)
     bands = torch.empty_like(sorted_values) if kmeans else sorted_values
     state = torch.empty((n_groups, STATE_WIDTH.value), dtype=torch.float64, device=device)
     counters = torch.zeros(2 + 2 * n_groups + slots_per_pass, dtype=torch.int32, device=device)
-    register_cap = fit_register_cap(target.capability(device), sorted_values.dtype)
-    _gmm2_fit_kernel[(fit_programs(device, register_cap),)](
+    _gmm2_fit_kernel[(programs,)](
         sorted_values, offsets, count, lo, hi, *outputs, partials, bands, state, counters, n_groups, slots_per_pass,
         passes * slots_per_pass, n_groups.bit_length() + 1, max_iter, steps, float64_bits(tol),
         float64_bits(reg_covar), float64_bits(eps), float64_bits(LOG_2PI), float64_bits(max_magnitude),
         float64_bits(torch.finfo(sorted_values.dtype).max),
-        MINMAX=minmax, KMEANS=kmeans, BISECTIONS=bisections, CHUNK=CHUNK,
+        MINMAX=minmax, KMEANS=kmeans, BISECTIONS=bisections, CHUNK=chunk,
         BLOCK=FLOAT32_FIT_BLOCK if sorted_values.dtype == torch.float32 else BLOCK,
         REVERSED_CLAIMS=REVERSED_CLAIMS, num_warps=SEGMENT_WARPS, maxnreg=register_cap)
 
