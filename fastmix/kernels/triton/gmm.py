@@ -30,7 +30,6 @@ from fastmix.kernels.triton import target
 from fastmix.kernels.triton.scalars import float64_bits, float64_from_bits
 
 LOG_2PI = math.log(2.0 * math.pi)
-HALF_SQRT2 = tl.constexpr(math.sqrt(0.5))
 BLOCK = 256
 """Values per step of a segment pass (the width of the float64 accumulators), over SEGMENT_WARPS warps."""
 SEGMENT_WARPS = 8
@@ -367,12 +366,10 @@ def _estep_sums(values_ptr, start, end, lo, inv_scale, w0, w1, m0, m1, v0, v1, l
     values' dtype (float32 values: float32 exp and log instead of float64 ones, the bulk of the cost), the sum over
     the lanes and everything per group in float64. Whole BLOCKs without masks, then the last partial one."""
     dtype = values_ptr.dtype.element_ty
-    p0 = 1.0 / tl.sqrt(v0)
-    p1 = 1.0 / tl.sqrt(v1)
-    offset0 = (-0.5 * log_2pi + tl.log(p0) + tl.log(w0)).to(dtype)
-    offset1 = (-0.5 * log_2pi + tl.log(p1) + tl.log(w1)).to(dtype)
-    p0 = p0 * HALF_SQRT2
-    p1 = p1 * HALF_SQRT2
+    offset0 = (-0.5 * log_2pi - 0.5 * tl.log(v0) + tl.log(w0)).to(dtype)
+    offset1 = (-0.5 * log_2pi - 0.5 * tl.log(v1) + tl.log(w1)).to(dtype)
+    p0 = 1.0 / tl.sqrt(v0 + v0)  # sqrt(1/2) / sigma (a float64 constant would reach a GPU rounded to float32)
+    p1 = 1.0 / tl.sqrt(v1 + v1)
     scaled_mean0 = (m0 * p0).to(dtype)
     scaled_mean1 = (m1 * p1).to(dtype)
     mean0 = m0.to(dtype)
