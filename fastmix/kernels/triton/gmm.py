@@ -368,7 +368,7 @@ def _estep_sums(values_ptr, start, end, lo, inv_scale, w0, w1, m0, m1, v0, v1, l
     dtype = values_ptr.dtype.element_ty
     offset0 = (-0.5 * log_2pi - 0.5 * tl.log(v0) + tl.log(w0)).to(dtype)
     offset1 = (-0.5 * log_2pi - 0.5 * tl.log(v1) + tl.log(w1)).to(dtype)
-    p0 = 1.0 / tl.sqrt(v0 + v0)  # sqrt(1/2) / sigma (a float64 constant would reach a GPU rounded to float32)
+    p0 = 1.0 / tl.sqrt(v0 + v0)  # sqrt(1/2) / sigma
     p1 = 1.0 / tl.sqrt(v1 + v1)
     scaled_mean0 = (m0 * p0).to(dtype)
     scaled_mean1 = (m1 * p1).to(dtype)
