@@ -404,15 +404,16 @@ def test_triton_fused_fit_stops_lloyd_steps_once_the_partition_repeats(backend, 
 
 @pytest.mark.parametrize("backend", cpu_backends(("triton",)))
 @pytest.mark.parametrize("direction", ["up", "down"])
-def test_triton_fused_fit_lloyd_steps_pass_over_their_band(backend, direction, monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triton_fused_fit_lloyd_steps_pass_over_their_band(backend, direction, dtype, monkeypatch):
     """The Lloyd steps' splits move one way (up for losses piled near 0, down for their mirror image); after the
     first step, which reads the whole group, each step reads only the band the step before kept (the values between
     its split and twice its move ahead). Counted by wrapping the band pass (the interpreter runs it as Python): the
     steps together read under 2.5 times the group, against one whole group per step without the band, over 3
-    chunks whose bands are kept apart; the fit is the reference's to float32 rounding."""
+    chunks whose bands are kept apart; the fit is the reference's to the values' dtype's rounding."""
     from fastmix.kernels.triton import gmm as triton_gmm
 
-    u = torch.rand(3000, generator=torch.Generator().manual_seed(3))
+    u = torch.rand(3000, generator=torch.Generator().manual_seed(3), dtype=dtype)
     values = u ** 4 if direction == "up" else 1 - u ** 4
     groups = torch.zeros(3000, dtype=torch.int64)
     band_pass, reads = triton_gmm._lloyd_band_sums, []
@@ -428,7 +429,7 @@ def test_triton_fused_fit_lloyd_steps_pass_over_their_band(backend, direction, m
     assert steps >= 6 and len(reads) == 3 * steps, reads
     assert sum(reads[:3]) == 3000 and sum(reads) < 2.5 * 3000, reads
     expected = fastmix.fit_gmm2(values.double(), groups, n_groups=1, max_iter=2, tol=0.0, backend="reference")
-    assert_same_fit(fit, expected, torch.float32)
+    assert_same_fit(fit, expected, dtype)
 
 
 FIT_IN_SUBPROCESS = """
