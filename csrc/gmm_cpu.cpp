@@ -882,24 +882,46 @@ FASTMIX_INLINE typename FloatLanes<M>::F reciprocal_one_to_two(typename FloatLan
   return 1.0f / x;
 }
 
-// The float32 constants of FloatEStep for one group: the values taken as x = (v - origin) * inv_scale, origin a
-// float32 near the group's values (so v - origin is exact or nearly, whatever the values' range), the means as
-// mean_k - (origin - lo) * inv_scale rounded to float32 (complete_float_estep moves the sums to the exact means).
+// The float32 constants of FloatEStep for one group. The totals are taken around origin, a float32 near the group's
+// values (so v - origin is exact or nearly, whatever the values' range). Each value's d_k = x - mean_k is taken as
+// (v - own origin) inv_scale_f32 - shift_k, the own origin the raw value at the accumulated component's mean rounded
+// to float32 and shift_k = mean_k - the own origin's x (small for k = accumulated): for the values near that mean,
+// which carry its sums, v - own origin is exact and the product is rounded relative to d itself, with or without
+// FMA. (Rounding x = (v - origin) inv_scale first, then subtracting the mean, carried x's rounding, up to 2^-25 x,
+// into the sums the other component's are derived from, where no FMA fused the two.) complete_float_estep moves the
+// sums from the float32 mean they are taken around to the exact one.
 FASTMIX_INLINE double origin_of(const GroupConstants& c) { return (c.origin - c.lo) * c.inv_scale; }
 
-FASTMIX_INLINE float centred_mean(const GroupConstants& c, int k) {
-  return static_cast<float>(c.mean[k] - origin_of(c));
+FASTMIX_INLINE float own_origin(const GroupConstants& c) {
+  const float at_mean = static_cast<float>(c.lo + c.mean[c.accumulated] / c.inv_scale);
+  return std::isfinite(at_mean) ? at_mean : static_cast<float>(c.origin);
+}
+
+FASTMIX_INLINE double own_origin_x(const GroupConstants& c) { return (own_origin(c) - c.lo) * c.inv_scale; }
+
+// inv_scale rounded to float32 over inv_scale: (v - own origin) inv_scale_f32 is this times the exact x - own
+// origin's x.
+FASTMIX_INLINE double scale_ratio(const GroupConstants& c) {
+  const double ratio = static_cast<float>(c.inv_scale) / c.inv_scale;
+  return std::isfinite(ratio) && ratio > 0.0 ? ratio : 1.0;
+}
+
+// FloatEStep's shift_k, in its scale: (mean_k - the own origin's x) ratio, rounded to float32.
+FASTMIX_INLINE float float_shift(const GroupConstants& c, int k) {
+  return static_cast<float>((c.mean[k] - own_origin_x(c)) * scale_ratio(c));
 }
 
 // One block's float32 E-step, in log2 units (the log-weights scaled by log2 e: exp becomes 2^, whose range
-// reduction is exact). Per value: d_k = x - mean_k, the gap g = w_other - w_accumulated between the log-weights
+// reduction is exact). Per value: d_k = x - mean_k (as above: (v - own origin) inv_scale_f32 - shift_k), the gap
+// g = w_other - w_accumulated between the log-weights
 // (w_k = offset_k - half_precision_k d_k^2, BalanceMix eq. 7), e = 2^-|g|, the responsibilities 1 / (1 + e) (the
 // component on top) and e / (1 + e) (the other). It sums the accumulated component's r, r d, r d^2, the factors
 // 1 + e and the bottom responsibility times |g|: with log p(x) = sum_k r_k (w_k - log r_k) (as r_k = w_k N_k / p),
 // sum log p = sum_k (offset_k sum r_k - half_precision_k sum r_k d_k^2) + sum [log(1 + e) + r_bottom |g| ln 2],
 // whose float32 terms are the bounded entropies (at most ln 2 each), the rest float64 (complete_float_estep).
 // out: [0] sum log(1 + e) + r_bottom |g| ln 2 (natural units), [1] sum r, [2] sum r d, [3] sum r d^2 (around the
-// float32 mean), with c.with_totals [4] sum (v - origin), [5] sum (v - origin)^2 in float64 (raw units), [6] 0.
+// float32 mean: the own origin's x + shift_0), with c.with_totals [4] sum (v - origin), [5] sum (v - origin)^2 in
+// float64 (raw units, around c.origin), [6] 0.
 template <int M>
 struct FloatEStep {
   using F = typename FloatLanes<M>::F;
@@ -907,7 +929,7 @@ struct FloatEStep {
   static constexpr int64_t kVectorsPerFlush = 64;  // a product of 64 factors in [1, 2) stays below 2^64
   static constexpr int kSums = 4;
   static constexpr int kInterleave = M == 16 ? 4 : 2;  // AVX2's 16 registers: K = 4 spilled, 70% slower
-  float origin, inv_scale, mean[2], half_precision[2], gap_offset;  // [0] the accumulated component, [1] the other
+  float origin, inv_scale, shift[2], half_precision[2], gap_offset;  // [0] the accumulated component, [1] the other
   F uncertainty{}, resp{}, shifted{}, squared{};  // uncertainty: sum r_bottom (-|g|)
   F product = F{} + 1.0f;
   I product_exponent{};
@@ -915,10 +937,10 @@ struct FloatEStep {
   D total[kSums][2] = {};  // lanes [0, M/2) and [M/2, M); in memory: registers would push the loop's constants out
 
   explicit FloatEStep(const GroupConstants& c)
-      : origin(static_cast<float>(c.origin)), inv_scale(static_cast<float>(c.inv_scale)) {
+      : origin(own_origin(c)), inv_scale(static_cast<float>(c.inv_scale)) {
     const int order[2] = {c.accumulated, 1 - c.accumulated};
     for (int j = 0; j < 2; ++j) {
-      mean[j] = centred_mean(c, order[j]);
+      shift[j] = float_shift(c, order[j]);
       half_precision[j] = static_cast<float>(c.half_precision[order[j]] * kLog2E);
     }
     gap_offset = static_cast<float>((c.offset[order[1]] - c.offset[order[0]]) * kLog2E);
@@ -931,9 +953,9 @@ struct FloatEStep {
   template <int K, bool kMasked>
   FASTMIX_INLINE void add(const F (&v)[K], F keep) {
     F x[K], d[K], d_other[K], square[K], gap[K], minus_distance[K], e[K], factor[K], r_top[K], r[K], entropy[K];
-    for (int j = 0; j < K; ++j) x[j] = (v[j] - origin) * inv_scale;
-    for (int j = 0; j < K; ++j) d[j] = x[j] - mean[0];
-    for (int j = 0; j < K; ++j) d_other[j] = x[j] - mean[1];
+    for (int j = 0; j < K; ++j) x[j] = (v[j] - origin) * inv_scale;  // around the own origin
+    for (int j = 0; j < K; ++j) d[j] = x[j] - shift[0];
+    for (int j = 0; j < K; ++j) d_other[j] = x[j] - shift[1];
     for (int j = 0; j < K; ++j) square[j] = d[j] * d[j];
     for (int j = 0; j < K; ++j) {
       gap[j] = (gap_offset + half_precision[0] * square[j]) - half_precision[1] * (d_other[j] * d_other[j]);
@@ -1823,12 +1845,12 @@ void complete_float_estep(const double* sums, double n, double t1, double t2, co
     first[k] = n * (mean_x - c.mean[k]);
     second[k] = spread + n * (mean_x - c.mean[k]) * (mean_x - c.mean[k]);
   }
-  // FloatEStep's d = (v - origin) inv_scale_f32 - mean_f32 = ratio (x - kernel_mean), ratio = inv_scale_f32 /
-  // inv_scale: its sums scaled back by ratio and moved from kernel_mean to the mean (the scale's rounding would
-  // otherwise reach the other component's sums amplified by the subtraction).
-  const double rounded_scale = static_cast<float>(c.inv_scale) / c.inv_scale;
-  const double ratio = std::isfinite(rounded_scale) && rounded_scale > 0.0 ? rounded_scale : 1.0;
-  const double moved = c.mean[a] - (centred_mean(c, a) / ratio + origin_of(c));
+  // FloatEStep's d = (v - own origin) inv_scale_f32 - shift_a = ratio (x - kernel_mean), ratio = inv_scale_f32 /
+  // inv_scale, kernel_mean = own origin's x + shift_a / ratio: its sums scaled back by ratio and moved from
+  // kernel_mean to the mean (the scale's rounding would otherwise reach the other component's sums amplified by the
+  // subtraction).
+  const double ratio = scale_ratio(c);
+  const double moved = c.mean[a] - (own_origin_x(c) + float_shift(c, a) / ratio);
   const double r = sums[1], shifted = sums[2] / ratio, squared = sums[3] / (ratio * ratio);
   const double rd = shifted - moved * r;
   const double rd2 = std::max(squared - 2.0 * moved * shifted + moved * moved * r, 0.0);

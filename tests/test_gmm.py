@@ -582,13 +582,15 @@ def hard_float32_groups(offset: float = 0.0, scale: float = 1.0, small_groups: b
 
 @pytest.mark.parametrize("isa", CPU_ISAS)
 @pytest.mark.parametrize("normalize,offset,scale,reg_covar", [("minmax", 0.0, 1.0, 5e-4), ("minmax", 0.0, 1.0, 1e-9),
-                                                             ("none", 1e6, 16.0, 5e-4)])
+                                                             ("none", 1e6, 16.0, 5e-4), ("minmax", 1e6, 1.0, 5e-4)])
 def test_float32_estep_hard_groups_match_reference(isa, normalize, offset, scale, reg_covar, monkeypatch):
     """The C++ float32 E-step (one component's sums per value, the other's from the group's totals) on groups where
     that subtraction or float32 rounding could lose accuracy, values near 0 or at 1e6 (normalize="none": the raw
-    values; float32 resolution 0.0625 there), a tiny reg_covar (without the groups of 1-3 values: there a component
-    on one value gets a variance of ~1e-9, which float32 values cannot resolve): the fit within the float32 tolerance
-    of the reference's float64 fit of the same values, for each compiled instruction set."""
+    values; float32 resolution 0.0625 there; "minmax" over a spread of 1 there: values that round to equal ones, a
+    component on identical values whose variance is reg_covar alone, where an x rounded before subtracting the mean
+    left 2^-26 in the other component without FMA), a tiny reg_covar (without the groups of 1-3 values: there a
+    component on one value gets a variance of ~1e-9, which float32 values cannot resolve): the fit within the
+    float32 tolerance of the reference's float64 fit of the same values, for each compiled instruction set."""
     if _native._C is None or isa not in _native._C.gmm2_cpu_isas():
         pytest.skip(f"this CPU or build has no {isa} kernels")
     monkeypatch.setenv("FASTMIX_CPU_ISA", isa)
