@@ -942,9 +942,10 @@ def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weigh
                     source_count = chunk_end - chunk_start
                     if reads_band:
                         source_count = tl.load(band_row, cache_modifier=".cg").to(tl.int64)
+                    band_to = tl.load(row + 15, cache_modifier=".cg")
                     n_below, n_band, sum_below, sum_band, sum_above = _lloyd_band_sums(
                         tl.where(reads_band, band, values_ptr + chunk_start), band, source_count, shift, inv_scale,
-                        tl.load(row + 14, cache_modifier=".cg"), tl.load(row + 15, cache_modifier=".cg"), BLOCK)
+                        tl.load(row + 14, cache_modifier=".cg"), band_to, BLOCK)
                     n_below = n_below.to(tl.float64)
                     n_band = n_band.to(tl.float64)
                     n_above = source_count.to(tl.float64) - n_below - n_band
@@ -956,7 +957,7 @@ def _gmm2_fit_kernel(values_ptr, offsets_ptr, count_ptr, min_ptr, max_ptr, weigh
                     zero = tl.zeros([], tl.float64)
                     _store_statistics(band_row, n_band, n_below, sum_below, n_above, sum_above, zero, zero)
                     # The band lies below the split (moving down), or is empty.
-                    band_below = tl.load(row + 15, cache_modifier=".cg") == tl.load(row + 1, cache_modifier=".cg")
+                    band_below = band_to == tl.load(row + 1, cache_modifier=".cg")
                     _store_statistics(partial, zero, n_below + tl.where(band_below, n_band, 0.0),
                                       n_above + tl.where(band_below, 0.0, n_band),
                                       sum_below + tl.where(band_below, sum_band, 0.0),
